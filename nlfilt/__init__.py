@@ -1,0 +1,26 @@
+"""nlfilt: non-local image filters (NLM, arc-cosine, neural tangent kernel) with twicing.
+
+The public functions are :func:`denoise` and :func:`filter_matrix`; both run on
+NumPy, or on CuPy when a GPU is usable.
+"""
+
+from nlfilt.api import (
+    DEFAULT_MEMORY_BUDGET,
+    KERNEL_DEFAULTS,
+    MAX_FILTER_MATRIX_PIXELS,
+    denoise,
+    filter_matrix,
+)
+from nlfilt.kernels import KERNELS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "KERNELS",
+    "KERNEL_DEFAULTS",
+    "MAX_FILTER_MATRIX_PIXELS",
+    "__version__",
+    "denoise",
+    "filter_matrix",
+]

@@ -1,0 +1,106 @@
+"""The one module that knows about NumPy and CuPy.
+
+Every other module receives a :class:`Backend` and does its array work through
+``backend.xp``, so the same operator code runs on the CPU (NumPy) and on a GPU
+(CuPy).  CuPy is imported lazily, on the first request for a GPU, never at
+import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array module and the device it computes on.
+
+    Attributes
+    ----------
+    name : str
+        ``'cpu'`` or ``'gpu'``.
+    xp : module
+        ``numpy`` or ``cupy``.
+    workers : int
+        Host threads an operator may use to run independent tiles or offsets
+        concurrently (NumPy releases the GIL inside large array operations).
+        Always 1 on the GPU, where one stream already saturates the device.
+    """
+
+    name: str
+    xp: ModuleType
+    workers: int = 1
+
+    def asarray(self, array: Any, dtype: Any = None) -> Any:
+        """Move ``array`` to this backend's device (no copy when already there)."""
+        return self.xp.asarray(array, dtype=dtype)
+
+    def to_host(self, array: Any) -> Any:
+        """Return ``array`` as a NumPy array on the host."""
+        if self.name == "gpu":
+            return array.get()
+        return array
+
+    def scalar(self, value: Any) -> float:
+        """Return a 0-d device value as a Python float (synchronises on the GPU)."""
+        return float(value)
+
+
+@lru_cache(maxsize=1)
+def _cupy_or_reason() -> tuple[ModuleType | None, str]:
+    """Import CuPy and check for a usable CUDA device, once per process."""
+    try:
+        import cupy  # noqa: PLC0415 - deliberately lazy
+    except ImportError as exc:
+        return None, f"CuPy is not installed ({exc}); install nlfilt[gpu]"
+    try:
+        if not cupy.cuda.is_available():
+            return None, "CuPy is installed but no CUDA device is usable"
+    except Exception as exc:  # driver or runtime errors surface here
+        return None, f"CuPy could not query CUDA devices ({exc})"
+    return cupy, "CUDA device available"
+
+
+def gpu_status() -> tuple[bool, str]:
+    """Report whether a GPU is usable and why (for ``device='auto'`` and ``nlfilt info``)."""
+    cupy, reason = _cupy_or_reason()
+    return cupy is not None, reason
+
+
+def _host_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def get_backend(device: str) -> Backend:
+    """Return the backend for ``device`` ('auto', 'cpu' or 'gpu').
+
+    ``'auto'`` picks the GPU when CuPy is installed and a CUDA device is
+    usable, otherwise the CPU.  ``'gpu'`` raises :class:`RuntimeError` with
+    the reason when no GPU is usable.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
+    if device == "cpu":
+        return _cpu_backend()
+    cupy, reason = _cupy_or_reason()
+    if cupy is None:
+        if device == "gpu":
+            raise RuntimeError(f"device='gpu' was requested but no GPU is usable: {reason}")
+        return _cpu_backend()
+    return Backend("gpu", cupy, workers=1)
+
+
+@lru_cache(maxsize=1)
+def _cpu_backend() -> Backend:
+    import numpy  # noqa: PLC0415
+
+    return Backend("cpu", numpy, workers=_host_workers())

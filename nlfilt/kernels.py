@@ -1,0 +1,197 @@
+"""Patch affinities: non-local means, arc-cosine and the neural tangent kernel.
+
+Every kernel writes its affinity in the factored form
+
+    K_ij = s_i * s_j * f(t_ij)
+
+where ``t_ij`` is a pair statistic computed in bulk by the operators (a GEMM
+block in the global mode, a box-filtered product image per offset in the
+windowed mode), ``f`` is an elementwise profile applied in place and ``s`` is
+an optional per-pixel scale (``None`` for NLM).  The operators never need to
+know which kernel they run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy
+
+KERNELS = ("nlm", "arccos", "ntk")
+
+
+class NLMKernel:
+    """Non-local means: ``K_ij = exp(-max(|P_i - P_j|^2 / d - 2 sigma^2, 0) / h^2)``.
+
+    (Weights below the dtype's smallest normal number are raised to it: see
+    :meth:`profile`.)
+
+    The image is centred (distances do not change, float32 round-off in the
+    expanded GEMM form ``|a|^2 + |b|^2 - 2<a, b>`` does) and divided by
+    ``h sqrt(d)``, so that with ``a = P_i / (h sqrt d)``::
+
+        t_ij = 2 sigma^2 / h^2 - |a_i - a_j|^2,    f(t) = exp(min(t, 0)).
+    """
+
+    name = "nlm"
+    uses_difference = True  # windowed statistic: box sum of squared differences
+    scratch_blocks = 0  # extra tile-sized buffers needed by the profile
+
+    def __init__(self, h: float, sigma: float) -> None:
+        self.h = h
+        self.sigma = sigma
+
+    def features(self, xp: Any, image: Any, patch_size: int) -> Any:
+        """Return the image the pair statistics are computed on."""
+        dims = patch_size * patch_size * image.shape[2]
+        centre = xp.mean(image, axis=(0, 1), keepdims=True)
+        return (image - centre) * image.dtype.type(1.0 / (self.h * math.sqrt(dims)))
+
+    @property
+    def offset(self) -> float:
+        """The constant ``2 sigma^2 / h^2`` that the squared distance is compared with."""
+        return 2.0 * self.sigma**2 / self.h**2
+
+    def global_factors(self, xp: Any, patches: Any) -> tuple[Any, Any, Any]:
+        """Return (left, right, scale) with ``left[i] @ right[:, j] == t_ij``."""
+        sq_norm = xp.sum(patches * patches, axis=1)
+        half_shift = sq_norm - patches.dtype.type(self.offset / 2)
+        ones = xp.ones_like(sq_norm)
+        left = xp.concatenate([2 * patches, -half_shift[:, None], -ones[:, None]], axis=1)
+        right = xp.concatenate([patches, ones[:, None], half_shift[:, None]], axis=1)
+        return left, xp.ascontiguousarray(right.T), None
+
+    def windowed_statistic(self, xp: Any, box: Any, norm_i: Any, norm_j: Any) -> Any:
+        """Turn the box-summed squared difference into ``t`` (in place)."""
+        xp.subtract(box.dtype.type(self.offset), box, out=box)
+        return box
+
+    def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
+        """Apply ``f(t) = exp(min(t, 0))`` in place.
+
+        ``t`` is first clipped below at ``log`` of the smallest normal number
+        of its dtype, so that far-apart patches get that tiny weight (at most
+        1e-38 of the diagonal weight 1) rather than subnormal numbers, which
+        are many times slower to compute with.
+        """
+        floor = t.dtype.type(math.log(numpy.finfo(t.dtype).tiny))
+        xp.clip(t, floor, t.dtype.type(0), out=t)
+        return xp.exp(t, out=t)
+
+
+class CosineKernel:
+    """Kernels of the angle between patches, scaled by their norms.
+
+    ``K_ij = |P_i| |P_j| f(cos phi_ij)``.  A zero patch has norm 0, so its row
+    and column of ``K`` are 0.
+    """
+
+    name = ""
+    uses_difference = False  # windowed statistic: box sum of products
+    scratch_blocks = 0
+
+    def features(self, xp: Any, image: Any, patch_size: int) -> Any:
+        """Return the image the pair statistics are computed on (unchanged)."""
+        return image
+
+    def global_factors(self, xp: Any, patches: Any) -> tuple[Any, Any, Any]:
+        """Return (left, right, scale) with ``left[i] @ right[:, j] == cos phi_ij``."""
+        norm = xp.sqrt(xp.sum(patches * patches, axis=1))
+        unit = patches * _safe_reciprocal(xp, norm)[:, None]
+        return unit, xp.ascontiguousarray(unit.T), norm
+
+    def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any) -> Any:
+        """Turn the box-summed product ``<P_i, P_j>`` into ``cos phi`` (in place)."""
+        box *= inv_norm_i
+        box *= inv_norm_j
+        return box
+
+    def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
+        """Apply the kernel's profile to cosines ``t`` in place."""
+        raise NotImplementedError
+
+
+class ArcCosKernel(CosineKernel):
+    """Arc-cosine kernel of degree 1, the tangent kernel of the output layer alone.
+
+    ``f(c) = (sin phi + (pi - phi) cos phi) / pi`` with ``phi = arccos c``; it
+    equals ``2 E[relu(w.x) relu(w.x')] / (|x| |x'|)`` for standard Gaussian
+    ``w`` (``Sigma^1`` of a He-initialised layer).
+    """
+
+    name = "arccos"
+    scratch_blocks = 1
+
+    def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
+        """Apply ``f`` in place (one scratch block)."""
+        xp.clip(t, -1, 1, out=t)
+        _relu_layer(xp, t, scratch[0])
+        return t
+
+
+class NTKKernel(CosineKernel):
+    """Neural tangent kernel of a ReLU CNN: one k x k convolution, depth-1 1x1 layers.
+
+    With ``c^0 = cos phi`` and ``theta^0 = c^0`` (the norms factored out)::
+
+        c^l     = (sin phi^{l-1} + (pi - phi^{l-1}) c^{l-1}) / pi,   phi^{l-1} = arccos c^{l-1}
+        theta^l = c^l + theta^{l-1} (pi - phi^{l-1}) / pi
+
+    and ``f = theta^depth``.  Since ``Sigma^l_ii = |P_i|^2`` on every layer this is
+    the recursion ``Theta^l = Sigma^l + Theta^{l-1} dSigma^l`` divided by
+    ``|P_i| |P_j|``.
+    """
+
+    name = "ntk"
+    scratch_blocks = 2
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+    def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
+        """Apply ``theta^depth`` in place (two scratch blocks)."""
+        xp.clip(t, -1, 1, out=t)
+        theta, work = scratch[0], scratch[1]
+        theta[...] = t
+        for _ in range(self.depth):
+            _relu_layer(xp, t, work, theta)
+        t[...] = theta
+        return t
+
+
+def _relu_layer(xp: Any, c: Any, work: Any, theta: Any = None) -> None:
+    """Advance one ReLU layer in place.
+
+    ``c <- (sin phi + (pi - phi) c) / pi`` with ``phi = arccos c``; when
+    ``theta`` is given, also ``theta <- theta (pi - phi) / pi + c_new``.
+    """
+    pi = c.dtype.type(math.pi)
+    inv_pi = c.dtype.type(1 / math.pi)
+    xp.arccos(c, out=work)
+    xp.subtract(pi, work, out=work)  # pi - phi
+    if theta is not None:
+        theta *= work
+        theta *= inv_pi
+    c *= work
+    xp.subtract(pi, work, out=work)  # phi
+    xp.sin(work, out=work)
+    c += work
+    c *= inv_pi
+    if theta is not None:
+        theta += c
+
+
+def _safe_reciprocal(xp: Any, values: Any) -> Any:
+    """``1 / values`` where positive, 0 elsewhere."""
+    positive = values > 0
+    return xp.where(positive, 1 / xp.where(positive, values, 1), 0).astype(values.dtype)
+
+
+def make_kernel(name: str, *, h: float | None, sigma: float | None, depth: int) -> Any:
+    """Build the kernel object for validated options."""
+    if name == "nlm":
+        return NLMKernel(h=h, sigma=sigma)
+    if name == "arccos":
+        return ArcCosKernel()
+    return NTKKernel(depth=depth)

@@ -1,0 +1,331 @@
+"""Matrix-free affinity operators ``V -> K V`` over all pixel pairs or a search window.
+
+Both operators take the feature image of a kernel (see :mod:`nlfilt.kernels`),
+work through ``backend.xp`` only and never hold the N x N matrix:
+
+* :class:`GlobalAffinity` walks over tiles of query rows; each tile is one GEMM
+  ``left[rows] @ right`` giving the pair statistic against every pixel, the
+  kernel profile in place, and one product with the right-hand side.
+* :class:`WindowedAffinity` walks over the offsets of the search window; each
+  offset is one shifted-image product, a box sum over the patch and the kernel
+  profile, and serves the offset and its opposite (``K`` is symmetric).
+
+On the CPU, ``backend.workers`` threads share the elementwise work: the rows of
+each tile, or the offsets of the window (each thread with its own accumulator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from nlfilt.backend import Backend
+from nlfilt.patches import box_sum, pad_reflect, patch_matrix
+
+#: Largest number of elements in one tile buffer.  Larger tiles only add memory
+#: traffic: a few megabytes already amortise the GEMM and the Python overhead.
+MAX_TILE_ELEMENTS = 1 << 20
+
+
+class _Workers:
+    """Host threads for independent array work (NumPy releases the GIL in large operations).
+
+    A context manager; ``map(function, items)`` runs serially when the backend
+    has a single worker (always on the GPU).
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.count = max(1, backend.workers)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Workers:
+        if self.count > 1:
+            self._pool = ThreadPoolExecutor(max_workers=self.count)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def map(self, function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        if self._pool is None or len(items) < 2:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
+
+    def shares(self, count: int) -> list[range]:
+        """``range(count)`` dealt out round-robin, one share per worker."""
+        return [range(start, count, self.count) for start in range(min(self.count, count))]
+
+    def chunks(self, count: int) -> list[slice]:
+        """``range(count)`` cut into one contiguous slice per worker."""
+        bounds = [count * part // self.count for part in range(self.count + 1)]
+        return [slice(low, high) for low, high in zip(bounds, bounds[1:], strict=False) if high > low]
+
+
+class GlobalAffinity:
+    """``K V`` over every pixel pair, in tiles of query rows (peak memory bounded).
+
+    Parameters
+    ----------
+    backend : Backend
+        Array module and worker count.
+    features : array, shape (H, W, C)
+        The kernel's feature image (``kernel.features``).
+    kernel : object
+        A kernel from :mod:`nlfilt.kernels`.
+    patch : int
+        Odd patch side.
+    memory_budget : int
+        Bytes that the patch factors, the tile buffers and the right-hand
+        sides may occupy together.
+    columns : int
+        Largest number of right-hand-side columns that will be applied.
+    """
+
+    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int,
+                 memory_budget: int, columns: int) -> None:
+        xp = backend.xp
+        self.backend = backend
+        self.kernel = kernel
+        height, width, _ = features.shape
+        self.size = height * width
+        patches = patch_matrix(xp, features, patch)
+        self.left, self.right, self.scale = kernel.global_factors(xp, patches)
+        del patches
+        itemsize = features.dtype.itemsize
+        fixed = (self.left.size + self.right.size + 3 * self.size * columns) * itemsize
+        per_row = self.size * itemsize * (1 + kernel.scratch_blocks)
+        rows = (memory_budget - fixed) // per_row
+        if rows < 1:
+            needed = fixed + per_row
+            raise ValueError(
+                f"memory_budget={memory_budget} bytes is too small for a global operator on "
+                f"{self.size} pixels; at least {needed} bytes are needed"
+            )
+        self.tile_rows = int(min(rows, self.size, max(1, MAX_TILE_ELEMENTS // self.size)))
+
+    def _tiles(self) -> list[tuple[int, int]]:
+        step = self.tile_rows
+        return [(start, min(start + step, self.size)) for start in range(0, self.size, step)]
+
+    def _profile_tile(self, start: int, stop: int, buffers: list[Any], workers: _Workers) -> Any:
+        """Return the tile ``f(t)`` for query rows ``start:stop`` in ``buffers[0]``.
+
+        The GEMM runs on the BLAS library's own threads; the elementwise
+        profile is split by rows among the host workers.
+        """
+        xp = self.backend.xp
+        views = [buffer[: stop - start] for buffer in buffers]
+        xp.matmul(self.left[start:stop], self.right, out=views[0])
+
+        def profile(rows: slice) -> None:
+            self.kernel.profile(xp, views[0][rows], [view[rows] for view in views[1:]])
+
+        workers.map(profile, workers.chunks(stop - start))
+        return views[0]
+
+    def _new_buffers(self) -> list[Any]:
+        shape = (self.tile_rows, self.size)
+        dtype = self.left.dtype
+        return [self.backend.xp.empty(shape, dtype) for _ in range(1 + self.kernel.scratch_blocks)]
+
+    def matmul(self, vectors: Any) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+        xp = self.backend.xp
+        if self.scale is not None:
+            vectors = vectors * self.scale[:, None]
+        out = xp.empty_like(vectors)
+        buffers = self._new_buffers()
+        with _Workers(self.backend) as workers:
+            for start, stop in self._tiles():
+                block = self._profile_tile(start, stop, buffers, workers)
+                xp.matmul(block, vectors, out=out[start:stop])
+        if self.scale is not None:
+            out *= self.scale[:, None]
+        return out
+
+    def dense(self) -> Any:
+        """Return the whole matrix ``K`` (for small images only)."""
+        xp = self.backend.xp
+        matrix = xp.empty((self.size, self.size), dtype=self.left.dtype)
+        buffers = self._new_buffers()
+        with _Workers(self.backend) as workers:
+            for start, stop in self._tiles():
+                matrix[start:stop] = self._profile_tile(start, stop, buffers, workers)
+        if self.scale is not None:
+            matrix *= self.scale[:, None]
+            matrix *= self.scale[None, :]
+        return matrix
+
+
+class WindowedAffinity:
+    """``K V`` over pixel pairs at most ``window // 2`` apart on each axis.
+
+    The search window is truncated at the image borders (never padded); the
+    patches themselves use reflect padding like the global mode.
+
+    Parameters
+    ----------
+    backend : Backend
+        Array module and worker count.
+    features : array, shape (H, W, C)
+        The kernel's feature image (``kernel.features``).
+    kernel : object
+        A kernel from :mod:`nlfilt.kernels`.
+    patch, window : int
+        Odd patch side and odd search-window side.
+    memory_budget : int
+        Bytes the operator may use.  When ``reuse`` is true and the weights of
+        every offset fit in what the working buffers leave of it, they are
+        computed once and kept, so later applications are multiply-adds only.
+    reuse : bool
+        Whether the operator will be applied several times.
+    """
+
+    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int, window: int,
+                 memory_budget: int, reuse: bool) -> None:
+        xp = backend.xp
+        self.backend = backend
+        self.kernel = kernel
+        self.patch = patch
+        self.shape = features.shape[:2]
+        height, width = self.shape
+        self.size = height * width
+        self.padded = pad_reflect(xp, features, patch // 2)
+        radius = window // 2
+        # One of each pair of opposite offsets, plus (0, 0) for the diagonal.
+        self.offsets = [
+            (drow, dcol)
+            for drow in range(0, min(radius, height - 1) + 1)
+            for dcol in range(-min(radius, width - 1), min(radius, width - 1) + 1)
+            if drow > 0 or dcol >= 0
+        ]
+        if kernel.uses_difference:
+            self.scale = None
+            self.inv_norm = None
+        else:
+            squares = xp.sum(self.padded * self.padded, axis=2)
+            norm = xp.sqrt(box_sum(xp, squares, patch))
+            positive = norm > 0
+            self.scale = norm
+            self.inv_norm = xp.where(positive, 1 / xp.where(positive, norm, 1), 0).astype(norm.dtype)
+        itemsize = features.dtype.itemsize
+        padded_size = self.padded.shape[0] * self.padded.shape[1]
+        channels = features.shape[2]
+        # per worker: channel differences, their sum, four box-sum buffers, the profile's
+        # scratch, one product buffer and the accumulator planes (up to C + 1 of them)
+        self._space_sizes = ([padded_size * channels] + [padded_size] * 5
+                             + [self.size] * (kernel.scratch_blocks + 1))
+        working = (sum(self._space_sizes) + (channels + 1) * self.size) * itemsize
+        cache_bytes = sum((height - dr) * (width - abs(dc)) for dr, dc in self.offsets) * itemsize
+        self._cache: list[Any] | None = None
+        if reuse and cache_bytes + working * max(1, backend.workers) <= memory_budget:
+            self._cache = [None] * len(self.offsets)
+
+    def _regions(self, drow: int, dcol: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+        """Slices of the query pixels i and their partners j = i + (drow, dcol)."""
+        height, width = self.shape
+        rows = height - drow
+        cols = width - abs(dcol)
+        col_i = max(0, -dcol)
+        col_j = max(0, dcol)
+        region_i = (slice(0, rows), slice(col_i, col_i + cols))
+        region_j = (slice(drow, drow + rows), slice(col_j, col_j + cols))
+        return region_i, region_j
+
+    def _workspace(self) -> list[Any]:
+        """Flat buffers for one worker's temporaries (see ``_space_sizes``)."""
+        xp = self.backend.xp
+        return [xp.empty(size, dtype=self.padded.dtype) for size in self._space_sizes]
+
+    def _weights(self, index: int, space: list[Any]) -> Any:
+        """Return ``f(t)`` for the pairs of offset ``index``, shape of the overlap.
+
+        The result lives in ``space`` (valid until the next call) unless the
+        operator caches its weights.
+        """
+        if self._cache is not None and self._cache[index] is not None:
+            return self._cache[index]
+        xp = self.backend.xp
+        drow, dcol = self.offsets[index]
+        (rows_i, cols_i), (rows_j, cols_j) = self._regions(drow, dcol)
+        extent = self.patch - 1
+        first = self.padded[rows_i.start : rows_i.stop + extent, cols_i.start : cols_i.stop + extent]
+        second = self.padded[rows_j.start : rows_j.stop + extent, cols_j.start : cols_j.stop + extent]
+        channels = first.shape[2]
+        pair = space[1][: first.shape[0] * first.shape[1]].reshape(first.shape[:2])
+        product = space[0][: first.size].reshape(first.shape) if channels > 1 else pair[:, :, None]
+        if self.kernel.uses_difference:
+            xp.subtract(first, second, out=product)
+            xp.multiply(product, product, out=product)
+        else:
+            xp.multiply(first, second, out=product)
+        if channels > 1:
+            xp.sum(product, axis=2, out=pair)
+        stat = box_sum(xp, pair, self.patch, space[2:6])
+        if self.inv_norm is None:
+            t = self.kernel.windowed_statistic(xp, stat, None, None)
+        else:
+            t = self.kernel.windowed_statistic(
+                xp, stat, self.inv_norm[rows_i, cols_i], self.inv_norm[rows_j, cols_j]
+            )
+        scratch = [buffer[: t.size].reshape(t.shape) for buffer in space[6 : 6 + self.kernel.scratch_blocks]]
+        weights = self.kernel.profile(xp, t, scratch)
+        if self._cache is not None:
+            weights = weights.copy()
+            self._cache[index] = weights
+        return weights
+
+    def matmul(self, vectors: Any) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+        xp = self.backend.xp
+        height, width = self.shape
+        columns = vectors.shape[1]
+        planes = xp.ascontiguousarray(vectors.T).reshape(columns, height, width)
+        if self.scale is not None:
+            planes = planes * self.scale
+
+        def work(share: range) -> Any:
+            space = self._workspace()
+            total = xp.zeros_like(planes)
+            for index in share:
+                weights = self._weights(index, space)
+                product = space[-1][: weights.size].reshape(weights.shape)
+                region_i, region_j = self._regions(*self.offsets[index])
+                mirrored = self.offsets[index] != (0, 0)
+                for plane, plane_total in zip(planes, total, strict=True):
+                    xp.multiply(weights, plane[region_j], out=product)
+                    plane_total[region_i] += product
+                    if mirrored:
+                        xp.multiply(weights, plane[region_i], out=product)
+                        plane_total[region_j] += product
+            return total
+
+        with _Workers(self.backend) as workers:
+            parts = workers.map(work, workers.shares(len(self.offsets)))
+        out = parts[0]
+        for part in parts[1:]:
+            out += part
+        if self.scale is not None:
+            out *= self.scale
+        return out.reshape(columns, height * width).T
+
+    def dense(self) -> Any:
+        """Return the whole matrix ``K`` (for small images only)."""
+        xp = self.backend.xp
+        height, width = self.shape
+        size = height * width
+        index = xp.arange(size).reshape(height, width)
+        matrix = xp.zeros((size, size), dtype=self.padded.dtype)
+        space = self._workspace()
+        for position in range(len(self.offsets)):
+            weights = self._weights(position, space)
+            region_i, region_j = self._regions(*self.offsets[position])
+            matrix[index[region_i].ravel(), index[region_j].ravel()] = weights.ravel()
+            matrix[index[region_j].ravel(), index[region_i].ravel()] = weights.ravel()
+        if self.scale is not None:
+            flat = self.scale.ravel()
+            matrix *= flat[:, None]
+            matrix *= flat[None, :]
+        return matrix

@@ -1,0 +1,40 @@
+"""Shared fixtures: the backends to test on and the benchmark images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy
+import pytest
+
+from nlfilt.backend import gpu_status
+
+#: The project's benchmark images (Set12, Set5), beside the checkout; absent for users.
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request: pytest.FixtureRequest) -> str:
+    """Each usable backend; the GPU case skips without a GPU unless NLFILT_REQUIRE_GPU=1."""
+    if request.param == "gpu":
+        usable, reason = gpu_status()
+        if not usable:
+            if os.environ.get("NLFILT_REQUIRE_GPU") == "1":
+                pytest.fail(f"NLFILT_REQUIRE_GPU=1 but no GPU is usable: {reason}")
+            pytest.skip(f"no usable GPU: {reason}")
+    return request.param
+
+
+def to_host(array):
+    """A NumPy copy of a NumPy or CuPy array."""
+    return array.get() if hasattr(array, "get") else numpy.asarray(array)
+
+
+@pytest.fixture(scope="session")
+def set12() -> Path:
+    """The Set12 folder, or skip when the shared data is not beside the checkout."""
+    folder = DATA_DIR / "set12"
+    if not folder.is_dir():
+        pytest.skip(f"benchmark images not found at {folder}")
+    return folder

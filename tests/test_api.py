@@ -1,0 +1,242 @@
+"""denoise and filter_matrix against the dense float64 reference, and their argument checks."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+
+import nlfilt
+
+import reference
+from conftest import to_host
+
+RNG = numpy.random.default_rng(20261126)
+GRAY = RNG.random((22, 20)) * 255
+COLOUR = RNG.random((24, 24, 3)) * 255
+KERNEL_OPTIONS = {
+    "nlm": {"kernel": "nlm", "h": 40.0, "sigma": 25.0},
+    "arccos": {"kernel": "arccos"},
+    "ntk": {"kernel": "ntk", "depth": 3},
+}
+TOLERANCE = {numpy.float64: 1e-6, numpy.float32: 1e-3}
+
+
+def relative_error(actual, expected) -> float:
+    return float(numpy.abs(numpy.asarray(actual) - expected).max() / numpy.abs(expected).max())
+
+
+def assert_matches(actual, expected, kernel: str, tol: float) -> None:
+    """NLM must match outright; arccos/ntk up to the scalar 1/lambda_max, known to 1e-3."""
+    actual = numpy.asarray(actual, dtype=numpy.float64)
+    if kernel != "nlm":
+        ratio = float(numpy.vdot(actual, expected) / numpy.vdot(actual, actual))
+        assert abs(ratio - 1) <= 1e-3, f"lambda_max off by {ratio - 1:.2e}"
+        actual = actual * ratio
+    assert relative_error(actual, expected) <= tol
+
+
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("window", [None, 7])
+@pytest.mark.parametrize("image", [GRAY, COLOUR], ids=["gray", "colour"])
+@pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
+def test_denoise_matches_dense_reference(kernel, image, window, dtype, device):
+    options = dict(KERNEL_OPTIONS[kernel], patch=5, window=window)
+    expected = reference.twicing(image, 1, **options)
+    actual = nlfilt.denoise(image, dtype=dtype, device=device, **options)
+    assert actual.shape == image.shape and actual.dtype == dtype
+    assert_matches(to_host(actual), expected, kernel, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
+def test_twicing_matches_dense_reference(kernel, window, device):
+    options = dict(KERNEL_OPTIONS[kernel], patch=3, window=window)
+    expected = reference.twicing(COLOUR, 4, **options)
+    actual = nlfilt.denoise(COLOUR, iterations=4, dtype=numpy.float64, device=device, **options)
+    # lambda_max enters every step: allow its 1e-3 tolerance, amplified at most 4-fold
+    tol = 1e-6 if kernel == "nlm" else 4e-3
+    assert relative_error(to_host(actual), expected) <= tol
+
+
+@pytest.mark.parametrize("window", [None, 7])
+@pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
+def test_filter_matrix_matches_reference_and_denoise(kernel, window, device):
+    options = dict(KERNEL_OPTIONS[kernel], patch=3, window=window)
+    weights = nlfilt.filter_matrix(COLOUR, dtype=numpy.float64, device=device, **options)
+    assert isinstance(weights, numpy.ndarray) and weights.shape == (576, 576)
+    assert_matches(weights, reference.filter_matrix(COLOUR, **options), kernel, 1e-6)
+    one_shot = to_host(nlfilt.denoise(COLOUR, dtype=numpy.float64, device=device, **options))
+    assert relative_error(one_shot.reshape(576, 3), weights @ COLOUR.reshape(576, 3)) <= 1e-12
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_nlm_rows_sum_to_one(window):
+    weights = nlfilt.filter_matrix(GRAY, window=window, patch=3, device="cpu")
+    assert weights.dtype == numpy.float32
+    numpy.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-5)
+    assert (weights >= 0).all()
+
+
+@pytest.mark.parametrize("kernel", ["arccos", "ntk"])
+def test_global_tangent_filters_are_symmetric_psd_with_unit_norm(kernel):
+    weights = nlfilt.filter_matrix(COLOUR, kernel=kernel, window=None, patch=3, dtype=numpy.float64,
+                                   device="cpu")
+    numpy.testing.assert_allclose(weights, weights.T, rtol=0, atol=1e-14)
+    eigenvalues = numpy.linalg.eigvalsh(weights)
+    assert eigenvalues[0] >= -1e-10
+    assert abs(eigenvalues[-1] - 1) <= 1e-3  # W = K / lambda_max
+
+
+@pytest.mark.parametrize("kernel", ["arccos", "ntk"])
+def test_windowed_tangent_filters_are_symmetric_but_indefinite(kernel):
+    """The hard window cuts a PSD kernel into an indefinite one, as the docstring warns."""
+    weights = nlfilt.filter_matrix(COLOUR, kernel=kernel, window=5, patch=3, dtype=numpy.float64,
+                                   device="cpu")
+    numpy.testing.assert_allclose(weights, weights.T, rtol=0, atol=1e-14)
+    eigenvalues = numpy.linalg.eigvalsh(weights)
+    assert abs(eigenvalues[-1] - 1) <= 1e-3
+    assert -0.3 < eigenvalues[0] < -0.05
+
+
+def test_filter_matrix_refuses_large_images():
+    with pytest.raises(ValueError, match="4096 pixels"):
+        nlfilt.filter_matrix(numpy.zeros((65, 64)), device="cpu")
+
+
+def test_one_iteration_is_the_filter_applied_once():
+    options = {"kernel": "nlm", "patch": 3, "window": 7, "h": 30.0, "sigma": 10.0, "device": "cpu"}
+    weights = nlfilt.filter_matrix(GRAY, dtype=numpy.float64, **options)
+    once = nlfilt.denoise(GRAY, iterations=1, dtype=numpy.float64, **options)
+    numpy.testing.assert_allclose(once.ravel(), weights @ GRAY.ravel(), rtol=1e-12)
+
+
+def test_arccos_twicing_converges_to_the_image():
+    """Gradient descent on the squared loss with W = K / lambda_max fits y in the limit."""
+    image = GRAY[:12, :12]
+    errors = []
+    for iterations in (1, 10, 100, 1000):
+        estimate = nlfilt.denoise(image, kernel="arccos", patch=3, window=None, iterations=iterations,
+                                  dtype=numpy.float64, device="cpu")
+        errors.append(numpy.linalg.norm(estimate - image))
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:], strict=False))
+    assert errors[-1] < 0.05 * errors[0]
+
+
+def test_tiny_h_returns_the_input():
+    out = nlfilt.denoise(COLOUR, h=1e-6, sigma=0.0, window=None, patch=3, dtype=numpy.float64, device="cpu")
+    numpy.testing.assert_allclose(out, COLOUR, rtol=1e-12)
+
+
+def test_default_h_follows_the_estimated_sigma():
+    from nlfilt.noise import estimate_sigma
+
+    sigma = estimate_sigma(numpy, COLOUR.astype(numpy.float64))
+    ratio = nlfilt.KERNEL_DEFAULTS["nlm"]["h_per_sigma"]
+    default = nlfilt.denoise(COLOUR, dtype=numpy.float64, device="cpu")
+    explicit = nlfilt.denoise(COLOUR, sigma=sigma, h=ratio * sigma, dtype=numpy.float64, device="cpu")
+    numpy.testing.assert_allclose(default, explicit, rtol=1e-12)
+
+
+def test_noise_free_constant_image_is_kept():
+    image = numpy.full((16, 16, 3), 7.0)
+    for kernel in ("nlm", "arccos"):
+        out = nlfilt.denoise(image, kernel=kernel, window=5, device="cpu", dtype=numpy.float64)
+        if kernel == "nlm":
+            numpy.testing.assert_allclose(out, image, rtol=1e-12)
+        else:
+            assert numpy.isfinite(out).all()
+    zeros = nlfilt.denoise(numpy.zeros((8, 8)), kernel="arccos", patch=3, device="cpu")
+    assert (zeros == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(12, 10), (12, 10, 1), (12, 10, 4)])
+@pytest.mark.parametrize("in_dtype", [numpy.uint8, numpy.uint16, numpy.int32, numpy.float32, bool])
+def test_output_shape_and_dtype(shape, in_dtype):
+    image = (RNG.random(shape) * 200).astype(in_dtype)
+    out = nlfilt.denoise(image, patch=3, window=5, sigma=5.0, device="cpu")
+    assert out.shape == shape and out.dtype == numpy.float32
+    out64 = nlfilt.denoise(image, patch=3, window=5, sigma=5.0, device="cpu", dtype="float64")
+    assert out64.dtype == numpy.float64
+    numpy.testing.assert_allclose(out, out64, rtol=1e-4, atol=1e-4 * max(1, image.max()))
+
+
+def test_progress_reports_every_iteration():
+    calls = []
+    nlfilt.denoise(GRAY, patch=3, window=5, iterations=3, device="cpu",
+                   progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_denoise_reduces_noise():
+    clean = numpy.add.outer(numpy.linspace(0, 200, 48), numpy.linspace(0, 50, 48))
+    clean[12:36, 12:36] += 40
+    noisy = clean + numpy.random.default_rng(3).normal(0, 20, clean.shape)
+    for kernel in ("nlm", "arccos", "ntk"):
+        denoised = nlfilt.denoise(noisy, kernel=kernel, device="cpu")
+        assert numpy.abs(denoised - clean).mean() < 0.6 * numpy.abs(noisy - clean).mean()
+
+
+BAD_ARGUMENTS = [
+    ({"patch": 4}, "patch"),
+    ({"patch": 0}, "patch"),
+    ({"patch": 2.5}, "patch"),
+    ({"patch": 25}, "patch"),
+    ({"window": 4}, "window"),
+    ({"window": 0}, "window"),
+    ({"window": "wide"}, "window"),
+    ({"h": 0}, "h"),
+    ({"h": -1.0}, "h"),
+    ({"h": float("nan")}, "h"),
+    ({"sigma": -0.5}, "sigma"),
+    ({"iterations": 0}, "iterations"),
+    ({"iterations": 1.5}, "iterations"),
+    ({"depth": 0, "kernel": "ntk"}, "depth"),
+    ({"depth": 2, "kernel": "arccos"}, "depth"),
+    ({"kernel": "gauss"}, "kernel"),
+    ({"kernel": "arccos", "h": 1.0}, "h and sigma"),
+    ({"device": "tpu"}, "device"),
+    ({"dtype": numpy.int16}, "dtype"),
+    ({"memory_budget": 0}, "memory_budget"),
+    ({"progress": 3}, "progress"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "name"), BAD_ARGUMENTS, ids=[str(a) for a, _ in BAD_ARGUMENTS])
+def test_bad_arguments_name_the_parameter(arguments, name):
+    with pytest.raises(ValueError, match=name):
+        nlfilt.denoise(GRAY, **arguments)
+
+
+def _with_nan():
+    image = GRAY.copy()
+    image[3, 4] = numpy.nan
+    return image
+
+
+BAD_IMAGES = [
+    (_with_nan(), "NaN or Inf"),
+    (numpy.full((8, 8), numpy.inf), "NaN or Inf"),
+    (numpy.zeros((0, 5)), "empty"),
+    (numpy.zeros((4, 4, 0)), "empty"),
+    (numpy.zeros(16), "2 dimensions"),
+    (numpy.zeros((2, 4, 4, 3)), "2 dimensions"),
+    (numpy.zeros((8, 8), dtype=complex), "real"),
+    (numpy.array([["a", "b"], ["c", "d"]]), "numeric"),
+]
+
+
+@pytest.mark.parametrize(("image", "message"), BAD_IMAGES, ids=[m for _, m in BAD_IMAGES])
+def test_bad_images_are_refused(image, message):
+    with pytest.raises(ValueError, match=message):
+        nlfilt.denoise(image, patch=1, device="cpu")
+    with pytest.raises(ValueError, match=message):
+        nlfilt.filter_matrix(image, patch=1, device="cpu")
+
+
+def test_gpu_request_without_gpu_is_a_clear_error():
+    from nlfilt.backend import gpu_status
+
+    if gpu_status()[0]:
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(RuntimeError, match="no GPU is usable"):
+        nlfilt.denoise(GRAY, device="gpu")

@@ -1,0 +1,85 @@
+"""Matrix-free operators: geometry helpers, tiling, weight caching and the memory bound."""
+
+from __future__ import annotations
+
+import dataclasses
+import tracemalloc
+
+import numpy
+import pytest
+
+import nlfilt
+from nlfilt.backend import get_backend
+from nlfilt.patches import box_sum, patch_matrix
+
+import reference
+
+RNG = numpy.random.default_rng(5)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 13])
+def test_box_sum_matches_direct_sum(size):
+    values = RNG.random((30, 25, 2))
+    expected = numpy.zeros((31 - size, 26 - size, 2))
+    for row in range(size):
+        for col in range(size):
+            expected += values[row : row + 31 - size, col : col + 26 - size]
+    numpy.testing.assert_allclose(box_sum(numpy, values, size), expected, rtol=1e-12)
+    buffers = [numpy.empty(values.size) for _ in range(4)]
+    numpy.testing.assert_allclose(box_sum(numpy, values, size, buffers), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("patch", [1, 3, 5])
+def test_patch_matrix_matches_reference(patch):
+    image = RNG.random((9, 7, 3))
+    numpy.testing.assert_array_equal(patch_matrix(numpy, image, patch), reference.patches(image, patch))
+
+
+@pytest.mark.parametrize("kernel", ["nlm", "arccos"])
+def test_global_result_does_not_depend_on_the_tile_size(kernel):
+    image = RNG.random((20, 20)) * 100
+    options = {"kernel": kernel, "patch": 3, "window": None, "dtype": numpy.float64, "device": "cpu"}
+    if kernel == "nlm":
+        options.update(h=20.0, sigma=5.0)
+    large = nlfilt.denoise(image, iterations=2, **options)
+    small = nlfilt.denoise(image, iterations=2, memory_budget=200_000, **options)  # a few rows per tile
+    numpy.testing.assert_allclose(small, large, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["nlm", "ntk"])
+def test_windowed_cached_weights_give_the_same_result(kernel):
+    image = RNG.random((18, 21, 2)) * 100
+    options = {"kernel": kernel, "patch": 3, "window": 7, "dtype": numpy.float64, "device": "cpu"}
+    if kernel == "nlm":
+        options.update(h=20.0, sigma=5.0)
+    cached = nlfilt.denoise(image, iterations=3, **options)
+    uncached = nlfilt.denoise(image, iterations=3, memory_budget=1, **options)  # no room to cache
+    numpy.testing.assert_allclose(cached, uncached, rtol=1e-12)
+
+
+def test_single_worker_matches_threads(monkeypatch):
+    image = RNG.random((16, 16)) * 100
+    threaded = nlfilt.denoise(image, patch=3, window=5, sigma=5.0, device="cpu", dtype=numpy.float64)
+    single = dataclasses.replace(get_backend("cpu"), workers=1)
+    monkeypatch.setattr("nlfilt.api.get_backend", lambda device: single)
+    serial = nlfilt.denoise(image, patch=3, window=5, sigma=5.0, device="cpu", dtype=numpy.float64)
+    numpy.testing.assert_allclose(serial, threaded, rtol=1e-12)
+
+
+@pytest.mark.parametrize("budget", [nlfilt.DEFAULT_MEMORY_BUDGET, 16 * 2**20])
+def test_global_peak_memory_stays_under_the_budget(budget):
+    """128 x 128 global: K would take 1 GiB in float32; the run must stay within the budget."""
+    image = RNG.random((128, 128)).astype(numpy.float32) * 255
+    tracemalloc.start()
+    try:
+        out = nlfilt.denoise(image, window=None, patch=7, sigma=10.0, device="cpu", memory_budget=budget)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == image.shape and numpy.isfinite(out).all()
+    assert peak <= budget, f"peak {peak / 2**20:.1f} MiB over the {budget / 2**20:.0f} MiB budget"
+
+
+def test_budget_too_small_for_the_global_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="memory_budget"):
+        nlfilt.denoise(RNG.random((64, 64)), window=None, memory_budget=10_000, device="cpu")
