@@ -80,8 +80,12 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     dtype : {numpy.float32, numpy.float64}
         Precision of the computation and of the result.
     memory_budget : int
-        Bytes an operator may hold at once; the global mode sizes its tiles
-        from it and never holds an N x N matrix.
+        Bytes the global mode's patch factors, tiles and right-hand sides may
+        occupy together (it never holds an N x N matrix; a budget too small
+        for even one tile row raises ValueError).  The windowed mode keeps
+        its per-offset weights between applications only when they fit in
+        it; its working buffers, about ``C + 8`` image-sized arrays per CPU
+        thread, are not counted.
     progress : callable, optional
         Called as ``progress(t, iterations)`` after each twicing step.
 

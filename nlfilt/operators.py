@@ -4,8 +4,10 @@ Both operators take the feature image of a kernel (see :mod:`nlfilt.kernels`),
 work through ``backend.xp`` only and never hold the N x N matrix:
 
 * :class:`GlobalAffinity` walks over tiles of query rows; each tile is one GEMM
-  ``left[rows] @ right`` giving the pair statistic against every pixel, the
-  kernel profile in place, and one product with the right-hand side.
+  ``left[rows] @ right[:, first row:]`` giving the pair statistic against the
+  pixels from the tile on (``K`` is symmetric, so each pair is evaluated once),
+  the kernel profile in place, and two products with the right-hand side (the
+  tile's rows, and the mirrored pairs).
 * :class:`WindowedAffinity` walks over the offsets of the search window; each
   offset is one shifted-image product, a box sum over the patch and the kernel
   profile, and serves the offset and its opposite (``K`` is symmetric).
@@ -23,9 +25,13 @@ from typing import Any
 from nlfilt.backend import Backend
 from nlfilt.patches import box_sum, pad_reflect, patch_matrix
 
-#: Largest number of elements in one tile buffer.  Larger tiles only add memory
-#: traffic: a few megabytes already amortise the GEMM and the Python overhead.
-MAX_TILE_ELEMENTS = 1 << 20
+#: Largest number of elements in one tile.  A tile of many query rows keeps the
+#: GEMM efficient (each tile streams the whole right factor once).
+MAX_TILE_ELEMENTS = 1 << 23
+
+#: On the CPU the kernel profile runs over a tile in pieces of this many elements,
+#: so that its dozen or more elementwise passes stay in the core's cache.
+PROFILE_CHUNK = 1 << 18
 
 
 class _Workers:
@@ -56,11 +62,6 @@ class _Workers:
     def shares(self, count: int) -> list[range]:
         """``range(count)`` dealt out round-robin, one share per worker."""
         return [range(start, count, self.count) for start in range(min(self.count, count))]
-
-    def chunks(self, count: int) -> list[slice]:
-        """``range(count)`` cut into one contiguous slice per worker."""
-        bounds = [count * part // self.count for part in range(self.count + 1)]
-        return [slice(low, high) for low, high in zip(bounds, bounds[1:], strict=False) if high > low]
 
 
 class GlobalAffinity:
@@ -94,53 +95,80 @@ class GlobalAffinity:
         self.left, self.right, self.scale = kernel.global_factors(xp, patches)
         del patches
         itemsize = features.dtype.itemsize
-        fixed = (self.left.size + self.right.size + 3 * self.size * columns) * itemsize
-        per_row = self.size * itemsize * (1 + kernel.scratch_blocks)
-        rows = (memory_budget - fixed) // per_row
+        workers = max(1, backend.workers)
+        blocks = kernel.scratch_blocks
+        # the factors, plus the right-hand sides, results and temporaries of twicing
+        fixed = (self.left.size + self.right.size + 16 * self.size * columns) * itemsize
+        row_bytes = self.size * itemsize
+        # Scratch for one piece of the profile per worker; on the GPU the piece is the tile.
+        chunk = PROFILE_CHUNK if backend.name == "cpu" else None
+        rows = 0
+        if chunk is not None:
+            rows = (memory_budget - fixed - workers * chunk * blocks * itemsize) // row_bytes
+        if chunk is None or rows * self.size < chunk:  # pieces as large as the tile
+            rows = (memory_budget - fixed) // (row_bytes * (1 + workers * blocks))
+            chunk = max(rows, 1) * self.size
         if rows < 1:
-            needed = fixed + per_row
+            needed = fixed + row_bytes * (1 + workers * blocks)
             raise ValueError(
                 f"memory_budget={memory_budget} bytes is too small for a global operator on "
                 f"{self.size} pixels; at least {needed} bytes are needed"
             )
         self.tile_rows = int(min(rows, self.size, max(1, MAX_TILE_ELEMENTS // self.size)))
+        self.chunk = int(min(chunk, self.tile_rows * self.size))
 
     def _tiles(self) -> list[tuple[int, int]]:
         step = self.tile_rows
         return [(start, min(start + step, self.size)) for start in range(0, self.size, step)]
 
-    def _profile_tile(self, start: int, stop: int, buffers: list[Any], workers: _Workers) -> Any:
-        """Return the tile ``f(t)`` for query rows ``start:stop`` in ``buffers[0]``.
+    def _profile_tile(self, start: int, stop: int, tile: Any, scratch: list[list[Any]],
+                      workers: _Workers) -> Any:
+        """Return ``f(t)`` for rows ``start:stop`` and columns ``start:``, computed in ``tile``.
 
-        The GEMM runs on the BLAS library's own threads; the elementwise
-        profile is split by rows among the host workers.
+        ``K`` is symmetric, so the columns left of the tile (the pairs an
+        earlier tile already evaluated) are skipped.  The GEMM runs on the BLAS
+        library's own threads; the elementwise profile runs over cache-sized
+        pieces of the tile, dealt out to the host workers (``scratch[w]`` holds
+        worker w's scratch blocks).
         """
         xp = self.backend.xp
-        views = [buffer[: stop - start] for buffer in buffers]
-        xp.matmul(self.left[start:stop], self.right, out=views[0])
+        shape = (stop - start, self.size - start)
+        block = tile.reshape(-1)[: shape[0] * shape[1]].reshape(shape)
+        xp.matmul(self.left[start:stop], self.right[:, start:], out=block)
+        flat = block.reshape(-1)
+        pieces = [slice(low, min(low + self.chunk, flat.size)) for low in range(0, flat.size, self.chunk)]
 
-        def profile(rows: slice) -> None:
-            self.kernel.profile(xp, views[0][rows], [view[rows] for view in views[1:]])
+        def profile(share: range) -> None:
+            buffers = scratch[share.start]
+            for index in share:
+                piece = flat[pieces[index]]
+                self.kernel.profile(xp, piece, [buffer[: piece.size] for buffer in buffers])
 
-        workers.map(profile, workers.chunks(stop - start))
-        return views[0]
+        workers.map(profile, workers.shares(len(pieces)))
+        return block
 
-    def _new_buffers(self) -> list[Any]:
-        shape = (self.tile_rows, self.size)
+    def _buffers(self, workers: _Workers) -> tuple[Any, list[list[Any]]]:
+        """A tile and, for each worker, the kernel's scratch blocks of one piece."""
+        xp = self.backend.xp
         dtype = self.left.dtype
-        return [self.backend.xp.empty(shape, dtype) for _ in range(1 + self.kernel.scratch_blocks)]
+        tile = xp.empty((self.tile_rows, self.size), dtype)
+        scratch = [[xp.empty(self.chunk, dtype) for _ in range(self.kernel.scratch_blocks)]
+                   for _ in range(workers.count)]
+        return tile, scratch
 
     def matmul(self, vectors: Any) -> Any:
         """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
         xp = self.backend.xp
         if self.scale is not None:
             vectors = vectors * self.scale[:, None]
-        out = xp.empty_like(vectors)
-        buffers = self._new_buffers()
+        out = xp.zeros_like(vectors)
         with _Workers(self.backend) as workers:
+            tile, scratch = self._buffers(workers)
             for start, stop in self._tiles():
-                block = self._profile_tile(start, stop, buffers, workers)
-                xp.matmul(block, vectors, out=out[start:stop])
+                block = self._profile_tile(start, stop, tile, scratch, workers)
+                # rows start:stop against columns start:, then the mirrored pairs
+                out[start:stop] += block @ vectors[start:]
+                out[stop:] += block[:, stop - start :].T @ vectors[start:stop]
         if self.scale is not None:
             out *= self.scale[:, None]
         return out
@@ -149,10 +177,12 @@ class GlobalAffinity:
         """Return the whole matrix ``K`` (for small images only)."""
         xp = self.backend.xp
         matrix = xp.empty((self.size, self.size), dtype=self.left.dtype)
-        buffers = self._new_buffers()
         with _Workers(self.backend) as workers:
+            tile, scratch = self._buffers(workers)
             for start, stop in self._tiles():
-                matrix[start:stop] = self._profile_tile(start, stop, buffers, workers)
+                block = self._profile_tile(start, stop, tile, scratch, workers)
+                matrix[start:stop, start:] = block
+                matrix[stop:, start:stop] = block[:, stop - start :].T
         if self.scale is not None:
             matrix *= self.scale[:, None]
             matrix *= self.scale[None, :]

@@ -67,12 +67,15 @@ def test_single_worker_matches_threads(monkeypatch):
 
 
 @pytest.mark.parametrize("budget", [nlfilt.DEFAULT_MEMORY_BUDGET, 16 * 2**20])
-def test_global_peak_memory_stays_under_the_budget(budget):
-    """128 x 128 global: K would take 1 GiB in float32; the run must stay within the budget."""
+@pytest.mark.parametrize("kernel", ["nlm", "arccos"])
+def test_global_peak_memory_stays_under_the_budget(kernel, budget):
+    """128 x 128 global: K would take 1 GiB in float32; the whole run must stay within the budget."""
     image = RNG.random((128, 128)).astype(numpy.float32) * 255
+    options = {"sigma": 10.0} if kernel == "nlm" else {}
     tracemalloc.start()
     try:
-        out = nlfilt.denoise(image, window=None, patch=7, sigma=10.0, device="cpu", memory_budget=budget)
+        out = nlfilt.denoise(image, kernel=kernel, window=None, patch=7, iterations=2, device="cpu",
+                             memory_budget=budget, **options)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
