@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import platform
 import time
 from pathlib import Path
@@ -51,8 +52,9 @@ def load_set12(folder: Path) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
 def tune_nlm(pairs, lines: list[str]) -> None:
     patches, windows, ratios = (3, 5, 7), (11, 15, 21), (0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
     sigmas = [estimate_sigma(numpy, noisy[:, :, None]) for _, noisy in pairs]
-    lines.append(f"Estimated sigma (true 25): mean {numpy.mean(sigmas):.2f}, "
-                 f"range {min(sigmas):.2f} to {max(sigmas):.2f}\n")
+    noisy_psnr = numpy.mean([psnr(noisy, clean) for clean, noisy in pairs])
+    lines.append(f"Noisy input: {noisy_psnr:.2f} dB.  Estimated sigma (true 25): "
+                 f"mean {numpy.mean(sigmas):.2f}, range {min(sigmas):.2f} to {max(sigmas):.2f}\n")
     lines.append("| patch | window | " + " | ".join(f"h = {r} sigma" for r in ratios) + " |")
     lines.append("|" + " --- |" * (2 + len(ratios)))
     from nlfilt import denoise
@@ -71,19 +73,28 @@ def tune_nlm(pairs, lines: list[str]) -> None:
     lines.append(f"\nBest: {best[0]:.2f} dB at patch, window, h/sigma = {best[1]}\n")
 
 
+def central_crop(image: numpy.ndarray, crop: int) -> numpy.ndarray:
+    top = (image.shape[0] - crop) // 2
+    left = (image.shape[1] - crop) // 2
+    return image[top : top + crop, left : left + crop]
+
+
 def tune_tangent(pairs, kernel: str, lines: list[str], crop: int = 48) -> None:
     backend = get_backend("cpu")
     lines.append(f"### {kernel} (central {crop}x{crop} crops; mean PSNR after t twicing steps)\n")
+    from nlfilt import denoise
+
+    nlm = numpy.mean([psnr(denoise(central_crop(noisy, crop), device="cpu"), central_crop(clean, crop))
+                      for clean, noisy in pairs])
+    lines.append(f"For comparison, nlm with its defaults on the same crops: {nlm:.2f} dB.\n")
     lines.append("| patch | window | noisy | " + " | ".join(f"t = {t}" for t in CHECKPOINTS) + " |")
     lines.append("|" + " --- |" * (3 + len(CHECKPOINTS)))
     for patch, window in itertools.product((3, 5, 7), (None, 11)):
         scores = numpy.zeros(len(CHECKPOINTS))
         noisy_scores = []
         for clean, noisy in pairs:
-            top = (clean.shape[0] - crop) // 2
-            left = (clean.shape[1] - crop) // 2
-            clean_crop = clean[top : top + crop, left : left + crop]
-            noisy_crop = noisy[top : top + crop, left : left + crop]
+            clean_crop = central_crop(clean, crop)
+            noisy_crop = central_crop(noisy, crop)
             noisy_scores.append(psnr(noisy_crop, clean_crop))
             _, array, options = prepare(noisy_crop, kernel=kernel, patch=patch, window=window, h=None,
                                          sigma=None, depth=1, device="cpu", dtype=numpy.float32,
@@ -113,7 +124,7 @@ def main() -> None:
     pairs = load_set12(args.data)
     started = time.perf_counter()
     lines = ["# Default parameters, measured on Set12 (AWGN sigma = 25, seeds 0..11)\n",
-             f"Machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, "
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
              f"Python {platform.python_version()}, NumPy {numpy.__version__}; "
              "produced by `python benchmarks/tune_defaults.py --write`.\n"]
     if not args.skip_nlm:

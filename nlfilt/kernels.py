@@ -37,7 +37,7 @@ class NLMKernel:
 
     name = "nlm"
     uses_difference = True  # windowed statistic: box sum of squared differences
-    scratch_blocks = 0  # extra tile-sized buffers needed by the profile
+    scratch_blocks = 0  # scratch buffers, each the size of the array profiled
 
     def __init__(self, h: float, sigma: float) -> None:
         self.h = h
@@ -74,7 +74,7 @@ class NLMKernel:
         left[:, dims + 1] = -1
         return left, right, None
 
-    def windowed_statistic(self, xp: Any, box: Any, norm_i: Any, norm_j: Any) -> Any:
+    def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any) -> Any:
         """Turn the box-summed squared difference into ``t`` (in place)."""
         xp.subtract(box.dtype.type(self.offset), box, out=box)
         return box
@@ -113,7 +113,7 @@ class CosineKernel:
         ``patches`` is normalised in place (zero patches stay zero).
         """
         norm = xp.sqrt(xp.einsum("ij,ij->i", patches, patches))
-        patches *= _safe_reciprocal(xp, norm)[:, None]
+        patches *= safe_reciprocal(xp, norm)[:, None]
         return patches, xp.ascontiguousarray(patches.T), norm
 
     def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any) -> Any:
@@ -255,7 +255,7 @@ def _polynomial(name: str, dtype: numpy.dtype) -> tuple[float, ...]:
     return tuple(float(value) for value in numpy.polynomial.chebyshev.cheb2poly(series))
 
 
-def _safe_reciprocal(xp: Any, values: Any) -> Any:
+def safe_reciprocal(xp: Any, values: Any) -> Any:
     """``1 / values`` where positive, 0 elsewhere."""
     positive = values > 0
     return xp.where(positive, 1 / xp.where(positive, values, 1), 0).astype(values.dtype)

@@ -12,7 +12,7 @@ work through ``backend.xp`` only and never hold the N x N matrix:
   offset is one shifted-image product, a box sum over the patch and the kernel
   profile, and serves the offset and its opposite (``K`` is symmetric).
 
-On the CPU, ``backend.workers`` threads share the elementwise work: the rows of
+On the CPU, ``backend.workers`` threads share the elementwise work: the pieces of
 each tile, or the offsets of the window (each thread with its own accumulator).
 """
 
@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nlfilt.backend import Backend
+from nlfilt.kernels import safe_reciprocal
 from nlfilt.patches import box_sum, pad_reflect, patch_matrix
 
 #: Largest number of elements in one tile.  A tile of many query rows keeps the
@@ -237,9 +238,8 @@ class WindowedAffinity:
         else:
             squares = xp.sum(self.padded * self.padded, axis=2)
             norm = xp.sqrt(box_sum(xp, squares, patch))
-            positive = norm > 0
             self.scale = norm
-            self.inv_norm = xp.where(positive, 1 / xp.where(positive, norm, 1), 0).astype(norm.dtype)
+            self.inv_norm = safe_reciprocal(xp, norm)
         itemsize = features.dtype.itemsize
         padded_size = self.padded.shape[0] * self.padded.shape[1]
         channels = features.shape[2]
