@@ -159,18 +159,18 @@ class NTKKernel(CosineKernel):
     """
 
     name = "ntk"
-    scratch_blocks = 4
+    scratch_blocks = 5
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
 
     def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
-        """Apply ``theta^depth`` in place (four scratch blocks)."""
+        """Apply ``theta^depth`` in place (five scratch blocks)."""
         xp.clip(t, -1, 1, out=t)
-        theta = scratch[3]
+        theta = scratch[4]
         theta[...] = t
         for _ in range(self.depth):
-            _relu_layer(xp, t, scratch[:3], theta)
+            _relu_layer(xp, t, scratch[:4], theta)
         t[...] = theta
         return t
 
@@ -189,11 +189,12 @@ def _relu_layer(xp: Any, c: Any, scratch: list[Any], theta: Any = None) -> None:
         g(u)                      = sqrt(1 + u) - u p(u)
 
     where ``p`` and ``g`` are smooth on [0, 1] and evaluated as polynomials
-    accurate to the working precision (:func:`_polynomial`).  Only ``1 - u``
-    enters the square root, which is exact near ``u = 1`` where ``1 - c^2``
-    would lose half the digits.
+    accurate to the working precision (:func:`_polynomial`); with ``theta``
+    only ``p`` is, and ``g`` follows from it.  Only ``1 - u`` enters the
+    square root, which is exact near ``u = 1`` where ``1 - c^2`` would lose
+    half the digits.  ``scratch`` holds three blocks, four with ``theta``.
     """
-    x, root, acc = scratch
+    x, root, acc = scratch[:3]
     dtype = c.dtype.type
     half_pi = dtype(math.pi / 2)
     xp.abs(c, out=x)
@@ -201,18 +202,26 @@ def _relu_layer(xp: Any, c: Any, scratch: list[Any], theta: Any = None) -> None:
     xp.sqrt(root, out=root)  # sqrt(1 - u)
     xp.multiply(x, dtype(2), out=x)
     x -= dtype(1)  # the polynomials' variable, 2u - 1 in [-1, 1]
-    if theta is not None:
+    if theta is None:
+        _horner(xp, x, _polynomial("g", c.dtype), acc)
+        x += dtype(1)
+        x *= dtype(0.5)  # u again
+    else:
+        work = scratch[3]
         _horner(xp, x, _polynomial("p", c.dtype), acc)
-        acc *= root  # arccos u, in [0, pi/2]
-        xp.subtract(half_pi, acc, out=acc)
-        xp.copysign(acc, c, out=acc)
-        acc += half_pi  # pi - arccos c
-        theta *= acc
+        xp.multiply(acc, root, out=work)  # arccos u, in [0, pi/2]
+        xp.subtract(half_pi, work, out=work)
+        xp.copysign(work, c, out=work)
+        work += half_pi  # pi - arccos c
+        theta *= work
         theta *= dtype(1 / math.pi)
-    _horner(xp, x, _polynomial("g", c.dtype), acc)
+        x += dtype(1)
+        x *= dtype(0.5)  # u again
+        xp.add(x, dtype(1), out=work)
+        xp.sqrt(work, out=work)
+        acc *= x
+        xp.subtract(work, acc, out=acc)  # g = sqrt(1 + u) - u p
     acc *= root
-    x += dtype(1)
-    x *= dtype(0.5)  # u again
     c += x  # c + u = 2 max(c, 0)
     c *= half_pi
     c += acc
