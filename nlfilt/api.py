@@ -240,10 +240,10 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     if not isinstance(device, str) or device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
     try:
-        work_dtype = numpy.dtype(dtype)
+        work_dtype = None if dtype is None else numpy.dtype(dtype)  # numpy.dtype(None) is float64
     except TypeError:
         work_dtype = None
-    if work_dtype not in _DTYPES:
+    if work_dtype is None or work_dtype not in _DTYPES:
         raise ValueError(f"dtype must be numpy.float32 or numpy.float64; got {dtype!r}")
     _check_count("depth", depth, minimum=1)
     _check_count("memory_budget", memory_budget, minimum=1)

@@ -35,7 +35,7 @@ class Filter:
 
     ``kernel='nlm'``: ``W = diag(1 / K 1) K``; the row sums are computed with
     the first application and kept.  Other kernels: ``W = K / lambda_max(K)``,
-    the eigenvalue found by Lanczos when the filter is built.
+    the eigenvalue found by Lanczos on first use and kept.
     """
 
     def __init__(self, backend: Backend, affinity: Any, normalise_rows: bool) -> None:

@@ -196,6 +196,8 @@ BAD_ARGUMENTS = [
     ({"kernel": "arccos", "h": 1.0}, "h and sigma"),
     ({"device": "tpu"}, "device"),
     ({"dtype": numpy.int16}, "dtype"),
+    ({"dtype": None}, "dtype"),
+    ({"dtype": "float17"}, "dtype"),
     ({"memory_budget": 0}, "memory_budget"),
     ({"progress": 3}, "progress"),
 ]
