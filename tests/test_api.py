@@ -242,3 +242,16 @@ def test_gpu_request_without_gpu_is_a_clear_error():
         pytest.skip("a GPU is usable here")
     with pytest.raises(RuntimeError, match="no GPU is usable"):
         nlfilt.denoise(GRAY, device="gpu")
+
+
+def test_nlm_defaults_keep_their_set12_quality(set12):
+    """The measured defaults (benchmarks/results/defaults.md: 28.76 dB) must not regress."""
+    import imageio.v3 as iio
+
+    scores = []
+    for seed, path in enumerate(sorted(set12.glob("*.png"))):
+        clean = iio.imread(path).astype(numpy.float64)
+        noisy = clean + numpy.random.default_rng(seed).normal(0, 25, clean.shape)
+        denoised = nlfilt.denoise(noisy, device="cpu")
+        scores.append(10 * numpy.log10(255.0**2 / numpy.mean((denoised - clean) ** 2)))
+    assert numpy.mean(scores) >= 28.7, scores

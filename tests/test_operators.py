@@ -57,12 +57,15 @@ def test_windowed_cached_weights_give_the_same_result(kernel):
     numpy.testing.assert_allclose(cached, uncached, rtol=1e-12)
 
 
-def test_single_worker_matches_threads(monkeypatch):
-    image = RNG.random((16, 16)) * 100
-    threaded = nlfilt.denoise(image, patch=3, window=5, sigma=5.0, device="cpu", dtype=numpy.float64)
+@pytest.mark.parametrize("window", [5, None])
+def test_single_worker_matches_threads(monkeypatch, window):
+    image = RNG.random((24, 24)) * 100
+    options = {"kernel": "arccos", "patch": 3, "window": window, "dtype": numpy.float64, "device": "cpu"}
+    monkeypatch.setattr("nlfilt.operators.PROFILE_CHUNK", 64)  # many pieces per tile
+    threaded = nlfilt.denoise(image, **options)
     single = dataclasses.replace(get_backend("cpu"), workers=1)
     monkeypatch.setattr("nlfilt.api.get_backend", lambda device: single)
-    serial = nlfilt.denoise(image, patch=3, window=5, sigma=5.0, device="cpu", dtype=numpy.float64)
+    serial = nlfilt.denoise(image, **options)
     numpy.testing.assert_allclose(serial, threaded, rtol=1e-12)
 
 
