@@ -50,7 +50,7 @@ def load_set12(folder: Path) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
 
 
 def tune_nlm(pairs, lines: list[str]) -> None:
-    patches, windows, ratios = (3, 5, 7), (11, 15, 21), (0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+    patches, windows, ratios = (3, 5, 7), (11, 15, 21), (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     sigmas = [estimate_sigma(numpy, noisy[:, :, None]) for _, noisy in pairs]
     noisy_psnr = numpy.mean([psnr(noisy, clean) for clean, noisy in pairs])
     lines.append(f"Noisy input: {noisy_psnr:.2f} dB.  Estimated sigma (true 25): "

@@ -1,6 +1,6 @@
 """nlfilt: non-local image filters (NLM, arc-cosine, neural tangent kernel) with twicing.
 
-The public functions are :func:`denoise` and :func:`filter_matrix`; both run on
+The public functions are :func:`denoise`, :func:`filter_matrix` and :func:`filter_row`; they run on
 NumPy, or on CuPy when a GPU is usable.
 """
 
@@ -10,6 +10,7 @@ from nlfilt.api import (
     MAX_FILTER_MATRIX_PIXELS,
     denoise,
     filter_matrix,
+    filter_row,
 )
 from nlfilt.kernels import KERNELS
 
@@ -23,4 +24,5 @@ __all__ = [
     "__version__",
     "denoise",
     "filter_matrix",
+    "filter_row",
 ]

@@ -1,4 +1,4 @@
-"""Public functions: :func:`denoise` and :func:`filter_matrix`.
+"""Public functions: :func:`denoise`, :func:`filter_matrix` and :func:`filter_row`.
 
 Each validates every argument (a ValueError names the parameter and what is
 allowed), applies one dtype policy, moves channels last, and hands over to
@@ -226,6 +226,58 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     return backend.to_host(filter_.dense())
 
 
+def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch: int | None = None,
+               window: int | str | None = "auto", h: float | None = None, sigma: float | None = None,
+               depth: int = 1, device: str = "auto", dtype: Any = numpy.float32,
+               memory_budget: int = DEFAULT_MEMORY_BUDGET) -> numpy.ndarray:
+    """Return the weights one pixel gives every pixel: its row of ``W``, as an image.
+
+    Computed without forming ``W``: one GEMM row in the global mode (O(N d)),
+    one application of the windowed operator otherwise; 'arccos' and 'ntk'
+    also need ``lambda_max`` (Lanczos, about 5-20 applications of ``K``).
+    The options and their defaults are those of :func:`denoise`.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (H, W, C)
+        The image the filter is built from.
+    pixel : (int, int)
+        Row and column of the pixel whose weights are returned.
+
+    Returns
+    -------
+    numpy.ndarray, shape (H, W)
+        ``W[i, :]`` for ``i = row * W + col``, reshaped to the image grid.
+
+    Raises
+    ------
+    ValueError
+        For an invalid argument, or a pixel outside the image.
+
+    Examples
+    --------
+    >>> import numpy, nlfilt
+    >>> noisy = numpy.random.default_rng(0).random((16, 16))
+    >>> weights = nlfilt.filter_row(noisy, (3, 4), window=None, device="cpu")
+    >>> weights.shape, round(float(weights.sum()), 4)
+    ((16, 16), 1.0)
+    """
+    backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
+                                      sigma=sigma, depth=depth, device=device, dtype=dtype,
+                                      memory_budget=memory_budget)
+    height, width = array.shape[:2]
+    try:
+        row, col = (int(value) for value in pixel)
+        valid = (row, col) == tuple(pixel) and 0 <= row < height and 0 <= col < width
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"pixel must be (row, col) with 0 <= row < {height} and 0 <= col < {width}; "
+                         f"got {pixel!r}")
+    filter_ = build_filter(backend, array, options, reuse=options.kernel != "nlm")
+    return backend.to_host(filter_.row(row * width + col)).reshape(height, width)
+
+
 def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
              depth: Any, device: str, dtype: Any,
              memory_budget: Any) -> tuple[Backend, Any, FilterOptions]:
@@ -281,8 +333,9 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     array = backend.asarray(host, dtype=work_dtype)
     if kernel == "nlm":
         if sigma is None:
-            if min(height, width) < 2:
-                raise ValueError(f"sigma cannot be estimated from a {height}x{width} image; pass sigma")
+            if min(height, width) < 4:
+                raise ValueError(f"sigma cannot be estimated from a {height}x{width} image (4x4 at least); "
+                                 "pass sigma")
             sigma = estimate_sigma(backend.xp, array)
         if h is None:
             h = defaults["h_per_sigma"] * sigma

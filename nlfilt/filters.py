@@ -72,6 +72,18 @@ class Filter:
         out /= self.row_sums
         return out
 
+    def row(self, index: int) -> Any:
+        """Return row ``index`` of ``W`` (length N) without building ``W``."""
+        values = self.affinity.row(index)
+        if self.normalise_rows:
+            values /= values.sum()
+            return values
+        eigenvalue = self.compute_eigenvalue(values.dtype)
+        if eigenvalue <= 0:
+            return values * 0
+        values *= values.dtype.type(1 / eigenvalue)
+        return values
+
     def dense(self) -> Any:
         """Return ``W`` as a dense matrix on the backend (small images only)."""
         matrix = self.affinity.dense()
@@ -83,6 +95,40 @@ class Filter:
             return matrix * 0
         matrix *= matrix.dtype.type(1 / eigenvalue)
         return matrix
+
+
+#: CPU nanoseconds per application of ``W`` on the 2-core development machine
+#: (benchmarks/results/cpu.md), used to refuse hour-long runs.  Global mode, per
+#: ordered pixel pair (N^2 of them; symmetry already halves the work): the kernel
+#: profile (NTK: per layer) plus the GEMM, which grows with the patch dimension d.
+#: Windowed mode: per pixel and window position.
+GLOBAL_NS_PER_PAIR = {"nlm": 2.0, "arccos": 2.9, "ntk": 2.3}
+GLOBAL_NS_PER_PAIR_AND_DIM = 0.008
+WINDOWED_NS_PER_PAIR = 3.5
+#: Applications of ``K`` that Lanczos typically needs for lambda_max.
+EIGENVALUE_APPLICATIONS = 15
+
+
+def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, iterations: int) -> float:
+    """Rough CPU seconds for ``iterations`` twicing steps on an image of ``shape``.
+
+    The pairs each application of ``W`` covers (N^2 in the global mode,
+    N window^2 in the windowed one) times their measured cost, times the
+    applications (plus about 15 for lambda_max with 'arccos' and 'ntk').
+    Good to a factor of about two on the development machine; meant for
+    refusing runs of hours, not for predicting seconds.
+    """
+    pixels = shape[0] * shape[1]
+    dims = options.patch**2 * (shape[2] if len(shape) == 3 else 1)
+    applications = iterations + (0 if options.kernel == "nlm" else EIGENVALUE_APPLICATIONS)
+    if options.window is None:
+        layers = options.depth + 1 if options.kernel == "ntk" else 1
+        per_pair = GLOBAL_NS_PER_PAIR[options.kernel] * layers + GLOBAL_NS_PER_PAIR_AND_DIM * dims
+        pairs = pixels * pixels
+    else:
+        per_pair = WINDOWED_NS_PER_PAIR
+        pairs = pixels * options.window**2
+    return pairs * per_pair * 1e-9 * applications
 
 
 def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse: bool) -> Filter:

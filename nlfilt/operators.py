@@ -174,6 +174,17 @@ class GlobalAffinity:
             out *= self.scale[:, None]
         return out
 
+    def row(self, index: int) -> Any:
+        """Return row ``index`` of ``K`` (length N) from one GEMM row: O(N d) work."""
+        xp = self.backend.xp
+        values = (self.left[index : index + 1] @ self.right).reshape(-1)
+        scratch = [xp.empty_like(values) for _ in range(self.kernel.scratch_blocks)]
+        values = self.kernel.profile(xp, values, scratch)
+        if self.scale is not None:
+            values *= self.scale
+            values *= self.scale[index]
+        return values
+
     def dense(self) -> Any:
         """Return the whole matrix ``K`` (for small images only)."""
         xp = self.backend.xp
@@ -340,6 +351,12 @@ class WindowedAffinity:
         if self.scale is not None:
             out *= self.scale
         return out.reshape(columns, height * width).T
+
+    def row(self, index: int) -> Any:
+        """Return row ``index`` of ``K`` (length N): ``K`` is symmetric, so ``K e_index``."""
+        unit = self.backend.xp.zeros((self.size, 1), dtype=self.padded.dtype)
+        unit[index] = 1
+        return self.matmul(unit)[:, 0]
 
     def dense(self) -> Any:
         """Return the whole matrix ``K`` (for small images only)."""

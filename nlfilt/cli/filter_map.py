@@ -1,0 +1,71 @@
+"""``nlfilt filter-map``: a heat map of the weights one pixel receives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy
+
+import nlfilt
+from nlfilt.cli.options import api_options, check_options, filter_options
+from nlfilt.images import ImageError, read_image, write_image
+
+#: Colour map anchors from black through purple, red and orange to pale yellow
+#: (perceptually ordered, readable in gray scale), interpolated linearly.
+_ANCHORS = numpy.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], float)
+
+
+def heat_map(weights: numpy.ndarray, pixel: tuple[int, int] | None = None) -> numpy.ndarray:
+    """Colour ``weights`` (H, W) into an 8-bit RGB image, 0 (or the minimum) to the maximum.
+
+    With ``pixel``, a small cyan cross marks it.
+    """
+    low = min(float(weights.min()), 0.0)
+    high = float(weights.max())
+    scaled = (weights - low) / (high - low) if high > low else numpy.zeros_like(weights)
+    position = scaled * (len(_ANCHORS) - 1)
+    index = numpy.clip(position.astype(int), 0, len(_ANCHORS) - 2)
+    fraction = (position - index)[..., None]
+    colours = _ANCHORS[index] * (1 - fraction) + _ANCHORS[index + 1] * fraction
+    image = numpy.round(colours).astype(numpy.uint8)
+    if pixel is not None:
+        row, col = pixel
+        for delta in range(-3, 4):
+            if delta and 0 <= row + delta < image.shape[0]:
+                image[row + delta, col] = (0, 255, 255)
+            if delta and 0 <= col + delta < image.shape[1]:
+                image[row, col + delta] = (0, 255, 255)
+    return image
+
+
+@click.command("filter-map")
+@click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--pixel", type=(int, int), required=True, metavar="ROW COL",
+              help="The pixel whose weights are drawn.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="PNG file for the heat map.")
+@filter_options
+@click.option("--no-marker", is_flag=True, help="Do not mark the pixel with a cross.")
+def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, kernel: str,
+                       patch: int | None, window: Any, h: float | None, sigma: float | None, depth: int,
+                       device: str, no_marker: bool) -> None:
+    """Draw the weights one pixel receives (its row of W) as a heat map.
+
+    The row is computed without forming W, so full-size images work in the
+    global mode too (--window global).
+    """
+    options = api_options(kernel, patch, window, h, sigma, depth, device)
+    check_options(options)
+    if output.resolve() == image_path.resolve():
+        raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
+    try:
+        image = read_image(image_path)
+        colour = image.colour.astype(numpy.float32)
+        weights = nlfilt.filter_row(colour, pixel, **options)
+        write_image(output, heat_map(weights, None if no_marker else pixel))
+    except (ImageError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(f"{image_path}: {exc}") from None
+    click.echo(f"{output}: weights of pixel {pixel} (max {weights.max():.4g}, sum {weights.sum():.4g})",
+               err=True)

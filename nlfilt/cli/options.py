@@ -1,0 +1,91 @@
+"""Filter options shared by the commands, as click decorators, and their conversion to API arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+import numpy
+
+from nlfilt.api import prepare
+from nlfilt.backend import DEVICES
+from nlfilt.kernels import KERNELS
+
+
+class WindowType(click.ParamType):
+    """An odd window side, or 'global' for all pixel pairs (None), or 'auto'."""
+
+    name = "N|global|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or value in ("auto", "global") or isinstance(value, int):
+            return None if value == "global" else value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an odd integer, 'global' or 'auto'", param, ctx)
+
+
+class SigmaType(click.ParamType):
+    """A noise level >= 0 in the file's pixel units, or 'auto' (estimated per image: None)."""
+
+    name = "SIGMA|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or value == "auto" or isinstance(value, float):
+            return None if value == "auto" else value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number or 'auto'", param, ctx)
+
+
+def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options that choose the filter (they mirror :func:`nlfilt.denoise`)."""
+    decorators = [
+        click.option("--kernel", type=click.Choice(KERNELS), default="nlm", show_default=True,
+                     help="Patch affinity: non-local means, arc-cosine (one-layer CNN) or full NTK."),
+        click.option("--patch", type=int, default=None,
+                     help="Odd patch side. [default: 5 for nlm, 3 for arccos and ntk]"),
+        click.option("--window", type=WindowType(), default="auto",
+                     help="Odd search-window side, or 'global' for all pixel pairs. "
+                          "[default: 11 for nlm, global for arccos and ntk]"),
+        click.option("--h", "h", type=float, default=None,
+                     help="NLM bandwidth in pixel units. [default: 0.8 * sigma]"),
+        click.option("--sigma", type=SigmaType(), default="auto", show_default=True,
+                     help="NLM noise level in the file's pixel units, or 'auto' to estimate it per image."),
+        click.option("--depth", type=int, default=1, show_default=True,
+                     help="ReLU layers of the network whose tangent kernel 'ntk' is."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="Compute on the CPU, a CUDA GPU, or the GPU when one is usable."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def api_options(kernel: str, patch: int | None, window: Any, h: float | None, sigma: float | None,
+                depth: int, device: str) -> dict[str, Any]:
+    """The keyword arguments of :func:`nlfilt.denoise` for the command-line options."""
+    return {"kernel": kernel, "patch": patch, "window": window, "h": h, "sigma": sigma, "depth": depth,
+            "device": device}
+
+
+def check_options(options: dict[str, Any], iterations: int = 1) -> None:
+    """Validate the options once, before any file is read; raise click.UsageError naming the problem.
+
+    Image-dependent limits (a patch larger than an image) are checked per file.
+    """
+    probe = numpy.zeros((64, 64), dtype=numpy.float32)
+    probe_options = dict(options, patch=None, device="cpu")
+    if options["kernel"] == "nlm" and options["sigma"] is None:
+        probe_options["sigma"] = 1.0  # skip the estimate on the blank probe
+    try:
+        if options["patch"] is not None and (options["patch"] < 1 or options["patch"] % 2 == 0):
+            raise ValueError(f"patch must be an odd integer >= 1; got {options['patch']}")
+        if iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1; got {iterations}")
+        prepare(probe, dtype=numpy.float32, memory_budget=2**20, **probe_options)
+    except ValueError as exc:
+        raise click.UsageError(f"invalid option: {exc}") from None

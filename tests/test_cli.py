@@ -1,0 +1,293 @@
+"""The command line: CliRunner and subprocess tests over files, folders, formats and failures."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy
+import pytest
+from click.testing import CliRunner
+
+from nlfilt.backend import gpu_status
+from nlfilt.cli import main
+
+RNG = numpy.random.default_rng(9)
+
+
+def scene(height: int = 40, width: int = 48) -> numpy.ndarray:
+    """A clean gray test scene in [0, 1]: a gradient, a bright square, stripes."""
+    rows, cols = numpy.mgrid[0:height, 0:width] / max(height, width)
+    clean = 0.2 + 0.4 * cols
+    clean[8:24, 8:24] = 0.85
+    clean[:, 30:] = numpy.where((numpy.arange(30, width) // 3) % 2 == 0, 0.9, 0.15)
+    return clean + 0.05 * rows
+
+
+def noisy_pixels(dtype, channels: int = 0, sigma: float = 0.08) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """(clean, noisy) in ``dtype`` units and the given layout (0: 2-D gray)."""
+    clean = scene()
+    if channels:
+        clean = numpy.stack([clean * (0.8 + 0.1 * c) for c in range(channels)], axis=2)
+    noisy = numpy.clip(clean + RNG.normal(0, sigma, clean.shape), 0, 1)
+    scale = numpy.iinfo(dtype).max if numpy.dtype(dtype).kind == "u" else 1.0
+    if scale == 1.0:
+        return clean.astype(dtype), noisy.astype(dtype)
+    return numpy.round(clean * scale).astype(dtype), numpy.round(noisy * scale).astype(dtype)
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(main, [str(arg) for arg in args], catch_exceptions=False)
+
+
+def error(clean: numpy.ndarray, image: numpy.ndarray) -> float:
+    return float(numpy.mean((clean.astype(float) - image.astype(float)) ** 2))
+
+
+ROUND_TRIPS = [
+    ("gray8.png", numpy.uint8, 0),
+    ("gray16.png", numpy.uint16, 0),
+    ("grayalpha8.png", numpy.uint8, 2),
+    ("rgb8.png", numpy.uint8, 3),
+    ("rgba8.png", numpy.uint8, 4),
+    ("rgb16.tif", numpy.uint16, 3),
+    ("rgba16.tif", numpy.uint16, 4),
+    ("gray32.tif", numpy.float32, 0),
+    ("rgb32.tif", numpy.float32, 3),
+    ("rgb8.jpg", numpy.uint8, 3),
+    ("gray8.bmp", numpy.uint8, 0),
+    ("rgb8.bmp", numpy.uint8, 3),
+]
+
+
+@pytest.mark.parametrize(("name", "dtype", "channels"), ROUND_TRIPS, ids=[r[0] for r in ROUND_TRIPS])
+def test_format_round_trip_keeps_dtype_layout_and_alpha(tmp_path, name, dtype, channels):
+    clean, noisy = noisy_pixels(dtype, channels)
+    source = tmp_path / name
+    iio.imwrite(source, noisy)
+    noisy = iio.imread(source)  # what the file really holds (JPEG is lossy)
+    target = tmp_path / "out" / name
+    result = run("denoise", source, "-o", target, "--quiet")
+    assert result.exit_code == 0, result.output
+    out = iio.imread(target)
+    assert out.dtype == noisy.dtype and out.shape == noisy.shape
+    colour = slice(None) if channels in (0, 1, 3) else slice(0, channels - 1)
+    if channels in (2, 4):
+        numpy.testing.assert_array_equal(out[..., -1], noisy[..., -1])  # alpha untouched
+    # JPEG's own compression makes the noise correlated, which non-local means removes less of
+    gain = 0.95 if name.endswith(".jpg") else 0.7
+    assert error(clean[..., colour], out[..., colour]) < gain * error(clean[..., colour], noisy[..., colour])
+
+
+def test_single_file_into_a_folder_and_folder_inputs(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("a.png", "b.png", "sub/c.png"):
+        iio.imwrite(tmp_path / "in" / name, noisy)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    assert run("denoise", tmp_path / "in" / "a.png", "-o", tmp_path / "one", "--quiet").exit_code == 0
+    assert (tmp_path / "one" / "a.png").is_file()
+    assert run("denoise", tmp_path / "in", "-o", tmp_path / "flat", "--quiet").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["a.png", "b.png"]
+    assert run("denoise", tmp_path / "in", "-o", tmp_path / "deep", "--recursive", "--quiet").exit_code == 0
+    assert (tmp_path / "deep" / "sub" / "c.png").is_file()
+
+
+def write_png_16bit_rgb(path: Path, pixels: numpy.ndarray) -> None:
+    """A valid 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + pixels[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "good.png", noisy)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("hello")
+    (folder / "truncated.png").write_bytes((folder / "good.png").read_bytes()[:200])
+    nan_image = numpy.ones((20, 20), numpy.float32)
+    nan_image[3, 3] = numpy.nan
+    iio.imwrite(folder / "nan.tif", nan_image)
+    iio.imwrite(folder / "pages.tif", numpy.zeros((3, 20, 20), numpy.uint8), is_batch=True)
+    write_png_16bit_rgb(folder / "deep.png", numpy.zeros((8, 8, 3), numpy.uint16))
+    result = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    for name in ("empty.png", "text.png", "truncated.png", "nan.tif", "pages.tif", "deep.png"):
+        assert f"{folder / name}:" in result.output, name
+    assert "NaN" in result.output and "frames or pages" in result.output and "16-bit" in result.output
+    assert "1 denoised, 6 failed, 0 skipped" in result.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+def test_rerun_skips_existing_outputs_unless_overwrite(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    for name in ("a.png", "b.png"):
+        iio.imwrite(tmp_path / name, noisy)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"left by an earlier run")
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                                       "-o", str(out)])
+    assert result.exit_code == 0 and "1 denoised, 0 failed, 1 skipped" in result.output
+    assert (out / "a.png").read_bytes() == b"left by an earlier run"
+    result = run("denoise", tmp_path / "a.png", "-o", out / "a.png", "--overwrite")
+    assert result.exit_code == 0 and iio.imread(out / "a.png").shape == noisy.shape
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+
+    def broken_write(path, *args, **kwargs):
+        Path(path).write_bytes(b"half an image")
+        raise KeyboardInterrupt if kwargs.get("interrupt") else OSError("disk full")
+
+    monkeypatch.setattr("nlfilt.images.iio.imwrite", broken_write)
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 1 and "disk full" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_refuses_to_write_over_an_input(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    before = (tmp_path / "a.png").read_bytes()
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.png"),
+                                       "--overwrite"])
+    assert result.exit_code == 2 and "refusing to overwrite an input" in result.output
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path), "-o", str(tmp_path), "--overwrite"])
+    assert result.exit_code == 2
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_report_lines_and_stdout_carrying_only_the_report(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    (tmp_path / "b.png").write_text("broken")
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                                       "-o", str(tmp_path / "out"), "--report", "-", "--iterations", "2"])
+    assert result.exit_code == 1
+    entries = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [entry["status"] for entry in entries] == ["denoised", "failed"]
+    good, bad = entries
+    assert set(good) == {"input", "output", "status", "error", "sigma", "iterations", "seconds", "device"}
+    assert good["iterations"] == 2 and good["device"] == "cpu" and good["error"] is None
+    assert 0.05 * 255 < good["sigma"] < 0.11 * 255 and good["seconds"] > 0
+    assert bad["input"].endswith("b.png") and "cannot read" in bad["error"]
+    report = tmp_path / "report.jsonl"
+    run("denoise", tmp_path / "a.png", "-o", tmp_path / "out", "--report", report, "--quiet")
+    assert json.loads(report.read_text())["status"] == "skipped"
+
+
+def test_quiet_run_prints_nothing(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    for name in ("a.png", "b.png"):
+        iio.imwrite(tmp_path / name, noisy)
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path), "-o", str(tmp_path / "out"), "--quiet",
+                                       "--iterations", "3"])
+    assert result.exit_code == 0 and result.output == ""
+    loud = CliRunner().invoke(main, ["denoise", str(tmp_path), "-o", str(tmp_path / "out2")])
+    assert "2 denoised, 0 failed, 0 skipped" in loud.stderr
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    cases = [
+        ["--window", "4"],
+        ["--window", "wide"],
+        ["--kernel", "arccos", "--sigma", "3"],
+        ["--sigma", "-1"],
+        ["--patch", "4"],
+        ["--iterations", "0"],
+        ["--kernel", "gauss"],
+    ]
+    for extra in cases:
+        result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                           *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert "Traceback" not in result.output
+    missing = CliRunner().invoke(main, ["denoise", str(tmp_path / "missing.png"), "-o", str(tmp_path)])
+    assert missing.exit_code == 2 and "missing.png" in missing.output
+
+
+def test_too_costly_image_is_refused_with_a_suggestion(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                       "--window", "global", "--kernel", "ntk", "--device", "cpu",
+                                       "--max-minutes", "0.00001"])
+    assert result.exit_code == 1
+    assert "minutes" in result.output and "--window" in result.output
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_info_without_gpu():
+    result = run("info")
+    assert result.exit_code == 0
+    assert "nlfilt" in result.output and "NumPy" in result.output and "CuPy" in result.output
+    if not gpu_status()[0]:
+        assert "GPU: not usable" in result.output and "device auto: cpu" in result.output
+
+
+def test_gpu_request_without_gpu_fails_clearly(tmp_path):
+    if gpu_status()[0]:
+        pytest.skip("a GPU is usable here")
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                       "--device", "gpu"])
+    assert result.exit_code == 1 and "no GPU is usable" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("window", ["global", "7"])
+def test_filter_map_writes_the_weights_of_one_pixel(tmp_path, window):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    result = CliRunner().invoke(main, ["filter-map", str(tmp_path / "a.png"), "--pixel", "12", "14",
+                                       "-o", str(tmp_path / "map.png"), "--window", window, "--no-marker"])
+    assert result.exit_code == 0, result.output
+    heat = iio.imread(tmp_path / "map.png")
+    assert heat.shape == (*noisy.shape, 3) and heat.dtype == numpy.uint8
+    brightness = heat.astype(int).sum(axis=2)
+    inside, outside = brightness[10:22, 10:22].mean(), brightness[:, 32:].mean()
+    assert inside > outside  # a pixel of the bright square weighs its own region most
+    if window == "7":
+        assert brightness[:4, :].max() == brightness.min()  # outside the window: zero weight
+
+
+def test_filter_map_bad_pixel_is_a_clear_error(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    result = CliRunner().invoke(main, ["filter-map", str(tmp_path / "a.png"), "--pixel", "400", "1",
+                                       "-o", str(tmp_path / "map.png")])
+    assert result.exit_code == 1 and "pixel must be" in result.output
+
+
+def test_module_entry_point_in_a_subprocess(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint16)
+    iio.imwrite(tmp_path / "a.tif", noisy)
+    (tmp_path / "bad.tif").write_bytes(b"II*\0broken")
+    done = subprocess.run([sys.executable, "-m", "nlfilt", "denoise", str(tmp_path), "-o",
+                           str(tmp_path / "out"), "--report", "-"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "bad.tif" in done.stderr
+    assert [json.loads(line)["status"] for line in done.stdout.splitlines()] == ["denoised", "failed"]
+    assert iio.imread(tmp_path / "out" / "a.tif").dtype == numpy.uint16
