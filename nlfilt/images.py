@@ -1,6 +1,6 @@
 """Reading and writing image files for the command line, without losing data.
 
-Supported: PNG, TIFF, JPEG, BMP, WebP (through imageio); gray, gray+alpha, RGB
+Supported: PNG, TIFF, JPEG and BMP (through imageio); gray, gray+alpha, RGB
 and RGBA; unsigned and signed integers and floats.  What a codec cannot store
 faithfully is refused with a reason instead of being silently converted.
 """
@@ -17,10 +17,10 @@ import imageio.v3 as iio
 import numpy
 
 #: File name extensions treated as images when a folder is expanded.
-IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
-#: Extensions whose codec (Pillow) stores 8-bit data only, or 16-bit gray for PNG.
-_EIGHT_BIT = (".jpg", ".jpeg", ".bmp", ".webp")
+#: Extensions whose codec (Pillow) stores 8-bit data only.
+_EIGHT_BIT = (".jpg", ".jpeg", ".bmp")
 
 
 class ImageError(ValueError):
@@ -79,8 +79,7 @@ def read_image(path: Path) -> Image:
         (which the PNG codec would truncate to 8 bits).
     """
     path = Path(path)
-    if path.suffix.lower() == ".png":
-        _refuse_16bit_colour_png(path)
+    _refuse_lossy_reads(path)
     try:
         with warnings.catch_warnings():  # plugin deprecation notices while imageio probes a bad file
             warnings.simplefilter("ignore")
@@ -139,18 +138,24 @@ def write_image(path: Path, pixels: numpy.ndarray) -> None:
         raise ImageError(f"cannot write ({_reason(exc)})") from None
 
 
-def _refuse_16bit_colour_png(path: Path) -> None:
-    """Raise ImageError for a 16-bit PNG with colour or alpha (read as 8 bits by Pillow)."""
+def _refuse_lossy_reads(path: Path) -> None:
+    """Raise ImageError for files that Pillow would read with data lost.
+
+    A 16-bit PNG with colour or alpha is read as 8 bits; a 32-bit BMP loses
+    its alpha channel.
+    """
     try:
         with open(path, "rb") as stream:
-            header = stream.read(26)
+            header = stream.read(30)
     except OSError as exc:
         raise ImageError(f"cannot read ({_reason(exc)})") from None
-    if len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
+    if len(header) >= 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
         bit_depth, colour_type = header[24], header[25]
         if bit_depth == 16 and colour_type in (2, 4, 6):
             raise ImageError("16-bit colour or gray+alpha PNG: the PNG codec would truncate it to 8 bits; "
                              "convert it to TIFF")
+    if len(header) >= 30 and header[:2] == b"BM" and int.from_bytes(header[28:30], "little") == 32:
+        raise ImageError("32-bit BMP: the BMP codec would drop its alpha channel; convert it to PNG")
 
 
 def _reason(exc: BaseException) -> str:

@@ -113,7 +113,8 @@ class GlobalAffinity:
             needed = fixed + row_bytes * (1 + workers * blocks)
             raise ValueError(
                 f"memory_budget={memory_budget} bytes is too small for a global operator on "
-                f"{self.size} pixels; at least {needed} bytes are needed"
+                f"{self.size} pixels; at least {needed} bytes are needed: use a search window "
+                "(--window) or a larger memory budget"
             )
         self.tile_rows = int(min(rows, self.size, max(1, MAX_TILE_ELEMENTS // self.size)))
         self.chunk = int(min(chunk, self.tile_rows * self.size))

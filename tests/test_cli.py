@@ -124,13 +124,15 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path):
     iio.imwrite(folder / "nan.tif", nan_image)
     iio.imwrite(folder / "pages.tif", numpy.zeros((3, 20, 20), numpy.uint8), is_batch=True)
     write_png_16bit_rgb(folder / "deep.png", numpy.zeros((8, 8, 3), numpy.uint16))
+    iio.imwrite(folder / "alpha.bmp", numpy.zeros((8, 8, 4), numpy.uint8))
     result = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    for name in ("empty.png", "text.png", "truncated.png", "nan.tif", "pages.tif", "deep.png"):
+    for name in ("empty.png", "text.png", "truncated.png", "nan.tif", "pages.tif", "deep.png", "alpha.bmp"):
         assert f"{folder / name}:" in result.output, name
     assert "NaN" in result.output and "frames or pages" in result.output and "16-bit" in result.output
-    assert "1 denoised, 6 failed, 0 skipped" in result.output
+    assert "alpha channel" in result.output
+    assert "1 denoised, 7 failed, 0 skipped" in result.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
 
 

@@ -87,8 +87,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, kernel: str, patch: 
                     quiet: bool) -> None:
     """Denoise image files and folders of images.
 
-    INPUTS are files and folders (a folder means every PNG, TIFF, JPEG, BMP or
-    WebP file in it).  Outputs keep each input's dtype, bit depth and channel
+    INPUTS are files and folders (a folder means every PNG, TIFF, JPEG or BMP
+    file in it).  Outputs keep each input's dtype, bit depth and channel
     layout; alpha is copied unfiltered.  Existing outputs are skipped unless
     --overwrite, so an interrupted batch resumes where it stopped.  Exit status
     1 when any file failed, 2 for a usage error.
