@@ -255,3 +255,19 @@ def test_nlm_defaults_keep_their_set12_quality(set12):
         denoised = nlfilt.denoise(noisy, device="cpu")
         scores.append(10 * numpy.log10(255.0**2 / numpy.mean((denoised - clean) ** 2)))
     assert numpy.mean(scores) >= 28.6, scores
+
+
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
+def test_filter_row_is_the_row_of_filter_matrix(kernel, window, device):
+    options = dict(KERNEL_OPTIONS[kernel], patch=3, window=window, dtype=numpy.float64, device=device)
+    weights = nlfilt.filter_matrix(COLOUR, **options)
+    row = nlfilt.filter_row(COLOUR, (5, 17), **options)
+    assert row.shape == COLOUR.shape[:2]
+    numpy.testing.assert_allclose(row.ravel(), weights[5 * 24 + 17], rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("pixel", [(24, 0), (-1, 3), (1.5, 2), (1,), "ab"])
+def test_filter_row_refuses_pixels_outside_the_image(pixel):
+    with pytest.raises(ValueError, match="pixel"):
+        nlfilt.filter_row(COLOUR, pixel, device="cpu")

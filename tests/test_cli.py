@@ -274,6 +274,15 @@ def test_filter_map_writes_the_weights_of_one_pixel(tmp_path, window):
         assert brightness[:4, :].max() == brightness.min()  # outside the window: zero weight
 
 
+def test_filter_map_refuses_a_costly_global_tangent_kernel(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    result = CliRunner().invoke(main, ["filter-map", str(tmp_path / "a.png"), "--pixel", "1", "1",
+                                       "-o", str(tmp_path / "map.png"), "--kernel", "arccos",
+                                       "--device", "cpu", "--max-minutes", "0.000001"])
+    assert result.exit_code == 1 and "minutes" in result.output and not (tmp_path / "map.png").exists()
+
+
 def test_filter_map_bad_pixel_is_a_clear_error(tmp_path):
     _, noisy = noisy_pixels(numpy.uint8)
     iio.imwrite(tmp_path / "a.png", noisy)

@@ -16,8 +16,7 @@ from tqdm import tqdm
 import nlfilt
 from nlfilt.api import DEFAULT_MEMORY_BUDGET, prepare
 from nlfilt.backend import get_backend
-from nlfilt.cli.options import api_options, check_options, filter_options
-from nlfilt.filters import estimate_cpu_seconds
+from nlfilt.cli.options import api_options, check_cost, check_options, filter_options
 from nlfilt.images import IMAGE_EXTENSIONS, ImageError, read_image, write_image
 
 
@@ -152,7 +151,7 @@ def _run_job(job: Job, options: dict[str, Any], iterations: int, device: str, ov
         image = read_image(job.source)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
         _, _, resolved = prepare(colour, dtype=numpy.float32, memory_budget=DEFAULT_MEMORY_BUDGET, **options)
-        _check_cost(colour.shape, resolved, iterations, device, max_minutes)
+        check_cost(colour.shape, resolved, iterations, device, max_minutes)
         entry["sigma"] = resolved.sigma
         call = dict(options, sigma=resolved.sigma, h=resolved.h) if resolved.kernel == "nlm" else options
         progress = _iteration_bar(job.source.name, iterations, quiet)
@@ -169,21 +168,6 @@ def _run_job(job: Job, options: dict[str, Any], iterations: int, device: str, ov
         entry["error"] = _message(exc)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     return entry
-
-
-def _check_cost(shape: tuple[int, ...], resolved: Any, iterations: int, device: str,
-                max_minutes: float) -> None:
-    """Raise ValueError with the estimate and a suggestion when a CPU run would take too long."""
-    if device != "cpu" or max_minutes <= 0:
-        return
-    seconds = estimate_cpu_seconds(shape, resolved, iterations)
-    if seconds > 60 * max_minutes:
-        mode = "global mode" if resolved.window is None else f"window {resolved.window}"
-        raise ValueError(
-            f"{shape[0]}x{shape[1]} in {mode} with kernel {resolved.kernel} would take about "
-            f"{seconds / 60:.0f} minutes on this CPU (over --max-minutes {max_minutes:g}); use a search "
-            "window (--window 21), --device gpu, or raise --max-minutes"
-        )
 
 
 class _IterationBar:

@@ -9,7 +9,8 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.cli.options import api_options, check_options, filter_options
+from nlfilt.api import DEFAULT_MEMORY_BUDGET, prepare
+from nlfilt.cli.options import api_options, check_cost, check_options, filter_options
 from nlfilt.images import ImageError, read_image, write_image
 
 #: Colour map anchors from black through purple, red and orange to pale yellow
@@ -48,9 +49,11 @@ def heat_map(weights: numpy.ndarray, pixel: tuple[int, int] | None = None) -> nu
               help="PNG file for the heat map.")
 @filter_options
 @click.option("--no-marker", is_flag=True, help="Do not mark the pixel with a cross.")
+@click.option("--max-minutes", type=float, default=10.0, show_default=True,
+              help="Refuse when the estimated CPU time exceeds this (0: no limit).")
 def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, kernel: str,
                        patch: int | None, window: Any, h: float | None, sigma: float | None, depth: int,
-                       device: str, no_marker: bool) -> None:
+                       device: str, no_marker: bool, max_minutes: float) -> None:
     """Draw the weights one pixel receives (its row of W) as a heat map.
 
     The row is computed without forming W, so full-size images work in the
@@ -63,6 +66,11 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, k
     try:
         image = read_image(image_path)
         colour = image.colour.astype(numpy.float32)
+        backend, _, resolved = prepare(colour, dtype=numpy.float32, memory_budget=DEFAULT_MEMORY_BUDGET,
+                                       **options)
+        check_cost(colour.shape, resolved, 0, backend.name, max_minutes)
+        if resolved.kernel == "nlm":  # reuse the estimate
+            options = dict(options, sigma=resolved.sigma, h=resolved.h)
         weights = nlfilt.filter_row(colour, pixel, **options)
         write_image(output, heat_map(weights, None if no_marker else pixel))
     except (ImageError, ValueError, RuntimeError) as exc:

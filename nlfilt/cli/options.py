@@ -10,6 +10,7 @@ import numpy
 
 from nlfilt.api import prepare
 from nlfilt.backend import DEVICES
+from nlfilt.filters import estimate_cpu_seconds
 from nlfilt.kernels import KERNELS
 
 
@@ -89,3 +90,22 @@ def check_options(options: dict[str, Any], iterations: int = 1) -> None:
         prepare(probe, dtype=numpy.float32, memory_budget=2**20, **probe_options)
     except ValueError as exc:
         raise click.UsageError(f"invalid option: {exc}") from None
+
+
+def check_cost(shape: tuple[int, ...], resolved: Any, iterations: int, device: str,
+                max_minutes: float) -> None:
+    """Raise ValueError with the estimate and a suggestion when a CPU run would take too long.
+
+    ``iterations`` counts applications of ``W`` beyond those for lambda_max (0
+    for a single row of ``W``).
+    """
+    if device != "cpu" or max_minutes <= 0:
+        return
+    seconds = estimate_cpu_seconds(shape, resolved, iterations)
+    if seconds > 60 * max_minutes:
+        mode = "global mode" if resolved.window is None else f"window {resolved.window}"
+        raise ValueError(
+            f"{shape[0]}x{shape[1]} in {mode} with kernel {resolved.kernel} would take about "
+            f"{seconds / 60:.0f} minutes on this CPU (over --max-minutes {max_minutes:g}); use a search "
+            "window (--window 21), --device gpu, or raise --max-minutes"
+        )
