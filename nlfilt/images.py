@@ -133,8 +133,10 @@ def write_image(path: Path, pixels: numpy.ndarray) -> None:
     try:
         iio.imwrite(temporary, pixels, extension=path.suffix, **options)
         os.replace(temporary, path)
-    except Exception as exc:  # codec and file-system errors alike: report, leave nothing behind
+    except BaseException as exc:  # an interrupt too: leave nothing behind
         Path(temporary).unlink(missing_ok=True)
+        if not isinstance(exc, Exception):
+            raise
         raise ImageError(f"cannot write ({_reason(exc)})") from None
 
 
