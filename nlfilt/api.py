@@ -140,7 +140,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     The defaults come from PSNR measurements on Set12 with noise of standard
     deviation 25 (benchmarks/tune_defaults.py, benchmarks/results/defaults.md):
     for 'nlm' the one-shot filter peaks at patch 5, window 11 and
-    ``h = 0.8 sigma`` (28.76 dB mean, sigma estimated); for 'arccos' and 'ntk'
+    ``h = 0.8 sigma`` (28.72 dB mean, sigma estimated; 0.9 sigma ties); for 'arccos' and 'ntk'
     global twicing does best with patch 3.
 
     References
