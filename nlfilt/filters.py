@@ -74,27 +74,22 @@ class Filter:
 
     def row(self, index: int) -> Any:
         """Return row ``index`` of ``W`` (length N) without building ``W``."""
-        values = self.affinity.row(index)
-        if self.normalise_rows:
-            values /= values.sum()
-            return values
-        eigenvalue = self.compute_eigenvalue(values.dtype)
-        if eigenvalue <= 0:
-            return values * 0
-        values *= values.dtype.type(1 / eigenvalue)
-        return values
+        return self._normalise(self.affinity.row(index))
 
     def dense(self) -> Any:
         """Return ``W`` as a dense matrix on the backend (small images only)."""
-        matrix = self.affinity.dense()
+        return self._normalise(self.affinity.dense())
+
+    def _normalise(self, rows: Any) -> Any:
+        """Turn whole rows of ``K`` (one row, or the matrix) into the same rows of ``W``, in place."""
         if self.normalise_rows:
-            matrix /= matrix.sum(axis=1, keepdims=True)
-            return matrix
-        eigenvalue = self.compute_eigenvalue(matrix.dtype)
-        if eigenvalue <= 0:
-            return matrix * 0
-        matrix *= matrix.dtype.type(1 / eigenvalue)
-        return matrix
+            rows /= rows.sum(axis=-1, keepdims=True)
+            return rows
+        eigenvalue = self.compute_eigenvalue(rows.dtype)
+        if eigenvalue <= 0:  # K == 0 (an all-zero image): W is 0 as well
+            return rows * 0
+        rows *= rows.dtype.type(1 / eigenvalue)
+        return rows
 
 
 #: CPU nanoseconds per application of ``W`` on the 2-core development machine
