@@ -60,11 +60,24 @@ def _cupy_or_reason() -> tuple[ModuleType | None, str]:
     except ImportError as exc:
         return None, f"CuPy is not installed ({exc}); install nlfilt[gpu]"
     try:
-        if not cupy.cuda.is_available():
-            return None, "CuPy is installed but no CUDA device is usable"
-    except Exception as exc:  # driver or runtime errors surface here
-        return None, f"CuPy could not query CUDA devices ({exc})"
-    return cupy, "CUDA device available"
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, or one older than CuPy's CUDA runtime
+        driver = _driver_version(cupy)
+        runtime = cupy.cuda.runtime.runtimeGetVersion()
+        built_for = f"{runtime // 1000}.{runtime % 1000 // 10}"
+        return None, (f"CuPy {cupy.__version__} cannot use CUDA ({exc}); NVIDIA driver "
+                      f"{driver or 'not found'}, CuPy built for CUDA {built_for}")
+    if count == 0:
+        return None, f"CuPy {cupy.__version__} is installed but no CUDA device was found"
+    return cupy, f"{count} CUDA device(s) usable"
+
+
+def _driver_version(cupy: ModuleType) -> str:
+    try:
+        version = cupy.cuda.runtime.driverGetVersion()
+    except Exception:
+        return ""
+    return f"{version // 1000}.{version % 1000 // 10}" if version else ""
 
 
 def gpu_status() -> tuple[bool, str]:

@@ -14,7 +14,7 @@ from typing import Any
 from nlfilt.backend import Backend
 from nlfilt.kernels import make_kernel
 from nlfilt.linalg import largest_eigenvalue
-from nlfilt.operators import GlobalAffinity, WindowedAffinity
+from nlfilt.operators import CudaWindowedNLM, GlobalAffinity, WindowedAffinity
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,9 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
         affinity = GlobalAffinity(backend, features, kernel, options.patch,
                                   options.memory_budget, columns=image.shape[2] + 1)
     else:
-        affinity = WindowedAffinity(backend, features, kernel, options.patch, options.window,
-                                    options.memory_budget, reuse=reuse or options.kernel != "nlm")
+        windowed = CudaWindowedNLM if backend.name == "gpu" and options.kernel == "nlm" else WindowedAffinity
+        affinity = windowed(backend, features, kernel, options.patch, options.window,
+                            options.memory_budget, reuse=reuse or options.kernel != "nlm")
     return Filter(backend, affinity, normalise_rows=options.kernel == "nlm")
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy
 
+from nlfilt import cuda
+
 KERNELS = ("nlm", "arccos", "ntk")
 
 
@@ -73,6 +75,12 @@ class NLMKernel:
         left[:, dims] = -half_shift
         left[:, dims + 1] = -1
         return left, right, None
+
+    def profile_gpu(self, t: Any) -> Any:
+        """:meth:`profile` as one CUDA kernel (``nlfilt_profile_nlm``), in place."""
+        floor = math.log(numpy.finfo(t.dtype).tiny)
+        cuda.launch("nlfilt_profile_nlm", t.dtype, t.size, t, numpy.int64(t.size), cuda.real(floor, t.dtype))
+        return t
 
     def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any) -> Any:
         """Turn the box-summed squared difference into ``t`` (in place)."""
@@ -144,6 +152,11 @@ class ArcCosKernel(CosineKernel):
         _relu_layer(xp, t, scratch)
         return t
 
+    def profile_gpu(self, t: Any) -> Any:
+        """:meth:`profile` as one CUDA kernel (``nlfilt_profile_arccos``), in place."""
+        cuda.launch("nlfilt_profile_arccos", t.dtype, t.size, t, numpy.int64(t.size))
+        return t
+
 
 class NTKKernel(CosineKernel):
     """Neural tangent kernel of a ReLU CNN: one k x k convolution, depth-1 1x1 layers.
@@ -172,6 +185,11 @@ class NTKKernel(CosineKernel):
         for _ in range(self.depth):
             _relu_layer(xp, t, scratch[:4], theta)
         t[...] = theta
+        return t
+
+    def profile_gpu(self, t: Any) -> Any:
+        """:meth:`profile` as one CUDA kernel (``nlfilt_profile_ntk``), in place."""
+        cuda.launch("nlfilt_profile_ntk", t.dtype, t.size, t, numpy.int64(t.size), numpy.int32(self.depth))
         return t
 
 
@@ -268,6 +286,13 @@ def safe_reciprocal(xp: Any, values: Any) -> Any:
     """``1 / values`` where positive, 0 elsewhere."""
     positive = values > 0
     return xp.where(positive, 1 / xp.where(positive, values, 1), 0).astype(values.dtype)
+
+
+def apply_profile(xp: Any, kernel: Any, t: Any, scratch: list[Any]) -> Any:
+    """Apply ``kernel``'s profile to the contiguous array ``t`` in place, as a CUDA kernel on the GPU."""
+    if xp.__name__ == "cupy":
+        return kernel.profile_gpu(t)
+    return kernel.profile(xp, t, scratch)
 
 
 def make_kernel(name: str, *, h: float | None, sigma: float | None, depth: int) -> Any:

@@ -18,12 +18,15 @@ each tile, or the offsets of the window (each thread with its own accumulator).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy
+
 from nlfilt.backend import Backend
-from nlfilt.kernels import safe_reciprocal
+from nlfilt.kernels import apply_profile, safe_reciprocal
 from nlfilt.patches import box_sum, pad_reflect, patch_matrix
 
 #: Largest number of elements in one tile.  A tile of many query rows keeps the
@@ -144,7 +147,7 @@ class GlobalAffinity:
             buffers = scratch[share.start]
             for index in share:
                 piece = flat[pieces[index]]
-                self.kernel.profile(xp, piece, [buffer[: piece.size] for buffer in buffers])
+                apply_profile(xp, self.kernel, piece, [buffer[: piece.size] for buffer in buffers])
 
         workers.map(profile, workers.shares(len(pieces)))
         return block
@@ -154,8 +157,8 @@ class GlobalAffinity:
         xp = self.backend.xp
         dtype = self.left.dtype
         tile = xp.empty((self.tile_rows, self.size), dtype)
-        scratch = [[xp.empty(self.chunk, dtype) for _ in range(self.kernel.scratch_blocks)]
-                   for _ in range(workers.count)]
+        blocks = self.kernel.scratch_blocks if self.backend.name == "cpu" else 0  # CUDA needs none
+        scratch = [[xp.empty(self.chunk, dtype) for _ in range(blocks)] for _ in range(workers.count)]
         return tile, scratch
 
     def matmul(self, vectors: Any) -> Any:
@@ -180,7 +183,7 @@ class GlobalAffinity:
         xp = self.backend.xp
         values = (self.left[index : index + 1] @ self.right).reshape(-1)
         scratch = [xp.empty_like(values) for _ in range(self.kernel.scratch_blocks)]
-        values = self.kernel.profile(xp, values, scratch)
+        values = apply_profile(xp, self.kernel, values, scratch)
         if self.scale is not None:
             values *= self.scale
             values *= self.scale[index]
@@ -313,7 +316,7 @@ class WindowedAffinity:
                 xp, stat, self.inv_norm[rows_i, cols_i], self.inv_norm[rows_j, cols_j]
             )
         scratch = [buffer[: t.size].reshape(t.shape) for buffer in space[6 : 6 + self.kernel.scratch_blocks]]
-        weights = self.kernel.profile(xp, t, scratch)
+        weights = apply_profile(xp, self.kernel, t, scratch)
         if self._cache is not None:
             weights = weights.copy()
             self._cache[index] = weights
@@ -377,3 +380,38 @@ class WindowedAffinity:
             matrix *= flat[:, None]
             matrix *= flat[None, :]
         return matrix
+
+
+class CudaWindowedNLM(WindowedAffinity):
+    """Windowed NLM on the GPU: one CUDA thread per query pixel (``nlfilt_windowed_nlm``).
+
+    Each thread sums ``exp(clip(2 sigma^2 / h^2 - |a_i - a_j|^2, floor, 0)) v_j``
+    over its window directly from the padded feature image, so ``K`` is never
+    stored and no accumulation races.  Right-hand sides of more than
+    :data:`nlfilt.cuda.MAX_COLUMNS` columns, :meth:`dense` and everything else
+    use the array code of :class:`WindowedAffinity` (on CuPy), its twin.
+    """
+
+    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int, window: int,
+                 memory_budget: int, reuse: bool) -> None:
+        super().__init__(backend, features, kernel, patch, window, memory_budget, reuse=False)
+        self.window = window
+
+    def matmul(self, vectors: Any) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+        from nlfilt import cuda  # noqa: PLC0415 - GPU only
+
+        xp = self.backend.xp
+        columns = vectors.shape[1]
+        if columns > cuda.MAX_COLUMNS:
+            return super().matmul(vectors)
+        values = xp.ascontiguousarray(vectors)
+        out = xp.empty_like(values)
+        height, width = self.shape
+        dtype = values.dtype
+        floor = math.log(numpy.finfo(dtype).tiny)
+        cuda.launch("nlfilt_windowed_nlm", dtype, self.size, xp.ascontiguousarray(self.padded), values, out,
+                    numpy.int32(height), numpy.int32(width), numpy.int32(self.padded.shape[2]),
+                    numpy.int32(self.patch), numpy.int32(self.window), numpy.int32(columns),
+                    cuda.real(self.kernel.offset, dtype), cuda.real(floor, dtype))
+        return out

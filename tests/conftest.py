@@ -14,16 +14,28 @@ from nlfilt.backend import gpu_status
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def require_gpu() -> None:
+    """Skip without a usable GPU, or fail when NLFILT_REQUIRE_GPU=1."""
+    usable, reason = gpu_status()
+    if not usable:
+        if os.environ.get("NLFILT_REQUIRE_GPU") == "1":
+            pytest.fail(f"NLFILT_REQUIRE_GPU=1 but no GPU is usable: {reason}")
+        pytest.skip(f"no usable GPU: {reason}")
+
+
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 def device(request: pytest.FixtureRequest) -> str:
     """Each usable backend; the GPU case skips without a GPU unless NLFILT_REQUIRE_GPU=1."""
     if request.param == "gpu":
-        usable, reason = gpu_status()
-        if not usable:
-            if os.environ.get("NLFILT_REQUIRE_GPU") == "1":
-                pytest.fail(f"NLFILT_REQUIRE_GPU=1 but no GPU is usable: {reason}")
-            pytest.skip(f"no usable GPU: {reason}")
+        require_gpu()
     return request.param
+
+
+@pytest.fixture
+def gpu() -> str:
+    """The GPU alone (for tests marked ``gpu``); skips or fails like :func:`device`."""
+    require_gpu()
+    return "gpu"
 
 
 def to_host(array):

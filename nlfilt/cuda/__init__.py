@@ -1,0 +1,86 @@
+"""CUDA kernels: the .cu sources of this folder, compiled once per device and dtype.
+
+Every kernel has a NumPy twin that it must match (named in each .cu file).  CuPy
+is imported only when a kernel is first needed; :func:`compile_to_ptx` compiles
+the sources with NVRTC alone, without a GPU, for the CI check.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy
+
+#: The source files, compiled together into one module per device and dtype.
+SOURCES = ("profiles.cu", "patches.cu", "windowed.cu")
+
+#: Most right-hand-side columns the windowed kernel accumulates in registers.
+MAX_COLUMNS = 8
+
+#: Threads per block, and the largest grid (kernels use grid-stride loops).
+THREADS = 256
+MAX_BLOCKS = 65536
+
+
+def source() -> str:
+    """The concatenated CUDA source of the package's kernels."""
+    folder = resources.files(__package__)
+    return "\n".join(folder.joinpath(name).read_text(encoding="utf-8") for name in SOURCES)
+
+
+def options(dtype: Any) -> tuple[str, ...]:
+    """NVRTC options for kernels on ``dtype`` (float32 or float64)."""
+    real = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}[numpy.dtype(dtype)]
+    return (f"-DNLFILT_REAL={real}", f"-DNLFILT_MAX_COLUMNS={MAX_COLUMNS}", "--std=c++14")
+
+
+def compile_to_ptx(dtype: Any, architecture: str) -> tuple[str, str]:
+    """Compile the sources with NVRTC for ``architecture`` (e.g. 'compute_90'): (ptx, log).
+
+    Needs only CuPy's NVRTC binding and the NVRTC library, no GPU.  Warnings
+    are errors.  Raises RuntimeError with the compiler log on failure.
+    """
+    from cupy_backends.cuda.libs import nvrtc  # noqa: PLC0415 - optional, no GPU needed
+
+    program = nvrtc.createProgram(source(), "nlfilt.cu", [], [])
+    try:
+        flags = [*options(dtype), f"--gpu-architecture={architecture}", "-Werror=all-warnings"]
+        try:
+            nvrtc.compileProgram(program, flags)
+        except Exception as exc:
+            raise RuntimeError(f"NVRTC failed for {architecture}, {numpy.dtype(dtype)}: {exc}\n"
+                               f"{nvrtc.getProgramLog(program)}") from None
+        return nvrtc.getPTX(program), nvrtc.getProgramLog(program)
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+@cache
+def _module(device_id: int, dtype_name: str) -> Any:
+    import cupy  # noqa: PLC0415 - lazy by design
+
+    return cupy.RawModule(code=source(), options=options(dtype_name))
+
+
+def kernel(name: str, dtype: Any) -> Any:
+    """The compiled kernel ``name`` for ``dtype`` on the current device (cached)."""
+    import cupy  # noqa: PLC0415 - lazy by design
+
+    return _module(cupy.cuda.Device().id, numpy.dtype(dtype).name).get_function(name)
+
+
+def launch(name: str, dtype: Any, count: int, *arguments: Any) -> None:
+    """Launch kernel ``name`` over ``count`` work items with a grid-stride grid.
+
+    ``arguments`` must already have the kernel's C types (cupy arrays,
+    numpy.int32, numpy.int64, numpy.float32 or numpy.float64 scalars).
+    """
+    blocks = max(1, min(MAX_BLOCKS, -(-count // THREADS)))
+    kernel(name, dtype)((blocks,), (THREADS,), arguments)
+
+
+def real(value: float, dtype: Any) -> Any:
+    """``value`` as the kernel's NLFILT_REAL scalar type."""
+    return numpy.dtype(dtype).type(value)

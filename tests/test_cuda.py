@@ -1,0 +1,96 @@
+"""CUDA kernels: NVRTC compilation without a GPU, and CuPy against NumPy on a GPU."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+import nlfilt
+from nlfilt import cuda
+
+import reference
+
+KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
+                "nlfilt_windowed_nlm"}
+
+
+@pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_every_kernel_compiles_without_warnings(dtype, architecture):
+    pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy's NVRTC binding is not installed")
+    ptx, log = cuda.compile_to_ptx(dtype, architecture)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    assert log.strip() == ""
+    assert set(re.findall(r"\.entry (\w+)", ptx)) == KERNEL_NAMES
+
+
+def test_kernel_names_are_prefixed():
+    names = re.findall(r"__global__\s+void\s+(\w+)", cuda.source())
+    assert set(names) == KERNEL_NAMES and all(name.startswith("nlfilt_") for name in names)
+
+
+def test_importing_nlfilt_does_not_import_cupy():
+    code = "import sys, nlfilt, nlfilt.cli, nlfilt.cuda; print('cupy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+RNG = numpy.random.default_rng(4)
+COLOUR = RNG.random((20, 23, 3)) * 255
+OPTIONS = [
+    {"kernel": "nlm", "h": 40.0, "sigma": 25.0},
+    {"kernel": "arccos"},
+    {"kernel": "ntk", "depth": 2},
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("window", [None, 7])
+@pytest.mark.parametrize("options", OPTIONS, ids=[o["kernel"] for o in OPTIONS])
+def test_gpu_float32_matches_the_float64_reference(gpu, options, window):
+    arguments = dict(options, patch=5, window=window)
+    expected = reference.twicing(COLOUR, 3, **arguments)
+    actual = nlfilt.denoise(COLOUR, iterations=3, device="gpu", dtype=numpy.float32, **arguments).get()
+    if options["kernel"] != "nlm":  # up to the scalar 1 / lambda_max, known to 1e-3
+        actual = actual * numpy.vdot(actual, expected) / numpy.vdot(actual, actual)
+    assert numpy.abs(actual - expected).max() <= 1e-4 * numpy.abs(expected).max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("patch", [1, 3, 5])
+def test_gpu_patches_match_numpy(gpu, patch):
+    import cupy
+
+    from nlfilt.patches import patch_matrix
+
+    gpu = patch_matrix(cupy, cupy.asarray(COLOUR), patch).get()
+    numpy.testing.assert_array_equal(gpu, patch_matrix(numpy, COLOUR, patch))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["nlm", "arccos", "ntk"])
+def test_gpu_profiles_match_numpy(gpu, name):
+    import cupy
+
+    from nlfilt.kernels import make_kernel
+
+    kernel = make_kernel(name, h=1.0, sigma=0.5, depth=3)
+    values = numpy.linspace(-1.2, 1.2, 10001) if name != "nlm" else numpy.linspace(-200, 5, 10001)
+    expected = kernel.profile(numpy, values.copy(), [numpy.empty_like(values) for _ in range(5)])
+    actual = kernel.profile_gpu(cupy.asarray(values)).get()
+    # ntk's (pi - arccos c) / pi has a square-root singularity at c = 1 (see test_kernels)
+    tolerance = 1e-7 if name == "ntk" else 1e-12
+    numpy.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("window", [1, 5, 9])
+def test_gpu_windowed_nlm_kernel_matches_numpy(gpu, window):
+    options = {"patch": 3, "window": window, "h": 30.0, "sigma": 10.0, "dtype": numpy.float64}
+    gpu = nlfilt.denoise(COLOUR, device="gpu", iterations=2, **options).get()
+    cpu = nlfilt.denoise(COLOUR, device="cpu", iterations=2, **options)
+    numpy.testing.assert_allclose(gpu, cpu, rtol=1e-10)
