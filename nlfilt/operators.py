@@ -29,9 +29,11 @@ from nlfilt.backend import Backend
 from nlfilt.kernels import apply_profile, safe_reciprocal
 from nlfilt.patches import box_sum, pad_reflect, patch_matrix
 
-#: Largest number of elements in one tile.  A tile of many query rows keeps the
-#: GEMM efficient (each tile streams the whole right factor once).
+#: Largest number of elements in one tile (CPU, GPU).  A tile of many query rows keeps
+#: the GEMM efficient (each tile streams the whole right factor once); on the GPU a
+#: large tile also keeps the launches per tile few.  The memory budget caps both.
 MAX_TILE_ELEMENTS = 1 << 23
+GPU_MAX_TILE_ELEMENTS = 1 << 28
 
 #: On the CPU the kernel profile runs over a tile in pieces of this many elements,
 #: so that its dozen or more elementwise passes stay in the core's cache.
@@ -119,7 +121,8 @@ class GlobalAffinity:
                 f"{self.size} pixels; at least {needed} bytes are needed: use a search window "
                 "(--window) or a larger memory budget"
             )
-        self.tile_rows = int(min(rows, self.size, max(1, MAX_TILE_ELEMENTS // self.size)))
+        max_tile = MAX_TILE_ELEMENTS if backend.name == "cpu" else GPU_MAX_TILE_ELEMENTS
+        self.tile_rows = int(min(rows, self.size, max(1, max_tile // self.size)))
         self.chunk = int(min(chunk, self.tile_rows * self.size))
 
     def _tiles(self) -> list[tuple[int, int]]:
