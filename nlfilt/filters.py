@@ -126,6 +126,24 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, iterati
     return pairs * per_pair * 1e-9 * applications
 
 
+def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, workers: int) -> int:
+    """Rough peak bytes of the operator for an image of ``shape`` (float32).
+
+    Global mode: bounded by ``options.memory_budget`` (the operator refuses
+    more).  Windowed mode: per worker thread the channel differences, five
+    padded work images, the profile scratch and the accumulator planes, plus
+    the image, the right-hand sides and the result.
+    """
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    if options.window is None:
+        return options.memory_budget
+    padded = (height + options.patch - 1) * (width + options.patch - 1)
+    pixels = height * width
+    per_worker = padded * (channels + 5) + pixels * (5 + 2 * (channels + 1))
+    return 4 * (workers * per_worker + 6 * pixels * (channels + 1))
+
+
 def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse: bool) -> Filter:
     """Build the filter of ``image`` (H, W, C on the backend) for ``options``.
 

@@ -242,6 +242,16 @@ def test_too_costly_image_is_refused_with_a_suggestion(tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_image_too_large_for_memory_is_refused(tmp_path, monkeypatch):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**20)  # a 1 MiB machine
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                       "--device", "cpu"])
+    assert result.exit_code == 1 and "working memory" in result.output
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_info_without_gpu():
     result = run("info")
     assert result.exit_code == 0

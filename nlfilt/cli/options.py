@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -9,8 +10,8 @@ import click
 import numpy
 
 from nlfilt.api import prepare
-from nlfilt.backend import DEVICES
-from nlfilt.filters import estimate_cpu_seconds
+from nlfilt.backend import DEVICES, get_backend
+from nlfilt.filters import estimate_cpu_seconds, estimate_working_bytes
 from nlfilt.kernels import KERNELS
 
 
@@ -94,12 +95,22 @@ def check_options(options: dict[str, Any], iterations: int = 1) -> None:
 
 def check_cost(shape: tuple[int, ...], resolved: Any, iterations: int, device: str,
                 max_minutes: float) -> None:
-    """Raise ValueError with the estimate and a suggestion when a CPU run would take too long.
+    """Raise ValueError with the estimate and a suggestion when a CPU run would take too long
+    (over ``max_minutes``; 0 disables) or need over half of the machine's memory.
 
     ``iterations`` counts applications of ``W`` beyond those for lambda_max (0
     for a single row of ``W``).
     """
-    if device != "cpu" or max_minutes <= 0:
+    if device != "cpu":
+        return
+    memory = physical_memory()
+    needed = estimate_working_bytes(shape, resolved, get_backend("cpu").workers)
+    if memory and needed > memory // 2:
+        raise ValueError(
+            f"{shape[0]}x{shape[1]} would need about {needed / 2**30:.1f} GiB of working memory, over half "
+            f"of this machine's {memory / 2**30:.0f} GiB; split the image into tiles or use --device gpu"
+        )
+    if max_minutes <= 0:
         return
     seconds = estimate_cpu_seconds(shape, resolved, iterations)
     if seconds > 60 * max_minutes:
@@ -109,3 +120,11 @@ def check_cost(shape: tuple[int, ...], resolved: Any, iterations: int, device: s
             f"{seconds / 60:.0f} minutes on this CPU (over --max-minutes {max_minutes:g}); use a search "
             "window (--window 21), --device gpu, or raise --max-minutes"
         )
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory, or 0 where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 0
