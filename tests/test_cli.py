@@ -245,7 +245,7 @@ def test_too_costly_image_is_refused_with_a_suggestion(tmp_path):
 def test_image_too_large_for_memory_is_refused(tmp_path, monkeypatch):
     _, noisy = noisy_pixels(numpy.uint8)
     iio.imwrite(tmp_path / "a.png", noisy)
-    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**20)  # a 1 MiB machine
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**16)  # a 64 KiB machine
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
                                        "--device", "cpu"])
     assert result.exit_code == 1 and "working memory" in result.output
