@@ -78,7 +78,7 @@ class NLMKernel:
 
     def profile_gpu(self, t: Any) -> Any:
         """:meth:`profile` as one CUDA kernel (``nlfilt_profile_nlm``), in place."""
-        floor = math.log(numpy.finfo(t.dtype).tiny)
+        floor = weight_floor(t.dtype)
         cuda.launch("nlfilt_profile_nlm", t.dtype, t.size, t, numpy.int64(t.size), cuda.real(floor, t.dtype))
         return t
 
@@ -95,7 +95,7 @@ class NLMKernel:
         1e-38 of the diagonal weight 1) rather than subnormal numbers, which
         are many times slower to compute with.
         """
-        floor = t.dtype.type(math.log(numpy.finfo(t.dtype).tiny))
+        floor = t.dtype.type(weight_floor(t.dtype))
         xp.clip(t, floor, t.dtype.type(0), out=t)
         return xp.exp(t, out=t)
 
@@ -286,6 +286,11 @@ def safe_reciprocal(xp: Any, values: Any) -> Any:
     """``1 / values`` where positive, 0 elsewhere."""
     positive = values > 0
     return xp.where(positive, 1 / xp.where(positive, values, 1), 0).astype(values.dtype)
+
+
+def weight_floor(dtype: Any) -> float:
+    """``log`` of the smallest normal number of ``dtype``: the NLM exponent is clipped there."""
+    return math.log(numpy.finfo(dtype).tiny)
 
 
 def apply_profile(xp: Any, kernel: Any, t: Any, scratch: list[Any]) -> Any:

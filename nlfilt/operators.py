@@ -18,7 +18,6 @@ each tile, or the offsets of the window (each thread with its own accumulator).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import numpy
 
 from nlfilt.backend import Backend
-from nlfilt.kernels import apply_profile, safe_reciprocal
+from nlfilt.kernels import apply_profile, safe_reciprocal, weight_floor
 from nlfilt.patches import box_sum, pad_reflect, patch_matrix
 
 #: Largest number of elements in one tile (CPU, GPU).  A tile of many query rows keeps
@@ -412,7 +411,7 @@ class CudaWindowedNLM(WindowedAffinity):
         out = xp.empty_like(values)
         height, width = self.shape
         dtype = values.dtype
-        floor = math.log(numpy.finfo(dtype).tiny)
+        floor = weight_floor(dtype)
         cuda.launch("nlfilt_windowed_nlm", dtype, self.size, xp.ascontiguousarray(self.padded), values, out,
                     numpy.int32(height), numpy.int32(width), numpy.int32(self.padded.shape[2]),
                     numpy.int32(self.patch), numpy.int32(self.window), numpy.int32(columns),

@@ -14,9 +14,8 @@ import numpy
 from tqdm import tqdm
 
 import nlfilt
-from nlfilt.api import DEFAULT_MEMORY_BUDGET, prepare
 from nlfilt.backend import get_backend
-from nlfilt.cli.options import api_options, check_cost, check_options, filter_options
+from nlfilt.cli.options import api_options, check_options, filter_options, resolve_for_image
 from nlfilt.images import IMAGE_EXTENSIONS, ImageError, read_image, write_image
 
 
@@ -150,10 +149,8 @@ def _run_job(job: Job, options: dict[str, Any], iterations: int, device: str, ov
     try:
         image = read_image(job.source)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
-        _, _, resolved = prepare(colour, dtype=numpy.float32, memory_budget=DEFAULT_MEMORY_BUDGET, **options)
-        check_cost(colour.shape, resolved, iterations, device, max_minutes)
+        resolved, call = resolve_for_image(colour, options, iterations, max_minutes)
         entry["sigma"] = resolved.sigma
-        call = dict(options, sigma=resolved.sigma, h=resolved.h) if resolved.kernel == "nlm" else options
         progress = _iteration_bar(job.source.name, iterations, quiet)
         try:
             result = nlfilt.denoise(colour, iterations=iterations, progress=progress, **call)

@@ -9,8 +9,7 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.api import DEFAULT_MEMORY_BUDGET, prepare
-from nlfilt.cli.options import api_options, check_cost, check_options, filter_options
+from nlfilt.cli.options import api_options, check_options, filter_options, resolve_for_image
 from nlfilt.images import ImageError, read_image, write_image
 
 #: Colour map anchors from black through purple, red and orange to pale yellow
@@ -66,12 +65,8 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, k
     try:
         image = read_image(image_path)
         colour = image.colour.astype(numpy.float32)
-        backend, _, resolved = prepare(colour, dtype=numpy.float32, memory_budget=DEFAULT_MEMORY_BUDGET,
-                                       **options)
-        check_cost(colour.shape, resolved, 0, backend.name, max_minutes)
-        if resolved.kernel == "nlm":  # reuse the estimate
-            options = dict(options, sigma=resolved.sigma, h=resolved.h)
-        weights = nlfilt.filter_row(colour, pixel, **options)
+        _, call = resolve_for_image(colour, options, 0, max_minutes)  # 0: one row of W, no twicing
+        weights = nlfilt.filter_row(colour, pixel, **call)
         write_image(output, heat_map(weights, None if no_marker else pixel))
     except (ImageError, ValueError, RuntimeError) as exc:
         raise click.ClickException(f"{image_path}: {exc}") from None

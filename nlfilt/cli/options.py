@@ -9,7 +9,7 @@ from typing import Any
 import click
 import numpy
 
-from nlfilt.api import prepare
+from nlfilt.api import DEFAULT_MEMORY_BUDGET, prepare
 from nlfilt.backend import DEVICES, get_backend
 from nlfilt.filters import estimate_cpu_seconds, estimate_working_bytes
 from nlfilt.kernels import KERNELS
@@ -128,3 +128,19 @@ def physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         return 0
+
+
+def resolve_for_image(colour: Any, options: dict[str, Any], applications: int,
+                      max_minutes: float) -> tuple[Any, dict[str, Any]]:
+    """Resolve one image's defaults and refuse a too costly run (ValueError).
+
+    Returns the resolved options and the keyword arguments for the API call,
+    with NLM's estimated sigma and h filled in so they are not estimated twice.
+    ``applications`` is passed to :func:`check_cost`.
+    """
+    backend, _, resolved = prepare(colour, dtype=numpy.float32, memory_budget=DEFAULT_MEMORY_BUDGET,
+                                   **options)
+    check_cost(colour.shape, resolved, applications, backend.name, max_minutes)
+    if resolved.kernel == "nlm":
+        options = dict(options, sigma=resolved.sigma, h=resolved.h)
+    return resolved, options
