@@ -1,16 +1,19 @@
 """nlfilt: non-local image filters (NLM, arc-cosine, neural tangent kernel) with twicing.
 
-The public functions are :func:`denoise`, :func:`filter_matrix` and :func:`filter_row`; they run on
-NumPy, or on CuPy when a GPU is usable.
+The public functions are :func:`denoise`, :func:`twicing_trajectory`, :func:`filter_matrix` and
+:func:`filter_row`; they run on NumPy, or on CuPy when a GPU is usable.
 """
 
 from nlfilt.api import (
     DEFAULT_MEMORY_BUDGET,
     KERNEL_DEFAULTS,
     MAX_FILTER_MATRIX_PIXELS,
+    DenoiseInfo,
+    Trajectory,
     denoise,
     filter_matrix,
     filter_row,
+    twicing_trajectory,
 )
 from nlfilt.kernels import KERNELS
 
@@ -18,11 +21,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "DenoiseInfo",
     "KERNELS",
     "KERNEL_DEFAULTS",
     "MAX_FILTER_MATRIX_PIXELS",
+    "Trajectory",
     "__version__",
     "denoise",
     "filter_matrix",
     "filter_row",
+    "twicing_trajectory",
 ]

@@ -1,4 +1,4 @@
-"""Public functions: :func:`denoise`, :func:`filter_matrix` and :func:`filter_row`.
+"""Public functions: :func:`denoise`, :func:`twicing_trajectory`, :func:`filter_matrix`, :func:`filter_row`.
 
 Each validates every argument (a ValueError names the parameter and what is
 allowed), applies one dtype policy, moves channels last, and hands over to
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy
@@ -18,6 +19,17 @@ from nlfilt.backend import DEVICES, Backend, get_backend
 from nlfilt.filters import FilterOptions, build_filter, twicing
 from nlfilt.kernels import KERNELS
 from nlfilt.noise import estimate_sigma
+from nlfilt.stopping import (
+    DEFAULT_MAX_ITERATIONS,
+    EPSILON_PER_SIGMA,
+    STOP_RULES,
+    TRAJECTORY_TOL,
+    KrylovTrajectory,
+    StopReport,
+    Twin,
+    auto_twicing,
+    rademacher,
+)
 
 #: Default bytes an operator may hold at once (patch factors, tiles, cached weights).
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
@@ -33,17 +45,63 @@ KERNEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "ntk": {"patch": 3, "window": None},
 }
 
+#: Guided NLM (``guide='pilot'``): bandwidth per sigma for the distances between pilot patches,
+#: which hold little noise (so no ``2 sigma^2`` is subtracted from them), and their patch side (little
+#: noise needs little averaging).  Best of h 0.35-0.7 sigma x patch 3/5/7 x window 11/21 on four
+#: Set12 images at sigma 25.
+GUIDE_H_PER_SIGMA = 0.7
+GUIDE_PATCH = 3
+
+NORMALIZE_CHOICES = ("rows", "sinkhorn")
+GUIDES = ("pilot",)
+
 _DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+@dataclass(frozen=True)
+class DenoiseInfo:
+    """What :func:`denoise` did, returned with ``return_info=True``.
+
+    Attributes
+    ----------
+    iterations : int
+        Twicing steps of the (final) pass: the chosen ``t`` with ``iterations='auto'``.
+    pilot_iterations : int or None
+        Steps of the pilot pass with ``guide='pilot'``.
+    sigma : float or None
+        Noise standard deviation used (given or estimated); None when nothing needed it.
+    h : float or None
+        NLM bandwidth of the (first) pass.
+    stop : str or None
+        The stopping rule with ``iterations='auto'``.
+    risk : numpy.ndarray or None
+        ``SURE(t) / (N C)`` for ``t = 1, 2, ...`` of the final pass (``stop='sure'``).
+    residual : numpy.ndarray or None
+        ``|y - z_t|^2 / (N C)`` for the same steps (``iterations='auto'``).
+    applications : int
+        Products with the affinity ``K`` over the whole call (each over a block of columns).
+    """
+
+    iterations: int
+    pilot_iterations: int | None
+    sigma: float | None
+    h: float | None
+    stop: str | None
+    risk: numpy.ndarray | None
+    residual: numpy.ndarray | None
+    applications: int
 
 ProgressCallback = Callable[[int, int], None]
 
 
 def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
             window: int | str | None = "auto", h: float | None = None,
-            sigma: float | None = None, depth: int = 1, iterations: int = 1,
+            sigma: float | None = None, depth: int = 1, iterations: int | str = 1,
+            stop: str | None = None, max_iterations: int | None = None,
+            normalize: str | None = None, guide: str | None = None,
             device: str = "auto", dtype: Any = numpy.float32,
             memory_budget: int = DEFAULT_MEMORY_BUDGET,
-            progress: ProgressCallback | None = None) -> Any:
+            progress: ProgressCallback | None = None, return_info: bool = False) -> Any:
     """Denoise an image with a non-local filter and twicing.
 
     Parameters
@@ -66,14 +124,28 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
         noise-free image), ``1e-3`` times the image's value range.
         Only for ``kernel='nlm'``.
     sigma : float, optional
-        NLM noise standard deviation (>= 0), subtracted from squared patch
-        distances.  Default: estimated from the image
-        (:func:`nlfilt.noise.estimate_sigma`).  Only for ``kernel='nlm'``.
+        Noise standard deviation (>= 0): NLM subtracts ``2 sigma^2`` from
+        squared patch distances, and automatic stopping weighs the residual
+        against it.  Default: estimated from the image
+        (:func:`nlfilt.noise.estimate_sigma`).  Only for ``kernel='nlm'`` or
+        ``iterations='auto'``.
     depth : int
         Number of ReLU layers of the network whose tangent kernel 'ntk' is
         (>= 1).  Only for ``kernel='ntk'``.
-    iterations : int
-        Twicing steps (>= 1); 1 is the one-shot filter ``W y``.
+    iterations : int or 'auto'
+        Twicing steps (>= 1); 1 is the one-shot filter ``W y``.  'auto'
+        chooses the step per image by the ``stop`` rule (see Notes).
+    stop : {'sure', 'discrepancy'}, optional
+        Rule of ``iterations='auto'`` (default 'sure').
+    max_iterations : int, optional
+        Most steps ``iterations='auto'`` may choose (default 1000).
+    normalize : {'rows', 'sinkhorn'}, optional
+        How NLM turns ``K`` into ``W`` (default 'rows'); see Notes.  Only for
+        ``kernel='nlm'`` ('arccos' and 'ntk' always use ``K / lambda_max``).
+    guide : {None, 'pilot'}
+        'pilot' computes the affinities from a first estimate (a pass with
+        the same options, stopping included) instead of from the noisy image,
+        then filters the noisy image with them (see Notes).
     device : {'auto', 'cpu', 'gpu'}
         Where to compute.  'auto' uses a CUDA GPU when CuPy is installed and
         one is usable, else the CPU.
@@ -87,13 +159,19 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
         it; its working buffers, about ``C + 8`` image-sized arrays per CPU
         thread, are not counted.
     progress : callable, optional
-        Called as ``progress(t, iterations)`` after each twicing step.
+        Called as ``progress(t, iterations)`` after each twicing step (with
+        'auto': ``progress(t, max_iterations)`` as steps are covered; each
+        pass of ``guide='pilot'`` counts from 1 again).
+    return_info : bool
+        Also return a :class:`DenoiseInfo` (the chosen steps, sigma, curves).
 
     Returns
     -------
     ndarray
-        The estimate ``z_iterations``, same shape as ``image``, of ``dtype``
-        (a CuPy array when computed on the GPU).
+        The estimate ``z_t``, same shape as ``image``, of ``dtype`` (a CuPy
+        array when computed on the GPU).
+    DenoiseInfo
+        Only with ``return_info=True``.
 
     Raises
     ------
@@ -137,6 +215,32 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     from the first steps on.  They are offered for study; use the global mode
     to denoise with them.
 
+    ``normalize='sinkhorn'`` makes the NLM filter symmetric and doubly
+    stochastic, ``W = D K D`` with the diagonal ``D`` from symmetric
+    Sinkhorn-Knopp iterations ``d <- sqrt(d / K d)`` (one product with ``K``
+    each; 12 on Set12 at sigma 25), run until every row sum is within 1e-3 of 1.
+
+    Automatic stopping (``iterations='auto'``; :mod:`nlfilt.stopping`): twicing
+    is the linear filter ``A_t = I - (I - W)^t`` for a fixed ``W``.  'sure'
+    takes the ``t`` minimising Stein's unbiased risk estimate
+    ``|y - z_t|^2 - N C sigma^2 + 2 sigma^2 C tr(A_t)``, the trace estimated
+    with 4 Rademacher probes carried through the same products with ``K``;
+    'discrepancy' takes the first ``t`` with ``|y - z_t|^2 / (N C) <= sigma^2``.
+    The windowed mode steps once per product with ``K`` and stops once SURE
+    has risen for a few steps past its minimum; the global mode computes the
+    whole trajectory from Lanczos bases of the symmetric form of ``W``
+    (typically 10-50 products with ``K`` for every ``t`` up to 1000, against
+    one product per step), keeping up to a few hundred basis vectors of
+    N x (C + 4) numbers.  Both treat ``W`` as fixed, although NLM's ``W``
+    depends on ``y``.
+
+    ``guide='pilot'`` costs two passes.  For 'nlm' the second pass compares
+    3 x 3 pilot patches with ``h = 0.7 sigma`` and no ``2 sigma^2`` offset
+    (the pilot holds little noise), so the weights follow the structure
+    rather than the noise; how much that gains is measured per noise level
+    in benchmarks/results/quality.md (on Set12 at sigma 25 it does not beat
+    its own pilot).
+
     The defaults come from PSNR measurements on Set12 with noise of standard
     deviation 25 (benchmarks/tune_defaults.py, benchmarks/results/defaults.md):
     for 'nlm' the one-shot filter peaks at patch 5, window 11 and
@@ -160,21 +264,186 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     """
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                        sigma=sigma, depth=depth, device=device, dtype=dtype,
-                                       memory_budget=memory_budget)
-    _check_count("iterations", iterations, minimum=1)
+                                       memory_budget=memory_budget, normalize=normalize,
+                                       iterations=iterations)
+    stop, max_iterations = resolve_stopping(iterations, stop, max_iterations)
+    if guide is not None and guide not in GUIDES:
+        raise ValueError(f"guide must be None or 'pilot'; got {guide!r}")
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be a callable or None; got {progress!r}")
-    filter_ = build_filter(backend, array, options, reuse=iterations > 1)
     flat = array.reshape(-1, array.shape[2])
-    estimate = twicing(filter_, flat, iterations, progress)
-    return estimate.reshape(numpy.shape(image))
+    twin_data = None
+    if iterations == "auto" and stop == "sure" and options.sigma > 0:
+        epsilon = EPSILON_PER_SIGMA * options.sigma
+        probe = rademacher(backend.xp, flat.shape, flat.dtype)
+        twin_data = (flat + flat.dtype.type(epsilon) * probe, probe, epsilon)
+    filters: list[Any] = []
+    run = {"flat": flat, "iterations": iterations, "stop": stop, "max_iterations": max_iterations,
+           "sigma": options.sigma, "twin_data": twin_data, "progress": progress, "filters": filters}
+    twin_guide = None if twin_data is None else twin_data[0].reshape(array.shape)
+    estimate, twin_estimate, report = _twicing_pass(backend, array, twin_guide, options, **run)
+    pilot_iterations = None
+    if guide == "pilot":
+        pilot_iterations = report.iterations
+        twin_guide = None if twin_estimate is None else twin_estimate.reshape(array.shape)
+        estimate, twin_estimate, report = _twicing_pass(backend, estimate.reshape(array.shape), twin_guide,
+                                                        guided_options(options), **run)
+    estimate = estimate.reshape(numpy.shape(image))
+    if not return_info:
+        return estimate
+    auto = iterations == "auto"
+    info = DenoiseInfo(iterations=report.iterations, pilot_iterations=pilot_iterations, sigma=options.sigma,
+                       h=options.h, stop=stop if auto else None, risk=report.risk,
+                       residual=report.residual if auto else None,
+                       applications=sum(filter_.applications for filter_ in filters))
+    return estimate, info
+
+
+@dataclass
+class Trajectory:
+    """The twicing estimates ``z_t`` of one filter for every ``t`` up to :attr:`iterations`.
+
+    Returned by :func:`twicing_trajectory`; built from Lanczos bases
+    (:class:`nlfilt.stopping.KrylovTrajectory`), so each ``z_t`` costs a
+    product of the stored basis with a small vector, not ``t`` products with
+    ``K``.
+
+    Attributes
+    ----------
+    iterations : int
+        Largest ``t`` available (the requested one, unless the Lanczos step limit came first).
+    residual : numpy.ndarray
+        ``|y - z_t|^2 / (N C)`` for ``t = 1 .. iterations``.
+    applications : int
+        Products with ``K`` the trajectory took (with row sums, Sinkhorn scaling).
+    """
+
+    iterations: int
+    residual: numpy.ndarray
+    applications: int
+    _krylov: Any
+    _shape: tuple[int, ...]
+
+    def estimate(self, t: int) -> Any:
+        """Return ``z_t`` (``0 <= t <= iterations``) with the image's shape, on the backend."""
+        return self._krylov.estimate(t).reshape(self._shape)
+
+
+def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm", patch: int | None = None,
+                       window: int | str | None = None, h: float | None = None, sigma: float | None = None,
+                       depth: int = 1, normalize: str | None = None, device: str = "auto",
+                       dtype: Any = numpy.float32, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                       tol: float = TRAJECTORY_TOL) -> Trajectory:
+    """Twicing estimates for every step up to ``iterations`` from a few dozen products with ``K``.
+
+    For a study of the whole gradient-descent path (the PSNR or the
+    residual against the step) without ``iterations`` products with ``K``.
+    The options are those of :func:`denoise`, except that ``window``
+    defaults to None (global): windowed 'arccos' and 'ntk' filters are
+    indefinite.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (H, W, C)
+        The noisy image ``y``.
+    iterations : int
+        Largest step ``T`` wanted (>= 1).
+    tol : float
+        Each ``z_t`` is accurate to about this, relative (the change one
+        more Lanczos step would make is at most ``tol`` for every ``t <= T``).
+
+    Returns
+    -------
+    Trajectory
+
+    Notes
+    -----
+    ``W`` is similar to a symmetric ``S`` (``K / lambda_max``; ``D K D`` for
+    Sinkhorn; ``D^-1/2 K D^-1/2`` for row-normalised NLM), so
+    ``z_t = p_t(W) y`` with ``p_t(x) = 1 - (1 - x)^t`` is a Krylov function
+    of ``S``: ``m`` Lanczos steps give it exactly for ``t < m`` and to
+    ``tol`` far beyond.  For 'arccos' and 'ntk', ``lambda_max`` is the top
+    Ritz value of the same run.  Memory: the Lanczos basis, ``m`` vectors of
+    N x C numbers (``m`` is usually 10-50 for ``T`` up to 1000).
+
+    Examples
+    --------
+    >>> import numpy, nlfilt
+    >>> noisy = numpy.random.default_rng(0).random((24, 24))
+    >>> path = nlfilt.twicing_trajectory(noisy, 500, kernel="arccos", device="cpu")
+    >>> path.iterations, path.applications < 50
+    (500, True)
+    """
+    backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h, sigma=sigma,
+                                      depth=depth, device=device, dtype=dtype, memory_budget=memory_budget,
+                                      normalize=normalize)
+    _check_count("iterations", iterations, minimum=1)
+    filter_ = build_filter(backend, array, options, reuse=True)
+    krylov = KrylovTrajectory(filter_, array.reshape(-1, array.shape[2]), max_iterations=iterations, tol=tol)
+    while krylov.horizon < iterations and not krylov.exhausted:
+        krylov.step()
+    return Trajectory(iterations=krylov.horizon, residual=krylov.residual, applications=filter_.applications,
+                      _krylov=krylov, _shape=numpy.shape(image))
+
+
+def resolve_stopping(iterations: Any, stop: Any, max_iterations: Any) -> tuple[str | None, int | None]:
+    """Validate the stopping arguments of :func:`denoise`; return (stop, max_iterations) with defaults.
+
+    Raises ValueError naming the parameter.  Both are None unless ``iterations='auto'``.
+    """
+    if iterations == "auto":
+        stop = "sure" if stop is None else stop
+        if stop not in STOP_RULES:
+            raise ValueError(f"stop must be one of {', '.join(map(repr, STOP_RULES))}; got {stop!r}")
+        max_iterations = DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations
+        _check_count("max_iterations", max_iterations, minimum=1)
+        return stop, max_iterations
+    if stop is not None or max_iterations is not None:
+        raise ValueError(f"stop and max_iterations apply only to iterations='auto'; got stop={stop!r}, "
+                         f"max_iterations={max_iterations!r} with iterations={iterations!r}")
+    return None, None
+
+
+def guided_options(options: FilterOptions) -> FilterOptions:
+    """Options of the pass that compares pilot patches (``guide='pilot'``).
+
+    For NLM: ``h = GUIDE_H_PER_SIGMA sigma``, no ``2 sigma^2`` offset, and
+    patches of side ``GUIDE_PATCH`` (when smaller than the first pass's).
+    """
+    if options.kernel != "nlm":
+        return options
+    h = GUIDE_H_PER_SIGMA * options.sigma if options.sigma else options.h
+    return replace(options, h=h, sigma=0.0, patch=min(options.patch, GUIDE_PATCH))
+
+
+def _twicing_pass(backend: Backend, guide: Any, twin_guide: Any, options: FilterOptions, *, flat: Any,
+                  iterations: int | str, stop: str | None, max_iterations: int | None, sigma: float | None,
+                  twin_data: tuple[Any, Any, float] | None, progress: ProgressCallback | None,
+                  filters: list[Any]) -> tuple[Any, Any, StopReport]:
+    """One pass of :func:`denoise`: the filter of ``guide`` applied to ``flat`` (N, C) by twicing.
+
+    With SURE stopping, the twin run (filter of ``twin_guide``, data
+    ``twin_data``) goes along.  Appends the filters built to ``filters``.
+    """
+    filter_ = build_filter(backend, guide, options, reuse=iterations != 1)
+    filters.append(filter_)
+    if iterations != "auto":
+        report = StopReport(iterations=iterations, rule="fixed", risk=None, residual=numpy.zeros(0))
+        return twicing(filter_, flat, iterations, progress), None, report
+    twin = None
+    if twin_data is not None:
+        twin = Twin(build_filter(backend, twin_guide, options, reuse=True), *twin_data)
+        filters.append(twin.filter)
+    return auto_twicing(filter_, flat, sigma=sigma, rule=stop, twin=twin, max_iterations=max_iterations,
+                        krylov=options.window is None, progress=progress)
 
 
 def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
                   window: int | str | None = "auto", h: float | None = None,
                   sigma: float | None = None, depth: int = 1, device: str = "auto",
                   dtype: Any = numpy.float32,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> numpy.ndarray:
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                  normalize: str | None = None) -> numpy.ndarray:
     """Return the dense filter ``W`` that :func:`denoise` applies, for small images.
 
     Row ``i`` holds the weights pixel ``i`` (row-major numbering) gives every
@@ -186,7 +455,7 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     ----------
     image : array_like, shape (H, W) or (H, W, C)
         At most 4096 pixels (64 x 64).
-    kernel, patch, window, h, sigma, depth, device, dtype, memory_budget
+    kernel, patch, window, h, sigma, depth, device, dtype, memory_budget, normalize
         As in :func:`denoise`.
 
     Returns
@@ -214,7 +483,7 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     """
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                        sigma=sigma, depth=depth, device=device, dtype=dtype,
-                                       memory_budget=memory_budget)
+                                       memory_budget=memory_budget, normalize=normalize)
     pixels = array.shape[0] * array.shape[1]
     if pixels > MAX_FILTER_MATRIX_PIXELS:
         raise ValueError(
@@ -229,7 +498,8 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
 def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch: int | None = None,
                window: int | str | None = "auto", h: float | None = None, sigma: float | None = None,
                depth: int = 1, device: str = "auto", dtype: Any = numpy.float32,
-               memory_budget: int = DEFAULT_MEMORY_BUDGET) -> numpy.ndarray:
+               memory_budget: int = DEFAULT_MEMORY_BUDGET,
+               normalize: str | None = None) -> numpy.ndarray:
     """Return the weights one pixel gives every pixel: its row of ``W``, as an image.
 
     Computed without forming ``W``: one GEMM row in the global mode (O(N d)),
@@ -264,7 +534,7 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
     """
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                       sigma=sigma, depth=depth, device=device, dtype=dtype,
-                                      memory_budget=memory_budget)
+                                      memory_budget=memory_budget, normalize=normalize)
     height, width = array.shape[:2]
     try:
         row, col = (int(value) for value in pixel)
@@ -279,8 +549,8 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
 
 
 def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
-             depth: Any, device: str, dtype: Any,
-             memory_budget: Any) -> tuple[Backend, Any, FilterOptions]:
+            depth: Any, device: str, dtype: Any, memory_budget: Any, normalize: Any = None,
+            iterations: Any = 1) -> tuple[Backend, Any, FilterOptions]:
     """Validate the arguments and return (backend, (H, W, C) image on it, options).
 
     The shared front half of :func:`denoise` and :func:`filter_matrix`, also
@@ -305,11 +575,20 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
         _check_real("h", h, "> 0", lambda value: value > 0)
     if sigma is not None:
         _check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
-    if kernel != "nlm" and (h is not None or sigma is not None):
-        raise ValueError(
-            f"h and sigma apply only to kernel='nlm'; kernel={kernel!r} has no bandwidth (got "
-            f"h={h!r}, sigma={sigma!r})"
-        )
+    if iterations != "auto":
+        _check_count("iterations", iterations, minimum=1, allowed="an integer >= 1 or 'auto'")
+    if kernel != "nlm" and h is not None:
+        raise ValueError(f"h applies only to kernel='nlm'; kernel={kernel!r} has no bandwidth (got h={h!r})")
+    if kernel != "nlm" and sigma is not None and iterations != "auto":
+        raise ValueError(f"sigma applies only to kernel='nlm' or iterations='auto'; got sigma={sigma!r} with "
+                         f"kernel={kernel!r} and iterations={iterations!r}")
+    if normalize is not None:
+        if kernel != "nlm":
+            raise ValueError(f"normalize applies only to kernel='nlm' ('arccos' and 'ntk' divide K by its "
+                             f"largest eigenvalue); got normalize={normalize!r} with kernel={kernel!r}")
+        if normalize not in NORMALIZE_CHOICES:
+            raise ValueError(f"normalize must be one of {', '.join(map(repr, NORMALIZE_CHOICES))}; "
+                             f"got {normalize!r}")
 
     host = _as_real_array(image)
     defaults = KERNEL_DEFAULTS[kernel]
@@ -331,12 +610,12 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
 
     backend = get_backend(device)
     array = backend.asarray(host, dtype=work_dtype)
+    if sigma is None and (kernel == "nlm" or iterations == "auto"):
+        if min(height, width) < 4:
+            raise ValueError(f"sigma cannot be estimated from a {height}x{width} image (4x4 at least); "
+                             "pass sigma")
+        sigma = estimate_sigma(backend.xp, array)
     if kernel == "nlm":
-        if sigma is None:
-            if min(height, width) < 4:
-                raise ValueError(f"sigma cannot be estimated from a {height}x{width} image (4x4 at least); "
-                                 "pass sigma")
-            sigma = estimate_sigma(backend.xp, array)
         if h is None:
             h = defaults["h_per_sigma"] * sigma
             if h <= 0:
@@ -344,7 +623,8 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
                 h = 1e-3 * spread if spread > 0 else 1.0
     options = FilterOptions(kernel=kernel, patch=int(patch), window=None if window is None else int(window),
                             h=None if h is None else float(h), sigma=None if sigma is None else float(sigma),
-                            depth=int(depth), memory_budget=int(memory_budget))
+                            depth=int(depth), memory_budget=int(memory_budget),
+                            normalize=normalize or "rows")
     return backend, array, options
 
 

@@ -190,7 +190,8 @@ def test_report_lines_and_stdout_carrying_only_the_report(tmp_path):
     entries = [json.loads(line) for line in result.stdout.splitlines()]
     assert [entry["status"] for entry in entries] == ["denoised", "failed"]
     good, bad = entries
-    assert set(good) == {"input", "output", "status", "error", "sigma", "iterations", "seconds", "device"}
+    assert set(good) == {"input", "output", "status", "error", "sigma", "iterations", "pilot_iterations",
+                         "seconds", "device"}
     assert good["iterations"] == 2 and good["device"] == "cpu" and good["error"] is None
     assert 0.05 * 255 < good["sigma"] < 0.11 * 255 and good["seconds"] > 0
     assert bad["input"].endswith("b.png") and "cannot read" in bad["error"]
@@ -220,6 +221,11 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
         ["--sigma", "-1"],
         ["--patch", "4"],
         ["--iterations", "0"],
+        ["--iterations", "many"],
+        ["--stop", "sure"],
+        ["--iterations", "auto", "--max-iterations", "0"],
+        ["--kernel", "arccos", "--normalize", "sinkhorn"],
+        ["--guide", "oracle"],
         ["--kernel", "gauss"],
     ]
     for extra in cases:
@@ -229,6 +235,27 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
         assert "Traceback" not in result.output
     missing = CliRunner().invoke(main, ["denoise", str(tmp_path / "missing.png"), "-o", str(tmp_path)])
     assert missing.exit_code == 2 and "missing.png" in missing.output
+
+
+def test_automatic_stopping_guide_and_sinkhorn_are_reported(tmp_path):
+    clean, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    cases = {
+        "auto": (["--iterations", "auto"], None),
+        "discrepancy": (["--iterations", "auto", "--stop", "discrepancy", "--normalize", "sinkhorn"], None),
+        "guided": (["--iterations", "auto", "--guide", "pilot"], "pilot"),
+        "arccos": (["--kernel", "arccos", "--iterations", "auto", "--max-iterations", "50"], None),
+    }
+    for name, (extra, guide) in cases.items():
+        out = tmp_path / f"{name}.png"
+        result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(out),
+                                           "--report", "-", *extra])
+        assert result.exit_code == 0, (name, result.output)
+        entry = json.loads(result.stdout)
+        assert isinstance(entry["iterations"], int) and 1 <= entry["iterations"] <= 1000
+        assert (entry["pilot_iterations"] is not None) == (guide is not None)
+        assert entry["sigma"] > 0
+        assert error(clean, iio.imread(out)) < 0.7 * error(clean, noisy), name
 
 
 def test_too_costly_image_is_refused_with_a_suggestion(tmp_path):

@@ -15,7 +15,13 @@ from tqdm import tqdm
 
 import nlfilt
 from nlfilt.backend import get_backend
-from nlfilt.cli.options import api_options, check_options, filter_options, resolve_for_image
+from nlfilt.cli.options import (
+    api_options,
+    check_options,
+    filter_options,
+    resolve_for_image,
+    stopping_options,
+)
 from nlfilt.images import IMAGE_EXTENSIONS, ImageError, read_image, write_image
 
 
@@ -70,8 +76,7 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[J
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output file (one input file) or folder (created if missing).")
 @filter_options
-@click.option("--iterations", type=int, default=1, show_default=True,
-              help="Twicing steps; 1 is the one-shot filter.")
+@stopping_options
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders and mirror them under OUTPUT.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (by default they are skipped).")
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
@@ -79,10 +84,8 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[J
 @click.option("--report", "report_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
               help="Write one JSON line per input to this file ('-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
-def denoise_command(inputs: tuple[Path, ...], output: Path, kernel: str, patch: int | None, window: Any,
-                    h: float | None, sigma: float | None, depth: int, device: str, iterations: int,
-                    recursive: bool, overwrite: bool, max_minutes: float, report_path: Path | None,
-                    quiet: bool) -> None:
+def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, overwrite: bool,
+                    max_minutes: float, report_path: Path | None, quiet: bool, **filter_params: Any) -> None:
     """Denoise image files and folders of images.
 
     INPUTS are files and folders (a folder means every PNG, TIFF, JPEG or BMP
@@ -91,10 +94,10 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, kernel: str, patch: 
     --overwrite, so an interrupted batch resumes where it stopped.  Exit status
     1 when any file failed, 2 for a usage error.
     """
-    options = api_options(kernel, patch, window, h, sigma, depth, device)
-    check_options(options, iterations)
+    options = api_options(filter_params)
+    check_options(options)
     try:
-        backend = get_backend(device)
+        backend = get_backend(options["device"])
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     jobs = plan_jobs(inputs, output, recursive)
@@ -106,7 +109,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, kernel: str, patch: 
                dynamic_ncols=True)
     try:
         for job in bar:
-            entry = _run_job(job, options, iterations, backend.name, overwrite, max_minutes, quiet)
+            entry = _run_job(job, options, backend.name, overwrite, max_minutes, quiet)
             counts[entry["status"]] += 1
             if entry["status"] == "failed":
                 tqdm.write(f"error: {job.source}: {entry['error']}", file=sys.stderr)
@@ -135,12 +138,12 @@ def _open_report(path: Path | None) -> IO[str] | None:
         raise click.BadParameter(f"cannot write {path}: {exc.strerror}", param_hint="--report") from None
 
 
-def _run_job(job: Job, options: dict[str, Any], iterations: int, device: str, overwrite: bool,
-             max_minutes: float, quiet: bool) -> dict[str, Any]:
+def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
+             quiet: bool) -> dict[str, Any]:
     """Denoise one file; return its report entry (never raises for a bad file)."""
     entry: dict[str, Any] = {"input": str(job.source), "output": str(job.target), "status": "denoised",
-                             "error": None, "sigma": None, "iterations": iterations, "seconds": None,
-                             "device": device}
+                             "error": None, "sigma": None, "iterations": None, "pilot_iterations": None,
+                             "seconds": None, "device": device}
     if job.target.exists() and not overwrite:
         entry["status"] = "skipped"
         entry["error"] = "output exists (use --overwrite to replace it)"
@@ -149,14 +152,16 @@ def _run_job(job: Job, options: dict[str, Any], iterations: int, device: str, ov
     try:
         image = read_image(job.source)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
-        resolved, call = resolve_for_image(colour, options, iterations, max_minutes)
+        resolved, call = resolve_for_image(colour, options, max_minutes)
         entry["sigma"] = resolved.sigma
-        progress = _iteration_bar(job.source.name, iterations, quiet)
+        progress = _iteration_bar(job.source.name, options["iterations"], quiet)
         try:
-            result = nlfilt.denoise(colour, iterations=iterations, progress=progress, **call)
+            result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
         finally:
             if progress is not None:
                 progress.close()
+        entry["iterations"] = info.iterations
+        entry["pilot_iterations"] = info.pilot_iterations
         result = result.get() if hasattr(result, "get") else result
         job.target.parent.mkdir(parents=True, exist_ok=True)
         write_image(job.target, image.assemble(result))
@@ -168,20 +173,24 @@ def _run_job(job: Job, options: dict[str, Any], iterations: int, device: str, ov
 
 
 class _IterationBar:
-    """A tqdm bar over twicing steps, as a progress callback."""
+    """A tqdm bar over twicing steps, as a progress callback (a counter when the total is not known)."""
 
-    def __init__(self, name: str, total: int) -> None:
+    def __init__(self, name: str, total: int | None) -> None:
         self.bar = tqdm(total=total, desc=name, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def __call__(self, done: int, total: int) -> None:
+        if done < self.bar.n:  # the second pass of --guide pilot counts from 1 again
+            self.bar.reset()
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         self.bar.close()
 
 
-def _iteration_bar(name: str, iterations: int, quiet: bool) -> _IterationBar | None:
-    return None if quiet or iterations < 2 else _IterationBar(name, iterations)
+def _iteration_bar(name: str, iterations: int | str, quiet: bool) -> _IterationBar | None:
+    if quiet or iterations == 1:
+        return None
+    return _IterationBar(name, None if iterations == "auto" else iterations)
 
 
 def _message(exc: BaseException) -> str:

@@ -50,22 +50,21 @@ def heat_map(weights: numpy.ndarray, pixel: tuple[int, int] | None = None) -> nu
 @click.option("--no-marker", is_flag=True, help="Do not mark the pixel with a cross.")
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
               help="Refuse when the estimated CPU time exceeds this (0: no limit).")
-def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, kernel: str,
-                       patch: int | None, window: Any, h: float | None, sigma: float | None, depth: int,
-                       device: str, no_marker: bool, max_minutes: float) -> None:
+def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, no_marker: bool,
+                       max_minutes: float, **filter_params: Any) -> None:
     """Draw the weights one pixel receives (its row of W) as a heat map.
 
     The row is computed without forming W, so full-size images work in the
     global mode too (--window global).
     """
-    options = api_options(kernel, patch, window, h, sigma, depth, device)
+    options = api_options(filter_params)
     check_options(options)
     if output.resolve() == image_path.resolve():
         raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
     try:
         image = read_image(image_path)
         colour = image.colour.astype(numpy.float32)
-        _, call = resolve_for_image(colour, options, 0, max_minutes)  # 0: one row of W, no twicing
+        _, call = resolve_for_image(colour, options, max_minutes, steps=0)  # one row of W
         weights = nlfilt.filter_row(colour, pixel, **call)
         write_image(output, heat_map(weights, None if no_marker else pixel))
     except (ImageError, ValueError, RuntimeError) as exc:

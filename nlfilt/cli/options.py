@@ -9,10 +9,14 @@ from typing import Any
 import click
 import numpy
 
-from nlfilt.api import DEFAULT_MEMORY_BUDGET, prepare
+from nlfilt.api import DEFAULT_MEMORY_BUDGET, GUIDES, NORMALIZE_CHOICES, prepare, resolve_stopping
 from nlfilt.backend import DEVICES, get_backend
-from nlfilt.filters import estimate_cpu_seconds, estimate_working_bytes
+from nlfilt.filters import estimate_cpu_seconds, estimate_working_bytes, expected_applications
 from nlfilt.kernels import KERNELS
+from nlfilt.stopping import STOP_RULES
+
+#: The options of :func:`nlfilt.api.prepare` (the filter); the others belong to :func:`nlfilt.denoise`.
+PREPARE_KEYS = ("kernel", "patch", "window", "h", "sigma", "depth", "device", "normalize", "iterations")
 
 
 class WindowType(click.ParamType):
@@ -43,6 +47,20 @@ class SigmaType(click.ParamType):
             self.fail(f"{value!r} is not a number or 'auto'", param, ctx)
 
 
+class IterationsType(click.ParamType):
+    """A number of twicing steps, or 'auto' (chosen per image by the --stop rule)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an integer or 'auto'", param, ctx)
+
+
 def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that choose the filter (they mirror :func:`nlfilt.denoise`)."""
     decorators = [
@@ -59,6 +77,9 @@ def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="NLM noise level in the file's pixel units, or 'auto' to estimate it per image."),
         click.option("--depth", type=int, default=1, show_default=True,
                      help="ReLU layers of the network whose tangent kernel 'ntk' is."),
+        click.option("--normalize", type=click.Choice(NORMALIZE_CHOICES), default=None,
+                     help="How NLM turns K into W: row sums, or the symmetric doubly stochastic Sinkhorn "
+                          "scaling. [default: rows]"),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      help="Compute on the CPU, a CUDA GPU, or the GPU when one is usable."),
     ]
@@ -67,39 +88,60 @@ def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def api_options(kernel: str, patch: int | None, window: Any, h: float | None, sigma: float | None,
-                depth: int, device: str) -> dict[str, Any]:
-    """The keyword arguments of :func:`nlfilt.denoise` for the command-line options."""
-    return {"kernel": kernel, "patch": patch, "window": window, "h": h, "sigma": sigma, "depth": depth,
-            "device": device}
+def stopping_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the twicing options of ``denoise`` (they mirror :func:`nlfilt.denoise`)."""
+    decorators = [
+        click.option("--iterations", type=IterationsType(), default=1, show_default=True,
+                     help="Twicing steps (1 is the one-shot filter), or 'auto' to choose them per image."),
+        click.option("--stop", type=click.Choice(STOP_RULES), default=None,
+                     help="Rule of --iterations auto: Stein's unbiased risk estimate, or the first step "
+                          "whose mean squared residual is at most sigma^2. [default: sure]"),
+        click.option("--max-iterations", type=int, default=None,
+                     help="Most steps --iterations auto may choose. [default: 1000]"),
+        click.option("--guide", type=click.Choice(("none",) + GUIDES), default="none", show_default=True,
+                     help="'pilot': compute the affinities from a first denoised pass (two passes)."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
 
 
-def check_options(options: dict[str, Any], iterations: int = 1) -> None:
+def api_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`nlfilt.denoise` (or filter_row) for the command-line options."""
+    options = dict(params)
+    if options.get("guide") == "none":
+        options["guide"] = None
+    return options
+
+
+def check_options(options: dict[str, Any]) -> None:
     """Validate the options once, before any file is read; raise click.UsageError naming the problem.
 
     Image-dependent limits (a patch larger than an image) are checked per file.
     """
     probe = numpy.zeros((64, 64), dtype=numpy.float32)
-    probe_options = dict(options, patch=None, device="cpu")
-    if options["kernel"] == "nlm" and options["sigma"] is None:
-        probe_options["sigma"] = 1.0  # skip the estimate on the blank probe
+    probe_options = dict(_prepare_options(options), patch=None, device="cpu")
+    if options["kernel"] == "nlm" or options.get("iterations") == "auto":
+        probe_options["sigma"] = options["sigma"] if options["sigma"] is not None else 1.0  # no estimate
     try:
         if options["patch"] is not None and (options["patch"] < 1 or options["patch"] % 2 == 0):
             raise ValueError(f"patch must be an odd integer >= 1; got {options['patch']}")
-        if iterations < 1:
-            raise ValueError(f"iterations must be an integer >= 1; got {iterations}")
         prepare(probe, dtype=numpy.float32, memory_budget=2**20, **probe_options)
+        resolve_stopping(options.get("iterations", 1), options.get("stop"), options.get("max_iterations"))
     except ValueError as exc:
         raise click.UsageError(f"invalid option: {exc}") from None
 
 
-def check_cost(shape: tuple[int, ...], resolved: Any, iterations: int, device: str,
-                max_minutes: float) -> None:
+def _prepare_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in options.items() if key in PREPARE_KEYS}
+
+
+def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device: str,
+               max_minutes: float) -> None:
     """Raise ValueError with the estimate and a suggestion when a CPU run would take too long
     (over ``max_minutes``; 0 disables) or need over half of the machine's memory.
 
-    ``iterations`` counts applications of ``W`` beyond those for lambda_max (0
-    for a single row of ``W``).
+    ``applications`` counts products with ``K``.
     """
     if device != "cpu":
         return
@@ -112,7 +154,7 @@ def check_cost(shape: tuple[int, ...], resolved: Any, iterations: int, device: s
         )
     if max_minutes <= 0:
         return
-    seconds = estimate_cpu_seconds(shape, resolved, iterations)
+    seconds = estimate_cpu_seconds(shape, resolved, applications)
     if seconds > 60 * max_minutes:
         mode = "global mode" if resolved.window is None else f"window {resolved.window}"
         raise ValueError(
@@ -130,17 +172,23 @@ def physical_memory() -> int:
         return 0
 
 
-def resolve_for_image(colour: Any, options: dict[str, Any], applications: int,
-                      max_minutes: float) -> tuple[Any, dict[str, Any]]:
+def resolve_for_image(colour: Any, options: dict[str, Any], max_minutes: float,
+                      steps: int | str | None = None) -> tuple[Any, dict[str, Any]]:
     """Resolve one image's defaults and refuse a too costly run (ValueError).
 
     Returns the resolved options and the keyword arguments for the API call,
-    with NLM's estimated sigma and h filled in so they are not estimated twice.
-    ``applications`` is passed to :func:`check_cost`.
+    with the estimated sigma (and NLM's h) filled in so they are not
+    estimated twice.  The cost is that of ``steps`` twicing steps (default:
+    the options' iterations; 0 for one row of ``W``), with the products with
+    ``K`` that normalisation and guiding add.
     """
     backend, _, resolved = prepare(colour, dtype=numpy.float32, memory_budget=DEFAULT_MEMORY_BUDGET,
-                                   **options)
+                                   **_prepare_options(options))
+    steps = options.get("iterations", 1) if steps is None else steps
+    applications = expected_applications(resolved, steps, options.get("guide") is not None)
     check_cost(colour.shape, resolved, applications, backend.name, max_minutes)
+    if resolved.sigma is not None:
+        options = dict(options, sigma=resolved.sigma)
     if resolved.kernel == "nlm":
-        options = dict(options, sigma=resolved.sigma, h=resolved.h)
+        options = dict(options, h=resolved.h)
     return resolved, options
