@@ -553,9 +553,12 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
             iterations: Any = 1) -> tuple[Backend, Any, FilterOptions]:
     """Validate the arguments and return (backend, (H, W, C) image on it, options).
 
-    The shared front half of :func:`denoise` and :func:`filter_matrix`, also
-    used by the benchmarks to build operators with the same defaults.  Raises
-    ValueError naming the parameter for any invalid argument.
+    The shared front half of the public functions, also used by the command
+    line and the benchmarks to build operators with the same defaults.
+    ``iterations`` only decides whether sigma is needed (always for NLM; for
+    'arccos' and 'ntk' with ``iterations='auto'``), and is then estimated
+    when not given.  Raises ValueError naming the parameter for any invalid
+    argument.
     """
     if not isinstance(kernel, str) or kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}; got {kernel!r}")
