@@ -74,7 +74,8 @@ def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--h", "h", type=float, default=None,
                      help="NLM bandwidth in pixel units. [default: 0.8 * sigma]"),
         click.option("--sigma", type=SigmaType(), default="auto", show_default=True,
-                     help="NLM noise level in the file's pixel units, or 'auto' to estimate it per image."),
+                     help="Noise level in the file's pixel units (NLM's distance offset, --iterations auto), "
+                          "or 'auto' to estimate it per image."),
         click.option("--depth", type=int, default=1, show_default=True,
                      help="ReLU layers of the network whose tangent kernel 'ntk' is."),
         click.option("--normalize", type=click.Choice(NORMALIZE_CHOICES), default=None,
