@@ -12,6 +12,10 @@ Prints one table and, with --write, stores it in benchmarks/results/gpu-<device>
 * one operator application (``K V``) in the global mode at 256², 512², 1024²
   (NLM and arccos, patch 5 and 7) and its ratio to the exp-throughput bound
   (N² kernel evaluations at 3.9e12 per second on an H100);
+* the fused global operator (``NLFILT_FUSED_GLOBAL=1``, ``nlfilt_global_fused``):
+  its conformance against the NumPy float64 path, and one application at 512²
+  and 1024² (patch 7, NLM and arccos) next to the GEMM-tile path, with the ratio
+  to the exp bound;
 * windowed NLM (patch 7, window 21) at 512², 2048², 4096²;
 * 100 gray 512² images through the command line path (``nlfilt denoise`` on a folder);
 * each with the speedup over the NumPy path on the same machine.  NumPy is timed
@@ -25,6 +29,8 @@ Meant to finish in under 4 minutes on one H100.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import re
 import shutil
@@ -36,6 +42,7 @@ import imageio.v3 as iio
 import numpy
 
 import nlfilt
+from nlfilt import cuda
 from nlfilt.api import prepare
 from nlfilt.backend import get_backend
 from nlfilt.filters import build_filter
@@ -126,6 +133,54 @@ def global_timings(device: str, sizes: list[int], lines: list[str]) -> None:
                 print(lines[-1], flush=True)
 
 
+@contextlib.contextmanager
+def fused_global(enabled: bool):
+    """Select the fused global operator (or the GEMM tiles) for the duration of the block."""
+    previous = os.environ.get(cuda.FUSED_GLOBAL_VARIABLE)
+    os.environ[cuda.FUSED_GLOBAL_VARIABLE] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[cuda.FUSED_GLOBAL_VARIABLE]
+        else:
+            os.environ[cuda.FUSED_GLOBAL_VARIABLE] = previous
+
+
+def fused_checks(device: str, sizes: list[int], lines: list[str]) -> None:
+    lines += ["\n## Fused global operator (NLFILT_FUSED_GLOBAL=1): conformance against NumPy float64\n",
+              "| kernel | image | float32 | float64 |", "| --- | --- | --- | --- |"]
+    for kernel in nlfilt.KERNELS:
+        extra = {"h": 30.0, "sigma": 15.0} if kernel == "nlm" else {"depth": 2} if kernel == "ntk" else {}
+        for channels in (0, 3):
+            image = noisy_image(40, channels, seed=channels)
+            options = dict(extra, kernel=kernel, patch=5, window=None, iterations=3)
+            expected = nlfilt.denoise(image, device="cpu", dtype=numpy.float64, **options)
+            errors = []
+            with fused_global(True):
+                for dtype in (numpy.float32, numpy.float64):
+                    actual = nlfilt.denoise(image, device=device, dtype=dtype, **options)
+                    actual = actual.get() if hasattr(actual, "get") else actual
+                    errors.append(numpy.abs(actual - expected).max() / numpy.abs(expected).max())
+            layout = "gray" if not channels else "RGB"
+            lines.append(f"| {kernel} | 40x40 {layout} | {errors[0]:.1e} | {errors[1]:.1e} |")
+            print(lines[-1], flush=True)
+    lines += ["\n## Fused global operator against the GEMM tiles, one application (gray, patch 7, float32)\n",
+              "| kernel | image | GEMM tiles s | fused s | fused / tiles | fused: ratio to exp bound |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for kernel in ("nlm", "arccos"):
+        for size in sizes:
+            image = noisy_image(size)
+            with fused_global(False):
+                tiles = operator_seconds(image, device, kernel, 7, None, 8 * 2**30)
+            with fused_global(True):
+                fused = operator_seconds(image, device, kernel, 7, None, 8 * 2**30)
+            bound = float(size**2) ** 2 / EXP_RATE_H100
+            lines.append(f"| {kernel} | {size}x{size} | {tiles:.4f} | {fused:.4f} | {fused / tiles:.2f} | "
+                         f"{fused / bound:.1f} |")
+            print(lines[-1], flush=True)
+
+
 def windowed_timings(device: str, sizes: list[int], lines: list[str]) -> None:
     lines += ["\n## Windowed NLM, one operator application (gray, patch 7, window 21)\n",
               "| image | GPU s | NumPy s | speedup |", "| --- | --- | --- | --- |"]
@@ -200,6 +255,7 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     conformance(device, lines)
     global_timings(device, [32, 48] if args.dry_run else [256, 512, 1024], lines)
+    fused_checks(device, [32, 48] if args.dry_run else [512, 1024], lines)
     windowed_timings(device, [64, 96] if args.dry_run else [512, 2048, 4096], lines)
     batch_timing(device, 3 if args.dry_run else 100, 64 if args.dry_run else 512, lines)
     lines.append(f"\nTotal time: {time.perf_counter() - started:.0f} s")

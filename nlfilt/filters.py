@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nlfilt import cuda
 from nlfilt.backend import Backend
 from nlfilt.kernels import make_kernel, safe_reciprocal
 from nlfilt.linalg import largest_eigenvalue
-from nlfilt.operators import CudaWindowedNLM, GlobalAffinity, WindowedAffinity
+from nlfilt.operators import CudaFusedGlobal, CudaWindowedNLM, GlobalAffinity, WindowedAffinity
 
 #: Ways to turn ``K`` into ``W``: by row sums (NLM), by Sinkhorn scaling (NLM) or
 #: by the largest eigenvalue (arc-cosine and NTK, gradient descent on a network).
@@ -268,8 +269,10 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
     kernel = make_kernel(options.kernel, h=options.h, sigma=options.sigma, depth=options.depth)
     features = kernel.features(backend.xp, image, options.patch)
     if options.window is None:
-        affinity = GlobalAffinity(backend, features, kernel, options.patch,
-                                  options.memory_budget, columns=image.shape[2] + 1)
+        fused = backend.name == "gpu" and cuda.fused_global_enabled()
+        global_operator = CudaFusedGlobal if fused else GlobalAffinity
+        affinity = global_operator(backend, features, kernel, options.patch,
+                                   options.memory_budget, columns=image.shape[2] + 1)
     else:
         windowed = CudaWindowedNLM if backend.name == "gpu" and options.kernel == "nlm" else WindowedAffinity
         affinity = windowed(backend, features, kernel, options.patch, options.window,

@@ -417,3 +417,48 @@ class CudaWindowedNLM(WindowedAffinity):
                     numpy.int32(self.patch), numpy.int32(self.window), numpy.int32(columns),
                     cuda.real(self.kernel.offset, dtype), cuda.real(floor, dtype))
         return out
+
+
+class CudaFusedGlobal(GlobalAffinity):
+    """The global operator as one CUDA kernel (``nlfilt_global_fused``), for every kernel.
+
+    Each block holds 128 query rows; key tiles and factor chunks stream
+    through shared memory, and the pair statistic, the profile and ``K V``
+    stay in registers, so neither ``K`` nor a tile of it is ever stored.
+    Exact arithmetic in the working dtype on CUDA cores; every pair is
+    evaluated (symmetry is not used).  Right-hand sides of more than
+    :data:`nlfilt.cuda.MAX_COLUMNS` columns, :meth:`row` and :meth:`dense`
+    use the GEMM-tile code of :class:`GlobalAffinity`, its twin.
+    Selected by ``NLFILT_FUSED_GLOBAL=1`` (see :func:`nlfilt.cuda.fused_global_enabled`).
+    """
+
+    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int,
+                 memory_budget: int, columns: int) -> None:
+        super().__init__(backend, features, kernel, patch, memory_budget, columns)
+        self.left_t = backend.xp.ascontiguousarray(self.left.T)
+        self.right = backend.xp.ascontiguousarray(self.right)
+
+    def matmul(self, vectors: Any) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+        from nlfilt import cuda  # noqa: PLC0415 - GPU only
+
+        xp = self.backend.xp
+        columns = vectors.shape[1]
+        if columns > cuda.MAX_COLUMNS:
+            return super().matmul(vectors)
+        values = vectors * self.scale[:, None] if self.scale is not None else vectors
+        values = xp.ascontiguousarray(values)
+        out = xp.empty_like(values)
+        dtype = values.dtype
+        kind = {"nlm": 0, "arccos": 1, "ntk": 2}[self.kernel.name]
+        depth = getattr(self.kernel, "depth", 1)
+        blocks = max(1, min(cuda.MAX_BLOCKS, -(-self.size // cuda.FUSED_QUERIES)))
+        cuda.kernel("nlfilt_global_fused", dtype)(
+            (blocks,), (cuda.FUSED_QUERIES,),
+            (self.left_t, self.right, values, out, numpy.int64(self.size), numpy.int32(self.left_t.shape[0]),
+             numpy.int32(columns), numpy.int32(kind), numpy.int32(depth),
+             cuda.real(weight_floor(dtype), dtype)))
+        if self.scale is not None:
+            out *= self.scale[:, None]
+        return out
+

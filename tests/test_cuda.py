@@ -15,7 +15,7 @@ from nlfilt import cuda
 import reference
 
 KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
-                "nlfilt_windowed_nlm"}
+                "nlfilt_windowed_nlm", "nlfilt_global_fused"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -94,3 +94,34 @@ def test_gpu_windowed_nlm_kernel_matches_numpy(gpu, window):
     gpu = nlfilt.denoise(COLOUR, device="gpu", iterations=2, **options).get()
     cpu = nlfilt.denoise(COLOUR, device="cpu", iterations=2, **options)
     numpy.testing.assert_allclose(gpu, cpu, rtol=1e-10)
+
+
+def test_fused_global_operator_is_off_unless_asked(monkeypatch):
+    monkeypatch.delenv(cuda.FUSED_GLOBAL_VARIABLE, raising=False)
+    assert not cuda.fused_global_enabled()
+    monkeypatch.setenv(cuda.FUSED_GLOBAL_VARIABLE, "1")
+    assert cuda.fused_global_enabled()
+    # the CPU never uses it
+    from nlfilt.api import prepare
+    from nlfilt.filters import build_filter
+    from nlfilt.operators import CudaFusedGlobal
+    backend, image, options = prepare(COLOUR, kernel="arccos", patch=3, window=None, h=None, sigma=None,
+                                      depth=1, device="cpu", dtype=numpy.float32, memory_budget=2**24)
+    assert not isinstance(build_filter(backend, image, options, reuse=True).affinity, CudaFusedGlobal)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("options", [{"kernel": "nlm", "h": 30.0, "sigma": 10.0}, {"kernel": "arccos"},
+                                     {"kernel": "ntk", "depth": 3}], ids=["nlm", "arccos", "ntk"])
+def test_gpu_fused_global_operator_matches_the_gemm_tiles(gpu, options, dtype, monkeypatch):
+    # 20 x 23 = 460 pixels: 4 query blocks and 15 key tiles, the last ones partial; colour patch 5 gives
+    # 75 + 2 factor dimensions (three chunks, the last partial); 3 channels + the row-sum column
+    arguments = dict(options, patch=5, window=None, iterations=2, dtype=dtype)
+    monkeypatch.setenv(cuda.FUSED_GLOBAL_VARIABLE, "0")
+    tiles = nlfilt.denoise(COLOUR, device="gpu", **arguments).get()
+    monkeypatch.setenv(cuda.FUSED_GLOBAL_VARIABLE, "1")
+    fused = nlfilt.denoise(COLOUR, device="gpu", **arguments).get()
+    tolerance = 1e-10 if dtype == numpy.float64 else 1e-4
+    numpy.testing.assert_allclose(fused, tiles, rtol=tolerance, atol=tolerance * numpy.abs(tiles).max())
+

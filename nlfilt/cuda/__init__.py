@@ -7,6 +7,7 @@ the sources with NVRTC alone, without a GPU, for the CI check.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy
 
 #: The source files, compiled together into one module per device and dtype.
-SOURCES = ("profiles.cu", "patches.cu", "windowed.cu")
+SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu")
 
 #: Most right-hand-side columns the windowed kernel accumulates in registers.
 MAX_COLUMNS = 8
@@ -22,6 +23,19 @@ MAX_COLUMNS = 8
 #: Threads per block, and the largest grid (kernels use grid-stride loops).
 THREADS = 256
 MAX_BLOCKS = 65536
+
+#: Query rows per block of ``nlfilt_global_fused`` (NLFILT_FUSED_QUERIES in fused.cu).
+FUSED_QUERIES = 128
+
+#: Environment variable that selects the fused global operator (``nlfilt_global_fused``) on the GPU.
+#: Off by default until the kernel has been verified on a GPU (benchmarks/gpu_check.py); the cuBLAS
+#: GEMM-tile path stays the default and is always available.
+FUSED_GLOBAL_VARIABLE = "NLFILT_FUSED_GLOBAL"
+
+
+def fused_global_enabled() -> bool:
+    """Whether ``NLFILT_FUSED_GLOBAL=1`` asks for the fused global operator on the GPU."""
+    return os.environ.get(FUSED_GLOBAL_VARIABLE, "0") == "1"
 
 
 def source() -> str:
