@@ -242,22 +242,36 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     return pairs * per_pair * 1e-9 * applications
 
 
-def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, workers: int) -> int:
-    """Rough peak bytes of the operator for an image of ``shape`` (float32).
+#: Lanczos steps a Krylov trajectory typically keeps (Set12, benchmarks/results/trajectory.md: 8-85).
+TYPICAL_KRYLOV_STEPS = 100
 
-    Global mode: bounded by ``options.memory_budget`` (the operator refuses
-    more).  Windowed mode: per worker thread the channel differences, five
-    padded work images, the profile scratch and the accumulator planes, plus
-    the image, the right-hand sides and the result.
+
+def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, workers: int,
+                           iterations: int | str = 1) -> int:
+    """Rough peak bytes of a :func:`nlfilt.denoise` call on an image of ``shape`` (float32).
+
+    Global mode: the operator is bounded by ``options.memory_budget`` (it
+    refuses more).  Windowed mode: per worker thread the channel
+    differences, five padded work images, the profile scratch and the
+    accumulator planes, plus the image, the right-hand sides and the result.
+    ``iterations='auto'`` adds the SURE twin (a second operator and its
+    cached weights, up to the budget) and, in the global mode, the Lanczos
+    bases of both runs (``TYPICAL_KRYLOV_STEPS`` vectors of N x C numbers each).
     """
     height, width = shape[:2]
     channels = shape[2] if len(shape) == 3 else 1
-    if options.window is None:
-        return options.memory_budget
-    padded = (height + options.patch - 1) * (width + options.patch - 1)
     pixels = height * width
+    if options.window is None:
+        needed = options.memory_budget
+        if iterations == "auto":
+            needed += options.memory_budget + 2 * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels
+        return needed
+    padded = (height + options.patch - 1) * (width + options.patch - 1)
     per_worker = padded * (channels + 5) + pixels * (5 + 2 * (channels + 1))
-    return 4 * (workers * per_worker + 6 * pixels * (channels + 1))
+    needed = 4 * (workers * per_worker + 6 * pixels * (channels + 1))
+    if iterations == "auto":
+        needed += options.memory_budget  # the twin's cached weights; its work buffers are shared in time
+    return needed
 
 
 def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse: bool) -> Filter:

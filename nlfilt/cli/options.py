@@ -138,16 +138,17 @@ def _prepare_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device: str,
-               max_minutes: float) -> None:
+               max_minutes: float, iterations: int | str = 1) -> None:
     """Raise ValueError with the estimate and a suggestion when a CPU run would take too long
     (over ``max_minutes``; 0 disables) or need over half of the machine's memory.
 
-    ``applications`` counts products with ``K``.
+    ``applications`` counts products with ``K``; ``iterations`` ('auto' or a
+    count) adds what automatic stopping holds to the memory estimate.
     """
     if device != "cpu":
         return
     memory = physical_memory()
-    needed = estimate_working_bytes(shape, resolved, get_backend("cpu").workers)
+    needed = estimate_working_bytes(shape, resolved, get_backend("cpu").workers, iterations)
     if memory and needed > memory // 2:
         raise ValueError(
             f"{shape[0]}x{shape[1]} would need about {needed / 2**30:.1f} GiB of working memory, over half "
@@ -187,7 +188,7 @@ def resolve_for_image(colour: Any, options: dict[str, Any], max_minutes: float,
                                    **_prepare_options(options))
     steps = options.get("iterations", 1) if steps is None else steps
     applications = expected_applications(resolved, steps, options.get("guide") is not None)
-    check_cost(colour.shape, resolved, applications, backend.name, max_minutes)
+    check_cost(colour.shape, resolved, applications, backend.name, max_minutes, steps)
     if resolved.sigma is not None:
         options = dict(options, sigma=resolved.sigma)
     if resolved.kernel == "nlm":
