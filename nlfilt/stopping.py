@@ -278,6 +278,7 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
     if krylov:
         trajectories = [KrylovTrajectory(run_filter, data, max_iterations=max_iterations)
                         for run_filter, data in runs]
+        covered = 0  # steps reported to progress (the horizon may dip when a new step revises an estimate)
         while True:
             for trajectory in trajectories:
                 trajectory.step()
@@ -289,8 +290,9 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
                 divergence = (trajectories[1].inner(twin.probe)[:horizon]
                               - trajectories[0].inner(twin.probe)[:horizon]) / twin.epsilon
             chosen = choose(rule, residual, divergence, sigma, count, final) if horizon else None
-            if progress is not None:
-                progress(min(horizon, max_iterations), max_iterations)
+            covered = max(covered, min(horizon, max_iterations))
+            if progress is not None and covered:
+                progress(covered, max_iterations)
             if chosen is not None or final:
                 break
         chosen = chosen or 1
