@@ -12,7 +12,8 @@ Prints one table and, with --write, stores it in benchmarks/results/gpu-<device>
 * one operator application (``K V``) in the global mode at 256², 512², 1024²
   (NLM and arccos, patch 5 and 7) and its ratio to the exp-throughput bound
   (N² kernel evaluations at 3.9e12 per second on an H100);
-* the fused global operator (``NLFILT_FUSED_GLOBAL=1``, ``nlfilt_global_fused``):
+* the unverified kernels (``NLFILT_UNVERIFIED_KERNELS``): the fused global operator
+  ``nlfilt_global_fused``:
   its conformance against the NumPy float64 path, and one application at 512²
   and 1024² (patch 7, NLM and arccos) next to the GEMM-tile path, with the ratio
   to the exp bound;
@@ -134,21 +135,21 @@ def global_timings(device: str, sizes: list[int], lines: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def fused_global(enabled: bool):
-    """Select the fused global operator (or the GEMM tiles) for the duration of the block."""
-    previous = os.environ.get(cuda.FUSED_GLOBAL_VARIABLE)
-    os.environ[cuda.FUSED_GLOBAL_VARIABLE] = "1" if enabled else "0"
+def unverified(name: str | None):
+    """Use the unverified kernel ``name`` (None: none of them) for the duration of the block."""
+    previous = os.environ.get(cuda.UNVERIFIED_VARIABLE)
+    os.environ[cuda.UNVERIFIED_VARIABLE] = name or ""
     try:
         yield
     finally:
         if previous is None:
-            del os.environ[cuda.FUSED_GLOBAL_VARIABLE]
+            del os.environ[cuda.UNVERIFIED_VARIABLE]
         else:
-            os.environ[cuda.FUSED_GLOBAL_VARIABLE] = previous
+            os.environ[cuda.UNVERIFIED_VARIABLE] = previous
 
 
 def fused_checks(device: str, sizes: list[int], lines: list[str]) -> None:
-    lines += ["\n## Fused global operator (NLFILT_FUSED_GLOBAL=1): conformance against NumPy float64\n",
+    lines += ["\n## Fused global operator (nlfilt_global_fused): conformance against NumPy float64\n",
               "| kernel | image | float32 | float64 |", "| --- | --- | --- | --- |"]
     for kernel in nlfilt.KERNELS:
         extra = {"h": 30.0, "sigma": 15.0} if kernel == "nlm" else {"depth": 2} if kernel == "ntk" else {}
@@ -157,7 +158,7 @@ def fused_checks(device: str, sizes: list[int], lines: list[str]) -> None:
             options = dict(extra, kernel=kernel, patch=5, window=None, iterations=3)
             expected = nlfilt.denoise(image, device="cpu", dtype=numpy.float64, **options)
             errors = []
-            with fused_global(True):
+            with unverified("nlfilt_global_fused"):
                 for dtype in (numpy.float32, numpy.float64):
                     actual = nlfilt.denoise(image, device=device, dtype=dtype, **options)
                     actual = actual.get() if hasattr(actual, "get") else actual
@@ -171,9 +172,9 @@ def fused_checks(device: str, sizes: list[int], lines: list[str]) -> None:
     for kernel in ("nlm", "arccos"):
         for size in sizes:
             image = noisy_image(size)
-            with fused_global(False):
+            with unverified(None):
                 tiles = operator_seconds(image, device, kernel, 7, None, 8 * 2**30)
-            with fused_global(True):
+            with unverified("nlfilt_global_fused"):
                 fused = operator_seconds(image, device, kernel, 7, None, 8 * 2**30)
             bound = float(size**2) ** 2 / EXP_RATE_H100
             lines.append(f"| {kernel} | {size}x{size} | {tiles:.4f} | {fused:.4f} | {fused / tiles:.2f} | "
@@ -183,17 +184,27 @@ def fused_checks(device: str, sizes: list[int], lines: list[str]) -> None:
 
 def windowed_timings(device: str, sizes: list[int], lines: list[str]) -> None:
     lines += ["\n## Windowed NLM, one operator application (gray, patch 7, window 21)\n",
-              "| image | GPU s | NumPy s | speedup |", "| --- | --- | --- | --- |"]
+              "nlfilt_windowed_nlm (default) and the unverified nlfilt_windowed_box (O(1) per pixel and "
+              "offset); box: its max relative difference from the default on the same image.\n",
+              "| image | GPU s | box s | box difference | NumPy s | speedup (default) |",
+              "| --- | --- | --- | --- | --- | --- |"]
     cpu_per_pixel = None
     for size in sizes:
-        seconds = operator_seconds(noisy_image(size), device, "nlm", 7, 21, 2**30)
+        image = noisy_image(size)
+        with unverified(None):
+            seconds = operator_seconds(image, device, "nlm", 7, 21, 2**30)
+            default = nlfilt.denoise(image, device=device, patch=7, window=21, h=16.0, sigma=20.0)
+        with unverified("nlfilt_windowed_box"):
+            box_seconds = operator_seconds(image, device, "nlm", 7, 21, 2**30)
+            box = nlfilt.denoise(image, device=device, patch=7, window=21, h=16.0, sigma=20.0)
+        difference = float(abs(box - default).max() / abs(default).max())
         if cpu_per_pixel is None:
-            cpu_seconds = operator_seconds(noisy_image(size), "cpu", "nlm", 7, 21, 2**30)
+            cpu_seconds = operator_seconds(image, "cpu", "nlm", 7, 21, 2**30)
             cpu_per_pixel, cpu_note = cpu_seconds / size**2, ""
         else:
             cpu_seconds, cpu_note = cpu_per_pixel * size**2, f" (scaled from {sizes[0]}²)"
-        lines.append(f"| {size}x{size} | {seconds:.4f} | {cpu_seconds:.2f}{cpu_note} | "
-                     f"{cpu_seconds / seconds:.0f}x |")
+        lines.append(f"| {size}x{size} | {seconds:.4f} | {box_seconds:.4f} | {difference:.1e} | "
+                     f"{cpu_seconds:.2f}{cpu_note} | {cpu_seconds / seconds:.0f}x |")
         print(lines[-1], flush=True)
 
 

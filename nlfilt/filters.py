@@ -15,7 +15,13 @@ from nlfilt import cuda
 from nlfilt.backend import Backend
 from nlfilt.kernels import make_kernel, safe_reciprocal
 from nlfilt.linalg import largest_eigenvalue
-from nlfilt.operators import CudaFusedGlobal, CudaWindowedNLM, GlobalAffinity, WindowedAffinity
+from nlfilt.operators import (
+    CudaBoxWindowedNLM,
+    CudaFusedGlobal,
+    CudaWindowedNLM,
+    GlobalAffinity,
+    WindowedAffinity,
+)
 
 #: Ways to turn ``K`` into ``W``: by row sums (NLM), by Sinkhorn scaling (NLM) or
 #: by the largest eigenvalue (arc-cosine and NTK, gradient descent on a network).
@@ -283,12 +289,15 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
     kernel = make_kernel(options.kernel, h=options.h, sigma=options.sigma, depth=options.depth)
     features = kernel.features(backend.xp, image, options.patch)
     if options.window is None:
-        fused = backend.name == "gpu" and cuda.fused_global_enabled()
+        fused = backend.name == "gpu" and cuda.opted_in("nlfilt_global_fused")
         global_operator = CudaFusedGlobal if fused else GlobalAffinity
         affinity = global_operator(backend, features, kernel, options.patch,
                                    options.memory_budget, columns=image.shape[2] + 1)
     else:
-        windowed = CudaWindowedNLM if backend.name == "gpu" and options.kernel == "nlm" else WindowedAffinity
+        windowed = WindowedAffinity
+        if backend.name == "gpu" and options.kernel == "nlm":
+            box = cuda.opted_in("nlfilt_windowed_box") and options.patch <= cuda.BOX_MAX_PATCH
+            windowed = CudaBoxWindowedNLM if box else CudaWindowedNLM
         affinity = windowed(backend, features, kernel, options.patch, options.window,
                             options.memory_budget, reuse=reuse or options.kernel != "nlm")
     normalization = options.normalize if options.kernel == "nlm" else "eigenvalue"

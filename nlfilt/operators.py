@@ -419,6 +419,41 @@ class CudaWindowedNLM(WindowedAffinity):
         return out
 
 
+class CudaBoxWindowedNLM(CudaWindowedNLM):
+    """Windowed NLM on the GPU with O(1) work per pixel and offset (``nlfilt_windowed_box``).
+
+    Blocks of 8 x 32 output pixels; per window offset the squared-difference
+    image of the block's patch region goes to shared memory and its box sums
+    over the patch come from warp prefix scans (rows, then columns), so the
+    cost per pixel and offset does not grow with the patch (up to
+    :data:`nlfilt.cuda.BOX_MAX_PATCH`).  Opposite offsets are not shared (each
+    pixel gathers over its whole window, without atomics).  Falls back like
+    :class:`CudaWindowedNLM`; used only when named in
+    ``NLFILT_UNVERIFIED_KERNELS`` (see :func:`nlfilt.cuda.opted_in`).
+    """
+
+    def matmul(self, vectors: Any) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+        from nlfilt import cuda  # noqa: PLC0415 - GPU only
+
+        xp = self.backend.xp
+        columns = vectors.shape[1]
+        if columns > cuda.MAX_COLUMNS or self.patch > cuda.BOX_MAX_PATCH:
+            return super().matmul(vectors)
+        values = xp.ascontiguousarray(vectors)
+        out = xp.empty_like(values)
+        height, width = self.shape
+        dtype = values.dtype
+        grid = (-(-width // cuda.BOX_WIDTH), -(-height // cuda.BOX_HEIGHT))
+        cuda.kernel("nlfilt_windowed_box", dtype)(
+            grid, (cuda.BOX_WIDTH * cuda.BOX_HEIGHT,),
+            (xp.ascontiguousarray(self.padded), values, out, numpy.int32(height), numpy.int32(width),
+             numpy.int32(self.padded.shape[2]), numpy.int32(self.patch), numpy.int32(self.window),
+             numpy.int32(columns), cuda.real(self.kernel.offset, dtype),
+             cuda.real(weight_floor(dtype), dtype)))
+        return out
+
+
 class CudaFusedGlobal(GlobalAffinity):
     """The global operator as one CUDA kernel (``nlfilt_global_fused``), for every kernel.
 
@@ -429,7 +464,7 @@ class CudaFusedGlobal(GlobalAffinity):
     evaluated (symmetry is not used).  Right-hand sides of more than
     :data:`nlfilt.cuda.MAX_COLUMNS` columns, :meth:`row` and :meth:`dense`
     use the GEMM-tile code of :class:`GlobalAffinity`, its twin.
-    Selected by ``NLFILT_FUSED_GLOBAL=1`` (see :func:`nlfilt.cuda.fused_global_enabled`).
+    Used only when named in ``NLFILT_UNVERIFIED_KERNELS`` (see :func:`nlfilt.cuda.opted_in`).
     """
 
     def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int,

@@ -15,7 +15,7 @@ from nlfilt import cuda
 import reference
 
 KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
-                "nlfilt_windowed_nlm", "nlfilt_global_fused"}
+                "nlfilt_windowed_nlm", "nlfilt_global_fused", "nlfilt_windowed_box"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -96,18 +96,23 @@ def test_gpu_windowed_nlm_kernel_matches_numpy(gpu, window):
     numpy.testing.assert_allclose(gpu, cpu, rtol=1e-10)
 
 
-def test_fused_global_operator_is_off_unless_asked(monkeypatch):
-    monkeypatch.delenv(cuda.FUSED_GLOBAL_VARIABLE, raising=False)
-    assert not cuda.fused_global_enabled()
-    monkeypatch.setenv(cuda.FUSED_GLOBAL_VARIABLE, "1")
-    assert cuda.fused_global_enabled()
-    # the CPU never uses it
+def test_unverified_kernels_are_off_unless_asked(monkeypatch):
+    monkeypatch.delenv(cuda.UNVERIFIED_VARIABLE, raising=False)
+    assert not any(cuda.opted_in(name) for name in cuda.UNVERIFIED_KERNELS)
+    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "nlfilt_windowed_box, nlfilt_nonexistent")
+    assert cuda.opted_in("nlfilt_windowed_box") and not cuda.opted_in("nlfilt_global_fused")
+    assert not cuda.opted_in("nlfilt_nonexistent")
+    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "all")
+    assert all(cuda.opted_in(name) for name in cuda.UNVERIFIED_KERNELS)
+    # the CPU never uses them
     from nlfilt.api import prepare
     from nlfilt.filters import build_filter
-    from nlfilt.operators import CudaFusedGlobal
-    backend, image, options = prepare(COLOUR, kernel="arccos", patch=3, window=None, h=None, sigma=None,
-                                      depth=1, device="cpu", dtype=numpy.float32, memory_budget=2**24)
-    assert not isinstance(build_filter(backend, image, options, reuse=True).affinity, CudaFusedGlobal)
+    from nlfilt.operators import CudaBoxWindowedNLM, CudaFusedGlobal
+    for window in (None, 5):
+        backend, image, options = prepare(COLOUR, kernel="nlm", patch=3, window=window, h=20.0, sigma=5.0,
+                                          depth=1, device="cpu", dtype=numpy.float32, memory_budget=2**24)
+        affinity = build_filter(backend, image, options, reuse=True).affinity
+        assert not isinstance(affinity, (CudaFusedGlobal, CudaBoxWindowedNLM))
 
 
 @pytest.mark.gpu
@@ -118,10 +123,23 @@ def test_gpu_fused_global_operator_matches_the_gemm_tiles(gpu, options, dtype, m
     # 20 x 23 = 460 pixels: 4 query blocks and 15 key tiles, the last ones partial; colour patch 5 gives
     # 75 + 2 factor dimensions (three chunks, the last partial); 3 channels + the row-sum column
     arguments = dict(options, patch=5, window=None, iterations=2, dtype=dtype)
-    monkeypatch.setenv(cuda.FUSED_GLOBAL_VARIABLE, "0")
+    monkeypatch.delenv(cuda.UNVERIFIED_VARIABLE, raising=False)
     tiles = nlfilt.denoise(COLOUR, device="gpu", **arguments).get()
-    monkeypatch.setenv(cuda.FUSED_GLOBAL_VARIABLE, "1")
+    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "nlfilt_global_fused")
     fused = nlfilt.denoise(COLOUR, device="gpu", **arguments).get()
     tolerance = 1e-10 if dtype == numpy.float64 else 1e-4
     numpy.testing.assert_allclose(fused, tiles, rtol=tolerance, atol=tolerance * numpy.abs(tiles).max())
 
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("patch", [1, 3, 7, 25])
+@pytest.mark.parametrize("window", [1, 5, 21])
+def test_gpu_box_windowed_nlm_matches_numpy(gpu, patch, window, monkeypatch):
+    # a 37 x 70 colour image: partial 8 x 32 tiles on both axes, windows wider than a tile row
+    image = RNG.random((37, 70, 3)) * 255
+    options = {"patch": patch, "window": window, "h": 30.0, "sigma": 10.0, "dtype": numpy.float64,
+               "iterations": 2}
+    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "nlfilt_windowed_box")
+    box = nlfilt.denoise(image, device="gpu", **options).get()
+    cpu = nlfilt.denoise(image, device="cpu", **options)
+    numpy.testing.assert_allclose(box, cpu, rtol=1e-9)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy
 
 #: The source files, compiled together into one module per device and dtype.
-SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu")
+SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu")
 
 #: Most right-hand-side columns the windowed kernel accumulates in registers.
 MAX_COLUMNS = 8
@@ -27,15 +27,22 @@ MAX_BLOCKS = 65536
 #: Query rows per block of ``nlfilt_global_fused`` (NLFILT_FUSED_QUERIES in fused.cu).
 FUSED_QUERIES = 128
 
-#: Environment variable that selects the fused global operator (``nlfilt_global_fused``) on the GPU.
-#: Off by default until the kernel has been verified on a GPU (benchmarks/gpu_check.py); the cuBLAS
-#: GEMM-tile path stays the default and is always available.
-FUSED_GLOBAL_VARIABLE = "NLFILT_FUSED_GLOBAL"
+#: Output tile and largest patch of ``nlfilt_windowed_box`` (NLFILT_BOX_* in windowed_box.cu).
+BOX_WIDTH = 32
+BOX_HEIGHT = 8
+BOX_MAX_PATCH = 25
+
+#: Kernels written without a GPU at hand: used only when named in the environment variable
+#: ``NLFILT_UNVERIFIED_KERNELS`` (comma-separated, or 'all') until benchmarks/gpu_check.py has verified
+#: them on a GPU.  The verified paths they replace stay the default and are always available.
+UNVERIFIED_VARIABLE = "NLFILT_UNVERIFIED_KERNELS"
+UNVERIFIED_KERNELS = ("nlfilt_global_fused", "nlfilt_windowed_box")
 
 
-def fused_global_enabled() -> bool:
-    """Whether ``NLFILT_FUSED_GLOBAL=1`` asks for the fused global operator on the GPU."""
-    return os.environ.get(FUSED_GLOBAL_VARIABLE, "0") == "1"
+def opted_in(name: str) -> bool:
+    """Whether the unverified kernel ``name`` was asked for in ``NLFILT_UNVERIFIED_KERNELS``."""
+    asked = {item.strip() for item in os.environ.get(UNVERIFIED_VARIABLE, "").split(",")}
+    return name in UNVERIFIED_KERNELS and (name in asked or "all" in asked)
 
 
 def source() -> str:
