@@ -206,7 +206,7 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
 
 def ntk_twicing(image: numpy.ndarray, *, depth: int = 1, patch: int = 3,
                 steps: int = 100) -> tuple[list[numpy.ndarray], float]:
-    """nlfilt's closed-form trajectory: ``z_t`` for ``t = 0 .. steps`` of the global ntk filter, and ``lambda_max``.
+    """The closed-form trajectory ``z_t``, ``t = 0 .. steps``, of the global ntk filter, and ``lambda_max``.
 
     Plain twicing with one filter (float64, CPU), so ``lambda_max`` is the one
     :func:`train`'s gradient descent should use (``learning_rate = 1 / lambda_max``).
