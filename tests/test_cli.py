@@ -342,3 +342,28 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
     assert "Traceback" not in done.stderr and "bad.tif" in done.stderr
     assert [json.loads(line)["status"] for line in done.stdout.splitlines()] == ["denoised", "failed"]
     assert iio.imread(tmp_path / "out" / "a.tif").dtype == numpy.uint16
+
+
+def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path):
+    clean, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "crop.png", noisy[:16, :16])
+    result = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--width", "256",
+                                       "--steps", "10"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    assert [int(row[0]) for row in rows] == [1, 2, 5, 10]
+    assert all(float(row[1]) < 0.2 for row in rows[1:])  # width 256 follows the filter to a few percent
+    adam = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--width", "64",
+                                     "--steps", "5", "--optimizer", "adam", "--depth", "2"])
+    assert adam.exit_code == 0 and "adam" in adam.stdout
+    iio.imwrite(tmp_path / "large.png", noisy)  # 40 x 48 = 1920 pixels: allowed, but too costly here
+    costly = CliRunner().invoke(main, ["compare-network", str(tmp_path / "large.png"), "--width", "8192",
+                                       "--depth", "3", "--steps", "1000"])
+    assert costly.exit_code == 1 and "--max-minutes" in costly.output
+    big = numpy.zeros((80, 80), numpy.uint8)
+    iio.imwrite(tmp_path / "big.png", big)
+    refused = CliRunner().invoke(main, ["compare-network", str(tmp_path / "big.png")])
+    assert refused.exit_code == 1 and "at most 4096 pixels" in refused.output
+    assert "Traceback" not in refused.output
+    even = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--patch", "4"])
+    assert even.exit_code == 2 and "--patch" in even.output

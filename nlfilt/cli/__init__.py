@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from nlfilt import __version__
+from nlfilt.cli.compare_network import compare_network_command
 from nlfilt.cli.denoise import denoise_command
 from nlfilt.cli.filter_map import filter_map_command
 from nlfilt.cli.info import info_command
@@ -19,3 +20,4 @@ def main() -> None:
 main.add_command(denoise_command)
 main.add_command(info_command)
 main.add_command(filter_map_command)
+main.add_command(compare_network_command)
