@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy
 
@@ -142,7 +143,8 @@ class Training:
 
 def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, steps: int = 100,
           optimizer: str = "gd", learning_rate: float | None = None, eigenvalue: float | None = None,
-          seed: int = 0, progress: Callable[[int, int], None] | None = None) -> Training:
+          seed: int = 0, dtype: Any = numpy.float64,
+          progress: Callable[[int, int], None] | None = None) -> Training:
     """Train the network on one noisy image (input and target ``y``) and record ``f`` after every step.
 
     Parameters
@@ -163,15 +165,18 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
         without ``learning_rate`` (:func:`ntk_eigenvalue`).
     seed : int
         Seed of the initial weights.
+    dtype : numpy.float64 or numpy.float32
+        Precision of the weights and activations (float32 halves the time of wide runs).
     progress : callable, optional
         ``progress(t, steps)`` after each step.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
     array = numpy.asarray(image, dtype=numpy.float64)
-    target = array.reshape(array.shape[0] * array.shape[1], -1)
-    patches = image_patches(array, patch)
+    target = array.reshape(array.shape[0] * array.shape[1], -1).astype(dtype)
+    patches = image_patches(array, patch).astype(dtype)
     network = TangentCNN(patches.shape[1], width, depth, target.shape[1], seed)
+    network.copies = [[layer.astype(dtype) for layer in copy] for copy in network.copies]
     if learning_rate is None:
         if optimizer == "adam":
             learning_rate = ADAM_LEARNING_RATE

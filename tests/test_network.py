@@ -71,3 +71,11 @@ def test_bad_optimizer_and_missing_step_are_clear_errors():
         train(IMAGE, width=8, optimizer="sgd")
     with pytest.raises(ValueError, match="eigenvalue"):
         train(IMAGE, width=8)
+
+
+def test_float32_training_matches_float64():
+    eigenvalue = ntk_eigenvalue(IMAGE)
+    single = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue, dtype=numpy.float32)
+    double = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue)
+    assert single.outputs[5].dtype == numpy.float32
+    assert relative(single.outputs[5], double.outputs[5]) < 1e-4
