@@ -19,46 +19,47 @@ from nlfilt.stopping import STOP_RULES
 PREPARE_KEYS = ("kernel", "patch", "window", "h", "sigma", "depth", "device", "normalize", "iterations")
 
 
-class WindowType(click.ParamType):
+class _WordOrNumber(click.ParamType):
+    """A number (``number``), or one of the ``words``, converted to its value."""
+
+    words: dict[str, Any] = {}
+    number: type = int
+    expected = ""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or isinstance(value, self.number):
+            return value
+        if isinstance(value, str) and value in self.words:
+            return self.words[value]
+        try:
+            return self.number(value)
+        except ValueError:
+            self.fail(f"{value!r} is not {self.expected}", param, ctx)
+
+
+class WindowType(_WordOrNumber):
     """An odd window side, or 'global' for all pixel pairs (None), or 'auto'."""
 
     name = "N|global|auto"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None or value in ("auto", "global") or isinstance(value, int):
-            return None if value == "global" else value
-        try:
-            return int(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an odd integer, 'global' or 'auto'", param, ctx)
+    words = {"global": None, "auto": "auto"}
+    expected = "an odd integer, 'global' or 'auto'"
 
 
-class SigmaType(click.ParamType):
+class SigmaType(_WordOrNumber):
     """A noise level >= 0 in the file's pixel units, or 'auto' (estimated per image: None)."""
 
     name = "SIGMA|auto"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None or value == "auto" or isinstance(value, float):
-            return None if value == "auto" else value
-        try:
-            return float(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a number or 'auto'", param, ctx)
+    words = {"auto": None}
+    number = float
+    expected = "a number or 'auto'"
 
 
-class IterationsType(click.ParamType):
+class IterationsType(_WordOrNumber):
     """A number of twicing steps, or 'auto' (chosen per image by the --stop rule)."""
 
     name = "N|auto"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value == "auto" or isinstance(value, int):
-            return value
-        try:
-            return int(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an integer or 'auto'", param, ctx)
+    words = {"auto": "auto"}
+    expected = "an integer or 'auto'"
 
 
 def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
