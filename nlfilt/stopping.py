@@ -201,13 +201,25 @@ class KrylovTrajectory:
         self.residual = residual[1 : self.horizon + 1] / (self.size * self.channels)
 
     def _gram(self, column: int) -> numpy.ndarray:
-        """``V^T diag(1/e^2) V`` for a channel's basis (the identity without a similarity)."""
+        """``V^T diag(1/e^2) V`` for a channel's basis (the identity without a similarity).
+
+        Extends the previous step's matrix by the rows and columns of the new
+        basis vectors only, so each step costs O(m N), not O(m^2 N).
+        """
         steps = int(self.lanczos.steps[column])
         if self.similarity is None:
             return numpy.eye(steps)
-        basis = self.lanczos.basis(column) / self.similarity[:, 0]
-        basis = basis.astype(self.xp.float64)
-        return _host(basis @ basis.T)
+        previous = self._grams[column] if self._grams else numpy.zeros((0, 0))
+        known = previous.shape[0]
+        if known == steps:
+            return previous
+        basis = (self.lanczos.basis(column) / self.similarity[:, 0]).astype(self.xp.float64)
+        new = self.filter.backend.to_host(basis @ basis[known:].T)  # (steps, steps - known)
+        gram = numpy.empty((steps, steps))
+        gram[:known, :known] = previous
+        gram[:, known:] = new
+        gram[known:, :] = new.T
+        return gram
 
     def inner(self, vectors: Any) -> numpy.ndarray:
         """``vectors . z_t`` (summed over channels) for ``t = 1 .. horizon``; ``vectors`` is (N, C)."""
@@ -217,7 +229,7 @@ class KrylovTrajectory:
             if self.similarity is not None:
                 weighted = weighted / self.similarity[:, 0]
             basis = self.lanczos.basis(column).astype(self.xp.float64)
-            projection = _host(basis @ weighted.astype(self.xp.float64))
+            projection = self.filter.backend.to_host(basis @ weighted.astype(self.xp.float64))
             total += projection @ self._kept[column][:, 1 : self.horizon + 1]
         return total
 
@@ -239,10 +251,6 @@ class KrylovTrajectory:
 def _weighted_squares(coefficients: numpy.ndarray, gram: numpy.ndarray) -> numpy.ndarray:
     """``c_t^T G c_t`` for every column ``c_t`` of ``coefficients``."""
     return numpy.einsum("it,ij,jt->t", coefficients, gram, coefficients)
-
-
-def _host(array: Any) -> numpy.ndarray:
-    return array.get() if hasattr(array, "get") else numpy.asarray(array)
 
 
 @dataclass
