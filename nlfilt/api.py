@@ -220,19 +220,19 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     Sinkhorn-Knopp iterations ``d <- sqrt(d / K d)`` (one product with ``K``
     each; 12 on Set12 at sigma 25), run until every row sum is within 1e-3 of 1.
 
-    Automatic stopping (``iterations='auto'``; :mod:`nlfilt.stopping`): twicing
-    is the linear filter ``A_t = I - (I - W)^t`` for a fixed ``W``.  'sure'
+    Automatic stopping (``iterations='auto'``; :mod:`nlfilt.stopping`): 'sure'
     takes the ``t`` minimising Stein's unbiased risk estimate
-    ``|y - z_t|^2 - N C sigma^2 + 2 sigma^2 C tr(A_t)``, the trace estimated
-    with 4 Rademacher probes carried through the same products with ``K``;
-    'discrepancy' takes the first ``t`` with ``|y - z_t|^2 / (N C) <= sigma^2``.
-    The windowed mode steps once per product with ``K`` and stops once SURE
-    has risen for a few steps past its minimum; the global mode computes the
-    whole trajectory from Lanczos bases of the symmetric form of ``W``
-    (typically 10-50 products with ``K`` for every ``t`` up to 1000, against
-    one product per step), keeping up to a few hundred basis vectors of
-    N x (C + 4) numbers.  Both treat ``W`` as fixed, although NLM's ``W``
-    depends on ``y``.
+    ``|y - z_t|^2 - N C sigma^2 + 2 sigma^2 div_t``, the divergence of
+    ``y -> z_t`` estimated by Monte-Carlo SURE: a twin run on ``y + eps b``
+    (``b`` random signs, ``eps = 0.1 sigma``) with its own filter, since every
+    ``W`` here is built from ``y`` and the fixed-``W`` trace ``C tr(A_t)`` is
+    far off; 'discrepancy' takes the first ``t`` with
+    ``|y - z_t|^2 / (N C) <= sigma^2``.  The windowed mode steps once per
+    product with ``K`` and stops once SURE has risen for a few steps past its
+    minimum; the global mode computes the whole trajectory from Lanczos bases
+    of the symmetric form of ``W`` (typically 10-85 products with ``K`` for
+    every ``t`` up to 1000, against one product per step), keeping the basis
+    vectors (N x C numbers each) of both runs.
 
     ``guide='pilot'`` costs two passes.  For 'nlm' the second pass compares
     3 x 3 pilot patches with ``h = 0.7 sigma`` and no ``2 sigma^2`` offset
