@@ -62,12 +62,15 @@ class TangentCNN:
         Output channels (the image's).
     seed : int
         Seed of the standard Gaussian initial weights.
+    dtype : numpy.float64 or numpy.float32
+        Precision of the weights.
     """
 
-    def __init__(self, dims: int, width: int, depth: int, channels: int = 1, seed: int = 0) -> None:
+    def __init__(self, dims: int, width: int, depth: int, channels: int = 1, seed: int = 0,
+                 dtype: Any = numpy.float64) -> None:
         rng = numpy.random.default_rng(seed)
         shapes = [(dims, width)] + [(width, width)] * (depth - 1) + [(width, channels)]
-        initial = [rng.standard_normal(shape) for shape in shapes]
+        initial = [rng.standard_normal(shape).astype(dtype) for shape in shapes]
         self.width = width
         self.depth = depth
         self.copies = [[weight.copy() for weight in initial], [weight.copy() for weight in initial]]
@@ -175,8 +178,7 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     array = numpy.asarray(image, dtype=numpy.float64)
     target = array.reshape(array.shape[0] * array.shape[1], -1).astype(dtype)
     patches = image_patches(array, patch).astype(dtype)
-    network = TangentCNN(patches.shape[1], width, depth, target.shape[1], seed)
-    network.copies = [[layer.astype(dtype) for layer in copy] for copy in network.copies]
+    network = TangentCNN(patches.shape[1], width, depth, target.shape[1], seed, dtype)
     if learning_rate is None:
         if optimizer == "adam":
             learning_rate = ADAM_LEARNING_RATE
