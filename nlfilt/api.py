@@ -560,8 +560,6 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     when not given.  Raises ValueError naming the parameter for any invalid
     argument.
     """
-    if not isinstance(kernel, str) or kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}; got {kernel!r}")
     if not isinstance(device, str) or device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
     try:
@@ -570,6 +568,42 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
         work_dtype = None
     if work_dtype is None or work_dtype not in _DTYPES:
         raise ValueError(f"dtype must be numpy.float32 or numpy.float64; got {dtype!r}")
+    host = _as_real_array(image)
+    options = resolve_options(host.shape, kernel=kernel, patch=patch, window=window, h=h, sigma=sigma,
+                              depth=depth, memory_budget=memory_budget, normalize=normalize,
+                              iterations=iterations)
+    backend = get_backend(device)
+    array = backend.asarray(host, dtype=work_dtype)
+    height, width = host.shape[:2]
+    sigma = options.sigma
+    if sigma is None and (kernel == "nlm" or iterations == "auto"):
+        if min(height, width) < 4:
+            raise ValueError(f"sigma cannot be estimated from a {height}x{width} image (4x4 at least); "
+                             "pass sigma")
+        sigma = estimate_sigma(backend.xp, array)
+    h = options.h
+    if kernel == "nlm" and h is None:
+        h = KERNEL_DEFAULTS[kernel]["h_per_sigma"] * sigma
+        if h <= 0:
+            spread = float(array.max() - array.min())
+            h = 1e-3 * spread if spread > 0 else 1.0
+    options = replace(options, h=None if h is None else float(h),
+                      sigma=None if sigma is None else float(sigma))
+    return backend, array, options
+
+
+def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
+                    depth: Any, memory_budget: Any, normalize: Any = None,
+                    iterations: Any = 1) -> FilterOptions:
+    """Validate the filter arguments for an image of ``shape`` and fill in the defaults.
+
+    Everything that does not need the pixels: the command line checks a file
+    from its header with it before decoding.  ``sigma`` and ``h`` stay None
+    when not given (:func:`prepare` estimates them).  Raises ValueError
+    naming the parameter.
+    """
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}; got {kernel!r}")
     _check_count("depth", depth, minimum=1)
     _check_count("memory_budget", memory_budget, minimum=1)
     if depth != 1 and kernel != "ntk":
@@ -592,11 +626,15 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
         if normalize not in NORMALIZE_CHOICES:
             raise ValueError(f"normalize must be one of {', '.join(map(repr, NORMALIZE_CHOICES))}; "
                              f"got {normalize!r}")
-
-    host = _as_real_array(image)
     defaults = KERNEL_DEFAULTS[kernel]
-    height, width = host.shape[:2]
-    patch = defaults["patch"] if patch is None else patch
+    height, width = shape[:2]
+    if patch is None:
+        patch = defaults["patch"]
+        if patch > min(height, width):
+            raise ValueError(
+                f"the {height}x{width} image is smaller than the default patch {patch} of kernel "
+                f"{kernel!r}; set patch to an odd integer up to {min(height, width)}"
+            )
     _check_count("patch", patch, minimum=1, odd=True)
     if patch > min(height, width):
         raise ValueError(
@@ -610,25 +648,9 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     if window is not None:
         _check_count("window", window, minimum=1, odd=True,
                      allowed="an odd integer >= 1, None (global) or 'auto'")
-
-    backend = get_backend(device)
-    array = backend.asarray(host, dtype=work_dtype)
-    if sigma is None and (kernel == "nlm" or iterations == "auto"):
-        if min(height, width) < 4:
-            raise ValueError(f"sigma cannot be estimated from a {height}x{width} image (4x4 at least); "
-                             "pass sigma")
-        sigma = estimate_sigma(backend.xp, array)
-    if kernel == "nlm":
-        if h is None:
-            h = defaults["h_per_sigma"] * sigma
-            if h <= 0:
-                spread = float(array.max() - array.min())
-                h = 1e-3 * spread if spread > 0 else 1.0
-    options = FilterOptions(kernel=kernel, patch=int(patch), window=None if window is None else int(window),
-                            h=None if h is None else float(h), sigma=None if sigma is None else float(sigma),
-                            depth=int(depth), memory_budget=int(memory_budget),
-                            normalize=normalize or "rows")
-    return backend, array, options
+    return FilterOptions(kernel=kernel, patch=int(patch), window=None if window is None else int(window),
+                         h=None if h is None else float(h), sigma=None if sigma is None else float(sigma),
+                         depth=int(depth), memory_budget=int(memory_budget), normalize=normalize or "rows")
 
 
 def _as_real_array(image: Any) -> numpy.ndarray:

@@ -3,14 +3,24 @@
 Supported: PNG, TIFF, JPEG and BMP (through imageio); gray, gray+alpha, RGB
 and RGBA; unsigned and signed integers and floats.  What a codec cannot store
 faithfully is refused with a reason instead of being silently converted.
+
+Outputs are written to a partial file in the target folder and renamed when
+complete.  The partial file's name carries the writer's host and process id
+(``.NAME.XXXX.nlfilt-HOST-PID.partial.EXT``), so that a later run can remove
+the partial files of writers that died (:func:`remove_stale_partials`) and
+leave those of live ones alone.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -22,9 +32,51 @@ IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: Extensions whose codec (Pillow) stores 8-bit data only.
 _EIGHT_BIT = (".jpg", ".jpeg", ".bmp")
 
+#: Extensions of one format (an output may change the extension within a format).
+_FORMATS = {".tiff": ".tif", ".jpeg": ".jpg"}
+
+#: Partial (unfinished) outputs: ``.<stem>.<random>.nlfilt-<host>-<pid>.partial<suffix>``.
+_PARTIAL = re.compile(r"^\..*\.nlfilt-(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)\.partial\.[A-Za-z]+$")
+
 
 class ImageError(ValueError):
     """A file that cannot be read or written as asked; the message gives the reason."""
+
+
+class OutputExists(ImageError):
+    """The output appeared while it was computed (another run wrote it) and was kept."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says about its pixels, read without decoding them.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        (H, W) for gray, (H, W, C) otherwise, as stored in the file.
+    dtype : numpy.dtype
+        The pixel type.
+    """
+
+    shape: tuple[int, ...]
+    dtype: numpy.dtype
+
+    @property
+    def layout_channels(self) -> int:
+        """Channels of the file (0 for a 2-D gray image)."""
+        return self.shape[2] if len(self.shape) == 3 else 0
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.layout_channels in (2, 4)
+
+    @property
+    def colour_shape(self) -> tuple[int, ...]:
+        """Shape of the channels that are filtered (alpha left out)."""
+        if self.has_alpha:
+            return (*self.shape[:2], self.layout_channels - 1)
+        return self.shape
 
 
 @dataclass
@@ -68,76 +120,251 @@ def cast_like(values: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
     return values.astype(dtype)
 
 
-def read_image(path: Path) -> Image:
-    """Read ``path`` and split off its alpha channel.
+def read_header(path: Path) -> ImageHeader:
+    """Read the shape and pixel type of ``path`` from its header, without decoding the pixels.
 
     Raises
     ------
     ImageError
-        When the file cannot be read, is not an image, holds several frames,
-        has an unsupported dtype or channel layout, or is a 16-bit colour PNG
-        (which the PNG codec would truncate to 8 bits).
+        For an empty or unreadable file, one that is not an image, holds
+        several frames or pages, or has an unsupported pixel type or channel
+        layout, and for files the codec would read with data lost (16-bit
+        colour PNG, 32-bit BMP).
     """
     path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot read ({_reason(exc)})") from None
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
     _refuse_lossy_reads(path)
+    pages = _tiff_pages(path)
+    if pages > 1:
+        raise ImageError(f"multi-page TIFF ({pages} pages); only single images are supported")
     try:
         with warnings.catch_warnings():  # plugin deprecation notices while imageio probes a bad file
             warnings.simplefilter("ignore")
             properties = iio.improps(path, index=...)  # every frame or page
-            if properties.is_batch and properties.shape[0] > 1:
-                raise ImageError(f"{properties.shape[0]} frames or pages; only single images are supported")
-            pixels = numpy.asarray(iio.imread(path))
-    except ImageError:
-        raise
     except Exception as exc:  # imageio raises many types for unreadable files
         raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
-    if pixels.dtype.kind not in "uif":
-        raise ImageError(f"unsupported pixel type {pixels.dtype}")
-    if pixels.size == 0:
-        raise ImageError(f"empty image (shape {pixels.shape})")
-    if pixels.ndim == 2:
-        return Image(pixels, None, 0)
-    if pixels.ndim == 3 and pixels.shape[2] in (1, 3):
-        return Image(pixels, None, pixels.shape[2])
-    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        return Image(pixels[:, :, :-1], pixels[:, :, -1], pixels.shape[2])
-    raise ImageError(f"unsupported layout {pixels.shape}: expected gray, gray+alpha, RGB or RGBA")
+    shape = tuple(int(side) for side in properties.shape)
+    if properties.is_batch:
+        if shape[0] > 1:
+            raise ImageError(f"{shape[0]} frames or pages; only single images are supported")
+        shape = shape[1:]
+    header = ImageHeader(shape, numpy.dtype(properties.dtype))
+    _check_layout(header)
+    return header
 
 
-def write_image(path: Path, pixels: numpy.ndarray) -> None:
-    """Write ``pixels`` to ``path`` atomically, in the format of its extension.
+def read_image(path: Path) -> Image:
+    """Read ``path`` and split off its alpha channel.
 
-    The data go to a temporary file in the target folder, renamed over
-    ``path`` only once complete, so an interrupted run never leaves a partial
-    image.  Raises ImageError when the format cannot store the data as they are.
+    The header is checked first (:func:`read_header`), so a file that would
+    be refused is never decoded.
+
+    Raises
+    ------
+    ImageError
+        As :func:`read_header`, and when the pixels cannot be decoded.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    header = read_header(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = numpy.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises many types for unreadable files
+        raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
+    if pixels.ndim == 3 and pixels.shape[0] == 1 and len(header.shape) == 2:
+        pixels = pixels[0]
+    _check_layout(ImageHeader(pixels.shape, pixels.dtype))
+    if pixels.ndim == 2:
+        return Image(pixels, None, 0)
+    if pixels.shape[2] in (1, 3):
+        return Image(pixels, None, pixels.shape[2])
+    return Image(pixels[:, :, :-1], pixels[:, :, -1], pixels.shape[2])
+
+
+def _check_layout(header: ImageHeader) -> None:
+    if header.dtype.kind not in "uif":
+        raise ImageError(f"unsupported pixel type {header.dtype}")
+    if 0 in header.shape:
+        raise ImageError(f"empty image (shape {header.shape})")
+    if len(header.shape) == 2 or (len(header.shape) == 3 and header.shape[2] in (1, 2, 3, 4)):
+        return
+    raise ImageError(f"unsupported layout {header.shape}: expected gray, gray+alpha, RGB or RGBA")
+
+
+def storage_problem(suffix: str, dtype: numpy.dtype, layout_channels: int) -> str | None:
+    """Why a file with extension ``suffix`` cannot store these pixels faithfully, or None.
+
+    ``layout_channels`` is the file layout's channel count (0 for 2-D gray).
+    """
+    suffix = suffix.lower()
+    dtype = numpy.dtype(dtype)
     if suffix not in IMAGE_EXTENSIONS:
-        raise ImageError(f"unknown image format {path.suffix!r}; use one of {', '.join(IMAGE_EXTENSIONS)}")
-    if pixels.dtype.kind == "f" and suffix not in (".tif", ".tiff"):
-        raise ImageError(f"{pixels.dtype} pixels need a TIFF output (.tif), not {suffix}")
-    if pixels.dtype != numpy.uint8 and suffix in _EIGHT_BIT:
-        raise ImageError(f"{suffix} stores 8-bit pixels only; {pixels.dtype} needs .png (gray) or .tif")
-    if suffix == ".png" and pixels.dtype not in (numpy.uint8, numpy.uint16):
-        raise ImageError(f"PNG stores 8- and 16-bit unsigned pixels only; {pixels.dtype} needs .tif")
-    if suffix == ".png" and pixels.dtype == numpy.uint16 and channels > 1:
-        raise ImageError("the PNG codec writes 16-bit gray only; use .tif for 16-bit colour")
-    if suffix in (".jpg", ".jpeg", ".bmp") and channels in (2, 4):
-        raise ImageError(f"{suffix} cannot store an alpha channel; use .png or .tif")
-    options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}",
-                                         dir=path.parent)
+        known = ", ".join(IMAGE_EXTENSIONS)
+        return f"unknown image format {suffix or '(no extension)'!r}; use one of {known}"
+    if dtype.kind == "f" and suffix not in (".tif", ".tiff"):
+        return f"{dtype} pixels need a TIFF output (.tif), not {suffix}"
+    if dtype != numpy.uint8 and suffix in _EIGHT_BIT:
+        return f"{suffix} stores 8-bit pixels only; {dtype} needs .png (gray) or .tif"
+    if suffix == ".png" and dtype not in (numpy.uint8, numpy.uint16):
+        return f"PNG stores 8- and 16-bit unsigned pixels only; {dtype} needs .tif"
+    if suffix == ".png" and dtype == numpy.uint16 and layout_channels > 1:
+        return "the PNG codec writes 16-bit gray only; use .tif for 16-bit colour"
+    if suffix in _EIGHT_BIT and layout_channels in (2, 4):
+        return f"{suffix} cannot store an alpha channel; use .png or .tif"
+    return None
+
+
+def same_format(first: str, second: str) -> bool:
+    """Whether two extensions name the same file format (.tif and .tiff, .jpg and .jpeg)."""
+    first, second = first.lower(), second.lower()
+    return _FORMATS.get(first, first) == _FORMATS.get(second, second)
+
+
+def write_image(path: Path, pixels: numpy.ndarray, *, replace: bool = True) -> None:
+    """Write ``pixels`` to ``path`` atomically, in the format of its extension.
+
+    The data go to a partial file in the target folder, renamed to ``path``
+    only once complete, so an interrupted run never leaves a partial image.
+    A new file gets the mode the user's umask gives new files; a replaced
+    one keeps its mode.
+
+    With ``replace=False`` an existing ``path`` is never replaced, even one
+    that another process finished while this one was writing: the partial
+    file is hard-linked to ``path`` (which fails when ``path`` exists) and
+    :class:`OutputExists` is raised.  On file systems without hard links the
+    check and the rename are two steps.
+
+    Raises
+    ------
+    ImageError
+        When the format cannot store the data as they are, or the write fails.
+    OutputExists
+        With ``replace=False``, when ``path`` exists.
+    """
+    path = Path(path)
+    problem = storage_problem(path.suffix, pixels.dtype, 0 if pixels.ndim == 2 else pixels.shape[2])
+    if problem:
+        raise ImageError(problem)
+    if not replace and path.exists():
+        raise OutputExists(_WRITTEN_MEANWHILE)
+    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", dir=path.parent,
+                                         suffix=f".{_writer_tag()}.partial{path.suffix}")
     os.close(handle)
     try:
         iio.imwrite(temporary, pixels, extension=path.suffix, **options)
-        os.replace(temporary, path)
+        os.chmod(temporary, _output_mode(path))
+        if replace:
+            os.replace(temporary, path)
+        else:
+            _place_new(Path(temporary), path)
     except BaseException as exc:  # an interrupt too: leave nothing behind
         Path(temporary).unlink(missing_ok=True)
-        if not isinstance(exc, Exception):
+        if not isinstance(exc, Exception) or isinstance(exc, OutputExists):
             raise
         raise ImageError(f"cannot write ({_reason(exc)})") from None
+
+
+_WRITTEN_MEANWHILE = ("output appeared while this run computed it (another run wrote it); kept that file "
+                      "(use --overwrite to replace it)")
+
+
+def _place_new(temporary: Path, path: Path) -> None:
+    """Move ``temporary`` to ``path`` unless ``path`` exists (then raise OutputExists)."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise OutputExists(_WRITTEN_MEANWHILE) from None
+    except OSError:  # no hard links here (FAT, some network file systems)
+        if path.exists():
+            raise OutputExists(_WRITTEN_MEANWHILE) from None
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Remove the partial outputs in ``folder`` left by writers on this host that no longer run.
+
+    Partial files of live processes, of other hosts (a shared folder) and
+    files not named by nlfilt are left alone.  Returns the removed paths.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    host = _host_tag()
+    for entry in entries:
+        match = _PARTIAL.match(entry.name)
+        if match is None or match["host"] != host or _process_alive(int(match["pid"])):
+            continue
+        try:
+            entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@lru_cache(maxsize=1)
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname().split(".")[0]) or "host"
+
+
+def _writer_tag() -> str:
+    return f"nlfilt-{_host_tag()}-{os.getpid()}"
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _output_mode(path: Path) -> int:
+    """Mode of a written output: an existing file's own, else what the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    with _UMASK_LOCK:  # the umask can only be read by setting it
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _tiff_pages(path: Path) -> int:
+    """Number of pages of a TIFF file (0 for other files)."""
+    try:
+        with open(path, "rb") as stream:
+            magic = stream.read(4)
+    except OSError:
+        return 0
+    if magic not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return 0
+    try:
+        import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+
+        with tifffile.TiffFile(path) as tiff:
+            return len(tiff.pages)
+    except Exception:
+        return 0  # let the reader report it
 
 
 def _refuse_lossy_reads(path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import numpy
@@ -15,14 +16,27 @@ from tqdm import tqdm
 
 import nlfilt
 from nlfilt.backend import get_backend
+from nlfilt.cli.interrupts import Interrupted, signals_interrupt
 from nlfilt.cli.options import (
     api_options,
+    check_image_cost,
     check_options,
     filter_options,
     resolve_for_image,
     stopping_options,
 )
-from nlfilt.images import IMAGE_EXTENSIONS, ImageError, read_image, write_image
+from nlfilt.cli.report import Report
+from nlfilt.images import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    OutputExists,
+    read_header,
+    read_image,
+    remove_stale_partials,
+    same_format,
+    storage_problem,
+    write_image,
+)
 
 
 @dataclass
@@ -33,16 +47,25 @@ class Job:
     target: Path
 
 
-def expand_inputs(inputs: tuple[Path, ...], recursive: bool) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input) for every file named or found in a named folder."""
+def expand_inputs(inputs: tuple[Path, ...], recursive: bool,
+                  exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(file, path relative to its input) for every file named or found in a named folder.
+
+    Folders yield their image files, hidden ones (and nlfilt's partial
+    outputs) left out, and nothing under ``exclude`` (the output folder, when
+    it lies inside an input folder).
+    """
     found = []
     for item in inputs:
         if item.is_dir():
             pattern = "**/*" if recursive else "*"
             for path in sorted(item.glob(pattern)):
                 hidden = any(part.startswith(".") for part in path.relative_to(item).parts)
-                if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not hidden:
-                    found.append((path, path.relative_to(item)))
+                if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS or hidden:
+                    continue
+                if exclude is not None and path.resolve().is_relative_to(exclude):
+                    continue
+                found.append((path, path.relative_to(item)))
         else:
             found.append((item, Path(item.name)))
     return found
@@ -50,11 +73,14 @@ def expand_inputs(inputs: tuple[Path, ...], recursive: bool) -> list[tuple[Path,
 
 def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[Job]:
     """Map inputs to outputs; raise click.UsageError for an impossible or unsafe plan."""
-    files = expand_inputs(inputs, recursive)
     single_file = len(inputs) == 1 and not inputs[0].is_dir()
     to_folder = not single_file or output.is_dir() or str(output).endswith(("/", "\\")) or not output.suffix
     if to_folder and output.exists() and not output.is_dir():
         raise click.UsageError(f"output {output} is a file; several inputs or a folder need an output folder")
+    if to_folder and not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:
+        raise click.UsageError(f"several inputs or a folder need an output folder, and {output} names an "
+                               "image file; give a folder (it is created if missing)")
+    files = expand_inputs(inputs, recursive, exclude=output.resolve() if to_folder else None)
     jobs = [Job(source, output / relative if to_folder else output) for source, relative in files]
     sources = {job.source.resolve() for job in jobs}
     seen: dict[Path, Path] = {}
@@ -70,6 +96,36 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[J
     return jobs
 
 
+def check_jobs(jobs: list[Job]) -> None:
+    """Raise click.UsageError for what would fail only after denoising: an output format that is
+    unknown or cannot store its input's pixels, or an output folder that cannot be written.
+
+    Inputs whose header cannot be read are left to fail (with the reason) at their turn.
+    """
+    for job in jobs:
+        suffix = job.target.suffix
+        if suffix.lower() not in IMAGE_EXTENSIONS:
+            raise click.UsageError(f"output {job.target}: {storage_problem(suffix, numpy.uint8, 0)}")
+        if same_format(suffix, job.source.suffix):
+            continue  # read in this format, so it can be written back in it
+        try:
+            header = read_header(job.source)
+        except ImageError:
+            continue
+        problem = storage_problem(suffix, header.dtype, header.layout_channels)
+        if problem:
+            raise click.UsageError(f"output {job.target} cannot hold {job.source} "
+                                   f"({header.dtype}, {header.shape}): {problem}")
+    for folder in sorted({job.target.parent for job in jobs}):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise click.UsageError(f"cannot create the output folder {folder}: {existing} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise click.UsageError(f"cannot write into the output folder {existing}: permission denied")
+
+
 @click.command("denoise")
 @click.argument("inputs", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path, readable=True))
@@ -82,7 +138,7 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[J
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
               help="Refuse an image whose estimated CPU time exceeds this (0: no limit).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
-              help="Write one JSON line per input to this file ('-' for stdout).")
+              help="Append a line for the run and one JSON line per input to this file ('-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
 def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, overwrite: bool,
                     max_minutes: float, report_path: Path | None, quiet: bool, **filter_params: Any) -> None:
@@ -92,7 +148,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     file in it).  Outputs keep each input's dtype, bit depth and channel
     layout; alpha is copied unfiltered.  Existing outputs are skipped unless
     --overwrite, so an interrupted batch resumes where it stopped.  Exit status
-    1 when any file failed, 2 for a usage error.
+    1 when any file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM)
+    when interrupted.
     """
     options = api_options(filter_params)
     check_options(options)
@@ -103,56 +160,69 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     jobs = plan_jobs(inputs, output, recursive)
     if not jobs:
         raise click.UsageError("no image files found in the inputs")
+    check_jobs(jobs)
+    for folder in {job.target.parent for job in jobs}:
+        remove_stale_partials(folder)
+    report = Report(report_path)
+    report.header(nlfilt.__version__, "denoise", inputs, output,
+                  dict(filter_params, recursive=recursive, overwrite=overwrite, max_minutes=max_minutes))
     counts = {"denoised": 0, "failed": 0, "skipped": 0}
-    report = _open_report(report_path)
+    interrupted: Interrupted | None = None
     bar = tqdm(jobs, desc="images", unit="image", disable=quiet or len(jobs) < 2, file=sys.stderr,
                dynamic_ncols=True)
     try:
-        for job in bar:
-            entry = _run_job(job, options, backend.name, overwrite, max_minutes, quiet)
-            counts[entry["status"]] += 1
-            if entry["status"] == "failed":
-                tqdm.write(f"error: {job.source}: {entry['error']}", file=sys.stderr)
-            if report is not None:
-                report.write(json.dumps(entry) + "\n")
-                report.flush()
+        with signals_interrupt():
+            for job in bar:
+                try:
+                    entry = _run_job(job, options, backend.name, overwrite, max_minutes, quiet)
+                except (Interrupted, KeyboardInterrupt) as exc:
+                    interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+                    report.write(_entry(job, backend.name, status="interrupted", error=f"{exc} received"))
+                    break
+                counts[entry["status"]] += 1
+                if entry["status"] == "failed":
+                    tqdm.write(f"error: {job.source}: {entry['error']}", file=sys.stderr)
+                report.write(entry)
     finally:
         bar.close()
-        if report is not None and report is not sys.stdout:
-            report.close()
+        report.close()
+    summary = f"{counts['denoised']} denoised, {counts['failed']} failed, {counts['skipped']} skipped"
+    if interrupted is not None:
+        click.echo(f"{summary}; interrupted by {interrupted}", err=True)
+        sys.exit(interrupted.exit_status)
     if not quiet or counts["failed"]:
-        click.echo(f"{counts['denoised']} denoised, {counts['failed']} failed, {counts['skipped']} skipped",
-                   err=True)
+        click.echo(summary, err=True)
     if counts["failed"]:
         sys.exit(1)
 
 
-def _open_report(path: Path | None) -> IO[str] | None:
-    if path is None:
-        return None
-    if str(path) == "-":
-        return sys.stdout
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise click.BadParameter(f"cannot write {path}: {exc.strerror}", param_hint="--report") from None
+def _entry(job: Job, device: str, **fields: Any) -> dict[str, Any]:
+    """A report entry for ``job`` with every field present."""
+    entry: dict[str, Any] = {"input": str(job.source), "output": str(job.target), "status": "denoised",
+                             "error": None, "sigma": None, "iterations": None, "pilot_iterations": None,
+                             "seconds": None, "device": device}
+    entry.update(fields)
+    return entry
 
 
 def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
              quiet: bool) -> dict[str, Any]:
-    """Denoise one file; return its report entry (never raises for a bad file)."""
-    entry: dict[str, Any] = {"input": str(job.source), "output": str(job.target), "status": "denoised",
-                             "error": None, "sigma": None, "iterations": None, "pilot_iterations": None,
-                             "seconds": None, "device": device}
+    """Denoise one file; return its report entry (never raises for a bad file).
+
+    The file is refused from its header (size, cost, memory) before its
+    pixels are decoded.
+    """
+    entry = _entry(job, device)
     if job.target.exists() and not overwrite:
         entry["status"] = "skipped"
         entry["error"] = "output exists (use --overwrite to replace it)"
         return entry
     started = time.perf_counter()
     try:
+        check_image_cost(read_header(job.source).colour_shape, options, max_minutes)
         image = read_image(job.source)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
-        resolved, call = resolve_for_image(colour, options, max_minutes)
+        resolved, call = resolve_for_image(colour, options)
         entry["sigma"] = resolved.sigma
         progress = _iteration_bar(job.source.name, options["iterations"], quiet)
         try:
@@ -164,7 +234,10 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
         entry["pilot_iterations"] = info.pilot_iterations
         result = result.get() if hasattr(result, "get") else result
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.target, image.assemble(result))
+        write_image(job.target, image.assemble(result), replace=overwrite)
+    except OutputExists as exc:
+        entry["status"] = "skipped"
+        entry["error"] = str(exc)
     except (ImageError, ValueError, MemoryError, OSError) as exc:
         entry["status"] = "failed"
         entry["error"] = _message(exc)
@@ -195,7 +268,7 @@ def _iteration_bar(name: str, iterations: int | str, quiet: bool) -> _IterationB
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
-        return "out of memory; use a smaller --window or --device gpu"
+        return "out of memory; crop the image or split it into tiles"
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
     return str(exc)

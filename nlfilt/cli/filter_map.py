@@ -9,8 +9,14 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.cli.options import api_options, check_options, filter_options, resolve_for_image
-from nlfilt.images import ImageError, read_image, write_image
+from nlfilt.cli.options import (
+    api_options,
+    check_image_cost,
+    check_options,
+    filter_options,
+    resolve_for_image,
+)
+from nlfilt.images import ImageError, read_header, read_image, storage_problem, write_image
 
 #: Colour map anchors from black through purple, red and orange to pale yellow
 #: (perceptually ordered, readable in gray scale), interpolated linearly.
@@ -61,10 +67,14 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
     check_options(options)
     if output.resolve() == image_path.resolve():
         raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
+    problem = storage_problem(output.suffix, numpy.uint8, 3)
+    if problem:
+        raise click.UsageError(f"output {output}: {problem}")
     try:
+        check_image_cost(read_header(image_path).colour_shape, options, max_minutes, steps=0)  # one row of W
         image = read_image(image_path)
         colour = image.colour.astype(numpy.float32)
-        _, call = resolve_for_image(colour, options, max_minutes, steps=0)  # one row of W
+        _, call = resolve_for_image(colour, options)
         weights = nlfilt.filter_row(colour, pixel, **call)
         write_image(output, heat_map(weights, None if no_marker else pixel))
     except (ImageError, ValueError, RuntimeError) as exc:

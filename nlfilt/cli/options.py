@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -9,14 +10,23 @@ from typing import Any
 import click
 import numpy
 
-from nlfilt.api import DEFAULT_MEMORY_BUDGET, GUIDES, NORMALIZE_CHOICES, prepare, resolve_stopping
-from nlfilt.backend import DEVICES, get_backend
+from nlfilt.api import (
+    DEFAULT_MEMORY_BUDGET,
+    GUIDES,
+    KERNEL_DEFAULTS,
+    NORMALIZE_CHOICES,
+    prepare,
+    resolve_options,
+    resolve_stopping,
+)
+from nlfilt.backend import DEVICES, get_backend, gpu_status
 from nlfilt.filters import estimate_cpu_seconds, estimate_working_bytes, expected_applications
 from nlfilt.kernels import KERNELS
 from nlfilt.stopping import STOP_RULES
 
 #: The options of :func:`nlfilt.api.prepare` (the filter); the others belong to :func:`nlfilt.denoise`.
-PREPARE_KEYS = ("kernel", "patch", "window", "h", "sigma", "depth", "device", "normalize", "iterations")
+PREPARE_KEYS = ("kernel", "patch", "window", "h", "sigma", "depth", "device", "normalize", "iterations",
+                "memory_budget")
 
 
 class _WordOrNumber(click.ParamType):
@@ -42,7 +52,34 @@ class WindowType(_WordOrNumber):
 
     name = "N|global|auto"
     words = {"global": None, "auto": "auto"}
-    expected = "an odd integer, 'global' or 'auto'"
+    expected = "an odd integer >= 1, 'global' or 'auto'"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        side = super().convert(value, param, ctx)
+        if isinstance(side, int) and (side < 1 or side % 2 == 0):
+            self.fail(f"{value!r} is not {self.expected}", param, ctx)
+        return side
+
+
+class MemoryType(click.ParamType):
+    """A size in bytes: a number with a unit K, M, G or T (powers of 1024), MiB when it has none."""
+
+    name = "SIZE"
+    _UNITS = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removesuffix("b").removesuffix("i")
+        unit = text[-1] if text and text[-1] in self._UNITS else ""
+        try:
+            size = float(text[: len(text) - len(unit)]) * self._UNITS[unit]
+        except ValueError:
+            size = 0.0
+        if not (math.isfinite(size) and size >= 2**20):
+            self.fail(f"{value!r} is not a size of at least 1M (e.g. 512M, 2G; a plain number is MiB)",
+                      param, ctx)
+        return int(size)
 
 
 class SigmaType(_WordOrNumber):
@@ -84,6 +121,9 @@ def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
                           "scaling. [default: rows]"),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      help="Compute on the CPU, a CUDA GPU, or the GPU when one is usable."),
+        click.option("--memory-budget", type=MemoryType(), default=DEFAULT_MEMORY_BUDGET,
+                     help="Memory the global mode's tiles (and the windowed mode's kept weights) may use, "
+                          "e.g. 512M or 2G. [default: 256M]"),
     ]
     for decorator in reversed(decorators):
         function = decorator(function)
@@ -121,50 +161,84 @@ def check_options(options: dict[str, Any]) -> None:
 
     Image-dependent limits (a patch larger than an image) are checked per file.
     """
-    probe = numpy.zeros((64, 64), dtype=numpy.float32)
-    probe_options = dict(_prepare_options(options), patch=None, device="cpu")
-    if options["kernel"] == "nlm" or options.get("iterations") == "auto":
-        probe_options["sigma"] = options["sigma"] if options["sigma"] is not None else 1.0  # no estimate
     try:
-        if options["patch"] is not None and (options["patch"] < 1 or options["patch"] % 2 == 0):
-            raise ValueError(f"patch must be an odd integer >= 1; got {options['patch']}")
-        prepare(probe, dtype=numpy.float32, memory_budget=2**20, **probe_options)
+        resolve_options((2**30, 2**30), **_filter_options(options))
         resolve_stopping(options.get("iterations", 1), options.get("stop"), options.get("max_iterations"))
     except ValueError as exc:
         raise click.UsageError(f"invalid option: {exc}") from None
+
+
+def _filter_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of :func:`nlfilt.api.resolve_options`."""
+    return {key: value for key, value in options.items() if key in PREPARE_KEYS and key != "device"}
 
 
 def _prepare_options(options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key in PREPARE_KEYS}
 
 
+def describe_seconds(seconds: float) -> str:
+    """'about 40 seconds', 'about 12 minutes', 'about 3.5 hours'."""
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} seconds"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} minutes"
+    return f"about {seconds / 3600:.1f} hours"
+
+
 def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device: str,
                max_minutes: float, iterations: int | str = 1) -> None:
-    """Raise ValueError with the estimate and a suggestion when a CPU run would take too long
+    """Raise ValueError with the estimate and working remedies when a CPU run would take too long
     (over ``max_minutes``; 0 disables) or need over half of the machine's memory.
 
     ``applications`` counts products with ``K``; ``iterations`` ('auto' or a
-    count) adds what automatic stopping holds to the memory estimate.
+    count) adds what automatic stopping holds to the memory estimate.  The
+    suggestions are only ones that help: a search window only for NLM (the
+    windowed tangent filters are indefinite), the GPU only when one is usable.
     """
     if device != "cpu":
         return
+    gpu_usable = gpu_status()[0]
+    global_mode = resolved.window is None
     memory = physical_memory()
     needed = estimate_working_bytes(shape, resolved, get_backend("cpu").workers, iterations)
     if memory and needed > memory // 2:
+        remedies = []
+        if global_mode and iterations == "auto":
+            remedies.append("a fixed --iterations count (auto keeps Lanczos bases of the whole image)")
+        if global_mode or iterations == "auto":
+            remedies.append(f"a smaller --memory-budget (now {resolved.memory_budget / 2**20:.0f}M)")
+        if gpu_usable:
+            remedies.append("--device gpu")
+        remedies.append("crop the image or split it into tiles")
         raise ValueError(
             f"{shape[0]}x{shape[1]} would need about {needed / 2**30:.1f} GiB of working memory, over half "
-            f"of this machine's {memory / 2**30:.0f} GiB; split the image into tiles or use --device gpu"
+            f"of this machine's {memory / 2**30:.0f} GiB; use {_either(remedies)}"
         )
     if max_minutes <= 0:
         return
     seconds = estimate_cpu_seconds(shape, resolved, applications)
     if seconds > 60 * max_minutes:
-        mode = "global mode" if resolved.window is None else f"window {resolved.window}"
+        remedies = []
+        if global_mode and resolved.kernel == "nlm":
+            remedies.append("a search window (--window 21)")
+        elif global_mode:
+            remedies.append("a smaller crop (the global mode's time grows as the square of the pixel count)")
+        elif resolved.window > 7:
+            remedies.append(f"a smaller search window (--window {max(7, resolved.window // 2 | 1)})")
+        if gpu_usable:
+            remedies.append("--device gpu")
+        remedies.append("a larger --max-minutes")
+        mode = "global mode" if global_mode else f"window {resolved.window}"
         raise ValueError(
-            f"{shape[0]}x{shape[1]} in {mode} with kernel {resolved.kernel} would take about "
-            f"{seconds / 60:.0f} minutes on this CPU (over --max-minutes {max_minutes:g}); use a search "
-            "window (--window 21), --device gpu, or raise --max-minutes"
+            f"{shape[0]}x{shape[1]} in {mode} with kernel {resolved.kernel} would take "
+            f"{describe_seconds(seconds)} on this CPU (over --max-minutes {max_minutes:g}); "
+            f"use {_either(remedies)}"
         )
+
+
+def _either(remedies: list[str]) -> str:
+    return remedies[0] if len(remedies) == 1 else ", ".join(remedies[:-1]) + " or " + remedies[-1]
 
 
 def physical_memory() -> int:
@@ -175,21 +249,41 @@ def physical_memory() -> int:
         return 0
 
 
-def resolve_for_image(colour: Any, options: dict[str, Any], max_minutes: float,
-                      steps: int | str | None = None) -> tuple[Any, dict[str, Any]]:
-    """Resolve one image's defaults and refuse a too costly run (ValueError).
+def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float,
+                     steps: int | str | None = None) -> None:
+    """Refuse an image of ``shape`` (its filtered channels) before it is decoded (ValueError).
+
+    Checks the options against the image size (a default patch larger than
+    the image is named with the option to set) and the time and memory
+    estimates of ``steps`` twicing steps (default: the options' iterations;
+    0 for one row of ``W``), counting the products with ``K`` that
+    normalisation and guiding add.
+    """
+    height, width = shape[:2]
+    kernel = options["kernel"]
+    default_patch = KERNEL_DEFAULTS[kernel]["patch"]
+    if options["patch"] is None and default_patch > min(height, width):
+        largest = min(height, width) - (1 - min(height, width) % 2)
+        raise ValueError(f"the image is {height}x{width}, smaller than the default patch {default_patch} of "
+                         f"--kernel {kernel}; pass --patch with an odd value up to {largest}")
+    if options["sigma"] is None and min(height, width) < 4 and (kernel == "nlm"
+                                                                or options.get("iterations") == "auto"):
+        raise ValueError(f"the noise level cannot be estimated from a {height}x{width} image; pass --sigma")
+    resolved = resolve_options(shape, **_filter_options(options))
+    steps = options.get("iterations", 1) if steps is None else steps
+    applications = expected_applications(resolved, steps, options.get("guide") is not None)
+    device = get_backend(options["device"]).name
+    check_cost(tuple(shape), resolved, applications, device, max_minutes, steps)
+
+
+def resolve_for_image(colour: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Resolve one image's defaults (sigma estimated once).
 
     Returns the resolved options and the keyword arguments for the API call,
     with the estimated sigma (and NLM's h) filled in so they are not
-    estimated twice.  The cost is that of ``steps`` twicing steps (default:
-    the options' iterations; 0 for one row of ``W``), with the products with
-    ``K`` that normalisation and guiding add.
+    estimated twice.
     """
-    backend, _, resolved = prepare(colour, dtype=numpy.float32, memory_budget=DEFAULT_MEMORY_BUDGET,
-                                   **_prepare_options(options))
-    steps = options.get("iterations", 1) if steps is None else steps
-    applications = expected_applications(resolved, steps, options.get("guide") is not None)
-    check_cost(colour.shape, resolved, applications, backend.name, max_minutes, steps)
+    _, _, resolved = prepare(colour, dtype=numpy.float32, **_prepare_options(options))
     if resolved.sigma is not None:
         options = dict(options, sigma=resolved.sigma)
     if resolved.kernel == "nlm":
