@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,9 @@ KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_n
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 def test_every_kernel_compiles_without_warnings(dtype, architecture):
-    pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy's NVRTC binding is not installed")
+    if os.environ.get("NLFILT_REQUIRE_NVRTC") != "1":  # CI sets it: there the check must run
+        pytest.importorskip("cupy_backends.cuda.libs.nvrtc",
+                            reason="CuPy's NVRTC binding is not installed (pip install -e '.[cuda-check]')")
     ptx, log = cuda.compile_to_ptx(dtype, architecture)
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     assert log.strip() == ""
