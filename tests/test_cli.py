@@ -14,6 +14,7 @@ import numpy
 import pytest
 from click.testing import CliRunner
 
+import nlfilt
 from nlfilt.backend import gpu_status
 from nlfilt.cli import main
 
@@ -376,3 +377,112 @@ def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path
     assert "Traceback" not in refused.output
     even = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--patch", "4"])
     assert even.exit_code == 2 and "--patch" in even.output
+
+
+# Path safety: an input must never be overwritten, nor an output silently dropped
+
+def input_folder(tmp_path: Path) -> tuple[Path, bytes]:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(folder / "a.png", noisy)
+    return folder, (folder / "a.png").read_bytes()
+
+
+@pytest.mark.parametrize("route", ["dotdot", "symlink", "hardlink", "symlinked-folder"])
+def test_an_input_reached_by_another_path_is_never_overwritten(tmp_path, route):
+    folder, before = input_folder(tmp_path)
+    if route == "dotdot":
+        output = folder / ".." / "in" / "a.png"
+    elif route == "symlink":
+        output = tmp_path / "link.png"
+        output.symlink_to(folder / "a.png")
+    elif route == "hardlink":
+        output = tmp_path / "hard.png"
+        output.hardlink_to(folder / "a.png")
+    else:
+        (tmp_path / "alias").symlink_to(folder)
+        output = tmp_path / "alias" / "a.png"
+    result = CliRunner().invoke(main, ["denoise", str(folder / "a.png"), "-o", str(output), "--overwrite"])
+    assert result.exit_code == 2 and "refusing to overwrite an input" in result.output, result.output
+    assert (folder / "a.png").read_bytes() == before
+    result = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(output.parent), "--overwrite"])
+    assert result.exit_code == 2 and (folder / "a.png").read_bytes() == before
+
+
+def test_two_inputs_with_one_output_are_refused_before_anything_runs(tmp_path):
+    for name in ("d1", "d2"):
+        (tmp_path / name).mkdir()
+        iio.imwrite(tmp_path / name / "a.png", noisy_pixels(numpy.uint8)[1])
+    result = run("denoise", tmp_path / "d1" / "a.png", tmp_path / "d2" / "a.png", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "would both be written to" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_hidden_and_partial_files_are_never_taken_as_inputs(tmp_path):
+    folder, _ = input_folder(tmp_path)
+    noisy = iio.imread(folder / "a.png")
+    iio.imwrite(folder / ".hidden.png", noisy)
+    iio.imwrite(folder / ".a.x1y2.nlfilt-host-123.partial.png", noisy)
+    (folder / ".git").mkdir()
+    iio.imwrite(folder / ".git" / "b.png", noisy)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".c.x1y2.nlfilt-elsewhere-1.partial.png").write_bytes(b"someone else's partial file")
+    result = run("denoise", folder, "-o", out, "--recursive", "--report", "-")
+    assert result.exit_code == 0
+    assert [Path(entry["input"]).name for entry in report_entries(result.stdout)] == ["a.png"]
+    assert sorted(path.name for path in out.iterdir()) == [".c.x1y2.nlfilt-elsewhere-1.partial.png", "a.png"]
+
+
+REFUSED_OUTPUTS = [
+    ("rgba8.png", numpy.uint8, 4, ".bmp", "alpha"),
+    ("rgba8.png", numpy.uint8, 4, ".jpg", "alpha"),
+    ("grayalpha8.png", numpy.uint8, 2, ".jpeg", "alpha"),
+    ("gray32.tif", numpy.float32, 0, ".png", "TIFF"),
+    ("gray32.tif", numpy.float32, 0, ".jpg", "TIFF"),
+    ("gray16.png", numpy.uint16, 0, ".jpg", "8-bit"),
+    ("gray16.png", numpy.uint16, 0, ".bmp", "8-bit"),
+    ("rgb16.tif", numpy.uint16, 3, ".png", "16-bit gray only"),
+]
+
+
+@pytest.mark.parametrize(("name", "dtype", "channels", "suffix", "reason"), REFUSED_OUTPUTS,
+                         ids=[f"{row[0]}-to-{row[3][1:]}" for row in REFUSED_OUTPUTS])
+def test_every_output_that_would_lose_data_is_refused(tmp_path, name, dtype, channels, suffix, reason):
+    iio.imwrite(tmp_path / name, noisy_pixels(dtype, channels)[1])
+    target = tmp_path / f"out{suffix}"
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / name), "-o", str(target)])
+    assert result.exit_code == 2 and reason in result.output, result.output
+    assert not target.exists()
+
+
+# The command line writes exactly what the library computes, rounded and clipped as documented
+
+@pytest.mark.parametrize(("name", "dtype", "channels"), ROUND_TRIPS, ids=[row[0] for row in ROUND_TRIPS])
+def test_the_output_is_the_library_result_rounded_and_clipped(tmp_path, name, dtype, channels):
+    source = tmp_path / name
+    iio.imwrite(source, noisy_pixels(dtype, channels)[1])
+    pixels = iio.imread(source)
+    lossless = ".tif" if numpy.dtype(dtype).kind == "f" or (dtype == numpy.uint16 and channels) else ".png"
+    target = tmp_path / f"out{lossless}"
+    assert run("denoise", source, "-o", target, "--quiet").exit_code == 0
+    colour = pixels[..., :-1] if channels in (2, 4) else pixels
+    filtered = nlfilt.denoise(colour.astype(numpy.float32), device="cpu")
+    if numpy.dtype(dtype).kind == "u":
+        limit = numpy.iinfo(dtype).max
+        expected = numpy.clip(numpy.rint(filtered), 0, limit).astype(dtype)
+    else:
+        expected = filtered.astype(dtype)
+    if channels in (2, 4):
+        expected = numpy.concatenate([expected, pixels[..., -1:]], axis=2)
+    numpy.testing.assert_array_equal(iio.imread(target), expected)
+
+
+def test_integer_outputs_are_rounded_and_clipped_not_truncated(tmp_path):
+    from nlfilt.images import cast_like
+
+    values = numpy.array([[-3.2, 0.49, 0.51, 1.7, 127.8, 254.6, 255.4, 300.0]])
+    assert cast_like(values, numpy.uint8).tolist() == [[0, 0, 1, 2, 128, 255, 255, 255]]
+    values = numpy.array([[-1.0, 0.3, 0.7, 40000.6, 65534.6, 65535.4, 70000.0]])
+    assert cast_like(values, numpy.uint16).tolist() == [[0, 0, 1, 40001, 65535, 65535, 65535]]

@@ -83,10 +83,11 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[J
     files = expand_inputs(inputs, recursive, exclude=output.resolve() if to_folder else None)
     jobs = [Job(source, output / relative if to_folder else output) for source, relative in files]
     sources = {job.source.resolve() for job in jobs}
+    files = {_file_identity(job.source) for job in jobs} - {None}
     seen: dict[Path, Path] = {}
     for job in jobs:
-        target = job.target.resolve()
-        if target in sources:
+        target = job.target.resolve()  # '..' and symbolic links; hard links by identity
+        if target in sources or _file_identity(target) in files:
             raise click.UsageError(f"output {job.target} is the input file {job.source}; refusing to "
                                    "overwrite an input: choose another output")
         if target in seen:
@@ -94,6 +95,15 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[J
                                    f"{job.target}")
         seen[target] = job.source
     return jobs
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, the same for all its hard links; None when absent."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def check_jobs(jobs: list[Job]) -> None:
