@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import imageio.v3 as iio
 import numpy
 import pytest
@@ -10,10 +12,10 @@ import nlfilt
 from nlfilt.api import GUIDE_H_PER_SIGMA, prepare
 from nlfilt.filters import SINKHORN_TOL, build_filter
 from nlfilt.linalg import BlockLanczos
-from nlfilt.stopping import DISCREPANCY_FACTOR, KrylovTrajectory
+from nlfilt.stopping import DISCREPANCY_FACTOR, KrylovTrajectory, choose
 
 import reference
-from conftest import DATA_DIR, to_host
+from conftest import to_host
 
 RNG = numpy.random.default_rng(5)
 
@@ -123,11 +125,13 @@ def test_sinkhorn_filter_is_symmetric_and_doubly_stochastic():
         assert numpy.allclose(single.reshape(-1), weights @ noisy.reshape(-1), rtol=1e-9)
 
 
-def _oracle_gap(noisy, clean, sigma, options, steps):
-    """(PSNR at SURE's t, best PSNR over t <= steps) for the same filter.
+def _oracle(noisy, clean, sigma, options, steps):
+    """SURE's choice against the oracle for the same filter.
 
-    The oracle trajectory is plain twicing in the windowed mode and a Krylov
-    trajectory (checked against plain twicing above) in the global mode.
+    Returns (chosen t, oracle t, PSNR gap in dB, info.risk, true MSE per
+    pixel over the steps info.risk covers).  The oracle trajectory is plain
+    twicing in the windowed mode and a Krylov trajectory (checked against
+    plain twicing above) in the global mode.
     """
     auto, info = nlfilt.denoise(noisy, iterations="auto", sigma=sigma, return_info=True, device="cpu",
                                 dtype=numpy.float64, **options)
@@ -143,9 +147,12 @@ def _oracle_gap(noisy, clean, sigma, options, steps):
         estimates = (trajectory.estimate(step) for step in range(1, steps + 1))
     else:
         estimates = twicing_steps(filter_, flat, steps)
-    scores = [psnr(estimate.reshape(clean.shape), clean) for estimate in estimates]
-    assert psnr(auto, clean) == pytest.approx(scores[info.iterations - 1], abs=1e-4)
-    return scores[info.iterations - 1], max(scores)
+    errors = numpy.array([numpy.mean((estimate.reshape(clean.shape) - clean) ** 2) for estimate in estimates])
+    scores = 10 * numpy.log10(255**2 / errors)
+    chosen = info.iterations
+    assert psnr(auto, clean) == pytest.approx(scores[chosen - 1], abs=1e-4)
+    oracle = int(numpy.argmax(scores)) + 1
+    return chosen, oracle, scores[oracle - 1] - scores[chosen - 1], info.risk, errors[: len(info.risk)]
 
 
 def twicing_steps(filter_, flat, steps):
@@ -155,26 +162,78 @@ def twicing_steps(filter_, flat, steps):
         yield estimate
 
 
-def _scenes():
-    scenes = [synthetic(48, seed) for seed in range(3)]
-    if (DATA_DIR / "set12").is_dir():
-        for name in ("01.png", "05.png", "08.png"):
-            scenes.append(iio.imread(DATA_DIR / "set12" / name).astype(float)[64:112, 64:112])
-    return scenes
+def texture(size: int, seed: int) -> numpy.ndarray:
+    """A smooth periodic texture, 0..255, that an over-smoothing filter blurs: twicing must restore it
+    over several steps, so the best step is well above 1 for every filter below."""
+    rows, cols = numpy.mgrid[:size, :size].astype(float)
+    waves = numpy.sin(2 * numpy.pi * cols / (9 + seed)) * numpy.cos(2 * numpy.pi * rows / (13 - seed))
+    return 128 + 50 * waves + 30 * numpy.sin(2 * numpy.pi * (rows + cols) / 17)
 
 
-@pytest.mark.parametrize(("options", "steps"), [
-    ({"kernel": "nlm", "window": 11, "patch": 5}, 12),
-    ({"kernel": "arccos", "window": None, "patch": 3}, 300),
-], ids=["nlm windowed", "arccos global"])
-def test_sure_stops_within_a_tenth_of_a_decibel_of_the_oracle(options, steps):
-    sigma = 25.0
+#: Modes of automatic stopping: options, steps the oracle looks at, seeds, and the bound on the mean
+#: PSNR gap to the oracle (measured mean gap in the comment: the bound is about 1.5-2x it).  NLM's
+#: large h over-smooths on purpose, so that its best step is above 1.
+STOPPING_MODES = {
+    "nlm windowed": ({"kernel": "nlm", "window": 11, "patch": 5, "h": 75.0}, 20, 6, 0.03),  # 0.013 dB
+    "nlm windowed sinkhorn": ({"kernel": "nlm", "window": 11, "patch": 5, "h": 75.0, "normalize": "sinkhorn"},
+                              20, 6, 0.03),  # 0.016 dB
+    "nlm global": ({"kernel": "nlm", "window": None, "patch": 5, "h": 50.0}, 40, 6, 0.08),  # 0.046 dB
+    "arccos global": ({"kernel": "arccos", "window": None, "patch": 3}, 200, 6, 0.04),  # 0.023 dB
+    "ntk global": ({"kernel": "ntk", "window": None, "patch": 3}, 200, 4, 0.04),
+}
+
+
+@functools.cache
+def stopping_runs(mode: str) -> list[tuple]:
+    """:func:`_oracle` on 40x40 textures with noise of sigma 25, one per seed (computed once per mode)."""
+    options, steps, seeds, _ = STOPPING_MODES[mode]
+    runs = []
+    for seed in range(seeds):
+        clean = texture(40, seed)
+        noisy = clean + numpy.random.default_rng(seed).normal(0, 25, clean.shape)
+        runs.append(_oracle(noisy, clean, 25.0, options, steps))
+    return runs
+
+
+@pytest.mark.parametrize("mode", list(STOPPING_MODES))
+def test_sure_stops_near_the_best_step(mode):
+    runs = stopping_runs(mode)
+    chosen = [run[0] for run in runs]
+    oracle = [run[1] for run in runs]
+    gaps = [run[2] for run in runs]
+    assert min(oracle) >= 3, oracle  # scenes on which stopping at t = 1 (or 2) is wrong
+    assert numpy.mean(gaps) <= STOPPING_MODES[mode][3], gaps
+    if mode.startswith("nlm"):  # a sharp optimum: the step itself must be close
+        assert all(abs(a - b) <= 2 for a, b in zip(chosen, oracle, strict=True)), (chosen, oracle)
+    else:  # a flat optimum (within 0.1 dB over tens of steps): the loss is what counts
+        assert max(gaps) <= 0.15, gaps
+
+
+@pytest.mark.parametrize("mode", list(STOPPING_MODES))
+def test_sure_risk_tracks_the_true_error_on_average(mode):
+    ratios = [run[3][:3] / run[4][:3] for run in stopping_runs(mode)]  # t = 1, 2, 3
+    assert abs(numpy.mean(ratios) - 1) <= 0.1, numpy.mean(ratios, axis=0)
+
+
+def test_sure_waits_out_a_local_rise_before_taking_the_minimum():
+    # risk = residual - sigma^2 + 2 sigma^2 div / count; with div = 0 the risk is residual - 1
+    risk = numpy.array([5, 4, 3, 3.1, 2.5, 2, 1.9, 2.2, 2.5, 2.8, 3.0, 3.2, 3.4]) + 1.0
+    divergence = numpy.zeros_like(risk)
+    picks = [choose("sure", risk[:steps], divergence[:steps], 1.0, 1, final=False)
+             for steps in range(1, len(risk) + 1)]
+    first = next(index for index, pick in enumerate(picks) if pick is not None)
+    assert picks[first] == 7 and first + 1 == 10  # t = 7, decided once SURE rose for 3 steps past it
+    assert choose("sure", risk[:5], divergence[:5], 1.0, 1, final=True) == 5
+
+
+def test_sure_on_natural_crops(set12):
     gaps = []
-    for index, clean in enumerate(_scenes()):
-        noisy = clean + numpy.random.default_rng(index).normal(0, sigma, clean.shape)
-        chosen, best = _oracle_gap(noisy, clean, sigma, options, steps)
-        gaps.append(best - chosen)
-    assert numpy.mean(gaps) <= 0.1, gaps
+    for index, name in enumerate(("01.png", "05.png", "08.png")):
+        clean = iio.imread(set12 / name).astype(float)[64:112, 64:112]
+        noisy = clean + numpy.random.default_rng(index).normal(0, 25, clean.shape)
+        gaps.append(_oracle(noisy, clean, 25.0, {"kernel": "nlm", "window": 11, "patch": 5}, 12)[2])
+        gaps.append(_oracle(noisy, clean, 25.0, {"kernel": "arccos", "window": None, "patch": 3}, 300)[2])
+    assert numpy.mean(gaps) <= 0.02, gaps  # measured 0.000 (nlm) and 0.002 dB (arccos) on average
 
 
 def test_discrepancy_stops_at_the_first_step_below_the_noise_level():
