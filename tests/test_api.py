@@ -6,6 +6,8 @@ import numpy
 import pytest
 
 import nlfilt
+from nlfilt.api import prepare
+from nlfilt.filters import build_filter
 
 import reference
 from conftest import to_host
@@ -35,37 +37,71 @@ def assert_matches(actual, expected, kernel: str, tol: float) -> None:
     assert relative_error(actual, expected) <= tol
 
 
+def several_tiles(image, options, dtype) -> dict:
+    """A memory budget that splits this image's global operator into at least three tiles of rows."""
+    for budget in range(200_000, 20_000_000, 100_000):
+        try:
+            backend, array, resolved = prepare(image, device="cpu", dtype=dtype, memory_budget=budget,
+                                               **{"h": None, "sigma": None, "depth": 1, **options})
+            rows = build_filter(backend, array, resolved, reuse=True).affinity.tile_rows
+        except ValueError:  # too small for even one row
+            continue
+        if rows < 2:
+            continue
+        assert rows <= array.shape[0] * array.shape[1] // 3
+        return {"memory_budget": budget}
+    raise AssertionError("no budget gives several tiles")
+
+
+TILINGS = ["one tile", "several tiles"]
+
+
+def tiling(tiles: str, image, options, dtype) -> dict:
+    """Keyword arguments for one tile (windowed, or the default budget) or several (global mode)."""
+    if tiles == "one tile":
+        return {}
+    if options["window"] is not None:
+        pytest.skip("tiles are a global-mode matter")
+    return several_tiles(image, options, dtype)
+
+
+@pytest.mark.parametrize("tiles", TILINGS)
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
 @pytest.mark.parametrize("window", [None, 7])
 @pytest.mark.parametrize("image", [GRAY, COLOUR], ids=["gray", "colour"])
 @pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
-def test_denoise_matches_dense_reference(kernel, image, window, dtype, device):
+def test_denoise_matches_dense_reference(kernel, image, window, dtype, tiles, device):
     options = dict(KERNEL_OPTIONS[kernel], patch=5, window=window)
+    budget = tiling(tiles, image, options, dtype)
     expected = reference.twicing(image, 1, **options)
-    actual = nlfilt.denoise(image, dtype=dtype, device=device, **options)
+    actual = nlfilt.denoise(image, dtype=dtype, device=device, **options, **budget)
     assert actual.shape == image.shape and actual.dtype == dtype
     assert_matches(to_host(actual), expected, kernel, TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("tiles", TILINGS)
 @pytest.mark.parametrize("window", [None, 5])
 @pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
-def test_twicing_matches_dense_reference(kernel, window, device):
+def test_twicing_matches_dense_reference(kernel, window, tiles, device):
     options = dict(KERNEL_OPTIONS[kernel], patch=3, window=window)
+    budget = tiling(tiles, COLOUR, options, numpy.float64)
     expected = reference.twicing(COLOUR, 4, **options)
-    actual = nlfilt.denoise(COLOUR, iterations=4, dtype=numpy.float64, device=device, **options)
+    actual = nlfilt.denoise(COLOUR, iterations=4, dtype=numpy.float64, device=device, **options, **budget)
     # lambda_max enters every step: allow its 1e-3 tolerance, amplified at most 4-fold
     tol = 1e-6 if kernel == "nlm" else 4e-3
     assert relative_error(to_host(actual), expected) <= tol
 
 
+@pytest.mark.parametrize("tiles", TILINGS)
 @pytest.mark.parametrize("window", [None, 7])
 @pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
-def test_filter_matrix_matches_reference_and_denoise(kernel, window, device):
+def test_filter_matrix_matches_reference_and_denoise(kernel, window, tiles, device):
     options = dict(KERNEL_OPTIONS[kernel], patch=3, window=window)
-    weights = nlfilt.filter_matrix(COLOUR, dtype=numpy.float64, device=device, **options)
+    budget = tiling(tiles, COLOUR, options, numpy.float64)
+    weights = nlfilt.filter_matrix(COLOUR, dtype=numpy.float64, device=device, **options, **budget)
     assert isinstance(weights, numpy.ndarray) and weights.shape == (576, 576)
     assert_matches(weights, reference.filter_matrix(COLOUR, **options), kernel, 1e-6)
-    one_shot = to_host(nlfilt.denoise(COLOUR, dtype=numpy.float64, device=device, **options))
+    one_shot = to_host(nlfilt.denoise(COLOUR, dtype=numpy.float64, device=device, **options, **budget))
     assert relative_error(one_shot.reshape(576, 3), weights @ COLOUR.reshape(576, 3)) <= 1e-12
 
 
@@ -131,10 +167,16 @@ def test_default_h_follows_the_estimated_sigma():
     from nlfilt.noise import estimate_sigma
 
     sigma = estimate_sigma(numpy, COLOUR.astype(numpy.float64))
-    ratio = nlfilt.KERNEL_DEFAULTS["nlm"]["h_per_sigma"]
     default = nlfilt.denoise(COLOUR, dtype=numpy.float64, device="cpu")
-    explicit = nlfilt.denoise(COLOUR, sigma=sigma, h=ratio * sigma, dtype=numpy.float64, device="cpu")
+    # the documented defaults: patch 5, window 11, h = 0.8 sigma
+    explicit = nlfilt.denoise(COLOUR, sigma=sigma, h=0.8 * sigma, patch=5, window=11, dtype=numpy.float64,
+                              device="cpu")
     numpy.testing.assert_allclose(default, explicit, rtol=1e-12)
+    for kernel in ("arccos", "ntk"):  # patch 3, global
+        default = nlfilt.denoise(GRAY, kernel=kernel, dtype=numpy.float64, device="cpu")
+        explicit = nlfilt.denoise(GRAY, kernel=kernel, patch=3, window=None, dtype=numpy.float64,
+                                  device="cpu")
+        numpy.testing.assert_allclose(default, explicit, rtol=1e-12)
 
 
 def test_noise_free_constant_image_is_kept():
@@ -160,11 +202,12 @@ def test_output_shape_and_dtype(shape, in_dtype):
     numpy.testing.assert_allclose(out, out64, rtol=1e-4, atol=1e-4 * max(1, image.max()))
 
 
-def test_progress_reports_every_iteration():
+def test_progress_reports_every_product_with_k():
     calls = []
     nlfilt.denoise(GRAY, patch=3, window=5, iterations=3, device="cpu",
                    progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert [call for call in calls if float(call[0]).is_integer()] == [(1, 3), (2, 3), (3, 3), (3, 3)]
+    assert all(0 < done < 3 for done, _ in calls if not float(done).is_integer())  # window offsets
 
 
 def test_denoise_reduces_noise():

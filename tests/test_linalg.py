@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from nlfilt.linalg import EIGENVALUE_TOL, largest_eigenvalue
+from nlfilt.linalg import largest_eigenvalue
 
 
 def spectrum_matrix(eigenvalues, seed=0) -> numpy.ndarray:
@@ -29,7 +29,7 @@ def test_largest_eigenvalue_within_tolerance(eigenvalues, dtype):
     found = largest_eigenvalue(numpy, lambda v: matrix @ v, matrix.shape[0], dtype)
     exact = eigenvalues.max()
     assert found <= exact * (1 + 1e-5)  # a Ritz value never exceeds the top eigenvalue
-    assert abs(found - exact) <= EIGENVALUE_TOL * exact
+    assert abs(found - exact) <= 1e-3 * exact  # the documented accuracy of lambda_max
 
 
 def test_zero_operator_has_zero_eigenvalue():

@@ -297,12 +297,13 @@ def test_guided_auto_runs_two_passes_with_their_own_stopping():
     {"kernel": "nlm", "normalize": "sinkhorn", "window": None},
     {"kernel": "arccos"},
 ], ids=["nlm windowed", "nlm sinkhorn global", "arccos global"])
-def test_automatic_stopping_agrees_across_backends(options, device):
+@pytest.mark.gpu
+def test_automatic_stopping_agrees_across_backends(options, gpu):
     clean = synthetic(32, 2)
     noisy = clean + numpy.random.default_rng(6).normal(0, 20, clean.shape)
     expected, expected_info = nlfilt.denoise(noisy, iterations="auto", sigma=20.0, return_info=True,
                                              device="cpu", dtype=numpy.float64, **options)
-    actual, info = nlfilt.denoise(noisy, iterations="auto", sigma=20.0, return_info=True, device=device,
+    actual, info = nlfilt.denoise(noisy, iterations="auto", sigma=20.0, return_info=True, device=gpu,
                                   dtype=numpy.float64, **options)
     assert info.iterations == expected_info.iterations
     assert numpy.allclose(to_host(actual), expected, rtol=1e-6, atol=1e-6)
