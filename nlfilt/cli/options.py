@@ -205,15 +205,15 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
     if memory and needed > memory // 2:
         remedies = []
         if global_mode and iterations == "auto":
-            remedies.append("a fixed --iterations count (auto keeps Lanczos bases of the whole image)")
+            remedies.append("set a fixed --iterations count (auto keeps Lanczos bases of the whole image)")
         if global_mode or iterations == "auto":
-            remedies.append(f"a smaller --memory-budget (now {resolved.memory_budget / 2**20:.0f}M)")
+            remedies.append(f"lower --memory-budget (now {resolved.memory_budget / 2**20:.0f}M)")
         if gpu_usable:
-            remedies.append("--device gpu")
+            remedies.append("use --device gpu")
         remedies.append("crop the image or split it into tiles")
         raise ValueError(
             f"{shape[0]}x{shape[1]} would need about {needed / 2**30:.1f} GiB of working memory, over half "
-            f"of this machine's {memory / 2**30:.0f} GiB; use {_either(remedies)}"
+            f"of this machine's {memory / 2**30:.0f} GiB; {_either(remedies)}"
         )
     if max_minutes <= 0:
         return
@@ -221,19 +221,19 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
     if seconds > 60 * max_minutes:
         remedies = []
         if global_mode and resolved.kernel == "nlm":
-            remedies.append("a search window (--window 21)")
+            remedies.append("use a search window (--window 21)")
         elif global_mode:
-            remedies.append("a smaller crop (the global mode's time grows as the square of the pixel count)")
+            remedies.append("crop the image (the global mode's time grows as the square of the pixel count)")
         elif resolved.window > 7:
-            remedies.append(f"a smaller search window (--window {max(7, resolved.window // 2 | 1)})")
+            remedies.append(f"use a smaller search window (--window {max(7, resolved.window // 2 | 1)})")
         if gpu_usable:
-            remedies.append("--device gpu")
-        remedies.append("a larger --max-minutes")
+            remedies.append("use --device gpu")
+        remedies.append("raise --max-minutes")
         mode = "global mode" if global_mode else f"window {resolved.window}"
         raise ValueError(
             f"{shape[0]}x{shape[1]} in {mode} with kernel {resolved.kernel} would take "
             f"{describe_seconds(seconds)} on this CPU (over --max-minutes {max_minutes:g}); "
-            f"use {_either(remedies)}"
+            f"{_either(remedies)}"
         )
 
 
