@@ -1,23 +1,32 @@
-"""CPU speed of nlfilt's operators, against this machine's own bounds and scikit-image.
+"""CPU speed of nlfilt's operators, the constants of its cost estimate, and scikit-image side by side.
 
-Usage: python benchmarks/bench_cpu.py [--sizes 64 128 256] [--write]
+Usage: python benchmarks/bench_cpu.py [--sizes 64 128 256] [--window-sizes 256 512 1024] [--write]
 
-Measured side by side in one run (shared machines are noisy, so only the
-ratios in one table mean something):
+Measured side by side in one run (shared machines are noisy, so every time is
+the best of a few repeats, and only the ratios in one table mean something):
 
 * the float32 GEMM rate (2048^3 product) and the vectorised exp rate (NumPy,
   2^22 float32 values), which give the global-mode bound for N pixels and
   patch vectors of d values: N^2 * 2d flops at the GEMM rate plus N^2 exp
   evaluations at the exp rate;
-* seconds per application of the global operator ``K V`` (gray, patch 7, one
-  channel plus the row-sum column) for each kernel, and its ratio to the bound
-  (below 1 is possible: ``K`` is symmetric, so nlfilt evaluates each pair once);
+* seconds per application of the global operator ``K V`` (gray, patch 3 and
+  7, two right-hand-side columns) for each kernel, per pixel pair evaluated
+  (the tiles pair their query rows with the pixels from the tile on, about
+  N^2 / 2 pairs), and its ratio to the bound;
 * seconds per application of the windowed NLM operator (patch 7, window 21);
+* the per-unit costs behind :func:`nlfilt.filters.estimate_cpu_seconds`,
+  next to the constants in ``nlfilt/filters.py`` (which are rounded from
+  such runs): per evaluated pair, patch dimension and NTK layer in the global
+  mode; per pixel and window offset for the weights, the kept weights, the
+  channels and each right-hand-side column in the windowed mode; and the
+  call overheads per offset and product;
+* the estimate against the measured time of ``nlfilt.denoise`` in every
+  mode (the runs of tests/test_cost.py);
 * a one-shot ``nlfilt.denoise`` (patch 7, window 21) and scikit-image's
   ``denoise_nl_means(fast_mode=True, patch_size=7, patch_distance=10)`` on the
   same 512 x 512 gray image, when scikit-image is installed.
 
-With --write the table goes to benchmarks/results/cpu.md.
+With --write the tables go to benchmarks/results/cpu.md.
 """
 
 from __future__ import annotations
@@ -31,14 +40,40 @@ from pathlib import Path
 import numpy
 
 import nlfilt
+from nlfilt import filters
 from nlfilt.api import prepare
 from nlfilt.backend import get_backend
-from nlfilt.filters import build_filter
+from nlfilt.filters import build_filter, estimate_cpu_seconds, expected_applications
 
 ROOT = Path(__file__).resolve().parents[1]
 SET12 = ROOT.parent / "shared" / "data" / "set12"
 SIGMA = 25.0
 PATCH = 7
+
+#: The modes of the estimate table: (name, image side, channels (0: gray), denoise options).
+MODES = [
+    ("window nlm t1", 256, 0, {}),
+    ("window nlm t5", 256, 0, {"iterations": 5}),
+    ("window nlm auto", 256, 0, {"iterations": "auto"}),
+    ("window nlm auto", 128, 3, {"iterations": "auto"}),
+    ("window nlm sinkhorn t1", 192, 0, {"normalize": "sinkhorn"}),
+    ("window nlm sinkhorn auto", 192, 0, {"normalize": "sinkhorn", "iterations": "auto"}),
+    ("window nlm pilot auto", 256, 0, {"guide": "pilot", "iterations": "auto"}),
+    ("window arccos t1", 256, 0, {"kernel": "arccos", "window": 11}),
+    ("window arccos t1", 128, 3, {"kernel": "arccos", "window": 11}),
+    ("global nlm t1", 96, 0, {"window": None}),
+    ("global nlm t1", 64, 3, {"window": None}),
+    ("global nlm auto", 64, 0, {"window": None, "iterations": "auto"}),
+    ("global arccos t1", 128, 0, {"kernel": "arccos"}),
+    ("global arccos t1", 64, 3, {"kernel": "arccos"}),
+    ("global arccos auto", 64, 0, {"kernel": "arccos", "iterations": "auto"}),
+    ("global arccos pilot auto", 48, 0, {"kernel": "arccos", "iterations": "auto", "guide": "pilot"}),
+    ("global ntk t1", 64, 0, {"kernel": "ntk"}),
+    ("global ntk auto", 48, 0, {"kernel": "ntk", "iterations": "auto"}),
+    ("global ntk depth 2 t1", 64, 0, {"kernel": "ntk", "depth": 2}),
+    ("global ntk depth 2 auto", 48, 0, {"kernel": "ntk", "depth": 2, "iterations": "auto"}),
+    ("window nlm t1", 1024, 3, {}),
+]
 
 
 def best_time(function, repeats: int) -> float:
@@ -66,37 +101,156 @@ def exp_rate() -> float:
     return values.size / best_time(lambda: numpy.exp(values, out=out), 5)
 
 
-def test_image(size: int) -> numpy.ndarray:
-    """A noisy gray image of ``size`` x ``size``: Set12 when present, else a synthetic scene."""
+def test_image(size: int, channels: int = 0) -> numpy.ndarray:
+    """A noisy image of ``size`` x ``size`` (gray, or ``channels`` channels): Set12 when present, else a
+    synthetic scene."""
     if (SET12 / "12.png").exists():
         import imageio.v3 as iio
 
-        base = iio.imread(SET12 / "12.png").astype(numpy.float64)  # 512 x 512
+        names = ["12.png"] if not channels else [f"{index:02d}.png" for index in range(1, channels + 1)]
+        base = numpy.stack([iio.imread(SET12 / name).astype(numpy.float64)[:256, :256] for name in names], 2)
     else:
         grid = numpy.linspace(0, 8 * numpy.pi, 512)
-        base = 128 + 60 * numpy.sin(grid)[:, None] * numpy.cos(grid / 3)[None, :]
+        plane = 128 + 60 * numpy.sin(grid)[:, None] * numpy.cos(grid / 3)[None, :]
+        base = numpy.stack([plane * (0.8 + 0.1 * c) for c in range(max(channels, 1))], 2)
     reps = -(-size // base.shape[0])
-    tiled = numpy.tile(base, (reps, reps))[:size, :size]
+    tiled = numpy.tile(base, (reps, reps, 1))[:size, :size]
     noisy = tiled + numpy.random.default_rng(size).normal(0, SIGMA, tiled.shape)
-    return noisy.astype(numpy.float32)
+    return noisy.astype(numpy.float32) if channels else noisy[:, :, 0].astype(numpy.float32)
 
 
-def operator_seconds(image: numpy.ndarray, kernel: str, window: int | None, repeats: int) -> float:
-    """Seconds for one application of the affinity operator to (N, 2) vectors."""
+def build(image: numpy.ndarray, kernel: str, window: int | None, *, patch: int = PATCH, depth: int = 1,
+          reuse: bool = False) -> filters.Filter:
+    """The filter ``nlfilt.denoise`` builds for these options (NLM with sigma 25, h 20)."""
     extra = {"sigma": SIGMA, "h": 0.8 * SIGMA} if kernel == "nlm" else {}
-    backend = get_backend("cpu")
-    _, array, options = prepare(image, kernel=kernel, patch=PATCH, window=window, depth=1, device="cpu",
+    _, array, options = prepare(image, kernel=kernel, patch=patch, window=window, depth=depth, device="cpu",
                                  dtype=numpy.float32, memory_budget=nlfilt.DEFAULT_MEMORY_BUDGET,
                                  h=extra.get("h"), sigma=extra.get("sigma"))
-    affinity = build_filter(backend, array, options, reuse=False).affinity
-    vectors = numpy.ones((array.shape[0] * array.shape[1], 2), dtype=numpy.float32)
+    return build_filter(get_backend("cpu"), array, options, reuse=reuse)
+
+
+def operator_seconds(image: numpy.ndarray, kernel: str, window: int | None, repeats: int, *,
+                     patch: int = PATCH, depth: int = 1, columns: int = 2) -> float:
+    """Seconds for one application of the affinity operator to (N, ``columns``) vectors (weights not kept)."""
+    affinity = build(image, kernel, window, patch=patch, depth=depth).affinity
+    vectors = numpy.ones((affinity.size, columns), dtype=numpy.float32)
     return best_time(lambda: affinity.matmul(vectors), repeats)
+
+
+def windowed_seconds(image: numpy.ndarray, kernel: str, *, window: int = 11, depth: int = 1,
+                     repeats: int = 3) -> dict[str, float]:
+    """Nanoseconds per pixel and offset of windowed products (patch 5): the first product of an operator
+    that does not keep its weights ('nlm' only) and of one that does, both with one column, and a later
+    product of the latter with one and with C columns."""
+    channels = image.shape[2] if image.ndim == 3 else 1
+    pixels = image.shape[0] * image.shape[1]
+
+    def first(reuse: bool) -> float:
+        times = []
+        for _ in range(repeats):
+            affinity = build(image, kernel, window, patch=5, depth=depth, reuse=reuse).affinity
+            vectors = numpy.ones((pixels, 1), dtype=numpy.float32)
+            started = time.perf_counter()
+            affinity.matmul(vectors)
+            times.append(time.perf_counter() - started)
+        return min(times) / (pixels * len(affinity.offsets)) * 1e9
+
+    kept = build(image, kernel, window, patch=5, depth=depth, reuse=True).affinity
+    per_unit = 1e9 / (pixels * len(kept.offsets))
+    one, many = (numpy.ones((pixels, count), dtype=numpy.float32) for count in (1, channels))
+    kept.matmul(one)
+    return {"fresh": first(False) if kernel == "nlm" else float("nan"), "kept": first(True),
+            "later": best_time(lambda: kept.matmul(one), repeats) * per_unit,
+            "later_columns": best_time(lambda: kept.matmul(many), repeats) * per_unit}
+
+
+def cost_constants(global_sizes: list[int]) -> list[str]:
+    """Measure the per-unit costs of the estimate; return the table lines."""
+    rows = []  # (constant, value in nlfilt.filters, measured)
+    pairs = {}
+    for kernel, depth in (("nlm", 1), ("arccos", 1), ("ntk", 1), ("ntk", 2)):
+        for patch in (3, 7):
+            values = []
+            for size in global_sizes:
+                seconds = operator_seconds(test_image(size), kernel, None, 3 if size <= 128 else 1,
+                                           patch=patch, depth=depth)
+                values.append(seconds / filters._global_pairs(size * size) * 1e9)
+            pairs[kernel, depth, patch] = min(values)
+    per_dim = sum((pairs[kernel, 1, 7] - pairs[kernel, 1, 3]) / 40 for kernel in ("nlm", "arccos", "ntk")) / 3
+    rows.append(("GLOBAL_NS_PER_PAIR_AND_DIM", filters.GLOBAL_NS_PER_PAIR_AND_DIM, per_dim))
+    for kernel in ("nlm", "arccos", "ntk"):
+        rows.append((f"GLOBAL_NS_PER_PAIR['{kernel}']", filters.GLOBAL_NS_PER_PAIR[kernel],
+                     pairs[kernel, 1, 3] - 9 * per_dim))
+    rows.append(("GLOBAL_NS_PER_PAIR_AND_LAYER", filters.GLOBAL_NS_PER_PAIR_AND_LAYER,
+                 pairs["ntk", 2, 3] - pairs["ntk", 1, 3]))
+
+    gray, colour = test_image(512), test_image(512, 3)
+    nlm, nlm_colour = windowed_seconds(gray, "nlm"), windowed_seconds(colour, "nlm")
+    column = (nlm_colour["later_columns"] - nlm_colour["later"]) / 2
+    fresh = nlm["fresh"] - nlm["later"]
+    rows.append(("WINDOWED_NS_PER_COLUMN", filters.WINDOWED_NS_PER_COLUMN, column))
+    rows.append(("WINDOWED_NS_PER_WEIGHT['nlm']", filters.WINDOWED_NS_PER_WEIGHT["nlm"], fresh))
+    kept_cost = nlm["kept"] - nlm["fresh"]
+    rows.append(("WINDOWED_NS_PER_KEPT_WEIGHT", filters.WINDOWED_NS_PER_KEPT_WEIGHT, kept_cost))
+    rows.append(("WINDOWED_NS_PER_CHANNEL", filters.WINDOWED_NS_PER_CHANNEL,
+                 (nlm_colour["fresh"] - nlm_colour["later"] - fresh) / 3))
+    layers = {}
+    for kernel, depth in (("arccos", 1), ("ntk", 1), ("ntk", 2)):
+        measured = windowed_seconds(gray, kernel, depth=depth)
+        layers[kernel, depth] = measured["kept"] - measured["later"] - kept_cost
+    rows.append(("WINDOWED_NS_PER_WEIGHT['arccos']", filters.WINDOWED_NS_PER_WEIGHT["arccos"],
+                 layers["arccos", 1]))
+    rows.append(("WINDOWED_NS_PER_WEIGHT['ntk']", filters.WINDOWED_NS_PER_WEIGHT["ntk"], layers["ntk", 1]))
+    rows.append(("WINDOWED_NS_PER_WEIGHT_AND_LAYER", filters.WINDOWED_NS_PER_WEIGHT_AND_LAYER,
+                 layers["ntk", 2] - layers["ntk", 1]))
+
+    tiny = test_image(32)  # overheads: the arrays are too small to matter
+    small = windowed_seconds(tiny, "nlm", window=21, repeats=5)
+    offset_us = small["later"] * 32 * 32 * 1e-3
+    rows.append(("WINDOWED_SECONDS_PER_OFFSET (us)", filters.WINDOWED_SECONDS_PER_OFFSET * 1e6, offset_us))
+    rows.append(("WINDOWED_SECONDS_PER_WEIGHING (us)", filters.WINDOWED_SECONDS_PER_WEIGHING * 1e6,
+                 (small["fresh"] - small["later"]) * 32 * 32 * 1e-3))
+    product = sum(operator_seconds(test_image(16), kernel, None, 5) for kernel in ("nlm", "arccos")) / 2
+    rows.append(("SECONDS_PER_PRODUCT (ms)", filters.SECONDS_PER_PRODUCT * 1e3, product * 1e3))
+
+    lines = ["\n## Constants of the cost estimate (nlfilt/filters.py) and this run's measurement\n",
+             "Global: ns per evaluated pair (patch 3 and 7, gray, best over the sizes); windowed: ns per "
+             "pixel and offset (512x512, patch 5, window 11); overheads on 16x16 and 32x32 images.\n",
+             "| constant | nlfilt.filters | measured |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {value:g} | {measured:.3g} |" for name, value, measured in rows]
+    return lines
+
+
+def estimate_table() -> list[str]:
+    """The estimate against the best of three measured ``nlfilt.denoise`` calls, for every mode."""
+    lines = ["\n## Estimated against measured time of nlfilt.denoise\n",
+             "The estimate the command line makes before a file (sigma estimated, typical products with K); "
+             "best of three runs.\n",
+             "| mode | image | products with K (expected / made) | estimated s | measured s | ratio |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, size, channels, call in MODES:
+        image = test_image(size, channels)
+        iterations, guided = call.get("iterations", 1), call.get("guide") is not None
+        options = {key: call.get(key, default) for key, default in
+                   (("kernel", "nlm"), ("window", "auto"), ("depth", 1), ("normalize", None))}
+        _, _, resolved = prepare(image, patch=None, h=None, sigma=None, device="cpu", dtype=numpy.float32,
+                                 memory_budget=nlfilt.DEFAULT_MEMORY_BUDGET, iterations=iterations, **options)
+        expected = expected_applications(resolved, iterations, guided)
+        estimated = estimate_cpu_seconds(image.shape, resolved, expected, iterations=iterations,
+                                         guided=guided)
+        measured = best_time(lambda: nlfilt.denoise(image, device="cpu", **call), 3)  # noqa: B023
+        _, info = nlfilt.denoise(image, device="cpu", return_info=True, **call)
+        shape = f"{size}x{size}" + (" RGB" if channels else "")
+        lines.append(f"| {name} | {shape} | {expected} / {info.applications} | {estimated:.3f} | "
+                     f"{measured:.3f} | {estimated / measured:.2f} |")
+        print(lines[-1], flush=True)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256],
-                        help="sides of the global-mode images")
+                        help="sides of the global-mode images (those up to 128 also give the constants)")
     parser.add_argument("--window-sizes", type=int, nargs="+", default=[256, 512, 1024],
                         help="sides of the windowed-mode images")
     parser.add_argument("--write", action="store_true", help="store the table in benchmarks/results/cpu.md")
@@ -110,17 +264,21 @@ def main() -> None:
     lines.append(f"Measured in this run: float32 GEMM {gemm / 1e9:.1f} GFLOP/s, "
                  f"NumPy float32 exp {exps / 1e6:.0f} M/s.\n")
     lines.append("## Global mode, one operator application (gray, patch 7)\n")
-    lines.append("| kernel | image | pixel pairs | seconds | ns / pair | bound (s) | ratio to bound |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    lines.append("The bound counts all N^2 pixel pairs; the operator evaluates each pair once (K is "
+                 "symmetric), about N^2 / 2 of them.\n")
+    lines.append("| kernel | image | pixel pairs | pairs evaluated | seconds | ns / evaluated pair "
+                 "| bound (s) | ratio to bound |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(lines), flush=True)
     dims = PATCH * PATCH
     for kernel in nlfilt.KERNELS:
         for size in args.sizes:
             pairs = float(size**2) ** 2
+            evaluated = filters._global_pairs(size * size)
             seconds = operator_seconds(test_image(size), kernel, None, 3 if size <= 128 else 1)
             bound = pairs * 2 * dims / gemm + pairs / exps
-            lines.append(f"| {kernel} | {size}x{size} | {pairs:.2e} | {seconds:.3f} | "
-                         f"{seconds / pairs * 1e9:.2f} | {bound:.3f} | {seconds / bound:.2f} |")
+            lines.append(f"| {kernel} | {size}x{size} | {pairs:.2e} | {evaluated:.2e} | {seconds:.3f} | "
+                         f"{seconds / evaluated * 1e9:.2f} | {bound:.3f} | {seconds / bound:.2f} |")
             print(lines[-1], flush=True)
 
     header = ["\n## Windowed NLM, one operator application (gray, patch 7, window 21)\n",
@@ -131,6 +289,11 @@ def main() -> None:
         seconds = operator_seconds(test_image(size), "nlm", 21, 3 if size <= 512 else 1)
         lines.append(f"| {size}x{size} | {seconds:.3f} | {seconds / size**2 * 1e9:.0f} |")
         print(lines[-1], flush=True)
+
+    constants = cost_constants([size for size in args.sizes if size <= 128] or [64])
+    print("\n".join(constants), flush=True)
+    lines.extend(constants)
+    lines.extend(estimate_table())
 
     first_of_last_section = len(lines)
     lines.append("\n## One-shot windowed NLM on 512x512 gray, against scikit-image\n")

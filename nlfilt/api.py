@@ -16,7 +16,7 @@ from typing import Any
 import numpy
 
 from nlfilt.backend import DEVICES, Backend, get_backend
-from nlfilt.filters import FilterOptions, build_filter, twicing
+from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, expected_applications, twicing
 from nlfilt.kernels import KERNELS
 from nlfilt.noise import estimate_sigma
 from nlfilt.stopping import (
@@ -91,7 +91,8 @@ class DenoiseInfo:
     residual: numpy.ndarray | None
     applications: int
 
-ProgressCallback = Callable[[int, int], None]
+#: ``progress(done, total)``: products with ``K`` done (a float) out of those expected (see :func:`denoise`).
+ProgressCallback = Callable[[float, int], None]
 
 
 def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
@@ -159,9 +160,18 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
         it; its working buffers, about ``C + 8`` image-sized arrays per CPU
         thread, are not counted.
     progress : callable, optional
-        Called as ``progress(t, iterations)`` after each twicing step (with
-        'auto': ``progress(t, max_iterations)`` as steps are covered; each
-        pass of ``guide='pilot'`` counts from 1 again).
+        Called as ``progress(done, total)`` as the work advances, from the
+        calling thread.  The unit is one product with the affinity ``K`` (of
+        the filter, the SURE twin and both passes of ``guide='pilot'``
+        alike): ``done`` (a float) counts the finished products plus the
+        part of the current one (after each tile of query rows in the global
+        mode, each window offset in the windowed mode); ``total`` (an int) is
+        the count expected for the whole call.  The count of some work is
+        only known as it runs (Lanczos for ``lambda_max``, Sinkhorn scaling,
+        automatic stopping), so ``total`` may change between calls: raised
+        when ``done`` reaches it, set exactly once the remaining products are
+        known, and equal to ``done`` at the last call.  ``done`` never
+        decreases.  Without it the call does no bookkeeping.
     return_info : bool
         Also return a :class:`DenoiseInfo` (the chosen steps, sigma, curves).
 
@@ -269,25 +279,32 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     stop, max_iterations = resolve_stopping(iterations, stop, max_iterations)
     if guide is not None and guide not in GUIDES:
         raise ValueError(f"guide must be None or 'pilot'; got {guide!r}")
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress must be a callable or None; got {progress!r}")
+    _check_progress(progress)
     flat = array.reshape(-1, array.shape[2])
     twin_data = None
     if iterations == "auto" and stop == "sure" and options.sigma > 0:
         epsilon = EPSILON_PER_SIGMA * options.sigma
         probe = rademacher(backend.xp, flat.shape, flat.dtype)
         twin_data = (flat + flat.dtype.type(epsilon) * probe, probe, epsilon)
+    meter = None
+    if progress is not None:
+        per_pass = expected_applications(options, iterations, False, runs=1 if twin_data is None else 2)
+        meter = ProgressMeter(progress, [per_pass] * (2 if guide == "pilot" else 1))
     filters: list[Any] = []
     run = {"flat": flat, "iterations": iterations, "stop": stop, "max_iterations": max_iterations,
-           "sigma": options.sigma, "twin_data": twin_data, "progress": progress, "filters": filters}
+           "sigma": options.sigma, "twin_data": twin_data, "meter": meter, "filters": filters}
     twin_guide = None if twin_data is None else twin_data[0].reshape(array.shape)
     estimate, twin_estimate, report = _twicing_pass(backend, array, twin_guide, options, **run)
     pilot_iterations = None
     if guide == "pilot":
         pilot_iterations = report.iterations
         twin_guide = None if twin_estimate is None else twin_estimate.reshape(array.shape)
+        if meter is not None:
+            meter.next_stage()
         estimate, twin_estimate, report = _twicing_pass(backend, estimate.reshape(array.shape), twin_guide,
                                                         guided_options(options), **run)
+    if meter is not None:
+        meter.finish()
     estimate = estimate.reshape(numpy.shape(image))
     if not return_info:
         return estimate
@@ -333,7 +350,7 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
                        window: int | str | None = None, h: float | None = None, sigma: float | None = None,
                        depth: int = 1, normalize: str | None = None, device: str = "auto",
                        dtype: Any = numpy.float32, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                       tol: float = TRAJECTORY_TOL) -> Trajectory:
+                       tol: float = TRAJECTORY_TOL, progress: ProgressCallback | None = None) -> Trajectory:
     """Twicing estimates for every step up to ``iterations`` from a few dozen products with ``K``.
 
     For a study of the whole gradient-descent path (the PSNR or the
@@ -351,6 +368,9 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
     tol : float
         Each ``z_t`` is accurate to about this, relative (the change one
         more Lanczos step would make is at most ``tol`` for every ``t <= T``).
+    progress : callable, optional
+        As in :func:`denoise`, over the Lanczos products with ``K`` (their
+        count is only known at the end, so ``total`` is an estimate until then).
 
     Returns
     -------
@@ -378,10 +398,16 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
                                       depth=depth, device=device, dtype=dtype, memory_budget=memory_budget,
                                       normalize=normalize)
     _check_count("iterations", iterations, minimum=1)
-    filter_ = build_filter(backend, array, options, reuse=True)
+    _check_progress(progress)
+    meter = None
+    if progress is not None:
+        meter = ProgressMeter(progress, [expected_applications(options, "auto", False, runs=1)])
+    filter_ = build_filter(backend, array, options, reuse=True, meter=meter)
     krylov = KrylovTrajectory(filter_, array.reshape(-1, array.shape[2]), max_iterations=iterations, tol=tol)
     while krylov.horizon < iterations and not krylov.exhausted:
         krylov.step()
+    if meter is not None:
+        meter.finish()
     return Trajectory(iterations=krylov.horizon, residual=krylov.residual, applications=filter_.applications,
                       _krylov=krylov, _shape=numpy.shape(image))
 
@@ -418,24 +444,25 @@ def guided_options(options: FilterOptions) -> FilterOptions:
 
 def _twicing_pass(backend: Backend, guide: Any, twin_guide: Any, options: FilterOptions, *, flat: Any,
                   iterations: int | str, stop: str | None, max_iterations: int | None, sigma: float | None,
-                  twin_data: tuple[Any, Any, float] | None, progress: ProgressCallback | None,
+                  twin_data: tuple[Any, Any, float] | None, meter: ProgressMeter | None,
                   filters: list[Any]) -> tuple[Any, Any, StopReport]:
     """One pass of :func:`denoise`: the filter of ``guide`` applied to ``flat`` (N, C) by twicing.
 
     With SURE stopping, the twin run (filter of ``twin_guide``, data
-    ``twin_data``) goes along.  Appends the filters built to ``filters``.
+    ``twin_data``) goes along.  Appends the filters built to ``filters``;
+    they report their products with ``K`` to ``meter``.
     """
-    filter_ = build_filter(backend, guide, options, reuse=iterations != 1)
+    filter_ = build_filter(backend, guide, options, reuse=iterations != 1, meter=meter)
     filters.append(filter_)
     if iterations != "auto":
         report = StopReport(iterations=iterations, rule="fixed", risk=None, residual=numpy.zeros(0))
-        return twicing(filter_, flat, iterations, progress), None, report
+        return twicing(filter_, flat, iterations), None, report
     twin = None
     if twin_data is not None:
-        twin = Twin(build_filter(backend, twin_guide, options, reuse=True), *twin_data)
+        twin = Twin(build_filter(backend, twin_guide, options, reuse=True, meter=meter), *twin_data)
         filters.append(twin.filter)
     return auto_twicing(filter_, flat, sigma=sigma, rule=stop, twin=twin, max_iterations=max_iterations,
-                        krylov=options.window is None, progress=progress)
+                        krylov=options.window is None)
 
 
 def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
@@ -498,8 +525,8 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
 def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch: int | None = None,
                window: int | str | None = "auto", h: float | None = None, sigma: float | None = None,
                depth: int = 1, device: str = "auto", dtype: Any = numpy.float32,
-               memory_budget: int = DEFAULT_MEMORY_BUDGET,
-               normalize: str | None = None) -> numpy.ndarray:
+               memory_budget: int = DEFAULT_MEMORY_BUDGET, normalize: str | None = None,
+               progress: ProgressCallback | None = None) -> numpy.ndarray:
     """Return the weights one pixel gives every pixel: its row of ``W``, as an image.
 
     Computed without forming ``W``: one GEMM row in the global mode (O(N d)),
@@ -513,6 +540,10 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
         The image the filter is built from.
     pixel : (int, int)
         Row and column of the pixel whose weights are returned.
+    progress : callable, optional
+        As in :func:`denoise`, over the products with ``K`` that
+        ``lambda_max`` or the Sinkhorn scaling need (none for NLM's row sums:
+        then it is never called).
 
     Returns
     -------
@@ -544,8 +575,13 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
     if not valid:
         raise ValueError(f"pixel must be (row, col) with 0 <= row < {height} and 0 <= col < {width}; "
                          f"got {pixel!r}")
-    filter_ = build_filter(backend, array, options, reuse=options.kernel != "nlm")
-    return backend.to_host(filter_.row(row * width + col)).reshape(height, width)
+    _check_progress(progress)
+    meter = None if progress is None else ProgressMeter(progress, [expected_applications(options, 0, False)])
+    filter_ = build_filter(backend, array, options, reuse=options.kernel != "nlm", meter=meter)
+    weights = backend.to_host(filter_.row(row * width + col)).reshape(height, width)
+    if meter is not None:
+        meter.finish()
+    return weights
 
 
 def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
@@ -679,6 +715,12 @@ def _check_count(name: str, value: Any, *, minimum: int, odd: bool = False, allo
         if not allowed:
             allowed = f"an {'odd ' if odd else ''}integer >= {minimum}"
         raise ValueError(f"{name} must be {allowed}; got {value!r}")
+
+
+def _check_progress(progress: Any) -> None:
+    """Raise ValueError unless ``progress`` is None or callable."""
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a callable or None; got {progress!r}")
 
 
 def _check_real(name: str, value: Any, rule: str, accept: Callable[[float], bool]) -> None:

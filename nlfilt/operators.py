@@ -14,6 +14,12 @@ work through ``backend.xp`` only and never hold the N x N matrix:
 
 On the CPU, ``backend.workers`` threads share the elementwise work: the pieces of
 each tile, or the offsets of the window (each thread with its own accumulator).
+
+``matmul(vectors, progress)`` calls ``progress(fraction)`` (0 < fraction <= 1,
+non-decreasing) from the calling thread as the product advances: after each
+tile in the global mode (the fraction of its pairs), after each offset of the
+calling thread's share in the windowed mode.  The CUDA operators, one kernel
+launch each, report nothing.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class _Workers:
 
     def __enter__(self) -> _Workers:
         if self.count > 1:
-            self._pool = ThreadPoolExecutor(max_workers=self.count)
+            self._pool = ThreadPoolExecutor(max_workers=self.count - 1)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -60,9 +66,16 @@ class _Workers:
             self._pool.shutdown()
 
     def map(self, function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, the first in the calling thread, the others on the pool.
+
+        So the work of the first item (the first of :meth:`shares`) may report
+        progress: it runs in the caller's thread, one call after another.
+        """
         if self._pool is None or len(items) < 2:
             return [function(item) for item in items]
-        return list(self._pool.map(function, items))
+        others = [self._pool.submit(function, item) for item in items[1:]]
+        first = function(items[0])
+        return [first] + [future.result() for future in others]
 
     def shares(self, count: int) -> list[range]:
         """``range(count)`` dealt out round-robin, one share per worker."""
@@ -163,19 +176,29 @@ class GlobalAffinity:
         scratch = [[xp.empty(self.chunk, dtype) for _ in range(blocks)] for _ in range(workers.count)]
         return tile, scratch
 
-    def matmul(self, vectors: Any) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m).
+
+        ``progress(fraction)``, when given, after each tile: the fraction of
+        the pairs evaluated so far.
+        """
         xp = self.backend.xp
         if self.scale is not None:
             vectors = vectors * self.scale[:, None]
         out = xp.zeros_like(vectors)
+        tiles = self._tiles()
+        pairs = [(stop - start) * (self.size - start) for start, stop in tiles]
+        total, done = sum(pairs), 0
         with _Workers(self.backend) as workers:
             tile, scratch = self._buffers(workers)
-            for start, stop in self._tiles():
+            for (start, stop), tile_pairs in zip(tiles, pairs, strict=True):
                 block = self._profile_tile(start, stop, tile, scratch, workers)
                 # rows start:stop against columns start:, then the mirrored pairs
                 out[start:stop] += block @ vectors[start:]
                 out[stop:] += block[:, stop - start :].T @ vectors[start:stop]
+                if progress is not None:
+                    done += tile_pairs
+                    progress(done / total)
         if self.scale is not None:
             out *= self.scale[:, None]
         return out
@@ -324,8 +347,13 @@ class WindowedAffinity:
             self._cache[index] = weights
         return weights
 
-    def matmul(self, vectors: Any) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m).
+
+        ``progress(fraction)``, when given, after each offset of the calling
+        thread's share (the shares are dealt round-robin, so its fraction is
+        that of the whole product).
+        """
         xp = self.backend.xp
         height, width = self.shape
         columns = vectors.shape[1]
@@ -336,7 +364,8 @@ class WindowedAffinity:
         def work(share: range) -> Any:
             space = self._workspace()
             total = xp.zeros_like(planes)
-            for index in share:
+            report = progress if share.start == 0 else None  # the first share runs in the calling thread
+            for done, index in enumerate(share, start=1):
                 weights = self._weights(index, space)
                 product = space[-1][: weights.size].reshape(weights.shape)
                 region_i, region_j = self._regions(*self.offsets[index])
@@ -347,6 +376,8 @@ class WindowedAffinity:
                     if mirrored:
                         xp.multiply(weights, plane[region_i], out=product)
                         plane_total[region_j] += product
+                if report is not None:
+                    report(done / len(share))
             return total
 
         with _Workers(self.backend) as workers:
@@ -399,14 +430,14 @@ class CudaWindowedNLM(WindowedAffinity):
         super().__init__(backend, features, kernel, patch, window, memory_budget, reuse=False)
         self.window = window
 
-    def matmul(self, vectors: Any) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the fallback)."""
         from nlfilt import cuda  # noqa: PLC0415 - GPU only
 
         xp = self.backend.xp
         columns = vectors.shape[1]
         if columns > cuda.MAX_COLUMNS:
-            return super().matmul(vectors)
+            return super().matmul(vectors, progress)
         values = xp.ascontiguousarray(vectors)
         out = xp.empty_like(values)
         height, width = self.shape
@@ -432,14 +463,14 @@ class CudaBoxWindowedNLM(CudaWindowedNLM):
     ``NLFILT_UNVERIFIED_KERNELS`` (see :func:`nlfilt.cuda.opted_in`).
     """
 
-    def matmul(self, vectors: Any) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the fallback)."""
         from nlfilt import cuda  # noqa: PLC0415 - GPU only
 
         xp = self.backend.xp
         columns = vectors.shape[1]
         if columns > cuda.MAX_COLUMNS or self.patch > cuda.BOX_MAX_PATCH:
-            return super().matmul(vectors)
+            return super().matmul(vectors, progress)
         values = xp.ascontiguousarray(vectors)
         out = xp.empty_like(values)
         height, width = self.shape
@@ -473,14 +504,14 @@ class CudaFusedGlobal(GlobalAffinity):
         self.left_t = backend.xp.ascontiguousarray(self.left.T)
         self.right = backend.xp.ascontiguousarray(self.right)
 
-    def matmul(self, vectors: Any) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the fallback)."""
         from nlfilt import cuda  # noqa: PLC0415 - GPU only
 
         xp = self.backend.xp
         columns = vectors.shape[1]
         if columns > cuda.MAX_COLUMNS:
-            return super().matmul(vectors)
+            return super().matmul(vectors, progress)
         values = vectors * self.scale[:, None] if self.scale is not None else vectors
         values = xp.ascontiguousarray(values)
         out = xp.empty_like(values)

@@ -31,7 +31,6 @@ dozen products with ``K``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,8 +264,7 @@ class Twin:
 
 def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure",
                  twin: Twin | None = None, max_iterations: int = DEFAULT_MAX_ITERATIONS,
-                 krylov: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[Any, Any, StopReport]:
+                 krylov: bool = False) -> tuple[Any, Any, StopReport]:
     """Twicing of ``image`` (N, C) with the number of steps chosen by ``rule``.
 
     Returns the estimate, the twin's estimate at the same step (None without
@@ -275,7 +273,8 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
     one step is taken.  ``krylov=True`` uses :class:`KrylovTrajectory` for both
     runs (few products with ``K`` for many steps; keeps the Lanczos bases);
     otherwise one product per step and run, holding only the running
-    estimates.  ``progress(t, max_iterations)`` is called as steps are covered.
+    estimates.  Progress is reported by the filters' meters, per product
+    with ``K`` (see :class:`nlfilt.filters.ProgressMeter`).
     """
     count = image.size
     if sigma <= 0:
@@ -286,7 +285,6 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
     if krylov:
         trajectories = [KrylovTrajectory(run_filter, data, max_iterations=max_iterations)
                         for run_filter, data in runs]
-        covered = 0  # steps reported to progress (the horizon may dip when a new step revises an estimate)
         while True:
             for trajectory in trajectories:
                 trajectory.step()
@@ -298,9 +296,6 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
                 divergence = (trajectories[1].inner(twin.probe)[:horizon]
                               - trajectories[0].inner(twin.probe)[:horizon]) / twin.epsilon
             chosen = choose(rule, residual, divergence, sigma, count, final) if horizon else None
-            covered = max(covered, min(horizon, max_iterations))
-            if progress is not None and covered:
-                progress(covered, max_iterations)
             if chosen is not None or final:
                 break
         chosen = chosen or 1
@@ -319,8 +314,6 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
             residuals.append(float(xp.sum((image - current[0]) ** 2)) / count)
             if twin is not None:
                 divergences.append(float(xp.sum(twin.probe * (current[1] - current[0]))) / twin.epsilon)
-            if progress is not None:
-                progress(step, max_iterations)
             residual = numpy.array(residuals)
             divergence = numpy.array(divergences) if twin is not None else None
             chosen = choose(rule, residual, divergence, sigma, count, final=step == max_iterations)

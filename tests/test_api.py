@@ -53,38 +53,30 @@ def several_tiles(image, options, dtype) -> dict:
     raise AssertionError("no budget gives several tiles")
 
 
-TILINGS = ["one tile", "several tiles"]
+def modes(window: int) -> list:
+    """(window, tiles): the global mode with one tile and with several, and a search window."""
+    return [pytest.param(None, False, id="global"), pytest.param(None, True, id="global-tiles"),
+            pytest.param(window, False, id=f"window{window}")]
 
 
-def tiling(tiles: str, image, options, dtype) -> dict:
-    """Keyword arguments for one tile (windowed, or the default budget) or several (global mode)."""
-    if tiles == "one tile":
-        return {}
-    if options["window"] is not None:
-        pytest.skip("tiles are a global-mode matter")
-    return several_tiles(image, options, dtype)
-
-
-@pytest.mark.parametrize("tiles", TILINGS)
 @pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
-@pytest.mark.parametrize("window", [None, 7])
+@pytest.mark.parametrize(("window", "tiles"), modes(7))
 @pytest.mark.parametrize("image", [GRAY, COLOUR], ids=["gray", "colour"])
 @pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
 def test_denoise_matches_dense_reference(kernel, image, window, dtype, tiles, device):
     options = dict(KERNEL_OPTIONS[kernel], patch=5, window=window)
-    budget = tiling(tiles, image, options, dtype)
+    budget = several_tiles(image, options, dtype) if tiles else {}
     expected = reference.twicing(image, 1, **options)
     actual = nlfilt.denoise(image, dtype=dtype, device=device, **options, **budget)
     assert actual.shape == image.shape and actual.dtype == dtype
     assert_matches(to_host(actual), expected, kernel, TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("tiles", TILINGS)
-@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize(("window", "tiles"), modes(5))
 @pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
 def test_twicing_matches_dense_reference(kernel, window, tiles, device):
     options = dict(KERNEL_OPTIONS[kernel], patch=3, window=window)
-    budget = tiling(tiles, COLOUR, options, numpy.float64)
+    budget = several_tiles(COLOUR, options, numpy.float64) if tiles else {}
     expected = reference.twicing(COLOUR, 4, **options)
     actual = nlfilt.denoise(COLOUR, iterations=4, dtype=numpy.float64, device=device, **options, **budget)
     # lambda_max enters every step: allow its 1e-3 tolerance, amplified at most 4-fold
@@ -92,12 +84,11 @@ def test_twicing_matches_dense_reference(kernel, window, tiles, device):
     assert relative_error(to_host(actual), expected) <= tol
 
 
-@pytest.mark.parametrize("tiles", TILINGS)
-@pytest.mark.parametrize("window", [None, 7])
+@pytest.mark.parametrize(("window", "tiles"), modes(7))
 @pytest.mark.parametrize("kernel", list(KERNEL_OPTIONS))
 def test_filter_matrix_matches_reference_and_denoise(kernel, window, tiles, device):
     options = dict(KERNEL_OPTIONS[kernel], patch=3, window=window)
-    budget = tiling(tiles, COLOUR, options, numpy.float64)
+    budget = several_tiles(COLOUR, options, numpy.float64) if tiles else {}
     weights = nlfilt.filter_matrix(COLOUR, dtype=numpy.float64, device=device, **options, **budget)
     assert isinstance(weights, numpy.ndarray) and weights.shape == (576, 576)
     assert_matches(weights, reference.filter_matrix(COLOUR, **options), kernel, 1e-6)

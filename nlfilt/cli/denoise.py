@@ -25,6 +25,7 @@ from nlfilt.cli.options import (
     resolve_for_image,
     stopping_options,
 )
+from nlfilt.cli.progress import product_bar
 from nlfilt.cli.report import Report
 from nlfilt.images import (
     IMAGE_EXTENSIONS,
@@ -234,7 +235,7 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
         resolved, call = resolve_for_image(colour, options)
         entry["sigma"] = resolved.sigma
-        progress = _iteration_bar(job.source.name, options["iterations"], quiet)
+        progress = product_bar(job.source.name, quiet)
         try:
             result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
         finally:
@@ -253,27 +254,6 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
         entry["error"] = _message(exc)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     return entry
-
-
-class _IterationBar:
-    """A tqdm bar over twicing steps, as a progress callback (a counter when the total is not known)."""
-
-    def __init__(self, name: str, total: int | None) -> None:
-        self.bar = tqdm(total=total, desc=name, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
-
-    def __call__(self, done: int, total: int) -> None:
-        if done < self.bar.n:  # the second pass of --guide pilot counts from 1 again
-            self.bar.reset()
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _iteration_bar(name: str, iterations: int | str, quiet: bool) -> _IterationBar | None:
-    if quiet or iterations == 1:
-        return None
-    return _IterationBar(name, None if iterations == "auto" else iterations)
 
 
 def _message(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from nlfilt.cli.options import (
     filter_options,
     resolve_for_image,
 )
+from nlfilt.cli.progress import ProductBar
 from nlfilt.images import ImageError, read_header, read_image, storage_problem, write_image
 
 #: Colour map anchors from black through purple, red and orange to pale yellow
@@ -75,7 +76,11 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
         image = read_image(image_path)
         colour = image.colour.astype(numpy.float32)
         _, call = resolve_for_image(colour, options)
-        weights = nlfilt.filter_row(colour, pixel, **call)
+        bar = ProductBar(image_path.name)  # lambda_max or Sinkhorn: products with K over the whole image
+        try:
+            weights = nlfilt.filter_row(colour, pixel, progress=bar, **call)
+        finally:
+            bar.close()
         write_image(output, heat_map(weights, None if no_marker else pixel))
     except (ImageError, ValueError, RuntimeError) as exc:
         raise click.ClickException(f"{image_path}: {exc}") from None

@@ -187,12 +187,13 @@ def describe_seconds(seconds: float) -> str:
 
 
 def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device: str,
-               max_minutes: float, iterations: int | str = 1) -> None:
+               max_minutes: float, iterations: int | str = 1, guided: bool = False) -> None:
     """Raise ValueError with the estimate and working remedies when a CPU run would take too long
     (over ``max_minutes``; 0 disables) or need over half of the machine's memory.
 
     ``applications`` counts products with ``K``; ``iterations`` ('auto' or a
-    count) adds what automatic stopping holds to the memory estimate.  The
+    count) and ``guided`` say how they split between filters, normalisation
+    and twicing steps, and what automatic stopping holds in memory.  The
     suggestions are only ones that help: a search window only for NLM (the
     windowed tangent filters are indefinite), the GPU only when one is usable.
     """
@@ -217,7 +218,7 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
         )
     if max_minutes <= 0:
         return
-    seconds = estimate_cpu_seconds(shape, resolved, applications)
+    seconds = estimate_cpu_seconds(shape, resolved, applications, iterations=iterations, guided=guided)
     if seconds > 60 * max_minutes:
         remedies = []
         if global_mode and resolved.kernel == "nlm":
@@ -271,9 +272,10 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
         raise ValueError(f"the noise level cannot be estimated from a {height}x{width} image; pass --sigma")
     resolved = resolve_options(shape, **_filter_options(options))
     steps = options.get("iterations", 1) if steps is None else steps
-    applications = expected_applications(resolved, steps, options.get("guide") is not None)
+    guided = options.get("guide") is not None
+    applications = expected_applications(resolved, steps, guided)
     device = get_backend(options["device"]).name
-    check_cost(tuple(shape), resolved, applications, device, max_minutes, steps)
+    check_cost(tuple(shape), resolved, applications, device, max_minutes, steps, guided)
 
 
 def resolve_for_image(colour: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -1,0 +1,237 @@
+"""Plant plausible bugs one at a time and report which the test suite catches.
+
+Usage: python benchmarks/mutation_check.py [--only NAME ...] [--tests PATH ...] [--write]
+
+Each mutation replaces exact text in one or more package files (the text must
+occur exactly once, so a mutation that no longer applies is reported as
+stale rather than silently skipped).  The work happens in a temporary copy of
+the checkout (tracked and untracked files, ignored ones left out), with the
+project's data folder linked beside it so data-dependent tests still run; the
+working tree is never touched.  For each mutation the tests run with
+``pytest -x`` against the copy, and the mutation counts as caught when pytest
+fails.  Not part of CI: a full run takes about 15-30 minutes on two cores.
+
+With ``--write`` the table goes to benchmarks/results/mutations.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "mutations.md"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """A named bug: ``(file, old text, new text)`` replacements, applied together."""
+
+    name: str
+    area: str
+    edits: tuple[tuple[str, str, str], ...]
+
+
+def mutation(name: str, area: str, *edits: tuple[str, str, str]) -> Mutation:
+    return Mutation(name, area, tuple(edits))
+
+
+DENOISE = "nlfilt/cli/denoise.py"
+IMAGES = "nlfilt/images.py"
+STOPPING = "nlfilt/stopping.py"
+OPERATORS = "nlfilt/operators.py"
+NOISE = "nlfilt/noise.py"
+
+MUTATIONS = [
+    # command line: paths
+    mutation("output-is-input check compares unresolved paths", "cli",
+             (DENOISE, "sources = {job.source.resolve() for job in jobs}",
+              "sources = {job.source for job in jobs}"),
+             (DENOISE, "target = job.target.resolve()  # '..' and symbolic links; hard links by identity",
+              "target = job.target")),
+    mutation("hard links to an input not recognised", "cli",
+             (DENOISE, "if target in sources or _file_identity(target) in files:", "if target in sources:")),
+    mutation("two inputs with one output not refused", "cli",
+             (DENOISE, "        if target in seen:\n", "        if False:\n")),
+    mutation("hidden and partial files taken as inputs", "cli",
+             (DENOISE, "not in IMAGE_EXTENSIONS or hidden:", "not in IMAGE_EXTENSIONS:")),
+    mutation("output folder inside the input read as input", "cli",
+             (DENOISE, "if exclude is not None and path.resolve().is_relative_to(exclude):", "if False:")),
+    mutation("an image name as the output of several inputs becomes a folder", "cli",
+             (DENOISE, "if to_folder and not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:",
+              "if False:")),
+    mutation("existing outputs not skipped", "cli",
+             (DENOISE, "if job.target.exists() and not overwrite:", "if False:")),
+    mutation("output formats checked only after denoising", "cli",
+             (DENOISE, "        if same_format(suffix, job.source.suffix):\n            continue",
+              "        continue")),
+    mutation("a concurrent run's finished output replaced", "cli",
+             (DENOISE, "write_image(job.target, image.assemble(result), replace=overwrite)",
+              "write_image(job.target, image.assemble(result), replace=True)")),
+    mutation("report truncated instead of appended", "cli",
+             ("nlfilt/cli/report.py", "os.O_WRONLY | os.O_APPEND | os.O_CREAT",
+              "os.O_WRONLY | os.O_CREAT | os.O_TRUNC")),
+    mutation("interrupted run exits 1", "cli",
+             ("nlfilt/cli/interrupts.py", "return 128 + self.signum", "return 1")),
+    # image files
+    mutation("alpha written to BMP/JPEG", "io",
+             (IMAGES, "if suffix in _EIGHT_BIT and layout_channels in (2, 4):", "if False:")),
+    mutation("float pixels written to PNG/JPEG", "io",
+             (IMAGES, 'if dtype.kind == "f" and suffix not in (".tif", ".tiff"):', "if False:")),
+    mutation("16-bit pixels written to JPEG/BMP", "io",
+             (IMAGES, "if dtype != numpy.uint8 and suffix in _EIGHT_BIT:", "if False:")),
+    mutation("integer outputs truncated instead of rounded", "io",
+             (IMAGES, "numpy.clip(numpy.rint(values), limits.min, limits.max)",
+              "numpy.clip(values, limits.min, limits.max)")),
+    mutation("integer outputs not clipped", "io",
+             (IMAGES, "return numpy.clip(numpy.rint(values), limits.min, limits.max).astype(dtype)",
+              "return numpy.rint(values).astype(dtype)")),
+    mutation("partial file left behind on failure", "io",
+             (IMAGES, "        Path(temporary).unlink(missing_ok=True)\n", "        pass\n")),
+    mutation("outputs keep the temporary file's 0600 mode", "io",
+             (IMAGES, "        os.chmod(temporary, _output_mode(path))\n", "")),
+    mutation("partial files of live writers removed", "io",
+             (IMAGES, 'or _process_alive(int(match["pid"])):', ":")),
+    mutation("multi-page TIFF read as one image", "io",
+             (IMAGES, "    if pages > 1:\n", "    if False:\n")),
+    # automatic stopping
+    mutation("SURE stops at the first rise (no patience)", "stopping",
+             (STOPPING, "steps >= best + max(PATIENCE, math.ceil(best / 4))", "steps >= best + 1")),
+    mutation("SURE's constant has the wrong sign", "stopping",
+             (STOPPING, "return residual - sigma**2 + 2 * sigma**2 * divergence / count",
+              "return residual + sigma**2 + 2 * sigma**2 * divergence / count")),
+    mutation("SURE's divergence term halved", "stopping",
+             (STOPPING, "return residual - sigma**2 + 2 * sigma**2 * divergence / count",
+              "return residual - sigma**2 + sigma**2 * divergence / count")),
+    mutation("windowed SURE always stops at t = 1", "stopping",
+             (STOPPING, "chosen = choose(rule, residual, divergence, sigma, count, final=step == "
+                        "max_iterations)", "chosen = 1")),
+    mutation("global (Krylov) SURE always stops at t = 1", "stopping",
+             (STOPPING, "chosen = choose(rule, residual, divergence, sigma, count, final) if horizon "
+                        "else None", "chosen = 1")),
+    mutation("discrepancy takes the last step below sigma^2", "stopping",
+             (STOPPING, "return int(below[0]) + 1", "return int(below[-1]) + 1")),
+    # noise estimate
+    mutation("noise estimate: saturated blocks not skipped", "noise",
+             (NOISE, "usable = mostly_varied & (at_low + at_high <= most)", "usable = mostly_varied")),
+    mutation("noise estimate: no correction for partly clipped blocks", "noise",
+             (NOISE, "kept = (magnitudes[chosen] / factors[:, None])[varied[chosen]]",
+              "kept = magnitudes[chosen][varied[chosen]]")),
+    mutation("noise estimate: runs of equal values kept", "noise",
+             (NOISE, "varied = ~blocks(constant)", "varied = ~blocks(constant) | True")),
+    # operators
+    mutation("global mode: mirrored pairs of later tiles dropped", "operators",
+             (OPERATORS, "out[stop:] += block[:, stop - start :].T @ vectors[start:stop]",
+              "out[stop:] += (block[:, stop - start :].T @ vectors[start:stop]) * (start == 0)")),
+]
+
+
+def copy_checkout(destination: Path) -> Path:
+    """Copy the checkout's tracked and untracked (not ignored) files; link the data folder beside it."""
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                             capture_output=True).stdout.decode().split("\0")
+    repo = destination / "repo"
+    for name in filter(None, listing):
+        source = ROOT / name
+        if source.is_file():
+            target = repo / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    shared = ROOT.parent / "shared"
+    if shared.is_dir():
+        (destination / "shared").symlink_to(shared)
+    return repo
+
+
+def run_tests(repo: Path, tests: list[str]) -> tuple[bool, float, str]:
+    """(passed, seconds, last line) of ``pytest -x`` on the copy."""
+    environment = dict(os.environ, PYTHONPATH=str(repo), PYTHONDONTWRITEBYTECODE="1")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=repo, env=environment, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    failed = [line.split(" - ")[0] for line in lines if line.startswith(("FAILED", "ERROR"))]
+    summary = failed[0] if failed else (lines[-1] if lines else done.stderr[-200:])
+    return done.returncode == 0, time.perf_counter() - started, summary
+
+
+def apply(repo: Path, item: Mutation) -> dict[Path, str] | str:
+    """Apply the edits; return the original texts, or the reason the mutation is stale."""
+    originals: dict[Path, str] = {}
+    for name, old, new in item.edits:
+        path = repo / name
+        text = originals.get(path, path.read_text())
+        originals.setdefault(path, text)
+        current = path.read_text()
+        if current.count(old) != 1:
+            for original_path, original in originals.items():
+                original_path.write_text(original)
+            return f"text to replace found {current.count(old)} times in {name}"
+        path.write_text(current.replace(old, new))
+    return originals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="mutations whose name contains one of these")
+    parser.add_argument("--tests", nargs="*", default=["tests"], help="pytest targets (default: tests)")
+    parser.add_argument("--write", action="store_true", help="write the table to benchmarks/results/")
+    args = parser.parse_args()
+    chosen = [item for item in MUTATIONS
+              if args.only is None or any(word in item.name for word in args.only)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nlfilt-mutations-") as folder:
+        repo = copy_checkout(Path(folder))
+        passed, seconds, summary = run_tests(repo, args.tests)
+        state = "passes" if passed else "FAILS"
+        print(f"unmutated suite: {state} in {seconds:.0f} s ({summary})", flush=True)
+        if not passed:
+            sys.exit("the unmutated suite must pass first")
+        for item in chosen:
+            originals = apply(repo, item)
+            if isinstance(originals, str):
+                rows.append((item, "stale", 0.0, originals))
+                print(f"STALE   {item.name}: {originals}", flush=True)
+                continue
+            try:
+                survived, seconds, summary = run_tests(repo, args.tests)
+            finally:
+                for path, text in originals.items():
+                    path.write_text(text)
+            verdict = "missed" if survived else "caught"
+            rows.append((item, verdict, seconds, summary))
+            print(f"{verdict.upper():7} {item.name} ({seconds:.0f} s): {summary}", flush=True)
+    caught = sum(verdict == "caught" for _, verdict, _, _ in rows)
+    table = [
+        "# Mutation check",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        "produced by `python benchmarks/mutation_check.py --write`.",
+        "",
+        f"Each bug is planted alone in a copy of the checkout and `pytest -x {' '.join(args.tests)}` is run: "
+        f"**{caught} of {len(rows)} caught**.",
+        "",
+        "| area | planted bug | result | seconds | first failure or summary |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for item, verdict, seconds, summary in rows:
+        summary = summary.replace("|", "/")
+        table.append(f"| {item.area} | {item.name} | {verdict} | {seconds:.0f} | {summary} |")
+    text = "\n".join(table) + "\n"
+    print(text)
+    if args.write:
+        RESULTS.write_text(text)
+    if caught != len(rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
