@@ -21,7 +21,12 @@ levels of --global-sigmas only, next to the windowed NLM modes on the same
 crops; on a GPU (--global-size 0) on the whole images.  PSNR and SSIM are
 computed on estimates clipped to [0, 255].
 
+With ``--clip`` the noisy images are rounded and clipped to 8 bits, as real
+photos are, before any method sees them (sigma estimated from the clipped
+image by nlfilt; the peers get the true sigma).
+
     python benchmarks/quality.py --write          # writes benchmarks/results/quality.md
+    python benchmarks/quality.py --clip --global-sigmas '' --write   # results/quality_clipped.md
 """
 
 from __future__ import annotations
@@ -70,9 +75,10 @@ def load(folder: Path) -> list[tuple[str, numpy.ndarray]]:
     return images
 
 
-def noisy_copy(clean: numpy.ndarray, sigma: float, index: int) -> numpy.ndarray:
+def noisy_copy(clean: numpy.ndarray, sigma: float, index: int, clip: bool = False) -> numpy.ndarray:
     rng = numpy.random.default_rng(1000 * int(sigma) + index)
-    return clean + sigma * rng.standard_normal(clean.shape)
+    noisy = clean + sigma * rng.standard_normal(clean.shape)
+    return numpy.clip(numpy.round(noisy), 0, 255) if clip else noisy
 
 
 def centre_crop(image: numpy.ndarray, side: int) -> numpy.ndarray:
@@ -202,12 +208,12 @@ def peers() -> dict[str, Callable]:
     return {name: run for name, run in found.items() if run is not None}
 
 
-def evaluate(images, sigmas, methods, device, log) -> dict:
+def evaluate(images, sigmas, methods, device, log, clip: bool = False) -> dict:
     """{method: {sigma: dict(psnr, ssim, seconds, oracle gaps, steps)}} over ``images``."""
     table: dict = {}
     for sigma in sigmas:
         for index, (name, clean) in enumerate(images):
-            noisy = noisy_copy(clean, sigma, index)
+            noisy = noisy_copy(clean, sigma, index, clip)
             for method, run in methods.items():
                 row = table.setdefault(method, {}).setdefault(sigma, {"psnr": [], "ssim": [], "seconds": [],
                                                                        "gap": [], "steps": []})
@@ -290,6 +296,8 @@ def main() -> None:
                         help="crop side for the global modes (0: whole images, for a GPU)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--clip", action="store_true",
+                        help="round and clip the noisy images to 8 bits (writes results/quality_clipped.md)")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
     args = parser.parse_args()
     sigmas = [float(value) for value in args.sigmas.split(",")]
@@ -314,12 +322,13 @@ def main() -> None:
     lines = ["# Denoising quality", "",
              f"`python benchmarks/quality.py {' '.join(sys.argv[1:])}` on {platform.machine()} "
              f"({device}), nlfilt {nlfilt.__version__}, {time.strftime('%Y-%m-%d')}.  White Gaussian "
-             "noise, fixed seeds, the same noisy images for every method; PSNR / SSIM on estimates clipped "
+             "noise" + (", rounded and clipped to 8 bits (0-255)," if args.clip else ",") + " fixed seeds, "
+             "the same noisy images for every method; PSNR / SSIM on estimates clipped "
              "to [0, 255]; sigma estimated per image by nlfilt, the true sigma given to the peers.", ""]
     targets: list[str] = []
     for title, images in sets:
         methods = dict(WINDOWED_MODES, **peer_methods)
-        table = evaluate(images, sigmas, methods, device, log)
+        table = evaluate(images, sigmas, methods, device, log, args.clip)
         lines += format_table(f"{title}, whole images", table, sigmas, len(images))
         if args.global_size:
             crops = [(name, centre_crop(image, args.global_size)) for name, image in images
@@ -330,7 +339,7 @@ def main() -> None:
         crop_tables = []
         if crops and global_sigmas:
             methods = dict(GLOBAL_MODES, **{name: WINDOWED_MODES[name] for name in list(WINDOWED_MODES)[:2]})
-            crop_tables.append(evaluate(crops, global_sigmas, methods, device, log))
+            crop_tables.append(evaluate(crops, global_sigmas, methods, device, log, args.clip))
             lines += format_table(label, crop_tables[0], global_sigmas, len(crops))
         if title.startswith("Set12") and 25.0 in sigmas:
             targets += check_targets(table, *crop_tables)
@@ -338,8 +347,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+        results = RESULTS.with_name("quality_clipped.md") if args.clip else RESULTS
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(text)
 
 
 if __name__ == "__main__":

@@ -324,3 +324,15 @@ def test_the_window_error_speaks_of_global(tmp_path):
     for window in ("4", "0", "wide"):
         result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--window", window)
         assert result.exit_code == 2 and "'global'" in result.output and "None" not in result.output
+
+
+def test_an_existing_output_is_skipped_without_computing_it(tmp_path, monkeypatch):
+    iio.imwrite(tmp_path / "a.png", noisy_image())
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"an earlier result")
+    forbid_denoising(monkeypatch)
+    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "out", "--report", "-")
+    assert result.exit_code == 0
+    (entry,) = entries(result.stdout)
+    assert entry["status"] == "skipped" and entry["error"].startswith("output exists")
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"an earlier result"

@@ -12,7 +12,7 @@ import nlfilt
 from nlfilt.api import GUIDE_H_PER_SIGMA, prepare
 from nlfilt.filters import SINKHORN_TOL, build_filter
 from nlfilt.linalg import BlockLanczos
-from nlfilt.stopping import DISCREPANCY_FACTOR, KrylovTrajectory, choose
+from nlfilt.stopping import KrylovTrajectory, choose
 
 import reference
 from conftest import to_host
@@ -236,15 +236,19 @@ def test_sure_on_natural_crops(set12):
     assert numpy.mean(gaps) <= 0.02, gaps  # measured 0.000 (nlm) and 0.002 dB (arccos) on average
 
 
-def test_discrepancy_stops_at_the_first_step_below_the_noise_level():
-    clean = synthetic(48, 2)
+@pytest.mark.parametrize("options", [
+    {"window": 11, "h": 10.0}, {"window": None, "h": 60.0}, {"kernel": "arccos"},
+], ids=["nlm windowed", "nlm global", "arccos global"])
+def test_discrepancy_stops_at_the_first_step_below_the_noise_level(options):
+    clean = synthetic(32, 2)
     noisy = clean + numpy.random.default_rng(0).normal(0, 20, clean.shape)
-    _, info = nlfilt.denoise(noisy, iterations="auto", stop="discrepancy", sigma=20.0, h=10.0,
-                             return_info=True, device="cpu")
+    _, info = nlfilt.denoise(noisy, iterations="auto", stop="discrepancy", sigma=20.0, return_info=True,
+                             device="cpu", **options)
     residual = info.residual
     assert info.stop == "discrepancy" and info.risk is None
-    assert residual[info.iterations - 1] <= DISCREPANCY_FACTOR * 20.0**2
-    assert info.iterations == 1 or residual[info.iterations - 2] > DISCREPANCY_FACTOR * 20.0**2
+    assert len(residual) > info.iterations or options.get("window") == 11  # the global curves run past t
+    assert residual[info.iterations - 1] <= 1.0 * 20.0**2  # DISCREPANCY_FACTOR = 1, as documented
+    assert info.iterations == 1 or residual[info.iterations - 2] > 1.0 * 20.0**2
 
 
 def test_auto_report_and_progress():
