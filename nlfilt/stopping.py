@@ -279,8 +279,10 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
     count = image.size
     if sigma <= 0:
         max_iterations, twin, rule = 1, None, "discrepancy"
-    if rule == "sure" and twin is None and max_iterations > 1:
-        raise ValueError("the 'sure' rule needs a twin run on perturbed data")
+    if rule not in STOP_RULES:
+        raise ValueError(f"rule must be one of {', '.join(map(repr, STOP_RULES))}; got {rule!r}")
+    if rule == "sure" and twin is None:
+        raise ValueError("rule='sure' needs a twin run on perturbed data (twin=Twin(...)), unless sigma is 0")
     runs = [(filter_, image)] + ([] if twin is None else [(twin.filter, twin.image)])
     if krylov:
         trajectories = [KrylovTrajectory(run_filter, data, max_iterations=max_iterations)

@@ -12,7 +12,7 @@ import nlfilt
 from nlfilt.api import GUIDE_H_PER_SIGMA, prepare
 from nlfilt.filters import SINKHORN_TOL, build_filter
 from nlfilt.linalg import BlockLanczos
-from nlfilt.stopping import KrylovTrajectory, choose
+from nlfilt.stopping import KrylovTrajectory, auto_twicing, choose
 
 import reference
 from conftest import to_host
@@ -311,3 +311,18 @@ def test_automatic_stopping_agrees_across_backends(options, gpu):
                                   dtype=numpy.float64, **options)
     assert info.iterations == expected_info.iterations
     assert numpy.allclose(to_host(actual), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("krylov", [False, True], ids=["stepping", "krylov"])
+@pytest.mark.parametrize("max_iterations", [1, 5])
+def test_sure_without_a_twin_is_a_clear_error(krylov, max_iterations):
+    noisy = synthetic(16, 0) + numpy.random.default_rng(0).normal(0, 10, (16, 16))
+    backend, image, resolved = prepare(noisy, kernel="nlm", patch=3, window=5, h=None, sigma=10.0, depth=1,
+                                       device="cpu", dtype=numpy.float64, memory_budget=2**24,
+                                       iterations="auto")
+    filter_ = build_filter(backend, image, resolved, reuse=True)
+    with pytest.raises(ValueError, match="twin"):
+        auto_twicing(filter_, image.reshape(-1, 1), sigma=10.0, rule="sure", twin=None,
+                     max_iterations=max_iterations, krylov=krylov)
+    with pytest.raises(ValueError, match="rule"):
+        auto_twicing(filter_, image.reshape(-1, 1), sigma=10.0, rule="oracle", max_iterations=max_iterations)
