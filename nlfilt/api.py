@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy
 
-from nlfilt.backend import DEVICES, Backend, get_backend
+from nlfilt.backend import DEVICES, Backend, get_backend, is_device_array
 from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, expected_applications, twicing
 from nlfilt.kernels import KERNELS
 from nlfilt.noise import estimate_sigma
@@ -178,8 +178,9 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     Returns
     -------
     ndarray
-        The estimate ``z_t``, same shape as ``image``, of ``dtype`` (a CuPy
-        array when computed on the GPU).
+        The estimate ``z_t``, same shape as ``image``, of ``dtype``: a NumPy
+        array for a NumPy image (on whichever device it was computed), a
+        CuPy array for a CuPy image.
     DenoiseInfo
         Only with ``return_info=True``.
 
@@ -305,7 +306,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
                                                         guided_options(options), **run)
     if meter is not None:
         meter.finish()
-    estimate = estimate.reshape(numpy.shape(image))
+    estimate = backend.like_input(estimate.reshape(numpy.shape(image)), image)
     if not return_info:
         return estimate
     auto = iterations == "auto"
@@ -340,10 +341,13 @@ class Trajectory:
     applications: int
     _krylov: Any
     _shape: tuple[int, ...]
+    _like: Any = None
 
     def estimate(self, t: int) -> Any:
-        """Return ``z_t`` (``0 <= t <= iterations``) with the image's shape, on the backend."""
-        return self._krylov.estimate(t).reshape(self._shape)
+        """Return ``z_t`` (``0 <= t <= iterations``) with the image's shape: a NumPy array for a
+        NumPy image, a CuPy array for a CuPy image."""
+        estimate = self._krylov.estimate(t).reshape(self._shape)
+        return self._krylov.filter.backend.like_input(estimate, self._like)
 
 
 def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm", patch: int | None = None,
@@ -409,7 +413,8 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
     if meter is not None:
         meter.finish()
     return Trajectory(iterations=krylov.horizon, residual=krylov.residual, applications=filter_.applications,
-                      _krylov=krylov, _shape=numpy.shape(image))
+                      _krylov=krylov, _shape=numpy.shape(image),
+                      _like=image if is_device_array(image) else None)
 
 
 def resolve_stopping(iterations: Any, stop: Any, max_iterations: Any) -> tuple[str | None, int | None]:

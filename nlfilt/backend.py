@@ -47,9 +47,26 @@ class Backend:
             return array.get()
         return array
 
+    def like_input(self, result: Any, original: Any) -> Any:
+        """``result`` as the kind of array the caller passed in ``original``: NumPy in, NumPy out;
+        a GPU (CUDA array interface) array in, a CuPy array out, whichever device computed it."""
+        if not is_device_array(original):
+            return self.to_host(result)
+        if self.name == "gpu":
+            return result
+        cupy, reason = _cupy_or_reason()
+        if cupy is None:  # a CUDA array came in, so CuPy should be usable; say why not
+            raise RuntimeError(f"cannot return a GPU array: {reason}")
+        return cupy.asarray(result)
+
     def scalar(self, value: Any) -> float:
         """Return a 0-d device value as a Python float (synchronises on the GPU)."""
         return float(value)
+
+
+def is_device_array(array: Any) -> bool:
+    """Whether ``array`` lives on a CUDA device (CuPy, or anything with the CUDA array interface)."""
+    return hasattr(array, "__cuda_array_interface__")
 
 
 @lru_cache(maxsize=1)

@@ -314,3 +314,19 @@ def test_filter_row_is_the_row_of_filter_matrix(kernel, window, device):
 def test_filter_row_refuses_pixels_outside_the_image(pixel):
     with pytest.raises(ValueError, match="pixel"):
         nlfilt.filter_row(COLOUR, pixel, device="cpu")
+
+
+def test_numpy_in_numpy_out(device):
+    out = nlfilt.denoise(GRAY, patch=3, window=5, sigma=5.0, device=device)
+    assert type(out) is numpy.ndarray
+    path = nlfilt.twicing_trajectory(GRAY[:12, :12], 5, kernel="arccos", device=device)
+    assert type(path.estimate(3)) is numpy.ndarray
+
+
+@pytest.mark.gpu
+def test_cupy_in_cupy_out(gpu):
+    import cupy
+
+    for device in ("cpu", "gpu"):
+        out = nlfilt.denoise(cupy.asarray(GRAY), patch=3, window=5, sigma=5.0, device=device)
+        assert isinstance(out, cupy.ndarray)

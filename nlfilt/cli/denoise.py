@@ -243,7 +243,6 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
                 progress.close()
         entry["iterations"] = info.iterations
         entry["pilot_iterations"] = info.pilot_iterations
-        result = result.get() if hasattr(result, "get") else result
         job.target.parent.mkdir(parents=True, exist_ok=True)
         write_image(job.target, image.assemble(result), replace=overwrite)
     except OutputExists as exc:
