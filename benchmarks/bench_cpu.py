@@ -15,7 +15,8 @@ the best of a few repeats, and only the ratios in one table mean something):
   N^2 / 2 pairs), and its ratio to the bound;
 * seconds per application of the windowed NLM operator (patch 7, window 21);
 * the per-unit costs behind :func:`nlfilt.filters.estimate_cpu_seconds`,
-  next to the constants in ``nlfilt/filters.py`` (which are rounded from
+  next to the constants in ``nlfilt/filters.py`` and the kernel classes of
+  ``nlfilt/kernels.py`` (which are rounded from
   such runs): per evaluated pair, patch dimension and NTK layer in the global
   mode; per pixel and window offset for the weights, the kept weights, the
   channels and each right-hand-side column in the windowed mode; and the
@@ -44,6 +45,7 @@ from nlfilt import filters
 from nlfilt.api import prepare
 from nlfilt.backend import get_backend
 from nlfilt.filters import build_filter, estimate_cpu_seconds, expected_applications
+from nlfilt.kernels import kernel_class
 
 ROOT = Path(__file__).resolve().parents[1]
 SET12 = ROOT.parent / "shared" / "data" / "set12"
@@ -179,9 +181,9 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
     per_dim = sum((pairs[kernel, 1, 7] - pairs[kernel, 1, 3]) / 40 for kernel in ("nlm", "arccos", "ntk")) / 3
     rows.append(("GLOBAL_NS_PER_PAIR_AND_DIM", filters.GLOBAL_NS_PER_PAIR_AND_DIM, per_dim))
     for kernel in ("nlm", "arccos", "ntk"):
-        rows.append((f"GLOBAL_NS_PER_PAIR['{kernel}']", filters.GLOBAL_NS_PER_PAIR[kernel],
-                     pairs[kernel, 1, 3] - 9 * per_dim))
-    rows.append(("GLOBAL_NS_PER_PAIR_AND_LAYER", filters.GLOBAL_NS_PER_PAIR_AND_LAYER,
+        rows.append((f"{kernel_class(kernel).__name__}.global_ns_per_pair",
+                     kernel_class(kernel).global_ns_per_pair, pairs[kernel, 1, 3] - 9 * per_dim))
+    rows.append(("NTKKernel.global_ns_per_layer", kernel_class("ntk").global_ns_per_layer,
                  pairs["ntk", 2, 3] - pairs["ntk", 1, 3]))
 
     gray, colour = test_image(512), test_image(512, 3)
@@ -189,7 +191,7 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
     column = (nlm_colour["later_columns"] - nlm_colour["later"]) / 2
     fresh = nlm["fresh"] - nlm["later"]
     rows.append(("WINDOWED_NS_PER_COLUMN", filters.WINDOWED_NS_PER_COLUMN, column))
-    rows.append(("WINDOWED_NS_PER_WEIGHT['nlm']", filters.WINDOWED_NS_PER_WEIGHT["nlm"], fresh))
+    rows.append(("NLMKernel.windowed_ns_per_weight", kernel_class("nlm").windowed_ns_per_weight, fresh))
     kept_cost = nlm["kept"] - nlm["fresh"]
     rows.append(("WINDOWED_NS_PER_KEPT_WEIGHT", filters.WINDOWED_NS_PER_KEPT_WEIGHT, kept_cost))
     rows.append(("WINDOWED_NS_PER_CHANNEL", filters.WINDOWED_NS_PER_CHANNEL,
@@ -198,10 +200,11 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
     for kernel, depth in (("arccos", 1), ("ntk", 1), ("ntk", 2)):
         measured = windowed_seconds(gray, kernel, depth=depth)
         layers[kernel, depth] = measured["kept"] - measured["later"] - kept_cost
-    rows.append(("WINDOWED_NS_PER_WEIGHT['arccos']", filters.WINDOWED_NS_PER_WEIGHT["arccos"],
+    rows.append(("ArcCosKernel.windowed_ns_per_weight", kernel_class("arccos").windowed_ns_per_weight,
                  layers["arccos", 1]))
-    rows.append(("WINDOWED_NS_PER_WEIGHT['ntk']", filters.WINDOWED_NS_PER_WEIGHT["ntk"], layers["ntk", 1]))
-    rows.append(("WINDOWED_NS_PER_WEIGHT_AND_LAYER", filters.WINDOWED_NS_PER_WEIGHT_AND_LAYER,
+    rows.append(("NTKKernel.windowed_ns_per_weight", kernel_class("ntk").windowed_ns_per_weight,
+                 layers["ntk", 1]))
+    rows.append(("NTKKernel.windowed_ns_per_layer", kernel_class("ntk").windowed_ns_per_layer,
                  layers["ntk", 2] - layers["ntk", 1]))
 
     tiny = test_image(32)  # overheads: the arrays are too small to matter
@@ -213,7 +216,8 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
     product = sum(operator_seconds(test_image(16), kernel, None, 5) for kernel in ("nlm", "arccos")) / 2
     rows.append(("SECONDS_PER_PRODUCT (ms)", filters.SECONDS_PER_PRODUCT * 1e3, product * 1e3))
 
-    lines = ["\n## Constants of the cost estimate (nlfilt/filters.py) and this run's measurement\n",
+    lines = ["\n## Constants of the cost estimate (nlfilt/filters.py, nlfilt/kernels.py) and this run's "
+             "measurement\n",
              "Global: ns per evaluated pair (patch 3 and 7, gray, best over the sizes); windowed: ns per "
              "pixel and offset (512x512, patch 5, window 11); overheads on 16x16 and 32x32 images.\n",
              "| constant | nlfilt.filters | measured |", "| --- | --- | --- |"]

@@ -6,7 +6,6 @@ The public functions are :func:`denoise`, :func:`twicing_trajectory`, :func:`fil
 
 from nlfilt.api import (
     DEFAULT_MEMORY_BUDGET,
-    KERNEL_DEFAULTS,
     MAX_FILTER_MATRIX_PIXELS,
     DenoiseInfo,
     Trajectory,
@@ -15,7 +14,7 @@ from nlfilt.api import (
     filter_row,
     twicing_trajectory,
 )
-from nlfilt.kernels import KERNELS
+from nlfilt.kernels import KERNELS, Kernel, kernel_names, register_kernel
 
 __version__ = "0.1.0"
 
@@ -23,12 +22,14 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DenoiseInfo",
     "KERNELS",
-    "KERNEL_DEFAULTS",
+    "Kernel",
     "MAX_FILTER_MATRIX_PIXELS",
     "Trajectory",
     "__version__",
     "denoise",
     "filter_matrix",
     "filter_row",
+    "kernel_names",
+    "register_kernel",
     "twicing_trajectory",
 ]

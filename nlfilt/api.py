@@ -17,7 +17,7 @@ import numpy
 
 from nlfilt.backend import DEVICES, Backend, get_backend, is_device_array
 from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, expected_applications, twicing
-from nlfilt.kernels import KERNELS
+from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
 from nlfilt.stopping import (
     DEFAULT_MAX_ITERATIONS,
@@ -36,14 +36,6 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
 #: filter_matrix refuses images with more pixels than this (a 64 x 64 image; W is then 4096 x 4096).
 MAX_FILTER_MATRIX_PIXELS = 64 * 64
-
-#: Per-kernel defaults, chosen from PSNR measurements on Set12 (benchmarks/tune_defaults.py,
-#: results in benchmarks/results/defaults.md).
-KERNEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nlm": {"patch": 5, "window": 11, "h_per_sigma": 0.8},
-    "arccos": {"patch": 3, "window": None},
-    "ntk": {"patch": 3, "window": None},
-}
 
 #: Guided NLM (``guide='pilot'``): bandwidth per sigma for the distances between pilot patches,
 #: which hold little noise (so no ``2 sigma^2`` is subtracted from them), and their patch side (little
@@ -441,7 +433,7 @@ def guided_options(options: FilterOptions) -> FilterOptions:
     For NLM: ``h = GUIDE_H_PER_SIGMA sigma``, no ``2 sigma^2`` offset, and
     patches of side ``GUIDE_PATCH`` (when smaller than the first pass's).
     """
-    if options.kernel != "nlm":
+    if kernel_class(options.kernel).h_per_sigma is None:  # no bandwidth to re-derive
         return options
     h = GUIDE_H_PER_SIGMA * options.sigma if options.sigma else options.h
     return replace(options, h=h, sigma=0.0, patch=min(options.patch, GUIDE_PATCH))
@@ -582,7 +574,7 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
                          f"got {pixel!r}")
     _check_progress(progress)
     meter = None if progress is None else ProgressMeter(progress, [expected_applications(options, 0, False)])
-    filter_ = build_filter(backend, array, options, reuse=options.kernel != "nlm", meter=meter)
+    filter_ = build_filter(backend, array, options, reuse=options.normalize != "rows", meter=meter)
     weights = backend.to_host(filter_.row(row * width + col)).reshape(height, width)
     if meter is not None:
         meter.finish()
@@ -617,14 +609,15 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     array = backend.asarray(host, dtype=work_dtype)
     height, width = host.shape[:2]
     sigma = options.sigma
-    if sigma is None and (kernel == "nlm" or iterations == "auto"):
+    bandwidth = kernel_class(kernel).h_per_sigma
+    if sigma is None and (bandwidth is not None or iterations == "auto"):
         if min(height, width) < 4:
             raise ValueError(f"sigma cannot be estimated from a {height}x{width} image (4x4 at least); "
                              "pass sigma")
         sigma = estimate_sigma(backend.xp, array)
     h = options.h
-    if kernel == "nlm" and h is None:
-        h = KERNEL_DEFAULTS[kernel]["h_per_sigma"] * sigma
+    if bandwidth is not None and h is None:
+        h = bandwidth * sigma
         if h <= 0:
             spread = float(array.max() - array.min())
             h = 1e-3 * spread if spread > 0 else 1.0
@@ -643,34 +636,36 @@ def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: 
     when not given (:func:`prepare` estimates them).  Raises ValueError
     naming the parameter.
     """
-    if not isinstance(kernel, str) or kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}; got {kernel!r}")
+    kind = kernel_class(kernel)
     _check_count("depth", depth, minimum=1)
     _check_count("memory_budget", memory_budget, minimum=1)
-    if depth != 1 and kernel != "ntk":
-        raise ValueError(f"depth applies only to kernel='ntk'; got depth={depth} with kernel={kernel!r}")
+    if depth != 1 and not kind.has_depth:
+        raise ValueError(f"depth applies only to kernels with layers ('ntk'); got depth={depth} with "
+                         f"kernel={kernel!r}")
     if h is not None:
         _check_real("h", h, "> 0", lambda value: value > 0)
     if sigma is not None:
         _check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
     if iterations != "auto":
         _check_count("iterations", iterations, minimum=1, allowed="an integer >= 1 or 'auto'")
-    if kernel != "nlm" and h is not None:
-        raise ValueError(f"h applies only to kernel='nlm'; kernel={kernel!r} has no bandwidth (got h={h!r})")
-    if kernel != "nlm" and sigma is not None and iterations != "auto":
-        raise ValueError(f"sigma applies only to kernel='nlm' or iterations='auto'; got sigma={sigma!r} with "
-                         f"kernel={kernel!r} and iterations={iterations!r}")
+    if kind.h_per_sigma is None and h is not None:
+        raise ValueError(f"h applies only to kernels with a bandwidth ('nlm'); kernel={kernel!r} has none "
+                         f"(got h={h!r})")
+    if kind.h_per_sigma is None and sigma is not None and iterations != "auto":
+        raise ValueError(f"sigma applies only to kernels with a bandwidth ('nlm') or iterations='auto'; got "
+                         f"sigma={sigma!r} with kernel={kernel!r} and iterations={iterations!r}")
     if normalize is not None:
-        if kernel != "nlm":
-            raise ValueError(f"normalize applies only to kernel='nlm' ('arccos' and 'ntk' divide K by its "
-                             f"largest eigenvalue); got normalize={normalize!r} with kernel={kernel!r}")
-        if normalize not in NORMALIZE_CHOICES:
-            raise ValueError(f"normalize must be one of {', '.join(map(repr, NORMALIZE_CHOICES))}; "
+        if len(kind.normalizations) < 2:
+            raise ValueError(f"normalize applies only to kernels that offer a choice ('nlm'); "
+                             f"kernel={kernel!r} is always normalised by {kind.normalizations[0]!r} "
+                             f"('arccos' and 'ntk' divide K by its largest eigenvalue); got "
+                             f"normalize={normalize!r}")
+        if normalize not in kind.normalizations:
+            raise ValueError(f"normalize must be one of {', '.join(map(repr, kind.normalizations))}; "
                              f"got {normalize!r}")
-    defaults = KERNEL_DEFAULTS[kernel]
     height, width = shape[:2]
     if patch is None:
-        patch = defaults["patch"]
+        patch = kind.patch
         if patch > min(height, width):
             raise ValueError(
                 f"the {height}x{width} image is smaller than the default patch {patch} of kernel "
@@ -685,13 +680,14 @@ def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: 
     if isinstance(window, str):
         if window != "auto":
             raise ValueError(f"window must be an odd integer >= 1, None (global) or 'auto'; got {window!r}")
-        window = defaults["window"]
+        window = kind.window
     if window is not None:
         _check_count("window", window, minimum=1, odd=True,
                      allowed="an odd integer >= 1, None (global) or 'auto'")
     return FilterOptions(kernel=kernel, patch=int(patch), window=None if window is None else int(window),
                          h=None if h is None else float(h), sigma=None if sigma is None else float(sigma),
-                         depth=int(depth), memory_budget=int(memory_budget), normalize=normalize or "rows")
+                         depth=int(depth), memory_budget=int(memory_budget),
+                         normalize=normalize or kind.normalizations[0])
 
 
 def _as_real_array(image: Any) -> numpy.ndarray:

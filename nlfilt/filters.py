@@ -14,7 +14,7 @@ from typing import Any
 
 from nlfilt import cuda
 from nlfilt.backend import Backend, get_backend
-from nlfilt.kernels import make_kernel, safe_reciprocal
+from nlfilt.kernels import kernel_class, make_kernel, safe_reciprocal
 from nlfilt.linalg import largest_eigenvalue
 from nlfilt.operators import (
     MAX_TILE_ELEMENTS,
@@ -299,7 +299,7 @@ def _plan(options: FilterOptions, iterations: int | str, guided: bool, runs: int
     krylov = auto and options.window is None
     runs = (2 if auto else 1) if runs is None else runs
     steps = AUTO_APPLICATIONS["krylov" if krylov else "stepping"] if auto else int(iterations)
-    if options.kernel != "nlm":  # lambda_max; a Krylov trajectory finds it itself
+    if options.normalize == "eigenvalue":  # lambda_max; a Krylov trajectory finds it itself
         setup = 0 if krylov else EIGENVALUE_APPLICATIONS["global" if options.window is None else "windowed"]
     elif options.normalize == "sinkhorn":
         setup = SINKHORN_APPLICATIONS
@@ -328,8 +328,6 @@ def expected_applications(options: FilterOptions, iterations: int | str, guided:
 #: query rows pairs them with the pixels from the tile on, so about N^2 / 2 pairs per product): the
 #: kernel profile and the two products with the right-hand side ('ntk': of depth 1, plus
 #: GLOBAL_NS_PER_PAIR_AND_LAYER per further layer), plus the GEMM, per patch dimension d.
-GLOBAL_NS_PER_PAIR = {"nlm": 0.9, "arccos": 2.5, "ntk": 4.2}
-GLOBAL_NS_PER_PAIR_AND_LAYER = 3.0
 GLOBAL_NS_PER_PAIR_AND_DIM = 0.008
 #: Windowed mode, nanoseconds per pixel and offset (one of each opposite pair, (window^2 + 1) / 2 of
 #: them).  The weights (the patch statistic by box sums, and the profile; 'ntk' of depth 1, plus
@@ -337,8 +335,6 @@ GLOBAL_NS_PER_PAIR_AND_DIM = 0.008
 #: operator keeps them, once per filter at WINDOWED_NS_PER_KEPT_WEIGHT more (the copy); for C > 1
 #: channels, plus WINDOWED_NS_PER_CHANNEL times C (the channel differences and their sum).  The
 #: multiply-adds, per right-hand-side column.
-WINDOWED_NS_PER_WEIGHT = {"nlm": 1.4, "arccos": 2.5, "ntk": 3.6}
-WINDOWED_NS_PER_WEIGHT_AND_LAYER = 2.2
 WINDOWED_NS_PER_KEPT_WEIGHT = 0.5
 WINDOWED_NS_PER_CHANNEL = 2.0
 WINDOWED_NS_PER_COLUMN = 0.5
@@ -375,6 +371,8 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     height, width = shape[:2]
     channels = shape[2] if len(shape) == 3 else 1
     pixels = height * width
+    kernel = kernel_class(options.kernel)
+    layers = options.depth if kernel.has_depth else 1
     if iterations is None:
         plan = _Plan(filters=1, setup=0, steps=applications)
     else:
@@ -385,16 +383,13 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     seconds = SECONDS_PER_CALL + SECONDS_PER_VALUE * pixels * channels + SECONDS_PER_PRODUCT * products
     if options.window is None:
         dims = options.patch**2 * channels
-        per_pair = GLOBAL_NS_PER_PAIR[options.kernel] + GLOBAL_NS_PER_PAIR_AND_DIM * dims
-        if options.kernel == "ntk":
-            per_pair += GLOBAL_NS_PER_PAIR_AND_LAYER * (options.depth - 1)
+        per_pair = (kernel.global_ns_per_pair + kernel.global_ns_per_layer * (layers - 1)
+                    + GLOBAL_NS_PER_PAIR_AND_DIM * dims)
         return seconds + products * _global_pairs(pixels) * per_pair * 1e-9
     radius = options.window // 2
     rows, cols = min(radius, height - 1) + 1, min(radius, width - 1)
     offsets = rows * (2 * cols + 1) - cols
-    weight = WINDOWED_NS_PER_WEIGHT[options.kernel]
-    if options.kernel == "ntk":
-        weight += WINDOWED_NS_PER_WEIGHT_AND_LAYER * (options.depth - 1)
+    weight = kernel.windowed_ns_per_weight + kernel.windowed_ns_per_layer * (layers - 1)
     if channels > 1:
         weight += WINDOWED_NS_PER_CHANNEL * channels
     several = products > plan.filters if iterations is None else iterations != 1  # as nlfilt.denoise has it
@@ -403,7 +398,7 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
         weight += WINDOWED_NS_PER_KEPT_WEIGHT
     weighings = plan.filters if kept else products
     columns = plan.filters * (plan.setup + plan.steps * channels)
-    if options.kernel == "nlm" and options.normalize == "rows":
+    if options.normalize == "rows":
         columns += plan.filters  # the row sums ride on each filter's first product
     per_offset = 1e-9 * pixels * (weighings * weight + columns * WINDOWED_NS_PER_COLUMN)
     per_offset += weighings * WINDOWED_SECONDS_PER_WEIGHING + products * WINDOWED_SECONDS_PER_OFFSET
@@ -469,7 +464,7 @@ def keeps_weights(options: FilterOptions, reuse: bool) -> bool:
     """Whether a windowed filter makes several products with ``K`` and should keep its weights (when
     they fit the memory budget): twicing steps (``reuse``), ``lambda_max`` (arc-cosine, NTK) or the
     Sinkhorn scaling."""
-    return reuse or options.kernel != "nlm" or options.normalize == "sinkhorn"
+    return reuse or options.normalize != "rows"
 
 
 def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse: bool,
@@ -483,19 +478,19 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
     kernel = make_kernel(options.kernel, h=options.h, sigma=options.sigma, depth=options.depth)
     features = kernel.features(backend.xp, image, options.patch)
     if options.window is None:
-        fused = backend.name == "gpu" and cuda.opted_in("nlfilt_global_fused")
+        fused = (backend.name == "gpu" and kernel.cuda_kind is not None
+                 and cuda.opted_in("nlfilt_global_fused"))
         global_operator = CudaFusedGlobal if fused else GlobalAffinity
         affinity = global_operator(backend, features, kernel, options.patch,
                                    options.memory_budget, columns=image.shape[2] + 1)
     else:
         windowed = WindowedAffinity
-        if backend.name == "gpu" and options.kernel == "nlm":
+        if backend.name == "gpu" and kernel.cuda_windowed:
             box = cuda.opted_in("nlfilt_windowed_box") and options.patch <= cuda.BOX_MAX_PATCH
             windowed = CudaBoxWindowedNLM if box else CudaWindowedNLM
         affinity = windowed(backend, features, kernel, options.patch, options.window,
                             options.memory_budget, reuse=keeps_weights(options, reuse))
-    normalization = options.normalize if options.kernel == "nlm" else "eigenvalue"
-    return Filter(backend, affinity, normalization, meter)
+    return Filter(backend, affinity, options.normalize, meter)
 
 
 def twicing(filter_: Filter, image: Any, iterations: int) -> Any:

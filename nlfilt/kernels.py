@@ -9,6 +9,12 @@ block in the global mode, a box-filtered product image per offset in the
 windowed mode), ``f`` is an elementwise profile applied in place and ``s`` is
 an optional per-pixel scale (``None`` for NLM).  The operators never need to
 know which kernel they run.
+
+Each affinity is one class derived from :class:`Kernel`, which carries
+everything about it (name, defaults, normalisation, which arguments it takes,
+the pieces above, its CUDA profile and its cost constants), registered under
+its name with :func:`register_kernel`.  The rest of nlfilt looks kernels up
+with :func:`kernel_class`; adding one touches no other module.
 """
 
 from __future__ import annotations
@@ -21,10 +27,109 @@ import numpy
 
 from nlfilt import cuda
 
-KERNELS = ("nlm", "arccos", "ntk")
+
+class Kernel:
+    """What every affinity declares; derive from it and decorate with :func:`register_kernel`.
+
+    Class attributes (the defaults are those of the tangent kernels):
+
+    * ``name``: the name users pass as ``kernel=``.
+    * ``patch``, ``window``: default patch side and search window (None: global).
+    * ``h_per_sigma``: default bandwidth per noise level, for kernels with a
+      bandwidth ``h`` (which then also need the noise level ``sigma``); None
+      for kernels without one (``h`` and ``sigma`` are then refused, except
+      sigma for automatic stopping).
+    * ``normalizations``: how ``K`` may become ``W`` ('rows', 'sinkhorn',
+      'eigenvalue'; see :class:`nlfilt.filters.Filter`); the first is the
+      default, and the user may choose only when there are several.
+    * ``has_depth``: whether ``depth`` (layers) applies.
+    * ``uses_difference``: the windowed statistic is a box sum of squared
+      differences (else of products).
+    * ``scratch_blocks``: scratch arrays :meth:`profile` needs.
+    * ``cuda_kind``: the profile's number in the fused CUDA kernel
+      (``nlfilt/cuda/fused.cu``), None where there is none; ``cuda_windowed``:
+      whether a CUDA windowed operator exists for it (NLM's).
+    * ``window_denoises``: whether its windowed filter is fit to denoise with
+      (the windowed tangent filters are indefinite; the command line then never
+      suggests a window).
+    * cost constants (nanoseconds on the development machine, see
+      :func:`nlfilt.filters.estimate_cpu_seconds`): ``global_ns_per_pair``,
+      ``global_ns_per_layer``, ``windowed_ns_per_weight``, ``windowed_ns_per_layer``.
+
+    Methods: :meth:`create` (an instance for validated arguments),
+    ``features``, ``global_factors``, ``windowed_statistic``, ``profile`` and
+    ``profile_gpu``, as the built-in kernels below document them.
+    """
+
+    name = ""
+    patch = 3
+    window: int | None = None
+    h_per_sigma: float | None = None
+    normalizations: tuple[str, ...] = ("eigenvalue",)
+    has_depth = False
+    uses_difference = False
+    scratch_blocks = 0
+    cuda_kind: int | None = None
+    cuda_windowed = False
+    window_denoises = False
+    global_ns_per_pair = 3.0
+    global_ns_per_layer = 0.0
+    windowed_ns_per_weight = 3.0
+    windowed_ns_per_layer = 0.0
+
+    @classmethod
+    def create(cls, *, h: float | None, sigma: float | None, depth: int) -> Kernel:
+        """The kernel for validated arguments (those it does not take are ignored)."""
+        return cls()
+
+    @property
+    def layers(self) -> int:
+        """Layers of the profile (the cost grows with them)."""
+        return 1
+
+    def profile_gpu(self, t: Any) -> Any:
+        """:meth:`profile` on a CuPy array; kernels without a CUDA kernel of their own run the
+        array code of :meth:`profile` (CuPy runs it elementwise on the GPU)."""
+        from nlfilt.backend import get_backend  # noqa: PLC0415 - only reached with CuPy arrays
+
+        xp = get_backend("gpu").xp
+        scratch = [xp.empty_like(t) for _ in range(self.scratch_blocks)]
+        return self.profile(xp, t, scratch)
 
 
-class NLMKernel:
+_REGISTRY: dict[str, type[Kernel]] = {}
+
+
+def register_kernel(cls: type[Kernel]) -> type[Kernel]:
+    """Register ``cls`` under ``cls.name`` (a class decorator); a name may be registered once."""
+    if not cls.name or not isinstance(cls.name, str):
+        raise ValueError(f"a kernel class needs a name; {cls.__name__} has {cls.name!r}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        taken = _REGISTRY[cls.name].__name__
+        raise ValueError(f"a kernel named {cls.name!r} is already registered ({taken})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister_kernel(name: str) -> None:
+    """Remove a registered kernel (for tests and plug-ins)."""
+    _REGISTRY.pop(name, None)
+
+
+def kernel_names() -> tuple[str, ...]:
+    """The names of the registered kernels."""
+    return tuple(_REGISTRY)
+
+
+def kernel_class(name: Any) -> type[Kernel]:
+    """The class registered as ``name``; ValueError naming the registered ones otherwise."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, kernel_names()))}; got {name!r}")
+    return _REGISTRY[name]
+
+
+@register_kernel
+class NLMKernel(Kernel):
     """Non-local means: ``K_ij = exp(-max(|P_i - P_j|^2 / d - 2 sigma^2, 0) / h^2)``.
 
     (Weights below the dtype's smallest normal number are raised to it: see
@@ -38,12 +143,25 @@ class NLMKernel:
     """
 
     name = "nlm"
+    patch = 5
+    window = 11
+    h_per_sigma = 0.8
+    normalizations = ("rows", "sinkhorn")
     uses_difference = True  # windowed statistic: box sum of squared differences
     scratch_blocks = 0  # scratch buffers, each the size of the array profiled
+    cuda_kind = 0
+    cuda_windowed = True
+    window_denoises = True
+    global_ns_per_pair = 0.9
+    windowed_ns_per_weight = 1.4
 
     def __init__(self, h: float, sigma: float) -> None:
         self.h = h
         self.sigma = sigma
+
+    @classmethod
+    def create(cls, *, h: float | None, sigma: float | None, depth: int) -> NLMKernel:
+        return cls(h=h, sigma=sigma)
 
     def features(self, xp: Any, image: Any, patch_size: int) -> Any:
         """Return the image the pair statistics are computed on."""
@@ -82,8 +200,13 @@ class NLMKernel:
         cuda.launch("nlfilt_profile_nlm", t.dtype, t.size, t, numpy.int64(t.size), cuda.real(floor, t.dtype))
         return t
 
-    def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any) -> Any:
-        """Turn the box-summed squared difference into ``t`` (in place)."""
+    def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any,
+                           offset: tuple[int, int]) -> Any:
+        """Turn the box-summed squared difference into ``t`` (in place).
+
+        ``offset`` (rows, columns) from pixel i to pixel j is what a spatially
+        weighted kernel would use; NLM's weights do not depend on it.
+        """
         xp.subtract(box.dtype.type(self.offset), box, out=box)
         return box
 
@@ -100,16 +223,14 @@ class NLMKernel:
         return xp.exp(t, out=t)
 
 
-class CosineKernel:
+class CosineKernel(Kernel):
     """Kernels of the angle between patches, scaled by their norms.
 
     ``K_ij = |P_i| |P_j| f(cos phi_ij)``.  A zero patch has norm 0, so its row
     and column of ``K`` are 0.
     """
 
-    name = ""
     uses_difference = False  # windowed statistic: box sum of products
-    scratch_blocks = 0
 
     def features(self, xp: Any, image: Any, patch_size: int) -> Any:
         """Return the image the pair statistics are computed on (unchanged)."""
@@ -124,7 +245,8 @@ class CosineKernel:
         patches *= safe_reciprocal(xp, norm)[:, None]
         return patches, xp.ascontiguousarray(patches.T), norm
 
-    def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any) -> Any:
+    def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any,
+                           offset: tuple[int, int]) -> Any:
         """Turn the box-summed product ``<P_i, P_j>`` into ``cos phi`` (in place)."""
         box *= inv_norm_i
         box *= inv_norm_j
@@ -135,6 +257,7 @@ class CosineKernel:
         raise NotImplementedError
 
 
+@register_kernel
 class ArcCosKernel(CosineKernel):
     """Arc-cosine kernel of degree 1, the tangent kernel of the output layer alone.
 
@@ -145,6 +268,9 @@ class ArcCosKernel(CosineKernel):
 
     name = "arccos"
     scratch_blocks = 3
+    cuda_kind = 1
+    global_ns_per_pair = 2.5
+    windowed_ns_per_weight = 2.5
 
     def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
         """Apply ``f`` in place (three scratch blocks)."""
@@ -158,6 +284,7 @@ class ArcCosKernel(CosineKernel):
         return t
 
 
+@register_kernel
 class NTKKernel(CosineKernel):
     """Neural tangent kernel of a ReLU CNN: one k x k convolution, depth-1 1x1 layers.
 
@@ -172,10 +299,24 @@ class NTKKernel(CosineKernel):
     """
 
     name = "ntk"
+    has_depth = True
     scratch_blocks = 5
+    cuda_kind = 2
+    global_ns_per_pair = 4.2  # depth 1; each further layer adds global_ns_per_layer
+    global_ns_per_layer = 3.0
+    windowed_ns_per_weight = 3.6
+    windowed_ns_per_layer = 2.2
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
+
+    @classmethod
+    def create(cls, *, h: float | None, sigma: float | None, depth: int) -> NTKKernel:
+        return cls(depth=depth)
+
+    @property
+    def layers(self) -> int:
+        return self.depth
 
     def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
         """Apply ``theta^depth`` in place (five scratch blocks)."""
@@ -300,10 +441,10 @@ def apply_profile(xp: Any, kernel: Any, t: Any, scratch: list[Any]) -> Any:
     return kernel.profile(xp, t, scratch)
 
 
-def make_kernel(name: str, *, h: float | None, sigma: float | None, depth: int) -> Any:
-    """Build the kernel object for validated options."""
-    if name == "nlm":
-        return NLMKernel(h=h, sigma=sigma)
-    if name == "arccos":
-        return ArcCosKernel()
-    return NTKKernel(depth=depth)
+#: The built-in kernels (the command line offers these).
+KERNELS = ("nlm", "arccos", "ntk")
+
+
+def make_kernel(name: str, *, h: float | None, sigma: float | None, depth: int) -> Kernel:
+    """Build the kernel object for validated options; ValueError for an unregistered name."""
+    return kernel_class(name).create(h=h, sigma=sigma, depth=depth)

@@ -335,10 +335,10 @@ class WindowedAffinity:
             xp.sum(product, axis=2, out=pair)
         stat = box_sum(xp, pair, self.patch, space[2:6])
         if self.inv_norm is None:
-            t = self.kernel.windowed_statistic(xp, stat, None, None)
+            t = self.kernel.windowed_statistic(xp, stat, None, None, (drow, dcol))
         else:
             t = self.kernel.windowed_statistic(
-                xp, stat, self.inv_norm[rows_i, cols_i], self.inv_norm[rows_j, cols_j]
+                xp, stat, self.inv_norm[rows_i, cols_i], self.inv_norm[rows_j, cols_j], (drow, dcol)
             )
         scratch = [buffer[: t.size].reshape(t.shape) for buffer in space[6 : 6 + self.kernel.scratch_blocks]]
         weights = apply_profile(xp, self.kernel, t, scratch)
@@ -516,8 +516,8 @@ class CudaFusedGlobal(GlobalAffinity):
         values = xp.ascontiguousarray(values)
         out = xp.empty_like(values)
         dtype = values.dtype
-        kind = {"nlm": 0, "arccos": 1, "ntk": 2}[self.kernel.name]
-        depth = getattr(self.kernel, "depth", 1)
+        kind = self.kernel.cuda_kind
+        depth = self.kernel.layers
         blocks = max(1, min(cuda.MAX_BLOCKS, -(-self.size // cuda.FUSED_QUERIES)))
         cuda.kernel("nlfilt_global_fused", dtype)(
             (blocks,), (cuda.FUSED_QUERIES,),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy
+import pytest
 
+import nlfilt
 from nlfilt.backend import get_backend
-from nlfilt.kernels import make_kernel
+from nlfilt.kernels import NLMKernel, kernel_names, make_kernel, register_kernel, unregister_kernel
 from nlfilt.operators import GlobalAffinity
 
 import reference
@@ -66,3 +68,71 @@ def test_cosine_kernels_give_zero_for_a_zero_patch():
         affinity = GlobalAffinity(get_backend("cpu"), image[:, :, None], kernel, 3, 2**26, columns=1).dense()
         assert numpy.isfinite(affinity).all()
         assert (affinity[6] == 0).all() and (affinity[:, 6] == 0).all()
+
+
+# A kernel defined here, registered without editing the package, run through the public functions
+
+class CauchyKernel(NLMKernel):
+    """``K_ij = 1 / (1 + |P_i - P_j|^2 / (d h^2))``: a heavy-tailed non-local means, rows normalised.
+
+    It reuses NLM's features and statistic (``t = -|P_i - P_j|^2 / (d h^2)``, no noise offset) and
+    brings its own profile; it has no CUDA kernel, so a GPU would run the profile as array code.
+    """
+
+    name = "cauchy-test"
+    h_per_sigma = 1.5
+    cuda_kind = None
+    cuda_windowed = False
+
+    def __init__(self, h: float, sigma: float) -> None:
+        super().__init__(h=h, sigma=0.0)  # no 2 sigma^2 offset
+
+    def profile(self, xp, t, scratch):
+        xp.minimum(t, 0, out=t)
+        xp.subtract(1, t, out=t)
+        return xp.reciprocal(t, out=t)
+
+
+@pytest.fixture
+def cauchy():
+    register_kernel(CauchyKernel)
+    yield CauchyKernel.name
+    unregister_kernel(CauchyKernel.name)
+
+
+def cauchy_filter(image, window, h) -> numpy.ndarray:
+    vectors = reference.patches(image, 3)
+    squares = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2)
+    affinity = 1 / (1 + squares / (vectors.shape[1] * h**2))
+    affinity *= reference.window_mask(image.shape[:2], window)
+    return affinity / affinity.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_a_kernel_registered_from_outside_runs_through_the_public_functions(cauchy, window):
+    image = numpy.random.default_rng(3).random((12, 13, 2)) * 100
+    options = {"kernel": cauchy, "patch": 3, "window": window, "h": 20.0, "device": "cpu",
+               "dtype": numpy.float64}
+    weights = cauchy_filter(image, window, 20.0)
+    numpy.testing.assert_allclose(nlfilt.filter_matrix(image, **options), weights, rtol=1e-10)
+    expected = weights @ image.reshape(-1, 2)
+    numpy.testing.assert_allclose(nlfilt.denoise(image, **options).reshape(-1, 2), expected, rtol=1e-10)
+    twice = expected + weights @ (image.reshape(-1, 2) - expected)
+    numpy.testing.assert_allclose(nlfilt.denoise(image, iterations=2, **options).reshape(-1, 2), twice,
+                                  rtol=1e-10)
+    row = nlfilt.filter_row(image, (4, 7), **options)
+    numpy.testing.assert_allclose(row.reshape(-1), weights[4 * 13 + 7], rtol=1e-10)
+    # its declared default bandwidth: h = 1.5 sigma
+    sigma = 7.0
+    default = nlfilt.denoise(image, kernel=cauchy, patch=3, window=window, sigma=sigma, device="cpu",
+                             dtype=numpy.float64)
+    numpy.testing.assert_allclose(default.reshape(-1, 2), cauchy_filter(image, window, 1.5 * sigma)
+                                  @ image.reshape(-1, 2), rtol=1e-10)
+
+
+def test_unknown_kernel_names_raise_and_names_are_registered_once():
+    with pytest.raises(ValueError, match="kernel must be one of 'nlm', 'arccos', 'ntk'"):
+        make_kernel("gauss", h=1.0, sigma=1.0, depth=1)
+    with pytest.raises(ValueError, match="already registered"):
+        register_kernel(type("Other", (NLMKernel,), {"name": "nlm"}))
+    assert kernel_names()[:3] == ("nlm", "arccos", "ntk")

@@ -13,7 +13,6 @@ import numpy
 from nlfilt.api import (
     DEFAULT_MEMORY_BUDGET,
     GUIDES,
-    KERNEL_DEFAULTS,
     NORMALIZE_CHOICES,
     prepare,
     resolve_options,
@@ -21,7 +20,7 @@ from nlfilt.api import (
 )
 from nlfilt.backend import DEVICES, get_backend, gpu_status
 from nlfilt.filters import estimate_cpu_seconds, estimate_working_bytes, expected_applications
-from nlfilt.kernels import KERNELS
+from nlfilt.kernels import KERNELS, kernel_class
 from nlfilt.stopping import STOP_RULES
 
 #: The options of :func:`nlfilt.api.prepare` (the filter); the others belong to :func:`nlfilt.denoise`.
@@ -221,7 +220,7 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
     seconds = estimate_cpu_seconds(shape, resolved, applications, iterations=iterations, guided=guided)
     if seconds > 60 * max_minutes:
         remedies = []
-        if global_mode and resolved.kernel == "nlm":
+        if global_mode and kernel_class(resolved.kernel).window_denoises:
             remedies.append("use a search window (--window 21)")
         elif global_mode:
             remedies.append("crop the image (the global mode's time grows as the square of the pixel count)")
@@ -262,13 +261,13 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     """
     height, width = shape[:2]
     kernel = options["kernel"]
-    default_patch = KERNEL_DEFAULTS[kernel]["patch"]
+    default_patch = kernel_class(kernel).patch
     if options["patch"] is None and default_patch > min(height, width):
         largest = min(height, width) - (1 - min(height, width) % 2)
         raise ValueError(f"the image is {height}x{width}, smaller than the default patch {default_patch} of "
                          f"--kernel {kernel}; pass --patch with an odd value up to {largest}")
-    if options["sigma"] is None and min(height, width) < 4 and (kernel == "nlm"
-                                                                or options.get("iterations") == "auto"):
+    needs_sigma = kernel_class(kernel).h_per_sigma is not None or options.get("iterations") == "auto"
+    if options["sigma"] is None and min(height, width) < 4 and needs_sigma:
         raise ValueError(f"the noise level cannot be estimated from a {height}x{width} image; pass --sigma")
     resolved = resolve_options(shape, **_filter_options(options))
     steps = options.get("iterations", 1) if steps is None else steps
@@ -288,6 +287,6 @@ def resolve_for_image(colour: Any, options: dict[str, Any]) -> tuple[Any, dict[s
     _, _, resolved = prepare(colour, dtype=numpy.float32, **_prepare_options(options))
     if resolved.sigma is not None:
         options = dict(options, sigma=resolved.sigma)
-    if resolved.kernel == "nlm":
+    if resolved.h is not None:
         options = dict(options, h=resolved.h)
     return resolved, options
