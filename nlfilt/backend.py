@@ -97,8 +97,25 @@ def _driver_version(cupy: ModuleType) -> str:
     return f"{version // 1000}.{version % 1000 // 10}" if version else ""
 
 
+def _tf32_refusal() -> str | None:
+    """Why the GPU must not be used under this environment, or None.
+
+    ``CUPY_TF32=1`` makes CuPy's cuBLAS products run in TF32 (a 10-bit
+    mantissa).  NLM's global form computes squared patch distances as
+    ``2 <a_i, a_j> - s_i - s_j``, a difference of large terms, which TF32
+    would get wrong by about 4 % of a weight, so the GPU is refused then.
+    """
+    if os.environ.get("CUPY_TF32", "0").strip() not in ("", "0"):
+        return ("CUPY_TF32 is set: cuBLAS would compute in TF32, too coarse for the distances of the global "
+                "mode (unset CUPY_TF32 to use the GPU)")
+    return None
+
+
 def gpu_status() -> tuple[bool, str]:
     """Report whether a GPU is usable and why (for ``device='auto'`` and ``nlfilt info``)."""
+    refusal = _tf32_refusal()
+    if refusal:
+        return False, refusal
     cupy, reason = _cupy_or_reason()
     return cupy is not None, reason
 
@@ -121,7 +138,8 @@ def get_backend(device: str) -> Backend:
         raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
     if device == "cpu":
         return _cpu_backend()
-    cupy, reason = _cupy_or_reason()
+    refusal = _tf32_refusal()
+    cupy, reason = (None, refusal) if refusal else _cupy_or_reason()
     if cupy is None:
         if device == "gpu":
             raise RuntimeError(f"device='gpu' was requested but no GPU is usable: {reason}")

@@ -330,3 +330,14 @@ def test_cupy_in_cupy_out(gpu):
     for device in ("cpu", "gpu"):
         out = nlfilt.denoise(cupy.asarray(GRAY), patch=3, window=5, sigma=5.0, device=device)
         assert isinstance(out, cupy.ndarray)
+
+
+def test_tf32_is_refused_for_the_gpu(monkeypatch):
+    from nlfilt.backend import get_backend, gpu_status
+
+    monkeypatch.setenv("CUPY_TF32", "1")
+    with pytest.raises(RuntimeError, match="TF32"):
+        get_backend("gpu")
+    usable, reason = gpu_status()
+    assert not usable and "TF32" in reason
+    assert get_backend("auto").name == "cpu"  # auto falls back to the CPU
