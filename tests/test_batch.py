@@ -336,3 +336,38 @@ def test_an_existing_output_is_skipped_without_computing_it(tmp_path, monkeypatc
     (entry,) = entries(result.stdout)
     assert entry["status"] == "skipped" and entry["error"].startswith("output exists")
     assert (tmp_path / "out" / "a.png").read_bytes() == b"an earlier result"
+
+
+def gpu_exception(name: str, base: type = RuntimeError) -> BaseException:
+    """An exception of a class that lives in a CuPy module, as CuPy raises them."""
+    return type(name, (base,), {"__module__": "cupy.cuda.memory"})("out of memory allocating 4,194,304 bytes")
+
+
+@pytest.mark.parametrize(("error", "advice"), [
+    (gpu_exception("OutOfMemoryError", MemoryError), "GPU out of memory"),
+    (gpu_exception("CUDARuntimeError"), "GPU error (CUDARuntimeError"),
+])
+def test_gpu_failures_are_reported_per_file_with_gpu_advice(tmp_path, monkeypatch, error, advice):
+    for name in ("a.png", "b.png"):
+        iio.imwrite(tmp_path / name, noisy_image())
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("nlfilt.denoise", failing)
+    result = invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count(advice) == 2 and "--device cpu" in result.output
+    assert "0 denoised, 2 failed" in result.output
+
+
+def test_other_exceptions_are_not_disguised_as_gpu_failures(tmp_path, monkeypatch):
+    iio.imwrite(tmp_path / "a.png", noisy_image())
+
+    def failing(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("nlfilt.denoise", failing)
+    with pytest.raises(KeyError):
+        CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")],
+                           catch_exceptions=False)

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,9 +251,30 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
         entry["error"] = str(exc)
     except (ImageError, ValueError, MemoryError, OSError) as exc:
         entry["status"] = "failed"
-        entry["error"] = _message(exc)
+        entry["error"] = gpu_failure(exc) or _message(exc)
+    except Exception as exc:  # CUDA and CuPy errors are reported per file; anything else is a bug
+        if not gpu_failure(exc):
+            raise
+        entry["status"] = "failed"
+        entry["error"] = gpu_failure(exc)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     return entry
+
+
+def gpu_failure(exc: BaseException) -> str | None:
+    """A message with GPU advice when ``exc`` came from CuPy or CUDA, else None."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    from_gpu = type(exc).__module__.split(".")[0] in ("cupy", "cupy_backends") or any(
+        "/cupy/" in frame.filename or "/cupy_backends/" in frame.filename for frame in frames)
+    if not from_gpu:
+        return None
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError":
+        return f"GPU out of memory ({text}); lower --memory-budget, crop the image, or use --device cpu"
+    if isinstance(exc, PermissionError):
+        return (f"CuPy cannot write its kernel cache ({exc.strerror}: {exc.filename}); set CUPY_CACHE_DIR "
+                "to a writable folder, or use --device cpu")
+    return f"GPU error ({type(exc).__name__}: {text}); use --device cpu to run on the CPU"
 
 
 def _message(exc: BaseException) -> str:
