@@ -19,7 +19,7 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 
-from nlfilt.backend import gpu_status
+from nlfilt.backend import get_backend, gpu_status
 from nlfilt.cli import main
 
 RNG = numpy.random.default_rng(12)
@@ -371,3 +371,18 @@ def test_other_exceptions_are_not_disguised_as_gpu_failures(tmp_path, monkeypatc
     with pytest.raises(KeyError):
         CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")],
                            catch_exceptions=False)
+
+
+def test_auto_device_says_once_why_an_installed_gpu_stack_is_not_used(tmp_path, monkeypatch):
+    for name in ("a.png", "b.png"):
+        iio.imwrite(tmp_path / name, noisy_image())
+    monkeypatch.setattr("nlfilt.cli.denoise.gpu_status",
+                        lambda: (False, "CuPy 14.2.0 cannot use CUDA (no CUDA-capable device is detected)"))
+    monkeypatch.setattr("nlfilt.cli.denoise.get_backend", lambda device: get_backend("cpu"))
+    result = invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out")
+    assert result.exit_code == 0 and result.output.count("notice: computing on the CPU") == 1
+    quiet = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "quiet.png", "--quiet")
+    assert quiet.exit_code == 0 and quiet.output == ""
+    monkeypatch.setattr("nlfilt.cli.denoise.gpu_status", lambda: (False, "CuPy is not installed (...)"))
+    plain = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "plain.png")
+    assert "notice" not in plain.output

@@ -16,7 +16,7 @@ import numpy
 from tqdm import tqdm
 
 import nlfilt
-from nlfilt.backend import get_backend
+from nlfilt.backend import get_backend, gpu_status
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
 from nlfilt.cli.options import (
     api_options,
@@ -169,6 +169,10 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         backend = get_backend(options["device"])
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
+    if options["device"] == "auto" and backend.name == "cpu" and not quiet:
+        usable, reason = gpu_status()
+        if not reason.startswith("CuPy is not installed"):  # a GPU was meant to be there
+            click.echo(f"notice: computing on the CPU; the GPU cannot be used: {reason}", err=True)
     jobs = plan_jobs(inputs, output, recursive)
     if not jobs:
         raise click.UsageError("no image files found in the inputs")
