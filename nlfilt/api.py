@@ -150,7 +150,10 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
         for even one tile row raises ValueError).  The windowed mode keeps
         its per-offset weights between applications only when they fit in
         it; its working buffers, about ``C + 8`` image-sized arrays per CPU
-        thread, are not counted.
+        thread, are not counted.  With ``iterations='auto'`` in the global
+        mode the Lanczos bases of both runs also fit in it (at least 8 steps
+        each): a small budget shortens the range of steps the choice is
+        made from.
     progress : callable, optional
         Called as ``progress(done, total)`` as the work advances, from the
         calling thread.  The unit is one product with the affinity ``K`` (of
@@ -459,7 +462,7 @@ def _twicing_pass(backend: Backend, guide: Any, twin_guide: Any, options: Filter
         twin = Twin(build_filter(backend, twin_guide, options, reuse=True, meter=meter), *twin_data)
         filters.append(twin.filter)
     return auto_twicing(filter_, flat, sigma=sigma, rule=stop, twin=twin, max_iterations=max_iterations,
-                        krylov=options.window is None)
+                        krylov=options.window is None, basis_budget=options.memory_budget)
 
 
 def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,

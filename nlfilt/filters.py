@@ -444,7 +444,8 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
     accumulator planes, plus the image, the right-hand sides and the result.
     ``iterations='auto'`` adds the SURE twin (a second operator and its
     cached weights, up to the budget) and, in the global mode, the Lanczos
-    bases of both runs (``TYPICAL_KRYLOV_STEPS`` vectors of N x C numbers each).
+    bases of both runs (``TYPICAL_KRYLOV_STEPS`` vectors of N x C numbers
+    each, together at most the memory budget, which bounds them).
     """
     height, width = shape[:2]
     channels = shape[2] if len(shape) == 3 else 1
@@ -452,7 +453,8 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
     if options.window is None:
         needed = options.memory_budget
         if iterations == "auto":
-            needed += options.memory_budget + 2 * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels
+            bases = min(2 * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
+            needed += options.memory_budget + bases
         return needed
     needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))
     if iterations == "auto":

@@ -52,8 +52,9 @@ DEFAULT_MAX_ITERATIONS = 1000
 #: A Krylov trajectory is used for t up to where one more Lanczos step changes no z_t by more than
 #: this, relative.
 TRAJECTORY_TOL = 1e-5
-#: Lanczos steps a Krylov trajectory may take.
+#: Lanczos steps a Krylov trajectory may take, and the fewest a memory budget may leave it.
 MAX_KRYLOV_STEPS = 400
+MIN_KRYLOV_STEPS = 8
 
 
 @dataclass
@@ -136,11 +137,20 @@ class KrylovTrajectory:
         Largest ``t`` of interest.
     tol : float
         Accuracy that defines :attr:`horizon`.
+    basis_budget : int, optional
+        Bytes the Lanczos basis (N x C numbers per step) may occupy: the
+        trajectory counts as exhausted once one more step would exceed it
+        (at least ``MIN_KRYLOV_STEPS`` steps are always allowed).  None:
+        only ``MAX_KRYLOV_STEPS`` limits it.
     """
 
     def __init__(self, filter_: Filter, image: Any, *, max_iterations: int = DEFAULT_MAX_ITERATIONS,
-                 tol: float = TRAJECTORY_TOL) -> None:
+                 tol: float = TRAJECTORY_TOL, basis_budget: int | None = None) -> None:
         self.filter = filter_
+        step_bytes = image.shape[0] * image.shape[1] * image.dtype.itemsize
+        self.max_steps = MAX_KRYLOV_STEPS
+        if basis_budget is not None:
+            self.max_steps = min(MAX_KRYLOV_STEPS, max(MIN_KRYLOV_STEPS, basis_budget // step_bytes))
         self.xp = filter_.backend.xp
         self.size, self.channels = image.shape
         self.max_iterations = max_iterations
@@ -157,7 +167,7 @@ class KrylovTrajectory:
     @property
     def exhausted(self) -> bool:
         """True when no more Lanczos steps can be taken."""
-        return self.lanczos.done or len(self.lanczos.alphas) >= MAX_KRYLOV_STEPS
+        return self.lanczos.done or len(self.lanczos.alphas) >= self.max_steps
 
     def step(self) -> None:
         """One more Lanczos step (one product with ``K``), then update the curves and the horizon."""
@@ -264,15 +274,17 @@ class Twin:
 
 def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure",
                  twin: Twin | None = None, max_iterations: int = DEFAULT_MAX_ITERATIONS,
-                 krylov: bool = False) -> tuple[Any, Any, StopReport]:
+                 krylov: bool = False, basis_budget: int | None = None) -> tuple[Any, Any, StopReport]:
     """Twicing of ``image`` (N, C) with the number of steps chosen by ``rule``.
 
     Returns the estimate, the twin's estimate at the same step (None without
     a twin) and the report.  ``rule='sure'`` needs ``twin`` (see the module
     notes) unless ``sigma == 0``, when there is no noise to trade against and
     one step is taken.  ``krylov=True`` uses :class:`KrylovTrajectory` for both
-    runs (few products with ``K`` for many steps; keeps the Lanczos bases);
-    otherwise one product per step and run, holding only the running
+    runs (few products with ``K`` for many steps; keeps the Lanczos bases,
+    together within ``basis_budget`` bytes when given, which can shorten the
+    horizon the choice is made over); otherwise one product per step and
+    run, holding only the running
     estimates.  Progress is reported by the filters' meters, per product
     with ``K`` (see :class:`nlfilt.filters.ProgressMeter`).
     """
@@ -285,7 +297,8 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
         raise ValueError("rule='sure' needs a twin run on perturbed data (twin=Twin(...)), unless sigma is 0")
     runs = [(filter_, image)] + ([] if twin is None else [(twin.filter, twin.image)])
     if krylov:
-        trajectories = [KrylovTrajectory(run_filter, data, max_iterations=max_iterations)
+        share = None if basis_budget is None else basis_budget // len(runs)
+        trajectories = [KrylovTrajectory(run_filter, data, max_iterations=max_iterations, basis_budget=share)
                         for run_filter, data in runs]
         while True:
             for trajectory in trajectories:

@@ -326,3 +326,32 @@ def test_sure_without_a_twin_is_a_clear_error(krylov, max_iterations):
                      max_iterations=max_iterations, krylov=krylov)
     with pytest.raises(ValueError, match="rule"):
         auto_twicing(filter_, image.reshape(-1, 1), sigma=10.0, rule="oracle", max_iterations=max_iterations)
+
+
+def test_the_lanczos_bases_of_automatic_stopping_fit_the_memory_budget(monkeypatch):
+    clean = texture(24, 1)
+    noisy = clean + numpy.random.default_rng(1).normal(0, 25, clean.shape)
+    backend, image, resolved = prepare(noisy, kernel="nlm", patch=3, window=None, h=60.0, sigma=25.0, depth=1,
+                                       device="cpu", dtype=numpy.float64, memory_budget=2**24,
+                                       iterations="auto")
+    flat = image.reshape(-1, 1)
+    step_bytes = flat.size * 8
+    filter_ = build_filter(backend, image, resolved, reuse=True)
+    trajectory = KrylovTrajectory(filter_, flat, max_iterations=1000, basis_budget=12 * step_bytes)
+    while not trajectory.exhausted:
+        trajectory.step()
+    assert len(trajectory.lanczos.alphas) == 12 and trajectory.max_steps == 12
+    # denoise hands each of its two runs half of memory_budget
+    import nlfilt.stopping as stopping
+
+    budgets = []
+    original = stopping.KrylovTrajectory.__init__
+
+    def recording(self, *args, **kwargs):
+        budgets.append(kwargs.get("basis_budget"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(stopping.KrylovTrajectory, "__init__", recording)
+    nlfilt.denoise(noisy, kernel="arccos", iterations="auto", sigma=25.0, device="cpu",
+                   memory_budget=3_000_000)
+    assert budgets == [1_500_000, 1_500_000]
