@@ -31,6 +31,13 @@ def test_every_kernel_compiles_without_warnings(dtype, architecture):
     assert set(re.findall(r"\.entry (\w+)", ptx)) == KERNEL_NAMES
 
 
+def test_launch_geometry_is_defined_once_in_python():
+    assert re.findall(r"#define\s+NLFILT_", cuda.source()) == []
+    flags = dict(option[2:].split("=") for option in cuda.options(numpy.float32) if option.startswith("-D"))
+    assert flags["NLFILT_FUSED_QUERIES"] == str(cuda.FUSED_QUERIES)
+    assert flags["NLFILT_BOX_MAX_PATCH"] == str(cuda.BOX_MAX_PATCH)
+
+
 def test_kernel_names_are_prefixed():
     names = re.findall(r"__global__\s+void\s+(\w+)", cuda.source())
     assert set(names) == KERNEL_NAMES and all(name.startswith("nlfilt_") for name in names)

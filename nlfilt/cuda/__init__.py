@@ -24,10 +24,14 @@ MAX_COLUMNS = 8
 THREADS = 256
 MAX_BLOCKS = 65536
 
-#: Query rows per block of ``nlfilt_global_fused`` (NLFILT_FUSED_QUERIES in fused.cu).
+#: Launch geometry, defined here only and passed to the sources as ``-DNLFILT_<NAME>``.
+#: ``nlfilt_global_fused``: query rows per block (one thread each), keys per shared-memory tile and
+#: factor dimensions per shared-memory chunk.
 FUSED_QUERIES = 128
-
-#: Output tile and largest patch of ``nlfilt_windowed_box`` (NLFILT_BOX_* in windowed_box.cu).
+FUSED_KEYS = 32
+FUSED_DIMS = 32
+#: ``nlfilt_windowed_box``: output columns per block (a warp lane each), output rows per block (a warp
+#: each), and the largest patch (BOX_HEIGHT + patch - 1 <= 32 rows fit one vertical warp scan).
 BOX_WIDTH = 32
 BOX_HEIGHT = 8
 BOX_MAX_PATCH = 25
@@ -54,7 +58,11 @@ def source() -> str:
 def options(dtype: Any) -> tuple[str, ...]:
     """NVRTC options for kernels on ``dtype`` (float32 or float64)."""
     real = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}[numpy.dtype(dtype)]
-    return (f"-DNLFILT_REAL={real}", f"-DNLFILT_MAX_COLUMNS={MAX_COLUMNS}", "--std=c++14")
+    geometry = {"MAX_COLUMNS": MAX_COLUMNS, "FUSED_QUERIES": FUSED_QUERIES, "FUSED_KEYS": FUSED_KEYS,
+                "FUSED_DIMS": FUSED_DIMS, "BOX_WIDTH": BOX_WIDTH, "BOX_HEIGHT": BOX_HEIGHT,
+                "BOX_MAX_PATCH": BOX_MAX_PATCH}
+    return (f"-DNLFILT_REAL={real}", *(f"-DNLFILT_{name}={value}" for name, value in geometry.items()),
+            "--std=c++14")
 
 
 def compile_to_ptx(dtype: Any, architecture: str) -> tuple[str, str]:

@@ -3,9 +3,7 @@
 // Exact path: the pair statistic t_ij = left[i] . right[:, j] is accumulated in NLFILT_REAL on CUDA cores.
 // NLFILT_REAL is float or double, NLFILT_MAX_COLUMNS the most right-hand-side columns.
 
-#define NLFILT_FUSED_QUERIES 128  // threads per block, one query row each
-#define NLFILT_FUSED_KEYS 32      // keys per shared-memory tile
-#define NLFILT_FUSED_DIMS 32      // factor dimensions per shared-memory chunk
+// Launch geometry (NLFILT_FUSED_*, NLFILT_BOX_*) comes from nlfilt/cuda/__init__.py as -D options.
 
 // The kernel profile f(t) of kind 0 (NLM: exp(clip(t, floor, 0))), 1 (arc-cosine) or 2 (NTK of `depth`
 // layers); t is a cosine for kinds 1 and 2.  Same formulas as profiles.cu.

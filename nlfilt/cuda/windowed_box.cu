@@ -3,9 +3,7 @@
 // Twin: nlfilt/operators.py WindowedAffinity with NLMKernel (and nlfilt_windowed_nlm).
 // NLFILT_REAL is float or double, NLFILT_MAX_COLUMNS the most right-hand-side columns.
 
-#define NLFILT_BOX_WIDTH 32   // output columns per block: one warp lane each
-#define NLFILT_BOX_HEIGHT 8   // output rows per block: one warp each (256 threads)
-#define NLFILT_BOX_MAX_PATCH 25  // NLFILT_BOX_HEIGHT + patch - 1 <= 32 rows fit one vertical warp scan
+// Launch geometry (NLFILT_FUSED_*, NLFILT_BOX_*) comes from nlfilt/cuda/__init__.py as -D options.
 
 __device__ NLFILT_REAL nlfilt_warp_inclusive_scan(NLFILT_REAL value, const int lane) {
     for (int step = 1; step < 32; step *= 2) {
