@@ -446,7 +446,7 @@ class CudaWindowedNLM(WindowedAffinity):
         cuda.launch("nlfilt_windowed_nlm", dtype, self.size, xp.ascontiguousarray(self.padded), values, out,
                     numpy.int32(height), numpy.int32(width), numpy.int32(self.padded.shape[2]),
                     numpy.int32(self.patch), numpy.int32(self.window), numpy.int32(columns),
-                    cuda.real(self.kernel.offset, dtype), cuda.real(floor, dtype))
+                    cuda.real(self.kernel.offset, dtype), cuda.real(floor, dtype), columns=columns)
         return out
 
 
@@ -476,12 +476,12 @@ class CudaBoxWindowedNLM(CudaWindowedNLM):
         height, width = self.shape
         dtype = values.dtype
         grid = (-(-width // cuda.BOX_WIDTH), -(-height // cuda.BOX_HEIGHT))
-        cuda.kernel("nlfilt_windowed_box", dtype)(
-            grid, (cuda.BOX_WIDTH * cuda.BOX_HEIGHT,),
+        cuda.run(
+            "nlfilt_windowed_box", dtype, grid, (cuda.BOX_WIDTH * cuda.BOX_HEIGHT,),
             (xp.ascontiguousarray(self.padded), values, out, numpy.int32(height), numpy.int32(width),
              numpy.int32(self.padded.shape[2]), numpy.int32(self.patch), numpy.int32(self.window),
              numpy.int32(columns), cuda.real(self.kernel.offset, dtype),
-             cuda.real(weight_floor(dtype), dtype)))
+             cuda.real(weight_floor(dtype), dtype)), columns=columns)
         return out
 
 
@@ -519,11 +519,11 @@ class CudaFusedGlobal(GlobalAffinity):
         kind = self.kernel.cuda_kind
         depth = self.kernel.layers
         blocks = max(1, min(cuda.MAX_BLOCKS, -(-self.size // cuda.FUSED_QUERIES)))
-        cuda.kernel("nlfilt_global_fused", dtype)(
-            (blocks,), (cuda.FUSED_QUERIES,),
+        cuda.run(
+            "nlfilt_global_fused", dtype, (blocks,), (cuda.FUSED_QUERIES,),
             (self.left_t, self.right, values, out, numpy.int64(self.size), numpy.int32(self.left_t.shape[0]),
              numpy.int32(columns), numpy.int32(kind), numpy.int32(depth),
-             cuda.real(weight_floor(dtype), dtype)))
+             cuda.real(weight_floor(dtype), dtype)), columns=columns)
         if self.scale is not None:
             out *= self.scale[:, None]
         return out

@@ -38,6 +38,40 @@ def test_launch_geometry_is_defined_once_in_python():
     assert flags["NLFILT_BOX_MAX_PATCH"] == str(cuda.BOX_MAX_PATCH)
 
 
+def test_launch_arguments_are_checked_against_the_kernel():
+    good = numpy.zeros((4, 3), numpy.float32)
+    cuda.check_arguments("nlfilt_windowed_nlm", numpy.float32, (good, numpy.int32(3), numpy.float32(0.5)),
+                         columns=cuda.MAX_COLUMNS)
+    bad = [
+        ((good[:, ::2],), None, "C-contiguous"),
+        ((good.astype(numpy.float64),), None, "compiled for float32"),
+        ((good, 3), None, "Python int"),
+        ((good,), cuda.MAX_COLUMNS + 1, "columns"),
+    ]
+    for arguments, columns, message in bad:
+        with pytest.raises(ValueError, match=message):
+            cuda.check_arguments("nlfilt_windowed_nlm", numpy.float32, arguments, columns)
+
+
+def test_profiles_receive_contiguous_arrays_in_every_mode(monkeypatch):
+    """The CUDA profiles index raw pointers: the array code must hand them contiguous arrays."""
+    from nlfilt import kernels, operators
+
+    seen = []
+
+    def recording(xp, kernel, t, scratch):
+        seen.append(t.flags.c_contiguous)
+        return kernels.apply_profile(xp, kernel, t, scratch)
+
+    monkeypatch.setattr(operators, "apply_profile", recording)
+    image = numpy.random.default_rng(0).random((30, 31, 2)) * 255
+    for kernel in ("nlm", "arccos", "ntk"):
+        for window in (None, 7):
+            extra = {"sigma": 10.0} if kernel == "nlm" else {}
+            nlfilt.denoise(image, kernel=kernel, window=window, patch=5, device="cpu", **extra)
+    assert seen and all(seen)
+
+
 def test_kernel_names_are_prefixed():
     names = re.findall(r"__global__\s+void\s+(\w+)", cuda.source())
     assert set(names) == KERNEL_NAMES and all(name.startswith("nlfilt_") for name in names)

@@ -100,14 +100,41 @@ def kernel(name: str, dtype: Any) -> Any:
     return _module(cupy.cuda.Device().id, numpy.dtype(dtype).name).get_function(name)
 
 
-def launch(name: str, dtype: Any, count: int, *arguments: Any) -> None:
-    """Launch kernel ``name`` over ``count`` work items with a grid-stride grid.
+def check_arguments(name: str, dtype: Any, arguments: tuple[Any, ...], columns: int | None = None) -> None:
+    """Raise ValueError unless the arguments fit kernel ``name`` compiled for ``dtype``.
 
-    ``arguments`` must already have the kernel's C types (cupy arrays,
-    numpy.int32, numpy.int64, numpy.float32 or numpy.float64 scalars).
+    Every array must be C-contiguous and of ``dtype`` (the kernels index raw
+    pointers of NLFILT_REAL), every scalar a NumPy scalar of an explicit C
+    type (never a Python number), and ``columns`` (the right-hand sides a
+    kernel accumulates in registers) at most ``MAX_COLUMNS``.
     """
+    dtype = numpy.dtype(dtype)
+    for position, value in enumerate(arguments):
+        if isinstance(value, numpy.generic):
+            continue
+        if not (hasattr(value, "dtype") and hasattr(value, "flags")):
+            raise ValueError(f"{name}: argument {position} is a Python {type(value).__name__}; pass a NumPy "
+                             "scalar of the kernel's C type")
+        if value.dtype != dtype:
+            raise ValueError(f"{name}: argument {position} is {value.dtype}; the kernel is compiled for "
+                             f"{dtype}")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"{name}: argument {position} is not C-contiguous")
+    if columns is not None and not 1 <= columns <= MAX_COLUMNS:
+        raise ValueError(f"{name}: {columns} right-hand-side columns; the kernel holds 1 to {MAX_COLUMNS}")
+
+
+def run(name: str, dtype: Any, grid: tuple[int, ...], block: tuple[int, ...], arguments: tuple[Any, ...],
+        columns: int | None = None) -> None:
+    """Launch kernel ``name`` on ``grid`` x ``block`` after :func:`check_arguments`."""
+    check_arguments(name, dtype, arguments, columns)
+    kernel(name, dtype)(grid, block, arguments)
+
+
+def launch(name: str, dtype: Any, count: int, *arguments: Any, columns: int | None = None) -> None:
+    """Launch kernel ``name`` over ``count`` work items with a grid-stride grid (arguments checked)."""
     blocks = max(1, min(MAX_BLOCKS, -(-count // THREADS)))
-    kernel(name, dtype)((blocks,), (THREADS,), arguments)
+    run(name, dtype, (blocks,), (THREADS,), arguments, columns)
 
 
 def real(value: float, dtype: Any) -> Any:
