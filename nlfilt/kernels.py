@@ -47,7 +47,9 @@ class Kernel:
       differences (else of products).
     * ``scratch_blocks``: scratch arrays :meth:`profile` needs.
     * ``cuda_kind``: the profile's number in the fused CUDA kernel
-      (``nlfilt/cuda/fused.cu``), None where there is none; ``cuda_windowed``:
+      (``nlfilt/cuda/fused.cu``), None where there is none; ``cuda_profile``:
+      whether ``profile_gpu`` is a CUDA kernel of its own (which needs no
+      scratch arrays); ``cuda_windowed``:
       whether a CUDA windowed operator exists for it (NLM's).
     * ``window_denoises``: whether its windowed filter is fit to denoise with
       (the windowed tangent filters are indefinite; the command line then never
@@ -70,6 +72,7 @@ class Kernel:
     uses_difference = False
     scratch_blocks = 0
     cuda_kind: int | None = None
+    cuda_profile = False
     cuda_windowed = False
     window_denoises = False
     global_ns_per_pair = 3.0
@@ -150,6 +153,7 @@ class NLMKernel(Kernel):
     uses_difference = True  # windowed statistic: box sum of squared differences
     scratch_blocks = 0  # scratch buffers, each the size of the array profiled
     cuda_kind = 0
+    cuda_profile = True
     cuda_windowed = True
     window_denoises = True
     global_ns_per_pair = 0.9
@@ -269,6 +273,7 @@ class ArcCosKernel(CosineKernel):
     name = "arccos"
     scratch_blocks = 3
     cuda_kind = 1
+    cuda_profile = True
     global_ns_per_pair = 2.5
     windowed_ns_per_weight = 2.5
 
@@ -302,6 +307,7 @@ class NTKKernel(CosineKernel):
     has_depth = True
     scratch_blocks = 5
     cuda_kind = 2
+    cuda_profile = True
     global_ns_per_pair = 4.2  # depth 1; each further layer adds global_ns_per_layer
     global_ns_per_layer = 3.0
     windowed_ns_per_weight = 3.6

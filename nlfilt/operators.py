@@ -114,7 +114,8 @@ class GlobalAffinity:
         del patches
         itemsize = features.dtype.itemsize
         workers = max(1, backend.workers)
-        blocks = kernel.scratch_blocks
+        # scratch of the profile: the NumPy profile's blocks; none for a CUDA profile of the kernel's own
+        blocks = 0 if backend.name == "gpu" and kernel.cuda_profile else kernel.scratch_blocks
         # the factors, plus the right-hand sides, results and temporaries of twicing
         fixed = (self.left.size + self.right.size + 16 * self.size * columns) * itemsize
         row_bytes = self.size * itemsize
@@ -131,7 +132,7 @@ class GlobalAffinity:
             raise ValueError(
                 f"memory_budget={memory_budget} bytes is too small for a global operator on "
                 f"{self.size} pixels; at least {needed} bytes are needed: use a search window "
-                "(--window) or a larger memory budget"
+                "or a larger memory budget"
             )
         max_tile = MAX_TILE_ELEMENTS if backend.name == "cpu" else GPU_MAX_TILE_ELEMENTS
         self.tile_rows = int(min(rows, self.size, max(1, max_tile // self.size)))

@@ -10,6 +10,7 @@ import pytest
 
 import nlfilt
 from nlfilt.backend import get_backend
+from nlfilt.operators import GlobalAffinity
 from nlfilt.patches import box_sum, patch_matrix
 
 import reference
@@ -89,3 +90,18 @@ def test_global_peak_memory_stays_under_the_budget(kernel, budget):
 def test_budget_too_small_for_the_global_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="memory_budget"):
         nlfilt.denoise(RNG.random((64, 64)), window=None, memory_budget=10_000, device="cpu")
+
+
+def test_gpu_tiles_reserve_no_scratch_for_cuda_profiles():
+    """On the GPU the CUDA profiles need no scratch: arc-cosine and NTK tiles are as tall as NLM's."""
+    from nlfilt.backend import Backend
+    from nlfilt.kernels import make_kernel
+
+    features = RNG.random((40, 40, 1))
+    gpu_like = Backend("gpu", numpy, workers=1)  # sizing only: no array work happens on the device here
+    rows = {}
+    for name in ("nlm", "arccos", "ntk"):
+        kernel = make_kernel(name, h=1.0, sigma=0.5, depth=2)
+        affinity = GlobalAffinity(gpu_like, kernel.features(numpy, features, 3), kernel, 3, 2**22, columns=2)
+        rows[name] = affinity.tile_rows
+    assert rows["arccos"] >= 0.9 * rows["nlm"] and rows["ntk"] >= 0.9 * rows["nlm"], rows
