@@ -130,8 +130,8 @@ MUTATIONS = [
              (NOISE, "varied = ~blocks(constant)", "varied = ~blocks(constant) | True")),
     # operators
     mutation("global mode: mirrored pairs of later tiles dropped", "operators",
-             (OPERATORS, "out[stop:] += block[:, stop - start :].T @ vectors[start:stop]",
-              "out[stop:] += (block[:, stop - start :].T @ vectors[start:stop]) * (start == 0)")),
+             (OPERATORS, "out[stop:] += off.T @ vectors[start:stop]",
+              "out[stop:] += (off.T @ vectors[start:stop]) * (start == 0)")),
 ]
 
 

@@ -110,14 +110,18 @@ class GlobalAffinity:
         height, width, _ = features.shape
         self.size = height * width
         patches = patch_matrix(xp, features, patch)
-        self.left, self.right, self.scale = kernel.global_factors(xp, patches)
+        self.left, right, self.scale = kernel.global_factors(xp, patches)
         del patches
+        # stored transposed, (N, k) C-contiguous: every slice of rows is a contiguous operand, whose
+        # transpose BLAS / cuBLAS read in place (a slice of columns of (k, N) would be copied per tile)
+        self.right_t = xp.ascontiguousarray(right.T)
+        del right
         itemsize = features.dtype.itemsize
         workers = max(1, backend.workers)
         # scratch of the profile: the NumPy profile's blocks; none for a CUDA profile of the kernel's own
         blocks = 0 if backend.name == "gpu" and kernel.cuda_profile else kernel.scratch_blocks
         # the factors, plus the right-hand sides, results and temporaries of twicing
-        fixed = (self.left.size + self.right.size + 16 * self.size * columns) * itemsize
+        fixed = (self.left.size + self.right_t.size + 16 * self.size * columns) * itemsize
         row_bytes = self.size * itemsize
         # Scratch for one piece of the profile per worker; on the GPU the piece is the tile.
         chunk = PROFILE_CHUNK if backend.name == "cpu" else None
@@ -143,20 +147,26 @@ class GlobalAffinity:
         return [(start, min(start + step, self.size)) for start in range(0, self.size, step)]
 
     def _profile_tile(self, start: int, stop: int, tile: Any, scratch: list[list[Any]],
-                      workers: _Workers) -> Any:
-        """Return ``f(t)`` for rows ``start:stop`` and columns ``start:``, computed in ``tile``.
+                      workers: _Workers) -> tuple[Any, Any]:
+        """Return ``f(t)`` for rows ``start:stop``: the diagonal block (columns ``start:stop``) and
+        the off-diagonal block (columns ``stop:``), two C-contiguous arrays carved from ``tile``.
 
         ``K`` is symmetric, so the columns left of the tile (the pairs an
-        earlier tile already evaluated) are skipped.  The GEMM runs on the BLAS
-        library's own threads; the elementwise profile runs over cache-sized
-        pieces of the tile, dealt out to the host workers (``scratch[w]`` holds
-        worker w's scratch blocks).
+        earlier tile already evaluated) are skipped, and the off-diagonal
+        block also serves the mirrored pairs (its transpose, read in place).
+        The GEMMs run on the BLAS library's own threads; the elementwise
+        profile runs over cache-sized pieces of both blocks, dealt out to the
+        host workers (``scratch[w]`` holds worker w's scratch blocks).
         """
         xp = self.backend.xp
-        shape = (stop - start, self.size - start)
-        block = tile.reshape(-1)[: shape[0] * shape[1]].reshape(shape)
-        xp.matmul(self.left[start:stop], self.right[:, start:], out=block)
-        flat = block.reshape(-1)
+        rows, rest = stop - start, self.size - stop
+        flat_tile = tile.reshape(-1)
+        diagonal = flat_tile[: rows * rows].reshape(rows, rows)
+        off = flat_tile[rows * rows : rows * (rows + rest)].reshape(rows, rest)
+        xp.matmul(self.left[start:stop], self.right_t[start:stop].T, out=diagonal)
+        if rest:
+            xp.matmul(self.left[start:stop], self.right_t[stop:].T, out=off)
+        flat = flat_tile[: rows * (rows + rest)]  # both blocks, one after the other
         pieces = [slice(low, min(low + self.chunk, flat.size)) for low in range(0, flat.size, self.chunk)]
 
         def profile(share: range) -> None:
@@ -166,7 +176,7 @@ class GlobalAffinity:
                 apply_profile(xp, self.kernel, piece, [buffer[: piece.size] for buffer in buffers])
 
         workers.map(profile, workers.shares(len(pieces)))
-        return block
+        return diagonal, off
 
     def _buffers(self, workers: _Workers) -> tuple[Any, list[list[Any]]]:
         """A tile and, for each worker, the kernel's scratch blocks of one piece."""
@@ -193,10 +203,12 @@ class GlobalAffinity:
         with _Workers(self.backend) as workers:
             tile, scratch = self._buffers(workers)
             for (start, stop), tile_pairs in zip(tiles, pairs, strict=True):
-                block = self._profile_tile(start, stop, tile, scratch, workers)
-                # rows start:stop against columns start:, then the mirrored pairs
-                out[start:stop] += block @ vectors[start:]
-                out[stop:] += block[:, stop - start :].T @ vectors[start:stop]
+                diagonal, off = self._profile_tile(start, stop, tile, scratch, workers)
+                # rows start:stop against columns start:stop and stop:, then the mirrored pairs
+                out[start:stop] += diagonal @ vectors[start:stop]
+                if stop < self.size:
+                    out[start:stop] += off @ vectors[stop:]
+                    out[stop:] += off.T @ vectors[start:stop]
                 if progress is not None:
                     done += tile_pairs
                     progress(done / total)
@@ -207,7 +219,7 @@ class GlobalAffinity:
     def row(self, index: int) -> Any:
         """Return row ``index`` of ``K`` (length N) from one GEMM row: O(N d) work."""
         xp = self.backend.xp
-        values = (self.left[index : index + 1] @ self.right).reshape(-1)
+        values = (self.left[index : index + 1] @ self.right_t.T).reshape(-1)
         scratch = [xp.empty_like(values) for _ in range(self.kernel.scratch_blocks)]
         values = apply_profile(xp, self.kernel, values, scratch)
         if self.scale is not None:
@@ -222,9 +234,10 @@ class GlobalAffinity:
         with _Workers(self.backend) as workers:
             tile, scratch = self._buffers(workers)
             for start, stop in self._tiles():
-                block = self._profile_tile(start, stop, tile, scratch, workers)
-                matrix[start:stop, start:] = block
-                matrix[stop:, start:stop] = block[:, stop - start :].T
+                diagonal, off = self._profile_tile(start, stop, tile, scratch, workers)
+                matrix[start:stop, start:stop] = diagonal
+                matrix[start:stop, stop:] = off
+                matrix[stop:, start:stop] = off.T
         if self.scale is not None:
             matrix *= self.scale[:, None]
             matrix *= self.scale[None, :]
@@ -503,7 +516,7 @@ class CudaFusedGlobal(GlobalAffinity):
                  memory_budget: int, columns: int) -> None:
         super().__init__(backend, features, kernel, patch, memory_budget, columns)
         self.left_t = backend.xp.ascontiguousarray(self.left.T)
-        self.right = backend.xp.ascontiguousarray(self.right)
+        self.right = backend.xp.ascontiguousarray(self.right_t.T)
 
     def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
         """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the fallback)."""
