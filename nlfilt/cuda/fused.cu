@@ -43,10 +43,14 @@ extern "C" __global__ void nlfilt_global_fused(const NLFILT_REAL* left_t, const 
          first += (long long)gridDim.x * NLFILT_FUSED_QUERIES) {
         const long long query = first + lane;
         const bool active = query < size;
+        // total[] and gram[] are indexed by compile-time constants only (unrolled loops, guarded), so they
+        // stay in registers instead of local memory
         NLFILT_REAL total[NLFILT_MAX_COLUMNS];
+#pragma unroll
         for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) total[m] = 0;
         for (long long key_first = 0; key_first < size; key_first += NLFILT_FUSED_KEYS) {
             NLFILT_REAL gram[NLFILT_FUSED_KEYS];
+#pragma unroll
             for (int k = 0; k < NLFILT_FUSED_KEYS; ++k) gram[k] = 0;
             for (int dim_first = 0; dim_first < dims; dim_first += NLFILT_FUSED_DIMS) {
                 __syncthreads();  // the previous chunk is no longer read
@@ -61,6 +65,7 @@ extern "C" __global__ void nlfilt_global_fused(const NLFILT_REAL* left_t, const 
                     const int chunk = min(NLFILT_FUSED_DIMS, dims - dim_first);
                     for (int d = 0; d < chunk; ++d) {
                         const NLFILT_REAL a = left_t[(long long)(dim_first + d) * size + query];
+#pragma unroll
                         for (int k = 0; k < NLFILT_FUSED_KEYS; ++k) gram[k] += a * keys[d][k];
                     }
                 }
@@ -74,14 +79,21 @@ extern "C" __global__ void nlfilt_global_fused(const NLFILT_REAL* left_t, const 
             __syncthreads();
             if (active) {
                 const int count = (int)min((long long)NLFILT_FUSED_KEYS, size - key_first);
-                for (int k = 0; k < count; ++k) {
-                    const NLFILT_REAL weight = nlfilt_fused_profile(gram[k], kind, depth, floor_value);
-                    for (int m = 0; m < columns; ++m) total[m] += weight * key_values[k][m];
+#pragma unroll
+                for (int k = 0; k < NLFILT_FUSED_KEYS; ++k) {
+                    if (k < count) {
+                        const NLFILT_REAL weight = nlfilt_fused_profile(gram[k], kind, depth, floor_value);
+#pragma unroll
+                        for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) total[m] += weight * key_values[k][m];
+                    }
                 }
             }
         }
         if (active) {
-            for (int m = 0; m < columns; ++m) out[query * columns + m] = total[m];
+#pragma unroll
+            for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {
+                if (m < columns) out[query * columns + m] = total[m];
+            }
         }
         __syncthreads();
     }

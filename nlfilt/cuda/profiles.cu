@@ -15,12 +15,15 @@ extern "C" __global__ void nlfilt_profile_nlm(NLFILT_REAL* t, const long long si
 }
 
 // One ReLU layer on a cosine c in [-1, 1]: returns c' = (sin phi + (pi - phi) c) / pi and
-// writes the derivative kernel (pi - phi) / pi, phi = arccos c.
+// writes the derivative kernel (pi - phi) / pi, phi = arccos c.  sin phi = sqrt((1 - c)(1 + c)) for phi in
+// [0, pi]: no sin() call, whose slow argument reduction for large arguments would put an array in local
+// memory (the product form keeps the digits near c = +-1 that 1 - c * c would lose).
 __device__ NLFILT_REAL nlfilt_relu_layer(const NLFILT_REAL c, NLFILT_REAL* derivative) {
     const NLFILT_REAL pi = (NLFILT_REAL)3.141592653589793238462643383279502884;
     const NLFILT_REAL phi = acos(c);
+    const NLFILT_REAL sine = sqrt(((NLFILT_REAL)1 - c) * ((NLFILT_REAL)1 + c));
     *derivative = (pi - phi) / pi;
-    return (sin(phi) + (pi - phi) * c) / pi;
+    return (sine + (pi - phi) * c) / pi;
 }
 
 __device__ NLFILT_REAL nlfilt_clip_cosine(const NLFILT_REAL c) {

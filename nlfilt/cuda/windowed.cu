@@ -19,8 +19,11 @@ extern "C" __global__ void nlfilt_windowed_nlm(const NLFILT_REAL* padded, const 
          i += (long long)gridDim.x * blockDim.x) {
         const int row = (int)(i / width);
         const int col = (int)(i % width);
+        // total[] is indexed by compile-time constants only (unrolled, guarded by m < columns), so it
+        // stays in registers instead of local memory
         NLFILT_REAL total[NLFILT_MAX_COLUMNS];
-        for (int m = 0; m < columns; ++m) total[m] = 0;
+#pragma unroll
+        for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) total[m] = 0;
         const int row_first = max(row - radius, 0), row_last = min(row + radius, height - 1);
         const int col_first = max(col - radius, 0), col_last = min(col + radius, width - 1);
         for (int r = row_first; r <= row_last; ++r) {
@@ -39,9 +42,15 @@ extern "C" __global__ void nlfilt_windowed_nlm(const NLFILT_REAL* padded, const 
                 t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
                 const NLFILT_REAL weight = exp(t);
                 const NLFILT_REAL* v = values + ((long long)r * width + c) * columns;
-                for (int m = 0; m < columns; ++m) total[m] += weight * v[m];
+#pragma unroll
+                for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {
+                    if (m < columns) total[m] += weight * v[m];
+                }
             }
         }
-        for (int m = 0; m < columns; ++m) out[i * columns + m] = total[m];
+#pragma unroll
+        for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {
+            if (m < columns) out[i * columns + m] = total[m];
+        }
     }
 }

@@ -41,7 +41,9 @@ extern "C" __global__ void nlfilt_windowed_box(const NLFILT_REAL* padded, const 
     const int padded_height = height + patch - 1, padded_width = width + patch - 1;
     const int region_rows = NLFILT_BOX_HEIGHT + patch - 1, region_cols = NLFILT_BOX_WIDTH + patch - 1;
     const int radius = window / 2;
+    // total[] is indexed by compile-time constants only (unrolled, guarded by m < columns): registers
     NLFILT_REAL total[NLFILT_MAX_COLUMNS];
+#pragma unroll
     for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) total[m] = 0;
     for (int dr = -radius; dr <= radius; ++dr) {
         for (int dc = -radius; dc <= radius; ++dc) {
@@ -95,13 +97,19 @@ extern "C" __global__ void nlfilt_windowed_box(const NLFILT_REAL* padded, const 
                 t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
                 const NLFILT_REAL weight = exp(t);
                 const NLFILT_REAL* v = values + ((long long)partner_row * width + partner_col) * columns;
-                for (int m = 0; m < columns; ++m) total[m] += weight * v[m];
+#pragma unroll
+                for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {
+                    if (m < columns) total[m] += weight * v[m];
+                }
             }
             __syncthreads();  // the shared arrays are rewritten for the next offset
         }
     }
     if (inside) {
         const long long i = (long long)row * width + col;
-        for (int m = 0; m < columns; ++m) out[i * columns + m] = total[m];
+#pragma unroll
+        for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {
+            if (m < columns) out[i * columns + m] = total[m];
+        }
     }
 }
