@@ -48,9 +48,10 @@ class Kernel:
     * ``scratch_blocks``: scratch arrays :meth:`profile` needs.
     * ``cuda_kind``: the profile's number in the fused CUDA kernel
       (``nlfilt/cuda/fused.cu``), None where there is none; ``cuda_profile``:
-      whether ``profile_gpu`` is a CUDA kernel of its own (which needs no
-      scratch arrays); ``cuda_windowed``:
-      whether a CUDA windowed operator exists for it (NLM's).
+      whether the kernel has ``profile_gpu``, a CUDA kernel of its own that
+      needs no scratch (without one, :meth:`profile` runs as array code on
+      CuPy arrays, with its scratch); ``cuda_windowed``: whether a CUDA
+      windowed operator exists for it (NLM's).
     * ``window_denoises``: whether its windowed filter is fit to denoise with
       (the windowed tangent filters are indefinite; the command line then never
       suggests a window).
@@ -59,8 +60,9 @@ class Kernel:
       ``global_ns_per_layer``, ``windowed_ns_per_weight``, ``windowed_ns_per_layer``.
 
     Methods: :meth:`create` (an instance for validated arguments),
-    ``features``, ``global_factors``, ``windowed_statistic``, ``profile`` and
-    ``profile_gpu``, as the built-in kernels below document them.
+    ``features``, ``global_factors``, ``windowed_statistic``, ``profile`` and,
+    with ``cuda_profile``, ``profile_gpu``, as the built-in kernels below
+    document them.
     """
 
     name = ""
@@ -90,14 +92,6 @@ class Kernel:
         """Layers of the profile (the cost grows with them)."""
         return 1
 
-    def profile_gpu(self, t: Any) -> Any:
-        """:meth:`profile` on a CuPy array; kernels without a CUDA kernel of their own run the
-        array code of :meth:`profile` (CuPy runs it elementwise on the GPU)."""
-        from nlfilt.backend import get_backend  # noqa: PLC0415 - only reached with CuPy arrays
-
-        xp = get_backend("gpu").xp
-        scratch = [xp.empty_like(t) for _ in range(self.scratch_blocks)]
-        return self.profile(xp, t, scratch)
 
 
 _REGISTRY: dict[str, type[Kernel]] = {}
@@ -440,9 +434,15 @@ def weight_floor(dtype: Any) -> float:
     return math.log(numpy.finfo(dtype).tiny)
 
 
+def profile_scratch_blocks(kernel: Any, on_gpu: bool) -> int:
+    """Scratch arrays :func:`apply_profile` needs: none for a CUDA profile of the kernel's own."""
+    return 0 if on_gpu and kernel.cuda_profile else kernel.scratch_blocks
+
+
 def apply_profile(xp: Any, kernel: Any, t: Any, scratch: list[Any]) -> Any:
-    """Apply ``kernel``'s profile to the contiguous array ``t`` in place, as a CUDA kernel on the GPU."""
-    if xp.__name__ == "cupy":
+    """Apply ``kernel``'s profile to the contiguous array ``t`` in place: its CUDA kernel on the GPU
+    when it has one, else its array code (``scratch``: :func:`profile_scratch_blocks` arrays)."""
+    if xp.__name__ == "cupy" and kernel.cuda_profile:
         return kernel.profile_gpu(t)
     return kernel.profile(xp, t, scratch)
 

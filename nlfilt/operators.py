@@ -31,7 +31,7 @@ from typing import Any
 import numpy
 
 from nlfilt.backend import Backend
-from nlfilt.kernels import apply_profile, safe_reciprocal, weight_floor
+from nlfilt.kernels import apply_profile, profile_scratch_blocks, safe_reciprocal, weight_floor
 from nlfilt.patches import box_sum, pad_reflect, patch_matrix
 
 #: Largest number of elements in one tile (CPU, GPU).  A tile of many query rows keeps
@@ -118,8 +118,7 @@ class GlobalAffinity:
         del right
         itemsize = features.dtype.itemsize
         workers = max(1, backend.workers)
-        # scratch of the profile: the NumPy profile's blocks; none for a CUDA profile of the kernel's own
-        blocks = 0 if backend.name == "gpu" and kernel.cuda_profile else kernel.scratch_blocks
+        blocks = profile_scratch_blocks(kernel, backend.name == "gpu")
         # the factors, plus the right-hand sides, results and temporaries of twicing
         fixed = (self.left.size + self.right_t.size + 16 * self.size * columns) * itemsize
         row_bytes = self.size * itemsize
@@ -183,7 +182,7 @@ class GlobalAffinity:
         xp = self.backend.xp
         dtype = self.left.dtype
         tile = xp.empty((self.tile_rows, self.size), dtype)
-        blocks = self.kernel.scratch_blocks if self.backend.name == "cpu" else 0  # CUDA needs none
+        blocks = profile_scratch_blocks(self.kernel, self.backend.name == "gpu")
         scratch = [[xp.empty(self.chunk, dtype) for _ in range(blocks)] for _ in range(workers.count)]
         return tile, scratch
 
@@ -220,7 +219,8 @@ class GlobalAffinity:
         """Return row ``index`` of ``K`` (length N) from one GEMM row: O(N d) work."""
         xp = self.backend.xp
         values = (self.left[index : index + 1] @ self.right_t.T).reshape(-1)
-        scratch = [xp.empty_like(values) for _ in range(self.kernel.scratch_blocks)]
+        blocks = profile_scratch_blocks(self.kernel, self.backend.name == "gpu")
+        scratch = [xp.empty_like(values) for _ in range(blocks)]
         values = apply_profile(xp, self.kernel, values, scratch)
         if self.scale is not None:
             values *= self.scale
