@@ -53,13 +53,11 @@ NOISE = "nlfilt/noise.py"
 MUTATIONS = [
     # command line: paths
     mutation("output-is-input check compares the paths as typed", "cli",
-             (DENOISE, "sources = {job.source.resolve() for job in jobs}",
-              "sources = {job.source for job in jobs}"),
-             (DENOISE, "target = job.target.resolve()  # '..' and symbolic links; hard links by identity",
-              "target = job.target"),
-             (DENOISE, "if target in sources or _file_identity(target) in files:", "if target in sources:")),
-    mutation("hard links to an input not recognised", "cli",
-             (DENOISE, "if target in sources or _file_identity(target) in files:", "if target in sources:")),
+             (DENOISE, "if _file_identity(target) in identities:",
+              "if job.target in {other.source for other in jobs}:")),
+    mutation("hard links to an input not recognised (resolved paths only)", "cli",
+             (DENOISE, "if _file_identity(target) in identities:",
+              "if target in {other.source.resolve() for other in jobs}:")),
     mutation("two inputs with one output not refused", "cli",
              (DENOISE, "        if target in seen:\n", "        if False:\n")),
     mutation("hidden and partial files taken as inputs", "cli",

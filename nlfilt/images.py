@@ -158,11 +158,12 @@ def read_header(path: Path) -> ImageHeader:
     return header
 
 
-def read_image(path: Path) -> Image:
+def read_image(path: Path, header: ImageHeader | None = None) -> Image:
     """Read ``path`` and split off its alpha channel.
 
-    The header is checked first (:func:`read_header`), so a file that would
-    be refused is never decoded.
+    The header is checked first (:func:`read_header`, or ``header`` when the
+    caller has read it already), so a file that would be refused is never
+    decoded.
 
     Raises
     ------
@@ -170,7 +171,7 @@ def read_image(path: Path) -> Image:
         As :func:`read_header`, and when the pixels cannot be decoded.
     """
     path = Path(path)
-    header = read_header(path)
+    header = read_header(path) if header is None else header
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

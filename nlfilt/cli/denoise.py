@@ -84,12 +84,12 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[J
                                "image file; give a folder (it is created if missing)")
     files = expand_inputs(inputs, recursive, exclude=output.resolve() if to_folder else None)
     jobs = [Job(source, output / relative if to_folder else output) for source, relative in files]
-    sources = {job.source.resolve() for job in jobs}
-    files = {_file_identity(job.source) for job in jobs} - {None}
+    # an existing output that is an input, by whatever path ('..', symbolic or hard links): same file
+    identities = {_file_identity(job.source) for job in jobs} - {None}
     seen: dict[Path, Path] = {}
     for job in jobs:
-        target = job.target.resolve()  # '..' and symbolic links; hard links by identity
-        if target in sources or _file_identity(target) in files:
+        target = job.target.resolve()
+        if _file_identity(target) in identities:
             raise click.UsageError(f"output {job.target} is the input file {job.source}; refusing to "
                                    "overwrite an input: choose another output")
         if target in seen:
@@ -235,8 +235,9 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
         return entry
     started = time.perf_counter()
     try:
-        check_image_cost(read_header(job.source).colour_shape, options, max_minutes)
-        image = read_image(job.source)
+        header = read_header(job.source)
+        check_image_cost(header.colour_shape, options, max_minutes)
+        image = read_image(job.source, header)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
         resolved, call = resolve_for_image(colour, options)
         entry["sigma"] = resolved.sigma
@@ -257,10 +258,11 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
         entry["status"] = "failed"
         entry["error"] = gpu_failure(exc) or _message(exc)
     except Exception as exc:  # CUDA and CuPy errors are reported per file; anything else is a bug
-        if not gpu_failure(exc):
+        message = gpu_failure(exc)
+        if message is None:
             raise
         entry["status"] = "failed"
-        entry["error"] = gpu_failure(exc)
+        entry["error"] = message
     entry["seconds"] = round(time.perf_counter() - started, 3)
     return entry
 

@@ -72,8 +72,9 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
     if problem:
         raise click.UsageError(f"output {output}: {problem}")
     try:
-        check_image_cost(read_header(image_path).colour_shape, options, max_minutes, steps=0)  # one row of W
-        image = read_image(image_path)
+        header = read_header(image_path)
+        check_image_cost(header.colour_shape, options, max_minutes, steps=0)  # one row of W
+        image = read_image(image_path, header)
         colour = image.colour.astype(numpy.float32)
         _, call = resolve_for_image(colour, options)
         bar = ProductBar(image_path.name)  # lambda_max or Sinkhorn: products with K over the whole image

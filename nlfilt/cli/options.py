@@ -168,8 +168,10 @@ def check_options(options: dict[str, Any]) -> None:
 
 
 def _filter_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The options of :func:`nlfilt.api.resolve_options`."""
-    return {key: value for key, value in options.items() if key in PREPARE_KEYS and key != "device"}
+    """The options of :func:`nlfilt.api.resolve_options`: those of prepare but the device."""
+    chosen = _prepare_options(options)
+    chosen.pop("device", None)
+    return chosen
 
 
 def _prepare_options(options: dict[str, Any]) -> dict[str, Any]:
