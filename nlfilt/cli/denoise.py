@@ -169,14 +169,14 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         backend = get_backend(options["device"])
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    if options["device"] == "auto" and backend.name == "cpu" and not quiet:
-        usable, reason = gpu_status()
-        if not reason.startswith("CuPy is not installed"):  # a GPU was meant to be there
-            click.echo(f"notice: computing on the CPU; the GPU cannot be used: {reason}", err=True)
     jobs = plan_jobs(inputs, output, recursive)
     if not jobs:
         raise click.UsageError("no image files found in the inputs")
     check_jobs(jobs)
+    if options["device"] == "auto" and backend.name == "cpu" and not quiet:
+        usable, reason = gpu_status()
+        if not reason.startswith("CuPy is not installed"):  # a GPU was meant to be there
+            click.echo(f"notice: computing on the CPU; the GPU cannot be used: {reason}", err=True)
     for folder in {job.target.parent for job in jobs}:
         remove_stale_partials(folder)
     report = Report(report_path)
@@ -206,6 +206,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     if interrupted is not None:
         click.echo(f"{summary}; interrupted by {interrupted}", err=True)
         sys.exit(interrupted.exit_status)
+    if counts["skipped"] and not overwrite:
+        summary += " (outputs that exist are kept; --overwrite replaces them)"
     if not quiet or counts["failed"]:
         click.echo(summary, err=True)
     if counts["failed"]:
