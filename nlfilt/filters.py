@@ -481,14 +481,14 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
     features = kernel.features(backend.xp, image, options.patch)
     if options.window is None:
         fused = (backend.name == "gpu" and kernel.cuda_kind is not None
-                 and cuda.opted_in("nlfilt_global_fused"))
+                 and cuda.alternative("nlfilt_global_fused"))
         global_operator = CudaFusedGlobal if fused else GlobalAffinity
         affinity = global_operator(backend, features, kernel, options.patch,
                                    options.memory_budget, columns=image.shape[2] + 1)
     else:
         windowed = WindowedAffinity
         if backend.name == "gpu" and kernel.cuda_windowed:
-            box = cuda.opted_in("nlfilt_windowed_box") and options.patch <= cuda.BOX_MAX_PATCH
+            box = not cuda.alternative("nlfilt_windowed_nlm") and options.patch <= cuda.BOX_MAX_PATCH
             windowed = CudaBoxWindowedNLM if box else CudaWindowedNLM
         affinity = windowed(backend, features, kernel, options.patch, options.window,
                             options.memory_budget, reuse=keeps_weights(options, reuse))

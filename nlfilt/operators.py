@@ -432,6 +432,11 @@ class WindowedAffinity:
 class CudaWindowedNLM(WindowedAffinity):
     """Windowed NLM on the GPU: one CUDA thread per query pixel (``nlfilt_windowed_nlm``).
 
+    The alternative to :class:`CudaBoxWindowedNLM`, used when named in
+    ``NLFILT_CUDA_ALTERNATIVES`` (see :func:`nlfilt.cuda.alternative`) or for
+    patches larger than :data:`nlfilt.cuda.BOX_MAX_PATCH`; its work per pixel
+    and offset grows with the patch area.
+
     Each thread sums ``exp(clip(2 sigma^2 / h^2 - |a_i - a_j|^2, floor, 0)) v_j``
     over its window directly from the padded feature image, so ``K`` is never
     stored and no accumulation races.  Right-hand sides of more than
@@ -473,8 +478,9 @@ class CudaBoxWindowedNLM(CudaWindowedNLM):
     cost per pixel and offset does not grow with the patch (up to
     :data:`nlfilt.cuda.BOX_MAX_PATCH`).  Opposite offsets are not shared (each
     pixel gathers over its whole window, without atomics).  Falls back like
-    :class:`CudaWindowedNLM`; used only when named in
-    ``NLFILT_UNVERIFIED_KERNELS`` (see :func:`nlfilt.cuda.opted_in`).
+    :class:`CudaWindowedNLM`.  The default for NLM's windowed mode on the GPU:
+    1.3-1.4x faster than ``nlfilt_windowed_nlm`` at patch 7, window 21
+    (benchmarks/results/gpu-*.md).
     """
 
     def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
@@ -509,7 +515,10 @@ class CudaFusedGlobal(GlobalAffinity):
     evaluated (symmetry is not used).  Right-hand sides of more than
     :data:`nlfilt.cuda.MAX_COLUMNS` columns, :meth:`row` and :meth:`dense`
     use the GEMM-tile code of :class:`GlobalAffinity`, its twin.
-    Used only when named in ``NLFILT_UNVERIFIED_KERNELS`` (see :func:`nlfilt.cuda.opted_in`).
+    The alternative to the GEMM tiles, used only when named in
+    ``NLFILT_CUDA_ALTERNATIVES`` (see :func:`nlfilt.cuda.alternative`): it
+    needs no tile memory, but measured on an H100 it is as fast as the tiles
+    for NLM and 1.2-1.4x slower for 'arccos' (benchmarks/results/gpu-*.md).
     """
 
     def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int,

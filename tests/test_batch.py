@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,18 +104,54 @@ def test_signals_stop_the_batch_cleanly_with_their_own_exit_status(tmp_path, sig
 
 
 def test_an_interrupt_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
-    from nlfilt.cli.interrupts import Interrupted
-
-    iio.imwrite(tmp_path / "a.png", noisy_image())
+    """write_image itself: interrupted inside the encoder, it removes its partial file."""
+    from nlfilt.images import write_image
 
     def interrupted_write(path, *args, **kwargs):
         Path(path).write_bytes(b"half an image")
-        raise Interrupted(signal.SIGTERM)
+        raise KeyboardInterrupt
 
     monkeypatch.setattr("nlfilt.images.iio.imwrite", interrupted_write)
-    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "out" / "a.png")
-    assert result.exit_code == 143 and "interrupted by SIGTERM" in result.output
-    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / "a.png", noisy_image())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_being_written_when_a_signal_comes_are_finished_and_reported(tmp_path, monkeypatch):
+    """Writes run on threads while the next file is filtered: a signal then lets them finish."""
+    import nlfilt
+    from nlfilt.cli.interrupts import Interrupted
+
+    for name in ("a.png", "b.png", "c.png"):
+        iio.imwrite(tmp_path / name, noisy_image())
+    real_write, real_denoise = iio.imwrite, nlfilt.denoise
+    writing = threading.Event()
+
+    def slow_write(*args, **kwargs):
+        writing.set()
+        time.sleep(0.5)
+        return real_write(*args, **kwargs)
+
+    calls = []
+
+    def denoise_then_signal(image, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # while the first output is being written, the signal comes
+            assert writing.wait(10)
+            raise Interrupted(signal.SIGTERM)
+        return real_denoise(image, **kwargs)
+
+    monkeypatch.setattr("nlfilt.images.iio.imwrite", slow_write)
+    monkeypatch.setattr("nlfilt.denoise", denoise_then_signal)
+    result = invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png",
+                    "-o", tmp_path / "out", "--report", tmp_path / "report.jsonl")
+    assert result.exit_code == 143, result.output
+    assert "1 denoised, 0 failed, 0 skipped; interrupted by SIGTERM" in result.output
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png"]
+    assert iio.imread(tmp_path / "out" / "a.png").shape == noisy_image().shape
+    lines = entries((tmp_path / "report.jsonl").read_text())
+    assert [(Path(line["input"]).name, line["status"]) for line in lines] == [("a.png", "denoised"),
+                                                                            ("b.png", "interrupted")]
 
 
 def test_stale_partial_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):

@@ -102,7 +102,7 @@ OPTIONS = [
 def test_gpu_float32_matches_the_float64_reference(gpu, options, window):
     arguments = dict(options, patch=5, window=window)
     expected = reference.twicing(COLOUR, 3, **arguments)
-    actual = nlfilt.denoise(COLOUR, iterations=3, device="gpu", dtype=numpy.float32, **arguments).get()
+    actual = nlfilt.denoise(COLOUR, iterations=3, device="gpu", dtype=numpy.float32, **arguments)
     if options["kernel"] != "nlm":  # up to the scalar 1 / lambda_max, known to 1e-3
         actual = actual * numpy.vdot(actual, expected) / numpy.vdot(actual, actual)
     assert numpy.abs(actual - expected).max() <= 1e-4 * numpy.abs(expected).max()
@@ -137,30 +137,31 @@ def test_gpu_profiles_match_numpy(gpu, name):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("window", [1, 5, 9])
-def test_gpu_windowed_nlm_kernel_matches_numpy(gpu, window):
+def test_gpu_windowed_nlm_kernel_matches_numpy(gpu, window, monkeypatch):
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_windowed_nlm")  # instead of the box kernel
     options = {"patch": 3, "window": window, "h": 30.0, "sigma": 10.0, "dtype": numpy.float64}
-    gpu = nlfilt.denoise(COLOUR, device="gpu", iterations=2, **options).get()
+    gpu = nlfilt.denoise(COLOUR, device="gpu", iterations=2, **options)
     cpu = nlfilt.denoise(COLOUR, device="cpu", iterations=2, **options)
     numpy.testing.assert_allclose(gpu, cpu, rtol=1e-10)
 
 
-def test_unverified_kernels_are_off_unless_asked(monkeypatch):
-    monkeypatch.delenv(cuda.UNVERIFIED_VARIABLE, raising=False)
-    assert not any(cuda.opted_in(name) for name in cuda.UNVERIFIED_KERNELS)
-    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "nlfilt_windowed_box, nlfilt_nonexistent")
-    assert cuda.opted_in("nlfilt_windowed_box") and not cuda.opted_in("nlfilt_global_fused")
-    assert not cuda.opted_in("nlfilt_nonexistent")
-    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "all")
-    assert all(cuda.opted_in(name) for name in cuda.UNVERIFIED_KERNELS)
-    # the CPU never uses them
+def test_alternative_kernels_are_used_only_when_asked(monkeypatch):
+    monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
+    assert not any(cuda.alternative(name) for name in cuda.ALTERNATIVES)
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_windowed_nlm, nlfilt_nonexistent")
+    assert cuda.alternative("nlfilt_windowed_nlm") and not cuda.alternative("nlfilt_global_fused")
+    assert not cuda.alternative("nlfilt_nonexistent")
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "all")
+    assert all(cuda.alternative(name) for name in cuda.ALTERNATIVES)
+    # the CPU never uses any CUDA operator
     from nlfilt.api import prepare
     from nlfilt.filters import build_filter
-    from nlfilt.operators import CudaBoxWindowedNLM, CudaFusedGlobal
+    from nlfilt.operators import CudaBoxWindowedNLM, CudaFusedGlobal, CudaWindowedNLM
     for window in (None, 5):
         backend, image, options = prepare(COLOUR, kernel="nlm", patch=3, window=window, h=20.0, sigma=5.0,
                                           depth=1, device="cpu", dtype=numpy.float32, memory_budget=2**24)
         affinity = build_filter(backend, image, options, reuse=True).affinity
-        assert not isinstance(affinity, (CudaFusedGlobal, CudaBoxWindowedNLM))
+        assert not isinstance(affinity, (CudaFusedGlobal, CudaBoxWindowedNLM, CudaWindowedNLM))
 
 
 @pytest.mark.gpu
@@ -171,10 +172,10 @@ def test_gpu_fused_global_operator_matches_the_gemm_tiles(gpu, options, dtype, m
     # 20 x 23 = 460 pixels: 4 query blocks and 15 key tiles, the last ones partial; colour patch 5 gives
     # 75 + 2 factor dimensions (three chunks, the last partial); 3 channels + the row-sum column
     arguments = dict(options, patch=5, window=None, iterations=2, dtype=dtype)
-    monkeypatch.delenv(cuda.UNVERIFIED_VARIABLE, raising=False)
-    tiles = nlfilt.denoise(COLOUR, device="gpu", **arguments).get()
-    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "nlfilt_global_fused")
-    fused = nlfilt.denoise(COLOUR, device="gpu", **arguments).get()
+    monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
+    tiles = nlfilt.denoise(COLOUR, device="gpu", **arguments)
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_global_fused")
+    fused = nlfilt.denoise(COLOUR, device="gpu", **arguments)
     tolerance = 1e-10 if dtype == numpy.float64 else 1e-4
     numpy.testing.assert_allclose(fused, tiles, rtol=tolerance, atol=tolerance * numpy.abs(tiles).max())
 
@@ -187,7 +188,7 @@ def test_gpu_box_windowed_nlm_matches_numpy(gpu, patch, window, monkeypatch):
     image = RNG.random((37, 70, 3)) * 255
     options = {"patch": patch, "window": window, "h": 30.0, "sigma": 10.0, "dtype": numpy.float64,
                "iterations": 2}
-    monkeypatch.setenv(cuda.UNVERIFIED_VARIABLE, "nlfilt_windowed_box")
-    box = nlfilt.denoise(image, device="gpu", **options).get()
+    monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)  # the default on the GPU
+    box = nlfilt.denoise(image, device="gpu", **options)
     cpu = nlfilt.denoise(image, device="cpu", **options)
     numpy.testing.assert_allclose(box, cpu, rtol=1e-9)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 import traceback
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,7 +163,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     INPUTS are files and folders (a folder means every PNG, TIFF, JPEG or BMP
     file in it).  Outputs keep each input's dtype, bit depth and channel
     layout; alpha is copied unfiltered.  Existing outputs are skipped unless
-    --overwrite, so an interrupted batch resumes where it stopped.  Exit status
+    --overwrite, so an interrupted batch resumes where it stopped.  Outputs are
+    written on background threads while the next file is filtered.  Exit status
     1 when any file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM)
     when interrupted.
     """
@@ -186,20 +191,33 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     interrupted: Interrupted | None = None
     bar = tqdm(jobs, desc="images", unit="image", disable=quiet or len(jobs) < 2, file=sys.stderr,
                dynamic_ncols=True)
+
+    def record(entry: dict[str, Any]) -> None:
+        counts[entry["status"]] += 1
+        if entry["status"] == "failed":
+            tqdm.write(f"error: {entry['input']}: {entry['error']}", file=sys.stderr)
+        report.write(entry)
+
+    writer = OutputWriter(overwrite, record)
+    current: Job | None = None  # the file being read and filtered
     try:
         with signals_interrupt():
-            for job in bar:
-                try:
-                    entry = _run_job(job, options, backend.name, overwrite, max_minutes, quiet)
-                except (Interrupted, KeyboardInterrupt) as exc:
-                    interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-                    report.write(_entry(job, backend.name, status="interrupted", error=f"{exc} received"))
-                    break
-                counts[entry["status"]] += 1
-                if entry["status"] == "failed":
-                    tqdm.write(f"error: {job.source}: {entry['error']}", file=sys.stderr)
-                report.write(entry)
+            try:
+                for job in bar:
+                    current = job
+                    entry, pixels = _filter_job(job, options, backend.name, overwrite, max_minutes, quiet)
+                    writer.submit(job, entry, pixels)
+                    current = None
+                writer.drain()
+            except (Interrupted, KeyboardInterrupt) as exc:
+                interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+                with contextlib.suppress(Interrupted, KeyboardInterrupt):  # a second signal stops waiting
+                    writer.drain()  # outputs already filtered are finished and reported, not lost
+                if current is not None:
+                    report.write(_entry(current, backend.name, status="interrupted",
+                                        error=f"{interrupted} received"))
     finally:
+        writer.close()  # writes under way complete (each is atomic) before the process ends
         bar.close()
         report.close()
     summary = f"{counts['denoised']} denoised, {counts['failed']} failed, {counts['skipped']} skipped"
@@ -223,9 +241,10 @@ def _entry(job: Job, device: str, **fields: Any) -> dict[str, Any]:
     return entry
 
 
-def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
-             quiet: bool) -> dict[str, Any]:
-    """Denoise one file; return its report entry (never raises for a bad file).
+def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
+                quiet: bool) -> tuple[dict[str, Any], Any]:
+    """Read and denoise one file: (its report entry, the output pixels to write, or None when the
+    entry is already final: skipped or failed).  Never raises for a bad file.
 
     The file is refused from its header (size, cost, memory) before its
     pixels are decoded.
@@ -234,8 +253,9 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
     if job.target.exists() and not overwrite:
         entry["status"] = "skipped"
         entry["error"] = "output exists (use --overwrite to replace it)"
-        return entry
+        return entry, None
     started = time.perf_counter()
+    pixels = None
     try:
         header = read_header(job.source)
         check_image_cost(header.colour_shape, options, max_minutes)
@@ -251,11 +271,7 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
                 progress.close()
         entry["iterations"] = info.iterations
         entry["pilot_iterations"] = info.pilot_iterations
-        job.target.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.target, image.assemble(result), replace=overwrite)
-    except OutputExists as exc:
-        entry["status"] = "skipped"
-        entry["error"] = str(exc)
+        pixels = image.assemble(result)
     except (ImageError, ValueError, MemoryError, OSError) as exc:
         entry["status"] = "failed"
         entry["error"] = gpu_failure(exc) or _message(exc)
@@ -265,8 +281,71 @@ def _run_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, ma
             raise
         entry["status"] = "failed"
         entry["error"] = message
-    entry["seconds"] = round(time.perf_counter() - started, 3)
+    entry["seconds"] = time.perf_counter() - started
+    if pixels is None:
+        entry["seconds"] = round(entry["seconds"], 3)
+    return entry, pixels
+
+
+def _write_job(job: Job, entry: dict[str, Any], pixels: Any, overwrite: bool) -> dict[str, Any]:
+    """Write one output atomically and finish its entry (on a writer thread; never raises for a
+    file-system problem)."""
+    started = time.perf_counter()
+    try:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        write_image(job.target, pixels, replace=overwrite)
+    except OutputExists as exc:
+        entry["status"] = "skipped"
+        entry["error"] = str(exc)
+    except (ImageError, ValueError, OSError) as exc:
+        entry["status"] = "failed"
+        entry["error"] = _message(exc)
+    entry["seconds"] = round(entry["seconds"] + time.perf_counter() - started, 3)
     return entry
+
+
+#: Writer threads of a batch; None: half the host's cores, 2 to 8 (benchmarks/gpu_check.py varies it).
+WRITER_THREADS: int | None = None
+
+
+class OutputWriter:
+    """Encodes and writes outputs on background threads while the next file is read and filtered.
+
+    Image encoders (zlib for PNG, the TIFF codecs) release the GIL, and on a
+    GPU they take longer than the filter itself (a 512 x 512 PNG: about
+    65 ms to encode, a few ms to denoise), so writing in line would leave the
+    device idle most of the time.  At most :attr:`threads` + 1 outputs are held
+    at once; ``record`` receives each finished entry, in input order.
+    """
+
+    def __init__(self, overwrite: bool, record: Callable[[dict[str, Any]], None],
+                 threads: int | None = None) -> None:
+        self.overwrite = overwrite
+        self.record = record
+        self.threads = threads or WRITER_THREADS or min(8, max(2, (os.cpu_count() or 1) // 2))
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nlfilt-writer")
+        self._pending: deque[Any] = deque()
+
+    def submit(self, job: Job, entry: dict[str, Any], pixels: Any) -> None:
+        """Queue ``job``'s output (``pixels`` None: its entry is final) and record the entries
+        finished so far, waiting for the oldest when too many are held."""
+        if pixels is None:
+            future: Future[dict[str, Any]] = Future()
+            future.set_result(entry)
+        else:
+            future = self._pool.submit(_write_job, job, entry, pixels, self.overwrite)
+        self._pending.append(future)
+        while self._pending and (self._pending[0].done() or len(self._pending) > self.threads + 1):
+            self.record(self._pending.popleft().result())
+
+    def drain(self) -> None:
+        """Wait for every queued output and record its entry."""
+        while self._pending:
+            self.record(self._pending.popleft().result())
+
+    def close(self) -> None:
+        """Let the writes under way finish (each is atomic), then stop the threads."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def gpu_failure(exc: BaseException) -> str | None:

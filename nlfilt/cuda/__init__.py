@@ -36,17 +36,19 @@ BOX_WIDTH = 32
 BOX_HEIGHT = 8
 BOX_MAX_PATCH = 25
 
-#: Kernels written without a GPU at hand: used only when named in the environment variable
-#: ``NLFILT_UNVERIFIED_KERNELS`` (comma-separated, or 'all') until benchmarks/gpu_check.py has verified
-#: them on a GPU.  The verified paths they replace stay the default and are always available.
-UNVERIFIED_VARIABLE = "NLFILT_UNVERIFIED_KERNELS"
-UNVERIFIED_KERNELS = ("nlfilt_global_fused", "nlfilt_windowed_box")
+#: Alternative CUDA paths, each used instead of the default path named beside it only when listed in
+#: the environment variable ``NLFILT_CUDA_ALTERNATIVES`` (comma-separated, or 'all').  Both pairs
+#: were checked against the NumPy path on a GPU (benchmarks/results/gpu-*.md); the defaults are the
+#: faster ones measured there.
+ALTERNATIVES_VARIABLE = "NLFILT_CUDA_ALTERNATIVES"
+ALTERNATIVES = {"nlfilt_global_fused": "the global mode's GEMM tiles",
+                "nlfilt_windowed_nlm": "nlfilt_windowed_box"}
 
 
-def opted_in(name: str) -> bool:
-    """Whether the unverified kernel ``name`` was asked for in ``NLFILT_UNVERIFIED_KERNELS``."""
-    asked = {item.strip() for item in os.environ.get(UNVERIFIED_VARIABLE, "").split(",")}
-    return name in UNVERIFIED_KERNELS and (name in asked or "all" in asked)
+def alternative(name: str) -> bool:
+    """Whether the alternative path ``name`` (a key of :data:`ALTERNATIVES`) was asked for."""
+    asked = {item.strip() for item in os.environ.get(ALTERNATIVES_VARIABLE, "").split(",")}
+    return name in ALTERNATIVES and (name in asked or "all" in asked)
 
 
 def source() -> str:
