@@ -14,7 +14,21 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
+import numpy
+
+from nlfilt.patches import patch_matrix
+
 DEVICES = ("auto", "cpu", "gpu")
+
+#: Largest number of elements in one tile of the global mode (CPU, GPU).  A tile of many query rows
+#: keeps the GEMM efficient (each tile streams the whole right factor once); on the GPU a large tile
+#: also keeps the launches per tile few.  The memory budget caps both.
+CPU_TILE_ELEMENTS = 1 << 23
+GPU_TILE_ELEMENTS = 1 << 28
+
+#: On the CPU the kernel profile runs over a tile in pieces of this many elements, so that its dozen
+#: or more elementwise passes stay in the core's cache.
+CPU_PROFILE_CHUNK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,60 @@ class Backend:
     def scalar(self, value: Any) -> float:
         """Return a 0-d device value as a Python float (synchronises on the GPU)."""
         return float(value)
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (for timings; a no-op on the CPU)."""
+        if self.name == "gpu":
+            self.xp.cuda.Device().synchronize()
+
+    @property
+    def tile_elements(self) -> int:
+        """Most elements in one tile of the global mode (the memory budget caps it further)."""
+        return GPU_TILE_ELEMENTS if self.name == "gpu" else CPU_TILE_ELEMENTS
+
+    @property
+    def profile_chunk(self) -> int | None:
+        """Elements of a tile the profile handles at once: cache-sized pieces on the CPU, whole tiles
+        (None) on the GPU."""
+        return CPU_PROFILE_CHUNK if self.name == "cpu" else None
+
+    def profile_scratch_blocks(self, kernel: Any) -> int:
+        """Scratch arrays :meth:`apply_profile` needs for ``kernel``: none for a CUDA profile."""
+        return 0 if self.name == "gpu" and kernel.cuda_profile is not None else kernel.scratch_blocks
+
+    def apply_profile(self, kernel: Any, t: Any, scratch: list[Any]) -> Any:
+        """Apply ``kernel``'s profile to the contiguous array ``t`` in place: its CUDA profile on the
+        GPU when it has one, else its array code (``scratch``: :meth:`profile_scratch_blocks` arrays)."""
+        if self.name == "gpu" and kernel.cuda_profile is not None:
+            from nlfilt import cuda  # noqa: PLC0415 - GPU only
+            from nlfilt.kernels import weight_floor  # noqa: PLC0415 - the kernels build on the backend
+
+            cuda.launch(cuda.profile_kernel(kernel), t.dtype, t.size, t, numpy.int64(t.size),
+                        numpy.int32(kernel.layers), cuda.real(weight_floor(t.dtype), t.dtype))
+            return t
+        return kernel.profile(self.xp, t, scratch)
+
+    def patch_matrix(self, image: Any, patch: int) -> Any:
+        """The (H*W, patch*patch*C) patch matrix of an (H, W, C) image on this device
+        (:func:`nlfilt.patches.patch_matrix`; on the GPU its CUDA twin ``nlfilt_patches``)."""
+        if self.name != "gpu":
+            return patch_matrix(self.xp, image, patch)
+        from nlfilt import cuda  # noqa: PLC0415 - GPU only
+
+        height, width, channels = image.shape
+        out = self.xp.empty((height * width, patch * patch * channels), dtype=image.dtype)
+        cuda.launch("nlfilt_patches", image.dtype, out.size, self.xp.ascontiguousarray(image), out,
+                    numpy.int32(height), numpy.int32(width), numpy.int32(channels), numpy.int32(patch))
+        return out
+
+    def accelerate(self, operator: Any, kernel: Any) -> Any:
+        """The operator to compute with: ``operator`` itself (the array code), or on the GPU the CUDA
+        operator that serves it, when one exists for ``kernel`` (:func:`nlfilt.cuda.operators.select`)."""
+        if self.name != "gpu":
+            return operator
+        from nlfilt.cuda.operators import select  # noqa: PLC0415 - GPU only
+
+        return select(operator, kernel)
 
 
 def is_device_array(array: Any) -> bool:
@@ -149,6 +217,4 @@ def get_backend(device: str) -> Backend:
 
 @lru_cache(maxsize=1)
 def _cpu_backend() -> Backend:
-    import numpy  # noqa: PLC0415
-
     return Backend("cpu", numpy, workers=_host_workers())

@@ -12,15 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nlfilt import cuda
-from nlfilt.backend import Backend, get_backend
+from nlfilt.backend import CPU_TILE_ELEMENTS, Backend, get_backend
 from nlfilt.kernels import kernel_class, make_kernel, safe_reciprocal
 from nlfilt.linalg import largest_eigenvalue
 from nlfilt.operators import (
-    MAX_TILE_ELEMENTS,
-    CudaBoxWindowedNLM,
-    CudaFusedGlobal,
-    CudaWindowedNLM,
     GlobalAffinity,
     WindowedAffinity,
 )
@@ -407,7 +402,7 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
 
 def _global_pairs(pixels: int) -> float:
     """Pixel pairs a global product evaluates: tiles of query rows against the pixels from the tile on."""
-    rows = max(1, min(pixels, MAX_TILE_ELEMENTS // pixels))
+    rows = max(1, min(pixels, CPU_TILE_ELEMENTS // pixels))
     tiles = -(-pixels // rows)
     return pixels * pixels * (tiles + 1) / (2 * tiles)
 
@@ -480,18 +475,12 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
     kernel = make_kernel(options.kernel, h=options.h, sigma=options.sigma, depth=options.depth)
     features = kernel.features(backend.xp, image, options.patch)
     if options.window is None:
-        fused = (backend.name == "gpu" and kernel.cuda_kind is not None
-                 and cuda.alternative("nlfilt_global_fused"))
-        global_operator = CudaFusedGlobal if fused else GlobalAffinity
-        affinity = global_operator(backend, features, kernel, options.patch,
-                                   options.memory_budget, columns=image.shape[2] + 1)
+        affinity = GlobalAffinity(backend, features, kernel, options.patch, options.memory_budget,
+                                  columns=image.shape[2] + 1)
     else:
-        windowed = WindowedAffinity
-        if backend.name == "gpu" and kernel.cuda_windowed:
-            box = not cuda.alternative("nlfilt_windowed_nlm") and options.patch <= cuda.BOX_MAX_PATCH
-            windowed = CudaBoxWindowedNLM if box else CudaWindowedNLM
-        affinity = windowed(backend, features, kernel, options.patch, options.window,
-                            options.memory_budget, reuse=keeps_weights(options, reuse))
+        affinity = WindowedAffinity(backend, features, kernel, options.patch, options.window,
+                                    options.memory_budget, reuse=keeps_weights(options, reuse))
+    affinity = backend.accelerate(affinity, kernel)
     return Filter(backend, affinity, options.normalize, meter)
 
 

@@ -20,12 +20,11 @@ with :func:`kernel_class`; adding one touches no other module.
 from __future__ import annotations
 
 import math
+import re
 from functools import cache
 from typing import Any
 
 import numpy
-
-from nlfilt import cuda
 
 
 class Kernel:
@@ -46,12 +45,14 @@ class Kernel:
     * ``uses_difference``: the windowed statistic is a box sum of squared
       differences (else of products).
     * ``scratch_blocks``: scratch arrays :meth:`profile` needs.
-    * ``cuda_kind``: the profile's number in the fused CUDA kernel
-      (``nlfilt/cuda/fused.cu``), None where there is none; ``cuda_profile``:
-      whether the kernel has ``profile_gpu``, a CUDA kernel of its own that
-      needs no scratch (without one, :meth:`profile` runs as array code on
-      CuPy arrays, with its scratch); ``cuda_windowed``: whether a CUDA
-      windowed operator exists for it (NLM's).
+    * ``cuda_profile``: the body of the profile as a CUDA device function of
+      ``NLFILT_REAL t``, ``int depth`` (the kernel's :attr:`layers`) and
+      ``NLFILT_REAL floor_value`` (:func:`weight_floor`), returning ``f(t)``;
+      :mod:`nlfilt.cuda` compiles it into an in-place profile kernel and a
+      fused global operator for this kernel (no other file changes).  None: no
+      CUDA code, and on a GPU :meth:`profile` runs as array code on CuPy, with
+      its scratch.  ``cuda_windowed``: whether a CUDA windowed operator exists
+      for it (NLM's).
     * ``window_denoises``: whether its windowed filter is fit to denoise with
       (the windowed tangent filters are indefinite; the command line then never
       suggests a window).
@@ -60,9 +61,8 @@ class Kernel:
       ``global_ns_per_layer``, ``windowed_ns_per_weight``, ``windowed_ns_per_layer``.
 
     Methods: :meth:`create` (an instance for validated arguments),
-    ``features``, ``global_factors``, ``windowed_statistic``, ``profile`` and,
-    with ``cuda_profile``, ``profile_gpu``, as the built-in kernels below
-    document them.
+    ``features``, ``global_factors``, ``windowed_statistic`` and ``profile``,
+    as the built-in kernels below document them.
     """
 
     name = ""
@@ -73,8 +73,7 @@ class Kernel:
     has_depth = False
     uses_difference = False
     scratch_blocks = 0
-    cuda_kind: int | None = None
-    cuda_profile = False
+    cuda_profile: str | None = None
     cuda_windowed = False
     window_denoises = False
     global_ns_per_pair = 3.0
@@ -89,8 +88,13 @@ class Kernel:
 
     @property
     def layers(self) -> int:
-        """Layers of the profile (the cost grows with them)."""
+        """Layers of the profile (the cost grows with them; ``depth`` in the CUDA profile)."""
         return 1
+
+    @classmethod
+    def cuda_name(cls) -> str:
+        """The kernel's name as a C identifier (in the names of its CUDA kernels)."""
+        return re.sub(r"\W", "_", cls.name)
 
 
 
@@ -146,8 +150,11 @@ class NLMKernel(Kernel):
     normalizations = ("rows", "sinkhorn")
     uses_difference = True  # windowed statistic: box sum of squared differences
     scratch_blocks = 0  # scratch buffers, each the size of the array profiled
-    cuda_kind = 0
-    cuda_profile = True
+    cuda_profile = """
+        t = t < floor_value ? floor_value : t;  // see profile()
+        t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
+        return exp(t);
+    """
     cuda_windowed = True
     window_denoises = True
     global_ns_per_pair = 0.9
@@ -192,11 +199,6 @@ class NLMKernel(Kernel):
         left[:, dims + 1] = -1
         return left, right, None
 
-    def profile_gpu(self, t: Any) -> Any:
-        """:meth:`profile` as one CUDA kernel (``nlfilt_profile_nlm``), in place."""
-        floor = weight_floor(t.dtype)
-        cuda.launch("nlfilt_profile_nlm", t.dtype, t.size, t, numpy.int64(t.size), cuda.real(floor, t.dtype))
-        return t
 
     def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any,
                            offset: tuple[int, int]) -> Any:
@@ -266,8 +268,10 @@ class ArcCosKernel(CosineKernel):
 
     name = "arccos"
     scratch_blocks = 3
-    cuda_kind = 1
-    cuda_profile = True
+    cuda_profile = """
+        NLFILT_REAL derivative;  // (pi - phi) / pi, not needed here
+        return nlfilt_relu_layer(nlfilt_clip_cosine(t), &derivative);
+    """
     global_ns_per_pair = 2.5
     windowed_ns_per_weight = 2.5
 
@@ -277,10 +281,6 @@ class ArcCosKernel(CosineKernel):
         _relu_layer(xp, t, scratch)
         return t
 
-    def profile_gpu(self, t: Any) -> Any:
-        """:meth:`profile` as one CUDA kernel (``nlfilt_profile_arccos``), in place."""
-        cuda.launch("nlfilt_profile_arccos", t.dtype, t.size, t, numpy.int64(t.size))
-        return t
 
 
 @register_kernel
@@ -300,8 +300,16 @@ class NTKKernel(CosineKernel):
     name = "ntk"
     has_depth = True
     scratch_blocks = 5
-    cuda_kind = 2
-    cuda_profile = True
+    cuda_profile = """
+        NLFILT_REAL c = nlfilt_clip_cosine(t);
+        NLFILT_REAL theta = c;  // theta^0 = c^0; per layer theta^l = c^l + theta^{l-1} (pi - phi) / pi
+        for (int layer = 0; layer < depth; ++layer) {
+            NLFILT_REAL derivative;
+            c = nlfilt_relu_layer(c, &derivative);
+            theta = c + theta * derivative;
+        }
+        return theta;
+    """
     global_ns_per_pair = 4.2  # depth 1; each further layer adds global_ns_per_layer
     global_ns_per_layer = 3.0
     windowed_ns_per_weight = 3.6
@@ -328,10 +336,6 @@ class NTKKernel(CosineKernel):
         t[...] = theta
         return t
 
-    def profile_gpu(self, t: Any) -> Any:
-        """:meth:`profile` as one CUDA kernel (``nlfilt_profile_ntk``), in place."""
-        cuda.launch("nlfilt_profile_ntk", t.dtype, t.size, t, numpy.int64(t.size), numpy.int32(self.depth))
-        return t
 
 
 def _relu_layer(xp: Any, c: Any, scratch: list[Any], theta: Any = None) -> None:
@@ -432,19 +436,6 @@ def safe_reciprocal(xp: Any, values: Any) -> Any:
 def weight_floor(dtype: Any) -> float:
     """``log`` of the smallest normal number of ``dtype``: the NLM exponent is clipped there."""
     return math.log(numpy.finfo(dtype).tiny)
-
-
-def profile_scratch_blocks(kernel: Any, on_gpu: bool) -> int:
-    """Scratch arrays :func:`apply_profile` needs: none for a CUDA profile of the kernel's own."""
-    return 0 if on_gpu and kernel.cuda_profile else kernel.scratch_blocks
-
-
-def apply_profile(xp: Any, kernel: Any, t: Any, scratch: list[Any]) -> Any:
-    """Apply ``kernel``'s profile to the contiguous array ``t`` in place: its CUDA kernel on the GPU
-    when it has one, else its array code (``scratch``: :func:`profile_scratch_blocks` arrays)."""
-    if xp.__name__ == "cupy" and kernel.cuda_profile:
-        return kernel.profile_gpu(t)
-    return kernel.profile(xp, t, scratch)
 
 
 #: The built-in kernels (the command line offers these).

@@ -18,8 +18,9 @@ each tile, or the offsets of the window (each thread with its own accumulator).
 ``matmul(vectors, progress)`` calls ``progress(fraction)`` (0 < fraction <= 1,
 non-decreasing) from the calling thread as the product advances: after each
 tile in the global mode (the fraction of its pairs), after each offset of the
-calling thread's share in the windowed mode.  The CUDA operators, one kernel
-launch each, report nothing.
+calling thread's share in the windowed mode.  The CUDA operators
+(:mod:`nlfilt.cuda.operators`), one kernel launch each and chosen by
+:meth:`nlfilt.backend.Backend.accelerate`, report nothing.
 """
 
 from __future__ import annotations
@@ -28,21 +29,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy
-
 from nlfilt.backend import Backend
-from nlfilt.kernels import apply_profile, profile_scratch_blocks, safe_reciprocal, weight_floor
-from nlfilt.patches import box_sum, pad_reflect, patch_matrix
-
-#: Largest number of elements in one tile (CPU, GPU).  A tile of many query rows keeps
-#: the GEMM efficient (each tile streams the whole right factor once); on the GPU a
-#: large tile also keeps the launches per tile few.  The memory budget caps both.
-MAX_TILE_ELEMENTS = 1 << 23
-GPU_MAX_TILE_ELEMENTS = 1 << 28
-
-#: On the CPU the kernel profile runs over a tile in pieces of this many elements,
-#: so that its dozen or more elementwise passes stay in the core's cache.
-PROFILE_CHUNK = 1 << 18
+from nlfilt.kernels import safe_reciprocal
+from nlfilt.patches import box_sum, pad_reflect
 
 
 class _Workers:
@@ -109,7 +98,7 @@ class GlobalAffinity:
         self.kernel = kernel
         height, width, _ = features.shape
         self.size = height * width
-        patches = patch_matrix(xp, features, patch)
+        patches = backend.patch_matrix(features, patch)
         self.left, right, self.scale = kernel.global_factors(xp, patches)
         del patches
         # stored transposed, (N, k) C-contiguous: every slice of rows is a contiguous operand, whose
@@ -118,12 +107,12 @@ class GlobalAffinity:
         del right
         itemsize = features.dtype.itemsize
         workers = max(1, backend.workers)
-        blocks = profile_scratch_blocks(kernel, backend.name == "gpu")
+        blocks = backend.profile_scratch_blocks(kernel)
         # the factors, plus the right-hand sides, results and temporaries of twicing
         fixed = (self.left.size + self.right_t.size + 16 * self.size * columns) * itemsize
         row_bytes = self.size * itemsize
         # Scratch for one piece of the profile per worker; on the GPU the piece is the tile.
-        chunk = PROFILE_CHUNK if backend.name == "cpu" else None
+        chunk = backend.profile_chunk
         rows = 0
         if chunk is not None:
             rows = (memory_budget - fixed - workers * chunk * blocks * itemsize) // row_bytes
@@ -137,8 +126,7 @@ class GlobalAffinity:
                 f"{self.size} pixels; at least {needed} bytes are needed: use a search window "
                 "or a larger memory budget"
             )
-        max_tile = MAX_TILE_ELEMENTS if backend.name == "cpu" else GPU_MAX_TILE_ELEMENTS
-        self.tile_rows = int(min(rows, self.size, max(1, max_tile // self.size)))
+        self.tile_rows = int(min(rows, self.size, max(1, backend.tile_elements // self.size)))
         self.chunk = int(min(chunk, self.tile_rows * self.size))
 
     def _tiles(self) -> list[tuple[int, int]]:
@@ -172,7 +160,7 @@ class GlobalAffinity:
             buffers = scratch[share.start]
             for index in share:
                 piece = flat[pieces[index]]
-                apply_profile(xp, self.kernel, piece, [buffer[: piece.size] for buffer in buffers])
+                self.backend.apply_profile(self.kernel, piece, [buffer[: piece.size] for buffer in buffers])
 
         workers.map(profile, workers.shares(len(pieces)))
         return diagonal, off
@@ -182,7 +170,7 @@ class GlobalAffinity:
         xp = self.backend.xp
         dtype = self.left.dtype
         tile = xp.empty((self.tile_rows, self.size), dtype)
-        blocks = profile_scratch_blocks(self.kernel, self.backend.name == "gpu")
+        blocks = self.backend.profile_scratch_blocks(self.kernel)
         scratch = [[xp.empty(self.chunk, dtype) for _ in range(blocks)] for _ in range(workers.count)]
         return tile, scratch
 
@@ -219,9 +207,9 @@ class GlobalAffinity:
         """Return row ``index`` of ``K`` (length N) from one GEMM row: O(N d) work."""
         xp = self.backend.xp
         values = (self.left[index : index + 1] @ self.right_t.T).reshape(-1)
-        blocks = profile_scratch_blocks(self.kernel, self.backend.name == "gpu")
+        blocks = self.backend.profile_scratch_blocks(self.kernel)
         scratch = [xp.empty_like(values) for _ in range(blocks)]
-        values = apply_profile(xp, self.kernel, values, scratch)
+        values = self.backend.apply_profile(self.kernel, values, scratch)
         if self.scale is not None:
             values *= self.scale
             values *= self.scale[index]
@@ -274,6 +262,7 @@ class WindowedAffinity:
         self.backend = backend
         self.kernel = kernel
         self.patch = patch
+        self.window = window
         self.shape = features.shape[:2]
         height, width = self.shape
         self.size = height * width
@@ -299,8 +288,9 @@ class WindowedAffinity:
         channels = features.shape[2]
         # per worker: channel differences, their sum, four box-sum buffers, the profile's
         # scratch, one product buffer and the accumulator planes (up to C + 1 of them)
+        self.scratch_blocks = backend.profile_scratch_blocks(kernel)
         self._space_sizes = ([padded_size * channels] + [padded_size] * 5
-                             + [self.size] * (kernel.scratch_blocks + 1))
+                             + [self.size] * (self.scratch_blocks + 1))
         working = (sum(self._space_sizes) + (channels + 1) * self.size) * itemsize
         cache_bytes = sum((height - dr) * (width - abs(dc)) for dr, dc in self.offsets) * itemsize
         self._cache: list[Any] | None = None
@@ -354,8 +344,8 @@ class WindowedAffinity:
             t = self.kernel.windowed_statistic(
                 xp, stat, self.inv_norm[rows_i, cols_i], self.inv_norm[rows_j, cols_j], (drow, dcol)
             )
-        scratch = [buffer[: t.size].reshape(t.shape) for buffer in space[6 : 6 + self.kernel.scratch_blocks]]
-        weights = apply_profile(xp, self.kernel, t, scratch)
+        scratch = [buffer[: t.size].reshape(t.shape) for buffer in space[6 : 6 + self.scratch_blocks]]
+        weights = self.backend.apply_profile(self.kernel, t, scratch)
         if self._cache is not None:
             weights = weights.copy()
             self._cache[index] = weights
@@ -427,127 +417,3 @@ class WindowedAffinity:
             matrix *= flat[:, None]
             matrix *= flat[None, :]
         return matrix
-
-
-class CudaWindowedNLM(WindowedAffinity):
-    """Windowed NLM on the GPU: one CUDA thread per query pixel (``nlfilt_windowed_nlm``).
-
-    The alternative to :class:`CudaBoxWindowedNLM`, used when named in
-    ``NLFILT_CUDA_ALTERNATIVES`` (see :func:`nlfilt.cuda.alternative`) or for
-    patches larger than :data:`nlfilt.cuda.BOX_MAX_PATCH`; its work per pixel
-    and offset grows with the patch area.
-
-    Each thread sums ``exp(clip(2 sigma^2 / h^2 - |a_i - a_j|^2, floor, 0)) v_j``
-    over its window directly from the padded feature image, so ``K`` is never
-    stored and no accumulation races.  Right-hand sides of more than
-    :data:`nlfilt.cuda.MAX_COLUMNS` columns, :meth:`dense` and everything else
-    use the array code of :class:`WindowedAffinity` (on CuPy), its twin.
-    """
-
-    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int, window: int,
-                 memory_budget: int, reuse: bool) -> None:
-        super().__init__(backend, features, kernel, patch, window, memory_budget, reuse=False)
-        self.window = window
-
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the fallback)."""
-        from nlfilt import cuda  # noqa: PLC0415 - GPU only
-
-        xp = self.backend.xp
-        columns = vectors.shape[1]
-        if columns > cuda.MAX_COLUMNS:
-            return super().matmul(vectors, progress)
-        values = xp.ascontiguousarray(vectors)
-        out = xp.empty_like(values)
-        height, width = self.shape
-        dtype = values.dtype
-        floor = weight_floor(dtype)
-        cuda.launch("nlfilt_windowed_nlm", dtype, self.size, xp.ascontiguousarray(self.padded), values, out,
-                    numpy.int32(height), numpy.int32(width), numpy.int32(self.padded.shape[2]),
-                    numpy.int32(self.patch), numpy.int32(self.window), numpy.int32(columns),
-                    cuda.real(self.kernel.offset, dtype), cuda.real(floor, dtype), columns=columns)
-        return out
-
-
-class CudaBoxWindowedNLM(CudaWindowedNLM):
-    """Windowed NLM on the GPU with O(1) work per pixel and offset (``nlfilt_windowed_box``).
-
-    Blocks of 8 x 32 output pixels; per window offset the squared-difference
-    image of the block's patch region goes to shared memory and its box sums
-    over the patch come from warp prefix scans (rows, then columns), so the
-    cost per pixel and offset does not grow with the patch (up to
-    :data:`nlfilt.cuda.BOX_MAX_PATCH`).  Opposite offsets are not shared (each
-    pixel gathers over its whole window, without atomics).  Falls back like
-    :class:`CudaWindowedNLM`.  The default for NLM's windowed mode on the GPU:
-    1.3-1.4x faster than ``nlfilt_windowed_nlm`` at patch 7, window 21
-    (benchmarks/results/gpu-*.md).
-    """
-
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the fallback)."""
-        from nlfilt import cuda  # noqa: PLC0415 - GPU only
-
-        xp = self.backend.xp
-        columns = vectors.shape[1]
-        if columns > cuda.MAX_COLUMNS or self.patch > cuda.BOX_MAX_PATCH:
-            return super().matmul(vectors, progress)
-        values = xp.ascontiguousarray(vectors)
-        out = xp.empty_like(values)
-        height, width = self.shape
-        dtype = values.dtype
-        grid = (-(-width // cuda.BOX_WIDTH), -(-height // cuda.BOX_HEIGHT))
-        cuda.run(
-            "nlfilt_windowed_box", dtype, grid, (cuda.BOX_WIDTH * cuda.BOX_HEIGHT,),
-            (xp.ascontiguousarray(self.padded), values, out, numpy.int32(height), numpy.int32(width),
-             numpy.int32(self.padded.shape[2]), numpy.int32(self.patch), numpy.int32(self.window),
-             numpy.int32(columns), cuda.real(self.kernel.offset, dtype),
-             cuda.real(weight_floor(dtype), dtype)), columns=columns)
-        return out
-
-
-class CudaFusedGlobal(GlobalAffinity):
-    """The global operator as one CUDA kernel (``nlfilt_global_fused``), for every kernel.
-
-    Each block holds 128 query rows; key tiles and factor chunks stream
-    through shared memory, and the pair statistic, the profile and ``K V``
-    stay in registers, so neither ``K`` nor a tile of it is ever stored.
-    Exact arithmetic in the working dtype on CUDA cores; every pair is
-    evaluated (symmetry is not used).  Right-hand sides of more than
-    :data:`nlfilt.cuda.MAX_COLUMNS` columns, :meth:`row` and :meth:`dense`
-    use the GEMM-tile code of :class:`GlobalAffinity`, its twin.
-    The alternative to the GEMM tiles, used only when named in
-    ``NLFILT_CUDA_ALTERNATIVES`` (see :func:`nlfilt.cuda.alternative`): it
-    needs no tile memory, but measured on an H100 it is as fast as the tiles
-    for NLM and 1.2-1.4x slower for 'arccos' (benchmarks/results/gpu-*.md).
-    """
-
-    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int,
-                 memory_budget: int, columns: int) -> None:
-        super().__init__(backend, features, kernel, patch, memory_budget, columns)
-        self.left_t = backend.xp.ascontiguousarray(self.left.T)
-        self.right = backend.xp.ascontiguousarray(self.right_t.T)
-
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the fallback)."""
-        from nlfilt import cuda  # noqa: PLC0415 - GPU only
-
-        xp = self.backend.xp
-        columns = vectors.shape[1]
-        if columns > cuda.MAX_COLUMNS:
-            return super().matmul(vectors, progress)
-        values = vectors * self.scale[:, None] if self.scale is not None else vectors
-        values = xp.ascontiguousarray(values)
-        out = xp.empty_like(values)
-        dtype = values.dtype
-        kind = self.kernel.cuda_kind
-        depth = self.kernel.layers
-        blocks = max(1, min(cuda.MAX_BLOCKS, -(-self.size // cuda.FUSED_QUERIES)))
-        cuda.run(
-            "nlfilt_global_fused", dtype, (blocks,), (cuda.FUSED_QUERIES,),
-            (self.left_t, self.right, values, out, numpy.int64(self.size), numpy.int32(self.left_t.shape[0]),
-             numpy.int32(columns), numpy.int32(kind), numpy.int32(depth),
-             cuda.real(weight_floor(dtype), dtype)), columns=columns)
-        if self.scale is not None:
-            out *= self.scale[:, None]
-        return out
-

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy
-
 
 def pad_reflect(xp: Any, image: Any, radius: int) -> Any:
     """Pad the two spatial axes of an (H, W, C) image by ``radius`` pixels.
@@ -28,16 +26,10 @@ def patch_matrix(xp: Any, image: Any, patch: int) -> Any:
     Pixels are numbered in row-major order.  The patch is the ``patch`` x
     ``patch`` window centred on the pixel in the reflect-padded image, all
     channels stacked.  Built with ``patch**2`` slice copies, never a loop over
-    pixels.
+    pixels.  The twin of the CUDA kernel ``nlfilt_patches`` (see
+    :meth:`nlfilt.backend.Backend.patch_matrix`).
     """
     height, width, channels = image.shape
-    if xp.__name__ == "cupy":  # one CUDA kernel, the twin of the slices below
-        from nlfilt import cuda  # noqa: PLC0415 - GPU only
-
-        out = xp.empty((height * width, patch * patch * channels), dtype=image.dtype)
-        cuda.launch("nlfilt_patches", image.dtype, out.size, xp.ascontiguousarray(image), out,
-                    numpy.int32(height), numpy.int32(width), numpy.int32(channels), numpy.int32(patch))
-        return out
     padded = pad_reflect(xp, image, patch // 2)
     out = xp.empty((height, width, patch, patch, channels), dtype=image.dtype)
     for row in range(patch):

@@ -423,3 +423,19 @@ def test_auto_device_says_once_why_an_installed_gpu_stack_is_not_used(tmp_path, 
     monkeypatch.setattr("nlfilt.cli.denoise.gpu_status", lambda: (False, "CuPy is not installed (...)"))
     plain = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "plain.png")
     assert "notice" not in plain.output
+
+
+def test_a_signal_between_files_waits_for_the_next_check_and_one_inside_a_filter_stops_it():
+    from nlfilt.cli.interrupts import Interrupted, signals_interrupt
+
+    with signals_interrupt() as gate:
+        os.kill(os.getpid(), signal.SIGTERM)  # bookkeeping time: kept, not raised here
+        kept = gate.received
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            gate.check()
+    assert kept == signal.SIGTERM
+    with signals_interrupt() as gate, pytest.raises(Interrupted, match="SIGINT"):
+        with gate.interruptible():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # never reached: the signal stops the filter
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

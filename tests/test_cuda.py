@@ -12,11 +12,13 @@ import pytest
 
 import nlfilt
 from nlfilt import cuda
+from nlfilt.kernels import KERNELS, kernel_class, make_kernel
 
 import reference
 
 KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
-                "nlfilt_windowed_nlm", "nlfilt_global_fused", "nlfilt_windowed_box"}
+                "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm", "nlfilt_global_fused_arccos",
+                "nlfilt_global_fused_ntk", "nlfilt_windowed_box"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -43,31 +45,54 @@ def test_launch_geometry_is_defined_once_in_python():
 
 
 def test_launch_arguments_are_checked_against_the_kernel():
-    good = numpy.zeros((4, 3), numpy.float32)
-    cuda.check_arguments("nlfilt_windowed_nlm", numpy.float32, (good, numpy.int32(3), numpy.float32(0.5)),
-                         columns=cuda.MAX_COLUMNS)
+    """One for one against the parameters the CUDA source declares (nlfilt_patches: image, out, and
+    four ints)."""
+    image, out = numpy.zeros((4, 3), numpy.float32), numpy.zeros((12, 9), numpy.float32)
+    sizes = tuple(numpy.int32(value) for value in (4, 3, 1, 3))
+    cuda.check_arguments("nlfilt_patches", numpy.float32, (image, out, *sizes))
+    cuda.check_arguments("nlfilt_windowed_box", numpy.float32,
+                         (image, out, out, *sizes, numpy.int32(5), numpy.int32(1), numpy.float32(0.5),
+                          numpy.float32(-87.0)), columns=cuda.MAX_COLUMNS)
     bad = [
-        ((good[:, ::2],), None, "C-contiguous"),
-        ((good.astype(numpy.float64),), None, "compiled for float32"),
-        ((good, 3), None, "Python int"),
-        ((good,), cuda.MAX_COLUMNS + 1, "columns"),
+        ("nlfilt_patches", (image[:, ::2], out, *sizes), None, "C-contiguous"),
+        ("nlfilt_patches", (image.astype(numpy.float64), out, *sizes), None, "compiled for float32"),
+        ("nlfilt_patches", (image, out, 4, *sizes[1:]), None, "Python int"),
+        ("nlfilt_patches", (image, out, numpy.int64(4), *sizes[1:]), None, "takes int32"),
+        ("nlfilt_patches", (image, out, *sizes[:3]), None, "5 arguments for 6 parameters"),
+        ("nlfilt_patches", (image, numpy.int32(0), *sizes), None, "not an array"),
+        ("nlfilt_patches", (image, out, *sizes), cuda.MAX_COLUMNS + 1, "columns"),
+        ("nlfilt_no_such_kernel", (image,), None, "no such kernel"),
     ]
-    for arguments, columns, message in bad:
+    for name, arguments, columns, message in bad:
         with pytest.raises(ValueError, match=message):
-            cuda.check_arguments("nlfilt_windowed_nlm", numpy.float32, arguments, columns)
+            cuda.check_arguments(name, numpy.float32, arguments, columns)
+
+
+def test_every_launch_in_the_package_matches_a_kernel_signature():
+    """The Python side of every launch, read from the package: its kernel exists in the source."""
+    import pathlib
+
+    package = pathlib.Path(nlfilt.__file__).parent
+    text = "\n".join(path.read_text() for path in package.rglob("*.py"))
+    launched = set(re.findall(r'(?:cuda\.launch|cuda\.run|_launch)\(\s*"(\w+)"', text))
+    assert {"nlfilt_patches", "nlfilt_windowed_nlm", "nlfilt_windowed_box"} <= launched
+    launched |= {cuda.profile_kernel(kernel_class(name)) for name in ("nlm", "arccos", "ntk")}
+    launched |= {cuda.fused_kernel(kernel_class(name)) for name in ("nlm", "arccos", "ntk")}
+    assert launched <= set(cuda.signatures()), launched - set(cuda.signatures())
 
 
 def test_profiles_receive_contiguous_arrays_in_every_mode(monkeypatch):
     """The CUDA profiles index raw pointers: the array code must hand them contiguous arrays."""
-    from nlfilt import kernels, operators
+    from nlfilt.backend import Backend
 
     seen = []
+    apply_profile = Backend.apply_profile
 
-    def recording(xp, kernel, t, scratch):
+    def recording(self, kernel, t, scratch):
         seen.append(t.flags.c_contiguous)
-        return kernels.apply_profile(xp, kernel, t, scratch)
+        return apply_profile(self, kernel, t, scratch)
 
-    monkeypatch.setattr(operators, "apply_profile", recording)
+    monkeypatch.setattr(Backend, "apply_profile", recording)
     image = numpy.random.default_rng(0).random((30, 31, 2)) * 255
     for kernel in ("nlm", "arccos", "ntk"):
         for window in (None, 7):
@@ -113,9 +138,10 @@ def test_gpu_float32_matches_the_float64_reference(gpu, options, window):
 def test_gpu_patches_match_numpy(gpu, patch):
     import cupy
 
+    from nlfilt.backend import get_backend
     from nlfilt.patches import patch_matrix
 
-    gpu = patch_matrix(cupy, cupy.asarray(COLOUR), patch).get()
+    gpu = get_backend(gpu).patch_matrix(cupy.asarray(COLOUR), patch).get()  # the CUDA kernel
     numpy.testing.assert_array_equal(gpu, patch_matrix(numpy, COLOUR, patch))
 
 
@@ -129,7 +155,9 @@ def test_gpu_profiles_match_numpy(gpu, name):
     kernel = make_kernel(name, h=1.0, sigma=0.5, depth=3)
     values = numpy.linspace(-1.2, 1.2, 10001) if name != "nlm" else numpy.linspace(-200, 5, 10001)
     expected = kernel.profile(numpy, values.copy(), [numpy.empty_like(values) for _ in range(5)])
-    actual = kernel.profile_gpu(cupy.asarray(values)).get()
+    from nlfilt.backend import get_backend
+
+    actual = get_backend(gpu).apply_profile(kernel, cupy.asarray(values), []).get()  # the CUDA profile
     # ntk's (pi - arccos c) / pi has a square-root singularity at c = 1 (see test_kernels)
     tolerance = 1e-7 if name == "ntk" else 1e-12
     numpy.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance)
@@ -153,15 +181,66 @@ def test_alternative_kernels_are_used_only_when_asked(monkeypatch):
     assert not cuda.alternative("nlfilt_nonexistent")
     monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "all")
     assert all(cuda.alternative(name) for name in cuda.ALTERNATIVES)
-    # the CPU never uses any CUDA operator
+
+
+def twin(kernel: str, window: int | None, patch: int = 3, dtype=numpy.float32):
+    """The array-code operator of COLOUR, built on the CPU."""
     from nlfilt.api import prepare
     from nlfilt.filters import build_filter
-    from nlfilt.operators import CudaBoxWindowedNLM, CudaFusedGlobal, CudaWindowedNLM
-    for window in (None, 5):
-        backend, image, options = prepare(COLOUR, kernel="nlm", patch=3, window=window, h=20.0, sigma=5.0,
-                                          depth=1, device="cpu", dtype=numpy.float32, memory_budget=2**24)
-        affinity = build_filter(backend, image, options, reuse=True).affinity
-        assert not isinstance(affinity, (CudaFusedGlobal, CudaBoxWindowedNLM, CudaWindowedNLM))
+
+    extra = {"h": 20.0, "sigma": 5.0} if kernel == "nlm" else {"h": None, "sigma": None}
+    backend, image, options = prepare(COLOUR, kernel=kernel, patch=patch, window=window,
+                                      depth=2 if kernel == "ntk" else 1, device="cpu", dtype=dtype,
+                                      memory_budget=2**24, **extra)
+    filter_ = build_filter(backend, image, options, reuse=True)
+    return filter_.affinity
+
+
+def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
+    from nlfilt.cuda.operators import CudaBoxWindowedNLM, CudaFusedGlobal, CudaWindowedNLM, select
+    from nlfilt.operators import GlobalAffinity, WindowedAffinity
+
+    monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
+    windowed, global_ = twin("nlm", 5), twin("nlm", None)
+    assert type(windowed) is WindowedAffinity and type(global_) is GlobalAffinity  # the CPU: array code
+    assert type(select(windowed, windowed.kernel)) is CudaBoxWindowedNLM
+    assert select(global_, global_.kernel) is global_
+    monkeypatch.setattr(cuda, "BOX_MAX_PATCH", 1)  # patches larger than the box kernel takes
+    assert type(select(windowed, windowed.kernel)) is CudaWindowedNLM
+    monkeypatch.undo()
+    monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
+    arccos = twin("arccos", 5)
+    assert select(arccos, arccos.kernel) is arccos  # no windowed CUDA operator: its array code on CuPy
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "all")
+    assert type(select(windowed, windowed.kernel)) is CudaWindowedNLM
+    for name in ("nlm", "arccos", "ntk"):
+        operator = twin(name, None)
+        assert type(select(operator, operator.kernel)) is CudaFusedGlobal
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
+    """The Python side of each CUDA operator, run on the CPU with the kernels replaced by a recorder:
+    every launch's arguments are checked against the kernel's declared parameters."""
+    from nlfilt.backend import Backend
+    from nlfilt.cuda.operators import select
+
+    launched = []
+    monkeypatch.setattr(cuda, "kernel", lambda name, dtype: lambda *launch: launched.append(name))
+    vectors = numpy.ones((COLOUR.shape[0] * COLOUR.shape[1], 2), dtype)
+    chosen = [("", twin("nlm", 5, dtype=dtype)), ("all", twin("nlm", 5, dtype=dtype))]
+    chosen += [("all", twin(name, None, dtype=dtype)) for name in KERNELS]
+    for alternatives, operator in chosen:
+        monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, alternatives)
+        select(operator, operator.kernel).matmul(vectors)
+    gpu_like = Backend("gpu", numpy)
+    for name in KERNELS:
+        kernel = make_kernel(name, h=1.0, sigma=0.5, depth=2)
+        gpu_like.apply_profile(kernel, numpy.zeros(10, dtype), [])
+    gpu_like.patch_matrix(COLOUR.astype(dtype), 3)
+    assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm",
+                        "nlfilt_global_fused_arccos", "nlfilt_global_fused_ntk", "nlfilt_profile_nlm",
+                        "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches"]
 
 
 @pytest.mark.gpu

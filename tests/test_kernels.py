@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy
 import pytest
 
 import nlfilt
+from nlfilt import cuda
 from nlfilt.backend import get_backend
 from nlfilt.kernels import NLMKernel, kernel_names, make_kernel, register_kernel, unregister_kernel
 from nlfilt.operators import GlobalAffinity
@@ -76,13 +80,17 @@ class CauchyKernel(NLMKernel):
     """``K_ij = 1 / (1 + |P_i - P_j|^2 / (d h^2))``: a heavy-tailed non-local means, rows normalised.
 
     It reuses NLM's features and statistic (``t = -|P_i - P_j|^2 / (d h^2)``, no noise offset) and
-    brings its own profile; it has no CUDA kernel, so a GPU would run the profile as array code.
+    brings its own profile, as array code and as the body of a CUDA device function (which
+    nlfilt.cuda compiles into nlfilt_profile_cauchy_test and nlfilt_global_fused_cauchy_test).
     """
 
     name = "cauchy-test"
     h_per_sigma = 1.5
-    cuda_kind = None
-    cuda_windowed = False
+    cuda_profile = """
+        t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
+        return (NLFILT_REAL)1 / ((NLFILT_REAL)1 - t);
+    """
+    cuda_windowed = False  # NLM's windowed CUDA operators have NLM's profile built in
 
     def __init__(self, h: float, sigma: float) -> None:
         super().__init__(h=h, sigma=0.0)  # no 2 sigma^2 offset
@@ -136,3 +144,17 @@ def test_unknown_kernel_names_raise_and_names_are_registered_once():
     with pytest.raises(ValueError, match="already registered"):
         register_kernel(type("Other", (NLMKernel,), {"name": "nlm"}))
     assert kernel_names()[:3] == ("nlm", "arccos", "ntk")
+
+
+def test_a_registered_kernel_s_cuda_profile_is_compiled_with_the_package(cauchy):
+    """Its profile and fused operator join the source, compile with NVRTC (CI) and take the launch
+    arguments every CUDA profile takes."""
+    names = set(re.findall(r"__global__\s+void\s+(\w+)", cuda.source()))
+    assert {"nlfilt_profile_cauchy_test", "nlfilt_global_fused_cauchy_test"} <= names
+    kernel = make_kernel(cauchy, h=1.0, sigma=0.0, depth=1)
+    assert cuda.signatures()[cuda.profile_kernel(kernel)] == ("array", "int64", "int32", "real")
+    if os.environ.get("NLFILT_REQUIRE_NVRTC") != "1":
+        pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy's NVRTC binding is not installed")
+    ptx, log = cuda.compile_to_ptx(numpy.float32, "compute_90")
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    assert ".entry nlfilt_profile_cauchy_test" in ptx and log.strip() == ""

@@ -62,7 +62,7 @@ def test_windowed_cached_weights_give_the_same_result(kernel):
 def test_single_worker_matches_threads(monkeypatch, window):
     image = RNG.random((24, 24)) * 100
     options = {"kernel": "arccos", "patch": 3, "window": window, "dtype": numpy.float64, "device": "cpu"}
-    monkeypatch.setattr("nlfilt.operators.PROFILE_CHUNK", 64)  # many pieces per tile
+    monkeypatch.setattr("nlfilt.backend.CPU_PROFILE_CHUNK", 64)  # many pieces per tile
     threaded = nlfilt.denoise(image, **options)
     single = dataclasses.replace(get_backend("cpu"), workers=1)
     monkeypatch.setattr("nlfilt.api.get_backend", lambda device: single)
@@ -97,8 +97,14 @@ def test_gpu_tiles_reserve_no_scratch_for_cuda_profiles():
     from nlfilt.backend import Backend
     from nlfilt.kernels import make_kernel
 
+    class SizingBackend(Backend):
+        """The GPU's sizing rules on NumPy arrays (the patches come from the array twin)."""
+
+        def patch_matrix(self, image, patch):
+            return patch_matrix(numpy, image, patch)
+
     features = RNG.random((40, 40, 1))
-    gpu_like = Backend("gpu", numpy, workers=1)  # sizing only: no array work happens on the device here
+    gpu_like = SizingBackend("gpu", numpy, workers=1)
     rows = {}
     for name in ("nlm", "arccos", "ntk"):
         kernel = make_kernel(name, h=1.0, sigma=0.5, depth=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -199,20 +198,22 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         report.write(entry)
 
     writer = OutputWriter(overwrite, record)
-    current: Job | None = None  # the file being read and filtered
+    current: Job | None = None  # the file not yet handed to the writer
     try:
-        with signals_interrupt():
+        with signals_interrupt() as gate:
             try:
                 for job in bar:
                     current = job
-                    entry, pixels = _filter_job(job, options, backend.name, overwrite, max_minutes, quiet)
+                    gate.check()  # a signal received while the previous output was handed over
+                    with gate.interruptible():
+                        entry, pixels = _filter_job(job, options, backend.name, overwrite, max_minutes, quiet)
                     writer.submit(job, entry, pixels)
                     current = None
                 writer.drain()
+                gate.check()
             except (Interrupted, KeyboardInterrupt) as exc:
                 interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-                with contextlib.suppress(Interrupted, KeyboardInterrupt):  # a second signal stops waiting
-                    writer.drain()  # outputs already filtered are finished and reported, not lost
+                writer.drain()  # outputs already filtered are finished and reported, not lost
                 if current is not None:
                     report.write(_entry(current, backend.name, status="interrupted",
                                         error=f"{interrupted} received"))

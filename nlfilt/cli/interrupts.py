@@ -21,19 +21,52 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+class SignalGate:
+    """Where SIGINT and SIGTERM may interrupt: only inside :meth:`interruptible` blocks.
+
+    A signal that arrives inside such a block raises :class:`Interrupted` at
+    once (a long filter stops promptly); one that arrives elsewhere, in the
+    middle of bookkeeping that must not be cut in two, is kept and raised by
+    the next :meth:`check` or on entering the next :meth:`interruptible` block.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._armed = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        if self._armed:
+            self._armed = False
+            raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` for a signal received so far."""
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Within the block, a signal raises :class:`Interrupted` at once."""
+        self.check()
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+
 @contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` (main thread only)."""
+def signals_interrupt() -> Iterator[SignalGate]:
+    """Route SIGINT and SIGTERM to a :class:`SignalGate` within the block (main thread only; elsewhere
+    the gate never sees a signal)."""
+    gate = SignalGate()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield gate
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, gate.handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield gate
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)

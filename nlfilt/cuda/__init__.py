@@ -8,7 +8,8 @@ the sources with NVRTC alone, without a GPU, for the CI check.
 from __future__ import annotations
 
 import os
-from functools import cache
+import re
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -51,10 +52,87 @@ def alternative(name: str) -> bool:
     return name in ALTERNATIVES and (name in asked or "all" in asked)
 
 
+#: What each registered kernel with a CUDA profile adds to the source (see :func:`kernel_source`).
+_KERNEL_TEMPLATE = """
+struct nlfilt_kernel_{id} {{
+    static __device__ __forceinline__ NLFILT_REAL profile(NLFILT_REAL t, const int depth,
+                                                          const NLFILT_REAL floor_value) {{
+{body}
+    }}
+}};
+
+extern "C" __global__ void nlfilt_profile_{id}(NLFILT_REAL* t, const long long size, const int depth,
+                                              const NLFILT_REAL floor_value) {{
+    nlfilt_profile_all<nlfilt_kernel_{id}>(t, size, depth, floor_value);
+}}
+
+extern "C" __global__ void nlfilt_global_fused_{id}(const NLFILT_REAL* left_t, const NLFILT_REAL* right,
+                                                   const NLFILT_REAL* values, NLFILT_REAL* out,
+                                                   const long long size, const int dims, const int columns,
+                                                   const int depth, const NLFILT_REAL floor_value) {{
+    nlfilt_global_fused_all<nlfilt_kernel_{id}>(left_t, right, values, out, size, dims, columns, depth,
+                                               floor_value);
+}}
+"""
+
+
+def kernel_source(identifier: str, body: str) -> str:
+    """The CUDA code of one kernel's profile: its struct, ``nlfilt_profile_<identifier>`` (in place
+    on an array) and ``nlfilt_global_fused_<identifier>`` (the fused global operator)."""
+    indented = "\n".join("        " + line if line.strip() else "" for line in body.strip().splitlines())
+    return _KERNEL_TEMPLATE.format(id=identifier, body=indented)
+
+
 def source() -> str:
-    """The concatenated CUDA source of the package's kernels."""
+    """The CUDA source: the package's .cu files, then the profile of every registered kernel that has
+    one (so a kernel registered from outside the package is compiled with the rest)."""
+    from nlfilt.kernels import kernel_class, kernel_names  # noqa: PLC0415 - kernels imports this module
+
+    parts = list(_files())
+    for name in kernel_names():
+        kernel = kernel_class(name)
+        if kernel.cuda_profile is not None:
+            parts.append(kernel_source(kernel.cuda_name(), kernel.cuda_profile))
+    return "\n".join(parts)
+
+
+@cache
+def _files() -> tuple[str, ...]:
     folder = resources.files(__package__)
-    return "\n".join(folder.joinpath(name).read_text(encoding="utf-8") for name in SOURCES)
+    return tuple(folder.joinpath(name).read_text(encoding="utf-8") for name in SOURCES)
+
+
+def profile_kernel(kernel: Any) -> str:
+    """The name of ``kernel``'s CUDA profile (for a kernel with ``cuda_profile``)."""
+    return f"nlfilt_profile_{kernel.cuda_name()}"
+
+
+def fused_kernel(kernel: Any) -> str:
+    """The name of ``kernel``'s fused global operator (for a kernel with ``cuda_profile``)."""
+    return f"nlfilt_global_fused_{kernel.cuda_name()}"
+
+
+_SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
+
+
+def _scalar_type(declaration: str) -> str:
+    """'array', 'real', 'int32' or 'int64' for one parameter declaration of a kernel."""
+    if "*" in declaration:
+        return "array"
+    if "NLFILT_REAL" in declaration:
+        return "real"
+    return "int64" if "long long" in declaration else "int32"
+
+
+def signatures(text: str | None = None) -> dict[str, tuple[str, ...]]:
+    """Every kernel's parameter kinds ('array', 'real', 'int32', 'int64'), read from the source."""
+    return _signatures(source() if text is None else text)
+
+
+@lru_cache(maxsize=8)
+def _signatures(text: str) -> dict[str, tuple[str, ...]]:
+    return {name: tuple(_scalar_type(part) for part in params.split(","))
+            for name, params in _SIGNATURE.findall(text)}
 
 
 def options(dtype: Any) -> tuple[str, ...]:
@@ -89,34 +167,48 @@ def compile_to_ptx(dtype: Any, architecture: str) -> tuple[str, str]:
 
 
 @cache
-def _module(device_id: int, dtype_name: str) -> Any:
+def _module(device_id: int, dtype_name: str, text: str) -> Any:
     import cupy  # noqa: PLC0415 - lazy by design
 
-    return cupy.RawModule(code=source(), options=options(dtype_name))
+    return cupy.RawModule(code=text, options=options(dtype_name))
 
 
 def kernel(name: str, dtype: Any) -> Any:
-    """The compiled kernel ``name`` for ``dtype`` on the current device (cached)."""
+    """The compiled kernel ``name`` for ``dtype`` on the current device (cached per source text, so a
+    kernel registered later is compiled in)."""
     import cupy  # noqa: PLC0415 - lazy by design
 
-    return _module(cupy.cuda.Device().id, numpy.dtype(dtype).name).get_function(name)
+    return _module(cupy.cuda.Device().id, numpy.dtype(dtype).name, source()).get_function(name)
 
 
 def check_arguments(name: str, dtype: Any, arguments: tuple[Any, ...], columns: int | None = None) -> None:
     """Raise ValueError unless the arguments fit kernel ``name`` compiled for ``dtype``.
 
-    Every array must be C-contiguous and of ``dtype`` (the kernels index raw
-    pointers of NLFILT_REAL), every scalar a NumPy scalar of an explicit C
-    type (never a Python number), and ``columns`` (the right-hand sides a
-    kernel accumulates in registers) at most ``MAX_COLUMNS``.
+    The arguments must match the kernel's parameters as the source declares
+    them, one for one: every pointer a C-contiguous array of ``dtype`` (the
+    kernels index raw pointers of NLFILT_REAL), every ``NLFILT_REAL`` a scalar
+    of ``dtype``, every ``int`` a numpy.int32 and ``long long`` a numpy.int64
+    (never a Python number); and ``columns`` (the right-hand sides a kernel
+    accumulates in registers) at most ``MAX_COLUMNS``.
     """
     dtype = numpy.dtype(dtype)
-    for position, value in enumerate(arguments):
-        if isinstance(value, numpy.generic):
+    kinds = signatures().get(name)
+    if kinds is None:
+        raise ValueError(f"{name}: no such kernel in nlfilt's CUDA source")
+    if len(arguments) != len(kinds):
+        raise ValueError(f"{name}: {len(arguments)} arguments for {len(kinds)} parameters")
+    expected = {"real": dtype, "int32": numpy.dtype(numpy.int32), "int64": numpy.dtype(numpy.int64)}
+    for position, (value, kind) in enumerate(zip(arguments, kinds, strict=True)):
+        if kind != "array":
+            if not isinstance(value, numpy.generic):
+                raise ValueError(f"{name}: argument {position} is a Python {type(value).__name__}; pass a "
+                                 f"NumPy scalar of the kernel's C type ({expected[kind]})")
+            if value.dtype != expected[kind]:
+                raise ValueError(f"{name}: argument {position} is {value.dtype}; the kernel takes "
+                                 f"{expected[kind]}")
             continue
-        if not (hasattr(value, "dtype") and hasattr(value, "flags")):
-            raise ValueError(f"{name}: argument {position} is a Python {type(value).__name__}; pass a NumPy "
-                             "scalar of the kernel's C type")
+        if isinstance(value, numpy.generic) or not (hasattr(value, "dtype") and hasattr(value, "flags")):
+            raise ValueError(f"{name}: argument {position} is a {type(value).__name__}, not an array")
         if value.dtype != dtype:
             raise ValueError(f"{name}: argument {position} is {value.dtype}; the kernel is compiled for "
                              f"{dtype}")

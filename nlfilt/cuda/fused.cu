@@ -1,35 +1,17 @@
 // Fused global operator: K V over all pixel pairs in one kernel, never storing K or a tile of it.
-// Twin: nlfilt/operators.py GlobalAffinity.matmul (GEMM tiles + nlfilt_profile_* + GEMM), for every kernel.
+// Twin: nlfilt/operators.py GlobalAffinity.matmul (GEMM tiles + the profile + GEMM), for every kernel.
 // Exact path: the pair statistic t_ij = left[i] . right[:, j] is accumulated in NLFILT_REAL on CUDA cores.
 // NLFILT_REAL is float or double, NLFILT_MAX_COLUMNS the most right-hand-side columns.
 
 // Launch geometry (NLFILT_FUSED_*, NLFILT_BOX_*) comes from nlfilt/cuda/__init__.py as -D options.
 
-// The kernel profile f(t) of kind 0 (NLM: exp(clip(t, floor, 0))), 1 (arc-cosine) or 2 (NTK of `depth`
-// layers); t is a cosine for kinds 1 and 2.  Same formulas as profiles.cu.
-__device__ NLFILT_REAL nlfilt_fused_profile(NLFILT_REAL t, const int kind, const int depth,
-                                            const NLFILT_REAL floor_value) {
-    if (kind == 0) {
-        t = t < floor_value ? floor_value : t;
-        t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
-        return exp(t);
-    }
-    NLFILT_REAL c = nlfilt_clip_cosine(t);
-    NLFILT_REAL derivative;
-    if (kind == 1) return nlfilt_relu_layer(c, &derivative);
-    NLFILT_REAL theta = c;
-    for (int layer = 0; layer < depth; ++layer) {
-        c = nlfilt_relu_layer(c, &derivative);
-        theta = c + theta * derivative;
-    }
-    return theta;
-}
-
-extern "C" __global__ void nlfilt_global_fused(const NLFILT_REAL* left_t, const NLFILT_REAL* right,
-                                               const NLFILT_REAL* values, NLFILT_REAL* out,
-                                               const long long size, const int dims, const int columns,
-                                               const int kind, const int depth,
-                                               const NLFILT_REAL floor_value) {
+// Instantiated as nlfilt_global_fused_<name> for each kernel with a CUDA profile (nlfilt/cuda/__init__.py);
+// Kernel::profile(t, depth, floor_value) is that kernel's profile.
+template <class Kernel>
+__device__ void nlfilt_global_fused_all(const NLFILT_REAL* left_t, const NLFILT_REAL* right,
+                                        const NLFILT_REAL* values, NLFILT_REAL* out, const long long size,
+                                        const int dims, const int columns, const int depth,
+                                        const NLFILT_REAL floor_value) {
     // left_t, right: the kernel's global factors, both (dims, size) C-contiguous (left transposed), so
     //                that t_ij = sum_d left_t[d, i] right[d, j];
     // values, out: (size, columns) C-contiguous; out[i] = sum_j f(t_ij) values[j].
@@ -82,7 +64,7 @@ extern "C" __global__ void nlfilt_global_fused(const NLFILT_REAL* left_t, const 
 #pragma unroll
                 for (int k = 0; k < NLFILT_FUSED_KEYS; ++k) {
                     if (k < count) {
-                        const NLFILT_REAL weight = nlfilt_fused_profile(gram[k], kind, depth, floor_value);
+                        const NLFILT_REAL weight = Kernel::profile(gram[k], depth, floor_value);
 #pragma unroll
                         for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) total[m] += weight * key_values[k][m];
                     }

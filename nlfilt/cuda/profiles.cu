@@ -1,18 +1,8 @@
-// Elementwise kernel profiles applied in place to a tile of pair statistics t.
-// Twins: nlfilt/kernels.py (NLMKernel.profile, ArcCosKernel.profile, NTKKernel.profile).
-// NLFILT_REAL is float or double (set at compile time).
-
-extern "C" __global__ void nlfilt_profile_nlm(NLFILT_REAL* t, const long long size,
-                                              const NLFILT_REAL floor_value) {
-    // f(t) = exp(min(t, 0)), t first raised to floor_value (log of the smallest normal number)
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
-         i += (long long)gridDim.x * blockDim.x) {
-        NLFILT_REAL value = t[i];
-        value = value < floor_value ? floor_value : value;
-        value = value > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : value;
-        t[i] = exp(value);
-    }
-}
+// Kernel profiles f(t), applied in place to a tile of pair statistics t (the global mode's GEMM tiles).
+// Each registered kernel with a CUDA profile brings the body of its profile (nlfilt/kernels.py,
+// Kernel.cuda_profile); nlfilt/cuda/__init__.py wraps it in a struct nlfilt_kernel_<name> and
+// instantiates nlfilt_profile_<name> (below) and nlfilt_global_fused_<name> (fused.cu) for it.
+// Twins: the kernels' NumPy profiles (Kernel.profile).  NLFILT_REAL is float or double.
 
 // One ReLU layer on a cosine c in [-1, 1]: returns c' = (sin phi + (pi - phi) c) / pi and
 // writes the derivative kernel (pi - phi) / pi, phi = arccos c.  sin phi = sqrt((1 - c)(1 + c)) for phi in
@@ -30,26 +20,12 @@ __device__ NLFILT_REAL nlfilt_clip_cosine(const NLFILT_REAL c) {
     return c < (NLFILT_REAL)-1 ? (NLFILT_REAL)-1 : (c > (NLFILT_REAL)1 ? (NLFILT_REAL)1 : c);
 }
 
-extern "C" __global__ void nlfilt_profile_arccos(NLFILT_REAL* t, const long long size) {
-    // f(c) = (sin phi + (pi - phi) cos phi) / pi
+// t[i] <- Kernel::profile(t[i], depth, floor_value) for i < size (grid-stride loop).
+template <class Kernel>
+__device__ void nlfilt_profile_all(NLFILT_REAL* t, const long long size, const int depth,
+                                   const NLFILT_REAL floor_value) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
          i += (long long)gridDim.x * blockDim.x) {
-        NLFILT_REAL derivative;
-        t[i] = nlfilt_relu_layer(nlfilt_clip_cosine(t[i]), &derivative);
-    }
-}
-
-extern "C" __global__ void nlfilt_profile_ntk(NLFILT_REAL* t, const long long size, const int depth) {
-    // theta^0 = c^0; per layer: theta^l = c^l + theta^{l-1} (pi - phi^{l-1}) / pi
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
-         i += (long long)gridDim.x * blockDim.x) {
-        NLFILT_REAL c = nlfilt_clip_cosine(t[i]);
-        NLFILT_REAL theta = c;
-        for (int layer = 0; layer < depth; ++layer) {
-            NLFILT_REAL derivative;
-            c = nlfilt_relu_layer(c, &derivative);
-            theta = c + theta * derivative;
-        }
-        t[i] = theta;
+        t[i] = Kernel::profile(t[i], depth, floor_value);
     }
 }

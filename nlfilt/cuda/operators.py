@@ -1,0 +1,154 @@
+"""The CUDA operators: ``K V`` in one kernel launch, each serving an array-code operator (its twin).
+
+:func:`select` is the one place that chooses them (through
+:meth:`nlfilt.backend.Backend.accelerate`): each wraps the operator that
+:mod:`nlfilt.operators` built on CuPy arrays, takes its inputs (padded
+features, factors, scales) from it, and hands it everything the CUDA kernel does
+not do (right-hand sides of more than :data:`nlfilt.cuda.MAX_COLUMNS` columns,
+:meth:`row`, :meth:`dense`, progress within a product).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy
+
+from nlfilt import cuda
+from nlfilt.kernels import weight_floor
+from nlfilt.operators import GlobalAffinity, WindowedAffinity
+
+
+def select(operator: Any, kernel: Any) -> Any:
+    """The operator to compute with on the GPU: a CUDA operator serving ``operator`` when one exists
+    for ``kernel`` and its mode, else ``operator`` itself (its array code runs on CuPy).
+
+    Windowed NLM: ``nlfilt_windowed_box`` (patches up to :data:`nlfilt.cuda.BOX_MAX_PATCH`), or
+    ``nlfilt_windowed_nlm`` when named in ``NLFILT_CUDA_ALTERNATIVES`` or for larger patches.
+    Global mode: the GEMM tiles of ``operator``, or ``nlfilt_global_fused_<kernel>`` when named there
+    (for kernels with a CUDA profile).
+    """
+    if isinstance(operator, WindowedAffinity) and kernel.cuda_windowed:
+        if cuda.alternative("nlfilt_windowed_nlm") or operator.patch > cuda.BOX_MAX_PATCH:
+            return CudaWindowedNLM(operator)
+        return CudaBoxWindowedNLM(operator)
+    if (isinstance(operator, GlobalAffinity) and kernel.cuda_profile is not None
+            and cuda.alternative("nlfilt_global_fused")):
+        return CudaFusedGlobal(operator)
+    return operator
+
+
+class _Served:
+    """What every CUDA operator shares: its twin, and the twin's answers to what it does not compute."""
+
+    def __init__(self, twin: Any) -> None:
+        self.twin = twin
+        self.backend = twin.backend
+        self.kernel = twin.kernel
+        self.size = twin.size
+
+    def row(self, index: int) -> Any:
+        """Row ``index`` of ``K``, from the twin."""
+        return self.twin.row(index)
+
+    def dense(self) -> Any:
+        """The whole matrix ``K``, from the twin (small images only)."""
+        return self.twin.dense()
+
+
+class CudaWindowedNLM(_Served):
+    """Windowed NLM, one CUDA thread per query pixel over its whole window (``nlfilt_windowed_nlm``).
+
+    Each thread sums ``exp(clip(2 sigma^2 / h^2 - |a_i - a_j|^2, floor, 0)) v_j``
+    directly from the padded feature image, so ``K`` is never stored and no
+    accumulation races; its work per pixel and offset grows with the patch
+    area.  The alternative to :class:`CudaBoxWindowedNLM`, and what patches
+    larger than :data:`nlfilt.cuda.BOX_MAX_PATCH` use.
+    """
+
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the twin)."""
+        if vectors.shape[1] > cuda.MAX_COLUMNS:
+            return self.twin.matmul(vectors, progress)
+        return self._launch("nlfilt_windowed_nlm", vectors)
+
+    def _launch(self, name: str, vectors: Any) -> Any:
+        xp = self.backend.xp
+        twin = self.twin
+        values = xp.ascontiguousarray(vectors)
+        out = xp.empty_like(values)
+        height, width = twin.shape
+        dtype = values.dtype
+        columns = values.shape[1]
+        arguments = (xp.ascontiguousarray(twin.padded), values, out, numpy.int32(height), numpy.int32(width),
+                     numpy.int32(twin.padded.shape[2]), numpy.int32(twin.patch), numpy.int32(twin.window),
+                     numpy.int32(columns), cuda.real(self.kernel.offset, dtype),
+                     cuda.real(weight_floor(dtype), dtype))
+        if name == "nlfilt_windowed_box":
+            grid = (-(-width // cuda.BOX_WIDTH), -(-height // cuda.BOX_HEIGHT))
+            cuda.run(name, dtype, grid, (cuda.BOX_WIDTH * cuda.BOX_HEIGHT,), arguments, columns=columns)
+        else:
+            cuda.launch(name, dtype, twin.size, *arguments, columns=columns)
+        return out
+
+
+class CudaBoxWindowedNLM(CudaWindowedNLM):
+    """Windowed NLM with O(1) work per pixel and offset (``nlfilt_windowed_box``): the GPU default.
+
+    Blocks of 8 x 32 output pixels; per window offset the squared-difference
+    image of the block's patch region goes to shared memory and its box sums
+    over the patch come from warp prefix scans (rows, then columns), so the
+    cost per pixel and offset does not grow with the patch (up to
+    :data:`nlfilt.cuda.BOX_MAX_PATCH`).  Opposite offsets are not shared (each
+    pixel gathers over its whole window, without atomics).  1.3-1.4x faster
+    than ``nlfilt_windowed_nlm`` at patch 7, window 21 on an H100
+    (benchmarks/results/gpu-*.md).
+    """
+
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the twin)."""
+        if vectors.shape[1] > cuda.MAX_COLUMNS:
+            return self.twin.matmul(vectors, progress)
+        return self._launch("nlfilt_windowed_box", vectors)
+
+
+class CudaFusedGlobal(_Served):
+    """The global operator as one CUDA kernel (``nlfilt_global_fused_<kernel>``), for every kernel with
+    a CUDA profile.
+
+    Each block holds 128 query rows; key tiles and factor chunks stream
+    through shared memory, and the pair statistic, the profile and ``K V``
+    stay in registers, so neither ``K`` nor a tile of it is ever stored.
+    Exact arithmetic in the working dtype on CUDA cores; every pair is
+    evaluated (symmetry is not used).  The alternative to the GEMM tiles: it
+    needs no tile memory, but measured on an H100 it is as fast as the tiles
+    for NLM and 1.2-1.4x slower for 'arccos' (benchmarks/results/gpu-*.md).
+    """
+
+    def __init__(self, twin: GlobalAffinity) -> None:
+        super().__init__(twin)
+        xp = self.backend.xp
+        self.left_t = xp.ascontiguousarray(twin.left.T)
+        self.right = xp.ascontiguousarray(twin.right_t.T)
+        self.scale = twin.scale
+
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the twin)."""
+        xp = self.backend.xp
+        columns = vectors.shape[1]
+        if columns > cuda.MAX_COLUMNS:
+            return self.twin.matmul(vectors, progress)
+        values = vectors * self.scale[:, None] if self.scale is not None else vectors
+        values = xp.ascontiguousarray(values)
+        out = xp.empty_like(values)
+        dtype = values.dtype
+        blocks = max(1, min(cuda.MAX_BLOCKS, -(-self.size // cuda.FUSED_QUERIES)))
+        cuda.run(
+            cuda.fused_kernel(self.kernel), dtype, (blocks,), (cuda.FUSED_QUERIES,),
+            (self.left_t, self.right, values, out, numpy.int64(self.size), numpy.int32(self.left_t.shape[0]),
+             numpy.int32(columns), numpy.int32(self.kernel.layers), cuda.real(weight_floor(dtype), dtype)),
+            columns=columns)
+        if self.scale is not None:
+            out *= self.scale[:, None]
+        return out
