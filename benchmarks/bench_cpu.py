@@ -14,8 +14,8 @@ the best of a few repeats, and only the ratios in one table mean something):
   (the tiles pair their query rows with the pixels from the tile on, about
   N^2 / 2 pairs), and its ratio to the bound;
 * seconds per application of the windowed NLM operator (patch 7, window 21);
-* the per-unit costs behind :func:`nlfilt.filters.estimate_cpu_seconds`,
-  next to the constants in ``nlfilt/filters.py`` and the kernel classes of
+* the per-unit costs behind :func:`nlfilt.cost.estimate_cpu_seconds`,
+  next to the constants in ``nlfilt/cost.py`` and the kernel classes of
   ``nlfilt/kernels.py`` (which are rounded from
   such runs): per evaluated pair, patch dimension and NTK layer in the global
   mode; per pixel and window offset for the weights, the kept weights, the
@@ -41,10 +41,11 @@ from pathlib import Path
 import numpy
 
 import nlfilt
-from nlfilt import filters
+from nlfilt import cost, filters
 from nlfilt.api import prepare
 from nlfilt.backend import get_backend
-from nlfilt.filters import build_filter, estimate_cpu_seconds, expected_applications
+from nlfilt.cost import estimate_cpu_seconds, expected_applications
+from nlfilt.filters import build_filter
 from nlfilt.kernels import kernel_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,10 +177,10 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
             for size in global_sizes:
                 seconds = operator_seconds(test_image(size), kernel, None, 3 if size <= 128 else 1,
                                            patch=patch, depth=depth)
-                values.append(seconds / filters._global_pairs(size * size) * 1e9)
+                values.append(seconds / cost._global_pairs(size * size) * 1e9)
             pairs[kernel, depth, patch] = min(values)
     per_dim = sum((pairs[kernel, 1, 7] - pairs[kernel, 1, 3]) / 40 for kernel in ("nlm", "arccos", "ntk")) / 3
-    rows.append(("GLOBAL_NS_PER_PAIR_AND_DIM", filters.GLOBAL_NS_PER_PAIR_AND_DIM, per_dim))
+    rows.append(("GLOBAL_NS_PER_PAIR_AND_DIM", cost.GLOBAL_NS_PER_PAIR_AND_DIM, per_dim))
     for kernel in ("nlm", "arccos", "ntk"):
         rows.append((f"{kernel_class(kernel).__name__}.global_ns_per_pair",
                      kernel_class(kernel).global_ns_per_pair, pairs[kernel, 1, 3] - 9 * per_dim))
@@ -190,11 +191,11 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
     nlm, nlm_colour = windowed_seconds(gray, "nlm"), windowed_seconds(colour, "nlm")
     column = (nlm_colour["later_columns"] - nlm_colour["later"]) / 2
     fresh = nlm["fresh"] - nlm["later"]
-    rows.append(("WINDOWED_NS_PER_COLUMN", filters.WINDOWED_NS_PER_COLUMN, column))
+    rows.append(("WINDOWED_NS_PER_COLUMN", cost.WINDOWED_NS_PER_COLUMN, column))
     rows.append(("NLMKernel.windowed_ns_per_weight", kernel_class("nlm").windowed_ns_per_weight, fresh))
     kept_cost = nlm["kept"] - nlm["fresh"]
-    rows.append(("WINDOWED_NS_PER_KEPT_WEIGHT", filters.WINDOWED_NS_PER_KEPT_WEIGHT, kept_cost))
-    rows.append(("WINDOWED_NS_PER_CHANNEL", filters.WINDOWED_NS_PER_CHANNEL,
+    rows.append(("WINDOWED_NS_PER_KEPT_WEIGHT", cost.WINDOWED_NS_PER_KEPT_WEIGHT, kept_cost))
+    rows.append(("WINDOWED_NS_PER_CHANNEL", cost.WINDOWED_NS_PER_CHANNEL,
                  (nlm_colour["fresh"] - nlm_colour["later"] - fresh) / 3))
     layers = {}
     for kernel, depth in (("arccos", 1), ("ntk", 1), ("ntk", 2)):
@@ -210,13 +211,13 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
     tiny = test_image(32)  # overheads: the arrays are too small to matter
     small = windowed_seconds(tiny, "nlm", window=21, repeats=5)
     offset_us = small["later"] * 32 * 32 * 1e-3
-    rows.append(("WINDOWED_SECONDS_PER_OFFSET (us)", filters.WINDOWED_SECONDS_PER_OFFSET * 1e6, offset_us))
-    rows.append(("WINDOWED_SECONDS_PER_WEIGHING (us)", filters.WINDOWED_SECONDS_PER_WEIGHING * 1e6,
+    rows.append(("WINDOWED_SECONDS_PER_OFFSET (us)", cost.WINDOWED_SECONDS_PER_OFFSET * 1e6, offset_us))
+    rows.append(("WINDOWED_SECONDS_PER_WEIGHING (us)", cost.WINDOWED_SECONDS_PER_WEIGHING * 1e6,
                  (small["fresh"] - small["later"]) * 32 * 32 * 1e-3))
     product = sum(operator_seconds(test_image(16), kernel, None, 5) for kernel in ("nlm", "arccos")) / 2
-    rows.append(("SECONDS_PER_PRODUCT (ms)", filters.SECONDS_PER_PRODUCT * 1e3, product * 1e3))
+    rows.append(("SECONDS_PER_PRODUCT (ms)", cost.SECONDS_PER_PRODUCT * 1e3, product * 1e3))
 
-    lines = ["\n## Constants of the cost estimate (nlfilt/filters.py, nlfilt/kernels.py) and this run's "
+    lines = ["\n## Constants of the cost estimate (nlfilt/cost.py, nlfilt/kernels.py) and this run's "
              "measurement\n",
              "Global: ns per evaluated pair (patch 3 and 7, gray, best over the sizes); windowed: ns per "
              "pixel and offset (512x512, patch 5, window 11); overheads on 16x16 and 32x32 images.\n",
@@ -278,7 +279,7 @@ def main() -> None:
     for kernel in nlfilt.KERNELS:
         for size in args.sizes:
             pairs = float(size**2) ** 2
-            evaluated = filters._global_pairs(size * size)
+            evaluated = cost._global_pairs(size * size)
             seconds = operator_seconds(test_image(size), kernel, None, 3 if size <= 128 else 1)
             bound = pairs * 2 * dims / gemm + pairs / exps
             lines.append(f"| {kernel} | {size}x{size} | {pairs:.2e} | {evaluated:.2e} | {seconds:.3f} | "

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 import numbers
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy
 
-from nlfilt.backend import DEVICES, Backend, get_backend, is_device_array
-from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, expected_applications, twicing
+from nlfilt.backend import DEVICES, Backend, get_backend, host_array, is_device_array
+from nlfilt.cost import expected_applications
+from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, twicing
 from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
 from nlfilt.stopping import (
@@ -87,6 +89,88 @@ class DenoiseInfo:
 ProgressCallback = Callable[[float, int], None]
 
 
+
+#: The numpydoc entries of the options the public functions share (one text, filled into each
+#: docstring's ``{options}`` line by :func:`_document`).
+_OPTION_DOCS = {
+    "kernel": """\
+kernel : {'nlm', 'arccos', 'ntk'}
+    Patch affinity ``K`` (see the Notes of :func:`denoise`).""",
+    "patch": """\
+patch : int, optional
+    Odd side of the square patch, at most ``min(H, W)``.  Default 5 for
+    'nlm', 3 for 'arccos' and 'ntk'.""",
+    "window": """\
+window : int, None or 'auto'
+    Odd side of the square search window, or None for all pixel pairs
+    (global mode).  'auto' (default) is 11 for 'nlm' and None (global) for
+    'arccos' and 'ntk', whose windowed filters are not positive
+    semidefinite (see the Notes of :func:`denoise`).""",
+    "h": """\
+h : float, optional
+    NLM bandwidth (> 0).  Default ``0.8 * sigma``, or, when that is 0 (a
+    noise-free image), ``1e-3`` times the image's value range.
+    Only for ``kernel='nlm'``.""",
+    "sigma": """\
+sigma : float, optional
+    Noise standard deviation (>= 0): NLM subtracts ``2 sigma^2`` from
+    squared patch distances, and automatic stopping weighs the residual
+    against it.  Default: estimated from the image
+    (:func:`nlfilt.noise.estimate_sigma`).  Only for ``kernel='nlm'`` or
+    ``iterations='auto'``.""",
+    "depth": """\
+depth : int
+    Number of ReLU layers of the network whose tangent kernel 'ntk' is
+    (>= 1).  Only for ``kernel='ntk'``.""",
+    "normalize": """\
+normalize : {'rows', 'sinkhorn'}, optional
+    How NLM turns ``K`` into ``W`` (default 'rows'); see the Notes of
+    :func:`denoise`.  Only for
+    ``kernel='nlm'`` ('arccos' and 'ntk' always use ``K / lambda_max``).""",
+    "device": """\
+device : {'auto', 'cpu', 'gpu'}
+    Where to compute.  'auto' uses a CUDA GPU when CuPy is installed and
+    one is usable, else the CPU.""",
+    "dtype": """\
+dtype : {numpy.float32, numpy.float64}
+    Precision of the computation and of the result.""",
+    "memory_budget": """\
+memory_budget : int
+    Bytes the global mode's patch factors, tiles and right-hand sides may
+    occupy together (it never holds an N x N matrix; a budget too small
+    for even one tile row raises ValueError).  The windowed mode keeps
+    its per-offset weights between applications only when they fit in
+    it; its working buffers, about ``C + 8`` image-sized arrays per CPU
+    thread, are not counted.  With ``iterations='auto'`` in the global
+    mode the Lanczos bases of both runs also fit in it (at least 8 steps
+    each): a small budget shortens the range of steps the choice is
+    made from.""",
+}
+
+
+#: The options the four public functions share, in their docstrings' order.
+_OPTIONS = tuple(_OPTION_DOCS)
+
+#: twicing_trajectory's own window entry (its default is the global mode).
+_TRAJECTORY_WINDOW = """\
+window : int, None or 'auto'
+    Odd side of the square search window, or None (default) for all pixel
+    pairs (global mode); 'auto' is 11 for 'nlm' and None for 'arccos' and
+    'ntk' (see :func:`denoise`).\
+"""
+
+def _document(*names: str, **replaced: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Fill the ``{options}`` line of a public function's docstring with the shared entries ``names``
+    (in that order; ``replaced`` gives a function its own text for one of them)."""
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        texts = [replaced.get(name, _OPTION_DOCS[name]) for name in names]
+        block = "\n".join(textwrap.indent(text, "    ") for text in texts)
+        function.__doc__ = function.__doc__.replace("    {options}", block)
+        return function
+    return decorate
+
+
+@_document(*_OPTIONS)
 def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
             window: int | str | None = "auto", h: float | None = None,
             sigma: float | None = None, depth: int = 1, iterations: int | str = 1,
@@ -102,29 +186,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     image : array_like, shape (H, W) or (H, W, C)
         Gray or channels-last image of any real dtype, in its own units
         (``h`` and ``sigma`` are in the same units).  Must be finite.
-    kernel : {'nlm', 'arccos', 'ntk'}
-        Patch affinity ``K`` (see Notes).
-    patch : int, optional
-        Odd side of the square patch, at most ``min(H, W)``.  Default 5 for
-        'nlm', 3 for 'arccos' and 'ntk'.
-    window : int, None or 'auto'
-        Odd side of the square search window, or None for all pixel pairs
-        (global mode).  'auto' (default) is 11 for 'nlm' and None (global) for
-        'arccos' and 'ntk', whose windowed filters are not positive
-        semidefinite (see Notes).
-    h : float, optional
-        NLM bandwidth (> 0).  Default ``0.8 * sigma``, or, when that is 0 (a
-        noise-free image), ``1e-3`` times the image's value range.
-        Only for ``kernel='nlm'``.
-    sigma : float, optional
-        Noise standard deviation (>= 0): NLM subtracts ``2 sigma^2`` from
-        squared patch distances, and automatic stopping weighs the residual
-        against it.  Default: estimated from the image
-        (:func:`nlfilt.noise.estimate_sigma`).  Only for ``kernel='nlm'`` or
-        ``iterations='auto'``.
-    depth : int
-        Number of ReLU layers of the network whose tangent kernel 'ntk' is
-        (>= 1).  Only for ``kernel='ntk'``.
+    {options}
     iterations : int or 'auto'
         Twicing steps (>= 1); 1 is the one-shot filter ``W y``.  'auto'
         chooses the step per image by the ``stop`` rule (see Notes).
@@ -132,28 +194,10 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
         Rule of ``iterations='auto'`` (default 'sure').
     max_iterations : int, optional
         Most steps ``iterations='auto'`` may choose (default 1000).
-    normalize : {'rows', 'sinkhorn'}, optional
-        How NLM turns ``K`` into ``W`` (default 'rows'); see Notes.  Only for
-        ``kernel='nlm'`` ('arccos' and 'ntk' always use ``K / lambda_max``).
     guide : {None, 'pilot'}
         'pilot' computes the affinities from a first estimate (a pass with
         the same options, stopping included) instead of from the noisy image,
         then filters the noisy image with them (see Notes).
-    device : {'auto', 'cpu', 'gpu'}
-        Where to compute.  'auto' uses a CUDA GPU when CuPy is installed and
-        one is usable, else the CPU.
-    dtype : {numpy.float32, numpy.float64}
-        Precision of the computation and of the result.
-    memory_budget : int
-        Bytes the global mode's patch factors, tiles and right-hand sides may
-        occupy together (it never holds an N x N matrix; a budget too small
-        for even one tile row raises ValueError).  The windowed mode keeps
-        its per-offset weights between applications only when they fit in
-        it; its working buffers, about ``C + 8`` image-sized arrays per CPU
-        thread, are not counted.  With ``iterations='auto'`` in the global
-        mode the Lanczos bases of both runs also fit in it (at least 8 steps
-        each): a small budget shortens the range of steps the choice is
-        made from.
     progress : callable, optional
         Called as ``progress(done, total)`` as the work advances, from the
         calling thread.  The unit is one product with the affinity ``K`` (of
@@ -345,6 +389,7 @@ class Trajectory:
         return self._krylov.filter.backend.like_input(estimate, self._like)
 
 
+@_document(*_OPTIONS, window=_TRAJECTORY_WINDOW)
 def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm", patch: int | None = None,
                        window: int | str | None = None, h: float | None = None, sigma: float | None = None,
                        depth: int = 1, normalize: str | None = None, device: str = "auto",
@@ -364,6 +409,7 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
         The noisy image ``y``.
     iterations : int
         Largest step ``T`` wanted (>= 1).
+    {options}
     tol : float
         Each ``z_t`` is accurate to about this, relative (the change one
         more Lanczos step would make is at most ``tol`` for every ``t <= T``).
@@ -465,6 +511,7 @@ def _twicing_pass(backend: Backend, guide: Any, twin_guide: Any, options: Filter
                         krylov=options.window is None, basis_budget=options.memory_budget)
 
 
+@_document(*_OPTIONS)
 def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
                   window: int | str | None = "auto", h: float | None = None,
                   sigma: float | None = None, depth: int = 1, device: str = "auto",
@@ -482,8 +529,7 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     ----------
     image : array_like, shape (H, W) or (H, W, C)
         At most 4096 pixels (64 x 64).
-    kernel, patch, window, h, sigma, depth, device, dtype, memory_budget, normalize
-        As in :func:`denoise`.
+    {options}
 
     Returns
     -------
@@ -522,6 +568,7 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     return backend.to_host(filter_.dense())
 
 
+@_document(*_OPTIONS)
 def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch: int | None = None,
                window: int | str | None = "auto", h: float | None = None, sigma: float | None = None,
                depth: int = 1, device: str = "auto", dtype: Any = numpy.float32,
@@ -540,6 +587,7 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
         The image the filter is built from.
     pixel : (int, int)
         Row and column of the pixel whose weights are returned.
+    {options}
     progress : callable, optional
         As in :func:`denoise`, over the products with ``K`` that
         ``lambda_max`` or the Sinkhorn scaling need (none for NLM's row sums:
@@ -590,29 +638,38 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     """Validate the arguments and return (backend, (H, W, C) image on it, options).
 
     The shared front half of the public functions, also used by the command
-    line and the benchmarks to build operators with the same defaults.
-    ``iterations`` only decides whether sigma is needed (always for NLM; for
-    'arccos' and 'ntk' with ``iterations='auto'``), and is then estimated
-    when not given.  Raises ValueError naming the parameter for any invalid
-    argument.
+    line and the benchmarks to build operators with the same defaults; the
+    three steps, each usable alone: :func:`resolve_options` (the arguments,
+    from the image's shape only), :func:`place` (the device and dtype) and
+    :func:`resolve_noise` (sigma and NLM's h, from the pixels).  Raises
+    ValueError naming the parameter for any invalid argument.
     """
-    if not isinstance(device, str) or device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
-    try:
-        work_dtype = None if dtype is None else numpy.dtype(dtype)  # numpy.dtype(None) is float64
-    except TypeError:
-        work_dtype = None
-    if work_dtype is None or work_dtype not in _DTYPES:
-        raise ValueError(f"dtype must be numpy.float32 or numpy.float64; got {dtype!r}")
+    _check_device(device)
+    work_dtype = _check_dtype(dtype)
     host = _as_real_array(image)
     options = resolve_options(host.shape, kernel=kernel, patch=patch, window=window, h=h, sigma=sigma,
                               depth=depth, memory_budget=memory_budget, normalize=normalize,
                               iterations=iterations)
-    backend = get_backend(device)
-    array = backend.asarray(host, dtype=work_dtype)
-    height, width = host.shape[:2]
+    backend, array = place(host, device, work_dtype)
+    return backend, array, resolve_noise(backend, array, options, iterations)
+
+
+def place(image: Any, device: str, dtype: Any) -> tuple[Backend, Any]:
+    """(backend, ``image`` as an (H, W, C) array of ``dtype`` on it) for ``device``; ``image`` is a
+    validated real array (H, W) or (H, W, C).  RuntimeError for ``device='gpu'`` without a GPU."""
+    backend = get_backend(_check_device(device))
+    array = backend.asarray(image, dtype=_check_dtype(dtype))
+    return backend, array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def resolve_noise(backend: Backend, array: Any, options: FilterOptions, iterations: Any = 1) -> FilterOptions:
+    """``options`` with sigma estimated from ``array`` (H, W, C on ``backend``) where it is needed and
+    not given (always for a kernel with a bandwidth; for the others with ``iterations='auto'``), and
+    the bandwidth ``h`` from it (``h_per_sigma * sigma``, or 1e-3 of the value range for a noise-free
+    image)."""
+    height, width = array.shape[:2]
     sigma = options.sigma
-    bandwidth = kernel_class(kernel).h_per_sigma
+    bandwidth = kernel_class(options.kernel).h_per_sigma
     if sigma is None and (bandwidth is not None or iterations == "auto"):
         if min(height, width) < 4:
             raise ValueError(f"sigma cannot be estimated from a {height}x{width} image (4x4 at least); "
@@ -624,9 +681,23 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
         if h <= 0:
             spread = float(array.max() - array.min())
             h = 1e-3 * spread if spread > 0 else 1.0
-    options = replace(options, h=None if h is None else float(h),
-                      sigma=None if sigma is None else float(sigma))
-    return backend, array, options
+    return replace(options, h=None if h is None else float(h), sigma=None if sigma is None else float(sigma))
+
+
+def _check_device(device: Any) -> str:
+    if not isinstance(device, str) or device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
+    return device
+
+
+def _check_dtype(dtype: Any) -> numpy.dtype:
+    try:
+        work_dtype = None if dtype is None else numpy.dtype(dtype)  # numpy.dtype(None) is float64
+    except TypeError:
+        work_dtype = None
+    if work_dtype is None or work_dtype not in _DTYPES:
+        raise ValueError(f"dtype must be numpy.float32 or numpy.float64; got {dtype!r}")
+    return work_dtype
 
 
 def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
@@ -695,9 +766,7 @@ def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: 
 
 def _as_real_array(image: Any) -> numpy.ndarray:
     """Return ``image`` as a finite real (H, W, C) NumPy array, or raise ValueError."""
-    if hasattr(image, "__cuda_array_interface__") and hasattr(image, "get"):
-        image = image.get()
-    array = numpy.asarray(image)
+    array = host_array(image)
     if array.dtype == object or not (numpy.issubdtype(array.dtype, numpy.number) or array.dtype == bool):
         raise ValueError(f"image must be a real numeric array; got dtype {array.dtype}")
     if numpy.iscomplexobj(array):

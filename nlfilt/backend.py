@@ -132,6 +132,13 @@ class Backend:
         return select(operator, kernel)
 
 
+def host_array(array: Any) -> numpy.ndarray:
+    """A NumPy array of ``array``, wherever it lives (a CuPy array is copied to the host)."""
+    if is_device_array(array) and hasattr(array, "get"):
+        return array.get()
+    return numpy.asarray(array)
+
+
 def is_device_array(array: Any) -> bool:
     """Whether ``array`` lives on a CUDA device (CuPy, or anything with the CUDA array interface)."""
     return hasattr(array, "__cuda_array_interface__")

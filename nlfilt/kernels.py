@@ -57,7 +57,7 @@ class Kernel:
       (the windowed tangent filters are indefinite; the command line then never
       suggests a window).
     * cost constants (nanoseconds on the development machine, see
-      :func:`nlfilt.filters.estimate_cpu_seconds`): ``global_ns_per_pair``,
+      :func:`nlfilt.cost.estimate_cpu_seconds`): ``global_ns_per_pair``,
       ``global_ns_per_layer``, ``windowed_ns_per_weight``, ``windowed_ns_per_layer``.
 
     Methods: :meth:`create` (an instance for validated arguments),

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy
 
+from nlfilt.backend import host_array
+
 #: Relative accuracy of the largest eigenvalue (the residual bound of the Ritz pair).
 EIGENVALUE_TOL = 1e-3
 
@@ -106,7 +108,7 @@ class BlockLanczos:
     def __init__(self, xp: Any, matvec: Callable[[Any], Any], start: Any) -> None:
         self.xp = xp
         self.matvec = matvec
-        self.norms = numpy.asarray(_to_host(xp.linalg.norm(start, axis=0)), dtype=numpy.float64)
+        self.norms = numpy.asarray(host_array(xp.linalg.norm(start, axis=0)), dtype=numpy.float64)
         self.active = self.norms > 0
         scale = numpy.where(self.active, 1 / numpy.where(self.active, self.norms, 1), 0)
         first = start * xp.asarray(scale, dtype=start.dtype)
@@ -127,11 +129,11 @@ class BlockLanczos:
         count = len(self.alphas)
         newest = self._basis[count]
         image = self.matvec(newest)
-        alpha = _to_host(xp.einsum("nk,nk->k", newest, image)).astype(numpy.float64)
+        alpha = host_array(xp.einsum("nk,nk->k", newest, image)).astype(numpy.float64)
         basis = self._basis[: count + 1]
         for _ in range(2):  # twice is enough (Giraud et al.), once is not
             image -= xp.einsum("mnk,mk->nk", basis, xp.einsum("mnk,nk->mk", basis, image))
-        beta = _to_host(xp.linalg.norm(image, axis=0)).astype(numpy.float64)
+        beta = host_array(xp.linalg.norm(image, axis=0)).astype(numpy.float64)
         self.alphas.append(numpy.where(self.active, alpha, 0.0))
         self.steps += self.active
         # a vanishing residual (relative to the operator's scale seen so far) ends the column
@@ -155,7 +157,3 @@ class BlockLanczos:
     def basis(self, column: int) -> Any:
         """Return ``V_c`` as a (steps_c, N) array on the backend."""
         return self._basis[: int(self.steps[column]), :, column]
-
-
-def _to_host(array: Any) -> numpy.ndarray:
-    return array.get() if hasattr(array, "get") else numpy.asarray(array)

@@ -341,3 +341,17 @@ def test_tf32_is_refused_for_the_gpu(monkeypatch):
     usable, reason = gpu_status()
     assert not usable and "TF32" in reason
     assert get_backend("auto").name == "cpu"  # auto falls back to the CPU
+
+
+def test_the_public_functions_document_every_parameter_with_one_shared_text():
+    import inspect
+    import re
+
+    functions = (nlfilt.denoise, nlfilt.twicing_trajectory, nlfilt.filter_matrix, nlfilt.filter_row)
+    entries = {}
+    for function in functions:
+        documented = dict(re.findall(r"(?m)^    (\w+) : [^\n]*\n((?:^        [^\n]*\n)+)", function.__doc__))
+        assert set(inspect.signature(function).parameters) <= set(documented), function.__name__
+        entries[function.__name__] = documented
+    for name in ("kernel", "patch", "h", "sigma", "depth", "normalize", "device", "dtype", "memory_budget"):
+        assert len({documented[name] for documented in entries.values()}) == 1, name

@@ -1,4 +1,4 @@
-"""The CPU time estimate (nlfilt.filters.estimate_cpu_seconds) against measured runs in every mode.
+"""The CPU time estimate (nlfilt.cost.estimate_cpu_seconds) against measured runs in every mode.
 
 The constants are wall-clock costs measured on the 2-core development machine
 (benchmarks/bench_cpu.py), so the comparison only means something there: it
@@ -21,7 +21,7 @@ import pytest
 
 import nlfilt
 from nlfilt.api import prepare
-from nlfilt.filters import estimate_cpu_seconds, expected_applications
+from nlfilt.cost import estimate_cpu_seconds, expected_applications
 
 pytestmark = pytest.mark.skipif(os.cpu_count() != 2, reason="the cost constants are measured on the 2-core "
                                 "development machine (benchmarks/bench_cpu.py)")

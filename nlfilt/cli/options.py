@@ -19,7 +19,7 @@ from nlfilt.api import (
     resolve_stopping,
 )
 from nlfilt.backend import DEVICES, get_backend, gpu_status
-from nlfilt.filters import estimate_cpu_seconds, estimate_working_bytes, expected_applications
+from nlfilt.cost import estimate_cpu_seconds, estimate_working_bytes, expected_applications
 from nlfilt.kernels import KERNELS, kernel_class
 from nlfilt.stopping import STOP_RULES
 

@@ -1,0 +1,206 @@
+"""The cost model: products with ``K`` a call makes, CPU seconds and working memory.
+
+Used to refuse runs that would take too long or need too much memory before
+they start (the command line checks every file from its header), to size
+progress bars, and by benchmarks/bench_cpu.py, which measures the constants
+(benchmarks/results/cpu.md); tests/test_cost.py holds the estimate to within a
+factor of two of measured runs in every mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nlfilt.backend import CPU_TILE_ELEMENTS, get_backend
+from nlfilt.filters import FilterOptions, keeps_weights
+from nlfilt.kernels import kernel_class
+
+#: Products with ``K`` that Lanczos needs for ``lambda_max`` (tolerance 1e-3): the global arc-cosine
+#: and NTK matrices have one dominant eigenvalue (2-3 products on Set12 crops of 48-96 pixels), the
+#: windowed ones, indefinite, need 12-39 (median 18 on crops of 128-512 pixels).
+EIGENVALUE_APPLICATIONS = {"global": 2, "windowed": 18}
+#: Products with ``K`` that Sinkhorn scaling needs, the row sums included (Set12 at sigma 10-50, window 11:
+#: 13-14; tolerance 1e-3).
+SINKHORN_APPLICATIONS = 13
+#: Products with ``K`` that ``iterations='auto'`` typically needs per run (the image and, with SURE, its
+#: twin are two runs): stepping (windowed) looks at 4-5 steps, a Krylov trajectory (global) takes 4-11
+#: Lanczos steps (median 6; Set12 crops of 64 pixels at sigma 10-50, and NLM's row sums besides).
+AUTO_APPLICATIONS = {"stepping": 5, "krylov": 6}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The products with ``K`` of a :func:`nlfilt.denoise` call: ``filters`` filters, each making
+    ``setup`` products for its normalisation (one column each) and ``steps`` for twicing."""
+
+    filters: int
+    setup: int
+    steps: int
+
+
+def _plan(options: FilterOptions, iterations: int | str, guided: bool, runs: int | None) -> _Plan:
+    auto = iterations == "auto"
+    krylov = auto and options.window is None
+    runs = (2 if auto else 1) if runs is None else runs
+    steps = AUTO_APPLICATIONS["krylov" if krylov else "stepping"] if auto else int(iterations)
+    if options.normalize == "eigenvalue":  # lambda_max; a Krylov trajectory finds it itself
+        setup = 0 if krylov else EIGENVALUE_APPLICATIONS["global" if options.window is None else "windowed"]
+    elif options.normalize == "sinkhorn":
+        setup = SINKHORN_APPLICATIONS
+    else:  # the row sums: a product of their own for a Krylov trajectory, else a column of the first step
+        setup = 1 if krylov else 0
+    return _Plan(filters=runs * (2 if guided else 1), setup=setup, steps=steps)
+
+
+def expected_applications(options: FilterOptions, iterations: int | str, guided: bool, *,
+                          runs: int | None = None) -> int:
+    """Typical products with ``K`` for :func:`nlfilt.denoise` with these options (for cost estimates).
+
+    ``iterations`` is a count (0 for one row of ``W``, as :func:`nlfilt.filter_row` needs) or 'auto';
+    ``guided`` doubles the count (two passes).  ``runs`` is the number of twicing runs per pass (default
+    2 with 'auto', the image and its SURE twin, else 1).  The normalisation adds its own products:
+    ``lambda_max`` (``EIGENVALUE_APPLICATIONS``), Sinkhorn scaling (``SINKHORN_APPLICATIONS``) or,
+    for a Krylov trajectory, the row sums.
+    """
+    plan = _plan(options, iterations, guided, runs)
+    return plan.filters * (plan.setup + plan.steps)
+
+
+#: Wall-clock cost on the 2-core development machine (NumPy's BLAS and ``backend.workers`` host
+#: threads), measured by benchmarks/bench_cpu.py (benchmarks/results/cpu.md) and used to refuse
+#: long runs and to report estimates.  Global mode, nanoseconds per pixel pair evaluated (a tile of
+#: query rows pairs them with the pixels from the tile on, so about N^2 / 2 pairs per product): the
+#: kernel profile and the two products with the right-hand side ('ntk': of depth 1, plus
+#: GLOBAL_NS_PER_PAIR_AND_LAYER per further layer), plus the GEMM, per patch dimension d.
+GLOBAL_NS_PER_PAIR_AND_DIM = 0.008
+#: Windowed mode, nanoseconds per pixel and offset (one of each opposite pair, (window^2 + 1) / 2 of
+#: them).  The weights (the patch statistic by box sums, and the profile; 'ntk' of depth 1, plus
+#: WINDOWED_NS_PER_WEIGHT_AND_LAYER per further layer), computed at every product or, when the
+#: operator keeps them, once per filter at WINDOWED_NS_PER_KEPT_WEIGHT more (the copy); for C > 1
+#: channels, plus WINDOWED_NS_PER_CHANNEL times C (the channel differences and their sum).  The
+#: multiply-adds, per right-hand-side column.
+WINDOWED_NS_PER_KEPT_WEIGHT = 0.5
+WINDOWED_NS_PER_CHANNEL = 2.0
+WINDOWED_NS_PER_COLUMN = 0.5
+#: Seconds of Python and NumPy call overhead per offset: when its weights are computed, and in each
+#: product (the multiply-adds).
+WINDOWED_SECONDS_PER_WEIGHING = 35e-6
+WINDOWED_SECONDS_PER_OFFSET = 9e-6
+#: Seconds per product besides its pairs (starting the worker threads, the tiles' bookkeeping), per
+#: call (validation, set-up), and per pixel and channel (the noise estimate, the features).
+SECONDS_PER_PRODUCT = 0.3e-3
+SECONDS_PER_CALL = 1e-3
+SECONDS_PER_VALUE = 20e-9
+
+
+def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applications: int, *,
+                         iterations: int | str | None = None, guided: bool = False) -> float:
+    """Estimated CPU seconds of ``applications`` products with ``K`` on an image of ``shape``.
+
+    Global mode: every product evaluates about N^2 / 2 pixel pairs, each at
+    the kernel's cost plus the GEMM's per patch dimension.  Windowed mode:
+    every product visits (window^2 + 1) / 2 offsets, each with N
+    multiply-adds per right-hand-side column; their weights are computed at
+    every product, or once per filter when the operator keeps them (it is
+    applied more than once and they fit the memory budget).  With
+    ``iterations`` and ``guided`` (as given to :func:`expected_applications`,
+    which gives the count for a call of :func:`nlfilt.denoise`) the products
+    are split as the call makes them: filters built (the SURE twin, the
+    pilot pass), normalisation products of one column, twicing steps of C
+    columns; without them, one filter making ``applications`` steps.  Within
+    a factor of two of the measured time on the development machine for
+    every mode (tests/test_cost.py); the constants are wall-clock seconds
+    on its 2 cores.
+    """
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    pixels = height * width
+    kernel = kernel_class(options.kernel)
+    layers = options.depth if kernel.has_depth else 1
+    if iterations is None:
+        plan = _Plan(filters=1, setup=0, steps=applications)
+    else:
+        plan = _plan(options, iterations, guided, None)
+        plan = _Plan(plan.filters, min(plan.setup, applications // plan.filters),
+                     max(0, applications // plan.filters - plan.setup))
+    products = plan.filters * (plan.setup + plan.steps)
+    seconds = SECONDS_PER_CALL + SECONDS_PER_VALUE * pixels * channels + SECONDS_PER_PRODUCT * products
+    if options.window is None:
+        dims = options.patch**2 * channels
+        per_pair = (kernel.global_ns_per_pair + kernel.global_ns_per_layer * (layers - 1)
+                    + GLOBAL_NS_PER_PAIR_AND_DIM * dims)
+        return seconds + products * _global_pairs(pixels) * per_pair * 1e-9
+    radius = options.window // 2
+    rows, cols = min(radius, height - 1) + 1, min(radius, width - 1)
+    offsets = rows * (2 * cols + 1) - cols
+    weight = kernel.windowed_ns_per_weight + kernel.windowed_ns_per_layer * (layers - 1)
+    if channels > 1:
+        weight += WINDOWED_NS_PER_CHANNEL * channels
+    several = products > plan.filters if iterations is None else iterations != 1  # as nlfilt.denoise has it
+    kept = keeps_weights(options, several) and _windowed_weights_fit(shape, options)
+    if kept:
+        weight += WINDOWED_NS_PER_KEPT_WEIGHT
+    weighings = plan.filters if kept else products
+    columns = plan.filters * (plan.setup + plan.steps * channels)
+    if options.normalize == "rows":
+        columns += plan.filters  # the row sums ride on each filter's first product
+    per_offset = 1e-9 * pixels * (weighings * weight + columns * WINDOWED_NS_PER_COLUMN)
+    per_offset += weighings * WINDOWED_SECONDS_PER_WEIGHING + products * WINDOWED_SECONDS_PER_OFFSET
+    return seconds + offsets * per_offset
+
+
+def _global_pairs(pixels: int) -> float:
+    """Pixel pairs a global product evaluates: tiles of query rows against the pixels from the tile on."""
+    rows = max(1, min(pixels, CPU_TILE_ELEMENTS // pixels))
+    tiles = -(-pixels // rows)
+    return pixels * pixels * (tiles + 1) / (2 * tiles)
+
+
+def _windowed_weights_fit(shape: tuple[int, ...], options: FilterOptions) -> bool:
+    """Whether a windowed operator on an image of ``shape`` keeps its weights (float32, see
+    :class:`nlfilt.operators.WindowedAffinity`): all offsets' weights beside the workers' buffers."""
+    pixels = shape[0] * shape[1]
+    offsets = (options.window**2 + 1) // 2
+    workers = get_backend("cpu").workers
+    return 4 * (pixels * offsets + workers * _windowed_worker_values(shape, options)) <= options.memory_budget
+
+
+def _windowed_worker_values(shape: tuple[int, ...], options: FilterOptions) -> int:
+    """Values a windowed operator's worker thread holds: the channel differences, five padded work
+    images, the profile scratch, the product buffer and the accumulator planes."""
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    padded = (height + options.patch - 1) * (width + options.patch - 1)
+    return padded * (channels + 5) + height * width * (5 + 2 * (channels + 1))
+
+
+#: Lanczos steps a Krylov trajectory typically keeps (Set12, benchmarks/results/trajectory.md: 8-85).
+TYPICAL_KRYLOV_STEPS = 100
+
+
+def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, workers: int,
+                           iterations: int | str = 1) -> int:
+    """Rough peak bytes of a :func:`nlfilt.denoise` call on an image of ``shape`` (float32).
+
+    Global mode: the operator is bounded by ``options.memory_budget`` (it
+    refuses more).  Windowed mode: per worker thread the channel
+    differences, five padded work images, the profile scratch and the
+    accumulator planes, plus the image, the right-hand sides and the result.
+    ``iterations='auto'`` adds the SURE twin (a second operator and its
+    cached weights, up to the budget) and, in the global mode, the Lanczos
+    bases of both runs (``TYPICAL_KRYLOV_STEPS`` vectors of N x C numbers
+    each, together at most the memory budget, which bounds them).
+    """
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    pixels = height * width
+    if options.window is None:
+        needed = options.memory_budget
+        if iterations == "auto":
+            bases = min(2 * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
+            needed += options.memory_budget + bases
+        return needed
+    needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))
+    if iterations == "auto":
+        needed += options.memory_budget  # the twin's cached weights; its work buffers are shared in time
+    return needed
