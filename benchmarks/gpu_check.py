@@ -25,12 +25,16 @@ benchmarks/results/gpu-<device>.md:
 * windowed NLM (patch 7, window 21) at 512², 2048², 4096², both kernels, with
   the ratio to the 20 ms target at 4096² and to the exp bound (N x 441
   evaluations);
-* a batch of 1,000 gray 512² PNG images through the command line (``nlfilt
-  denoise`` on a folder, defaults), with one writer thread (300 images),
-  the default writer threads, and the alternative kernels: images per second and the
+* a batch of gray 512² PNG images through the command line (``nlfilt
+  denoise`` on a folder): the default collaborative method (200 images; 100
+  with one writer thread) and ``--method filter`` (1,000 images, default
+  and alternative kernels): images per second and the
   share of the wall time spent inside ``nlfilt.denoise`` (GPU work
   synchronised, so it holds the kernels, their launches and the transfers;
   the rest is decoding, encoding and file work);
+* the collaborative filter (``denoise_collaborative``): the GPU against
+  NumPy float64 on the same crops (PSNR difference), and its time at 512² and
+  1024² against NumPy;
 * each timing next to the NumPy path on the same machine, timed at the
   smallest size of its group and scaled by pairs (global) or pixels
   (windowed, batch); the table says which.
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import re
@@ -300,21 +305,65 @@ def windowed_timings(device: str, sizes: list[int], lines: list[str]) -> None:
         print(lines[-1], flush=True)
 
 
+def collaborative_checks(device: str, sizes: list[int], lines: list[str]) -> None:
+    """The collaborative filter: the GPU against NumPy float64 on the photographs, and its time."""
+    lines += ["\n## Collaborative filter (denoise_collaborative)\n",
+              "Conformance: 64x64 crops as above, sigma 25 given; timing: the synthetic gray image, sigma "
+              "given, float32, against NumPy on this host (target: 20x faster than its own CPU time).\n",
+              "| image | PSNR NumPy f64 | GPU f32 - NumPy | GPU f64 - NumPy | max relative difference f32 |",
+              "| --- | --- | --- | --- | --- |"]
+    for colour in (False, True):
+        clean = photo(64, colour)
+        noisy = clean + numpy.random.default_rng(0).normal(0, NOISE, clean.shape)
+        expected = nlfilt.denoise_collaborative(noisy, sigma=NOISE, device="cpu", dtype=numpy.float64)
+        actual = [host(nlfilt.denoise_collaborative(noisy, sigma=NOISE, device=device, dtype=dtype))
+                  for dtype in (numpy.float32, numpy.float64)]
+        lines.append(f"| {'RGB' if colour else 'gray'} | {psnr(expected, clean):.2f} | "
+                     f"{psnr(actual[0], clean) - psnr(expected, clean):+.4f} | "
+                     f"{psnr(actual[1], clean) - psnr(expected, clean):+.4f} | "
+                     f"{relative_error(actual[0], expected):.1e} |")
+        print(lines[-1], flush=True)
+    lines += ["", "| image | GPU s | NumPy s | speedup |", "| --- | --- | --- | --- |"]
+    for size in sizes:
+        image = noisy_image(size)
+        gpu = best_time(functools.partial(nlfilt.denoise_collaborative, image, sigma=20.0, device=device),
+                        device)
+        started = time.perf_counter()
+        nlfilt.denoise_collaborative(image, sigma=20.0, device="cpu")
+        cpu = time.perf_counter() - started
+        lines.append(f"| {size}x{size} gray | {gpu:.3f} | {cpu:.2f} | {cpu / gpu:.0f}x |")
+        print(lines[-1], flush=True)
+
+
 class TimedDenoise:
-    """``nlfilt.denoise`` with the (synchronised) time spent inside it added up."""
+    """Within the block, ``nlfilt.denoise`` and ``nlfilt.denoise_collaborative`` add the (synchronised)
+    time spent inside them to :attr:`seconds`."""
+
+    NAMES = ("denoise", "denoise_collaborative")
 
     def __init__(self, device: str) -> None:
-        self.inner = nlfilt.denoise
         self.device = device
         self.seconds = 0.0
+        self.inner = {name: getattr(nlfilt, name) for name in self.NAMES}
 
-    def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self.inner(*args, **kwargs)
-        finally:
-            synchronize(self.device)
-            self.seconds += time.perf_counter() - start
+    def __enter__(self) -> TimedDenoise:
+        for name, function in self.inner.items():
+            setattr(nlfilt, name, self._timed(function))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for name, function in self.inner.items():
+            setattr(nlfilt, name, function)
+
+    def _timed(self, function):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                synchronize(self.device)
+                self.seconds += time.perf_counter() - start
+        return call
 
 
 def batch_timing(device: str, count: int, cpu_count: int, size: int, lines: list[str]) -> None:
@@ -334,31 +383,31 @@ def batch_timing(device: str, count: int, cpu_count: int, size: int, lines: list
         inputs = sorted(folder.glob("*.png"))
         from nlfilt.cli import denoise as command
 
-        runs = [("NumPy", "cpu", None, cpu_count, None),
-                ("GPU, default kernels, one writer thread", device, None, min(count, 300), 1),
-                ("GPU, default kernels", device, None, count, None),
-                ("GPU, alternative kernels", device, "all", count, None)]
-        for label, name, choice, files, writers in runs:
+        runs = [("NumPy, collaborative (the default)", "cpu", None, cpu_count, None, []),
+                ("GPU, collaborative, one writer thread", device, None, min(count, 100), 1, []),
+                ("GPU, collaborative (the default)", device, None, min(count, 200), None, []),
+                ("GPU, --method filter (NLM, box kernel)", device, None, count, None, ["--method", "filter"]),
+                ("GPU, --method filter, alternative kernels", device, "all", count, None,
+                 ["--method", "filter"])]
+        for label, name, choice, files, writers, extra in runs:
             timed = TimedDenoise(name)
-            nlfilt.denoise = timed
             command.WRITER_THREADS = writers
             try:
-                with alternative(choice):
+                with alternative(choice), timed:
                     start = time.perf_counter()
-                    result = CliRunner().invoke(main, ["denoise", *map(str, inputs[:files]), "-o",
+                    result = CliRunner().invoke(main, ["denoise", *extra, *map(str, inputs[:files]), "-o",
                                                        str(folder / f"out-{len(rows)}"), "--device", name,
                                                        "--quiet"])
                     wall = time.perf_counter() - start
             finally:
-                nlfilt.denoise = timed.inner
                 command.WRITER_THREADS = None
             if result.exit_code != 0:
                 raise RuntimeError(f"CLI batch on {name} failed: {result.output}")
             rows.append(f"| {label} | {files} | {wall:.1f} | {files / wall:.1f} | "
                         f"{timed.seconds / wall:.0%} | {timed.seconds / files * 1e3:.1f} |")
-        lines += [f"\n## Command-line batch: nlfilt denoise on a folder of {size}x{size} gray PNG (defaults: "
-                  "nlm, patch 5, window 11, sigma estimated)\n",
-                  "| run | images | wall s | images per s | share in nlfilt.denoise | ms per image in it |",
+        lines += [f"\n## Command-line batch: nlfilt denoise on a folder of {size}x{size} gray PNG (sigma "
+                  "estimated; --method filter: NLM, patch 5, window 11)\n",
+                  "| run | images | wall s | images per s | share in denoising | ms per image in it |",
                   "| --- | --- | --- | --- | --- | --- |", *rows]
         print("\n".join(lines[-(3 + len(rows)):]), flush=True)
     finally:
@@ -425,6 +474,7 @@ def main() -> None:
         ("global timings", lambda: global_timings(device, [32, 48] if dry else [512, 1024],
                                                   24 if dry else 256, lines)),
         ("windowed timings", lambda: windowed_timings(device, [64, 96] if dry else [512, 2048, 4096], lines)),
+        ("collaborative", lambda: collaborative_checks(device, [64] if dry else [512, 1024], lines)),
         ("batch", lambda: batch_timing(device, 4 if dry else args.images, 2 if dry else 20,
                                        64 if dry else 512, lines)),
     ]

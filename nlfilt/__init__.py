@@ -1,7 +1,8 @@
 """nlfilt: non-local image filters (NLM, arc-cosine, neural tangent kernel) with twicing.
 
-The public functions are :func:`denoise`, :func:`twicing_trajectory`, :func:`filter_matrix` and
-:func:`filter_row`; they run on NumPy, or on CuPy when a GPU is usable.
+The public functions are :func:`denoise`, :func:`twicing_trajectory`, :func:`filter_matrix`,
+:func:`filter_row` and :func:`denoise_collaborative` (the highest-quality mode); they run on NumPy,
+or on CuPy when a GPU is usable.
 """
 
 from nlfilt.api import (
@@ -10,6 +11,7 @@ from nlfilt.api import (
     DenoiseInfo,
     Trajectory,
     denoise,
+    denoise_collaborative,
     filter_matrix,
     filter_row,
     twicing_trajectory,
@@ -27,6 +29,7 @@ __all__ = [
     "Trajectory",
     "__version__",
     "denoise",
+    "denoise_collaborative",
     "filter_matrix",
     "filter_row",
     "kernel_names",

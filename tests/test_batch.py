@@ -26,6 +26,16 @@ from nlfilt.cli import main
 RNG = numpy.random.default_rng(12)
 
 
+@pytest.fixture(autouse=True)
+def filter_method_by_default(monkeypatch):
+    """These tests exercise the command line's mechanics with ``--method filter``, whose result
+    nlfilt.denoise reproduces; the collaborative default has tests of its own (test_collaborative.py)."""
+    from nlfilt.cli.denoise import denoise_command
+
+    (method,) = [param for param in denoise_command.params if param.name == "method"]
+    monkeypatch.setattr(method, "default", "filter")
+
+
 def noisy_image(height: int = 40, width: int = 48, channels: int = 0) -> numpy.ndarray:
     clean = numpy.linspace(40, 200, width)[None, :].repeat(height, axis=0)
     if channels:
@@ -81,8 +91,8 @@ def test_signals_stop_the_batch_cleanly_with_their_own_exit_status(tmp_path, sig
     folder, out = slow_batch(tmp_path)
     report = tmp_path / "report.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "nlfilt", "denoise", str(folder), "-o", str(out), "--report", str(report),
-         "--window", "global", "--iterations", "3", "--device", "cpu"],
+        [sys.executable, "-m", "nlfilt", "denoise", "--method", "filter", str(folder), "-o", str(out),
+         "--report", str(report), "--window", "global", "--iterations", "3", "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (out.is_dir() and any(not path.name.startswith(".") for path in out.iterdir())):

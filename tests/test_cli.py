@@ -21,6 +21,16 @@ from nlfilt.cli import main
 RNG = numpy.random.default_rng(9)
 
 
+@pytest.fixture(autouse=True)
+def filter_method_by_default(monkeypatch):
+    """These tests exercise the command line's mechanics with ``--method filter``, whose result
+    nlfilt.denoise reproduces; the collaborative default has tests of its own (test_collaborative.py)."""
+    from nlfilt.cli.denoise import denoise_command
+
+    (method,) = [param for param in denoise_command.params if param.name == "method"]
+    monkeypatch.setattr(method, "default", "filter")
+
+
 def scene(height: int = 40, width: int = 48) -> numpy.ndarray:
     """A clean gray test scene in [0, 1]: a gradient, a bright square, stripes."""
     rows, cols = numpy.mgrid[0:height, 0:width] / max(height, width)
@@ -345,8 +355,8 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
     _, noisy = noisy_pixels(numpy.uint16)
     iio.imwrite(tmp_path / "a.tif", noisy)
     (tmp_path / "bad.tif").write_bytes(b"II*\0broken")
-    done = subprocess.run([sys.executable, "-m", "nlfilt", "denoise", str(tmp_path), "-o",
-                           str(tmp_path / "out"), "--report", "-"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "nlfilt", "denoise", "--method", "filter", str(tmp_path),
+                           "-o", str(tmp_path / "out"), "--report", "-"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "bad.tif" in done.stderr

@@ -21,7 +21,7 @@ import pytest
 
 import nlfilt
 from nlfilt.api import prepare
-from nlfilt.cost import estimate_cpu_seconds, expected_applications
+from nlfilt.cost import estimate_collaborative_seconds, estimate_cpu_seconds, expected_applications
 
 pytestmark = pytest.mark.skipif(os.cpu_count() != 2, reason="the cost constants are measured on the 2-core "
                                 "development machine (benchmarks/bench_cpu.py)")
@@ -126,5 +126,20 @@ def test_estimate_is_within_a_factor_two_of_the_time(size, channels, call):
     while not 0.5 <= estimated / min(times) <= 2 and len(times) < 6:
         wait_for_idle_cpus()
         times.append(seconds(image, call))
+    ratio = estimated / min(times)
+    assert 0.5 <= ratio <= 2, f"estimated {estimated:.3f} s, measured {min(times):.3f} s (ratio {ratio:.2f})"
+
+
+@pytest.mark.parametrize(("size", "channels"), [(256, 0), (512, 0), (256, 3)], ids=["256", "512", "256 rgb"])
+def test_the_collaborative_estimate_is_within_a_factor_two_of_the_time(size, channels):
+    image = scene(size, channels)
+    estimated = estimate_collaborative_seconds(image.shape)
+    nlfilt.denoise_collaborative(image[:32, :32], sigma=20.0, device="cpu")  # first-call set-up
+    times = []
+    for _ in range(2):
+        wait_for_idle_cpus()
+        started = time.perf_counter()
+        nlfilt.denoise_collaborative(image, sigma=20.0, device="cpu")
+        times.append(time.perf_counter() - started)
     ratio = estimated / min(times)
     assert 0.5 <= ratio <= 2, f"estimated {estimated:.3f} s, measured {min(times):.3f} s (ratio {ratio:.2f})"

@@ -16,6 +16,16 @@ from nlfilt.filters import ProgressMeter, build_filter
 RNG = numpy.random.default_rng(11)
 
 
+@pytest.fixture(autouse=True)
+def filter_method_by_default(monkeypatch):
+    """These tests exercise the command line's mechanics with ``--method filter``, whose result
+    nlfilt.denoise reproduces; the collaborative default has tests of its own (test_collaborative.py)."""
+    from nlfilt.cli.denoise import denoise_command
+
+    (method,) = [param for param in denoise_command.params if param.name == "method"]
+    monkeypatch.setattr(method, "default", "filter")
+
+
 def scene(size: int, channels: int = 0) -> numpy.ndarray:
     """A noisy test scene (0..255 plus noise of sigma 20): ramps, a bright square, stripes."""
     rows, cols = numpy.mgrid[:size, :size] / size

@@ -26,6 +26,7 @@ from nlfilt.cli.options import (
     check_image_cost,
     check_options,
     filter_options,
+    method_option,
     resolve_for_image,
     stopping_options,
 )
@@ -146,6 +147,7 @@ def check_jobs(jobs: list[Job]) -> None:
                 type=click.Path(exists=True, path_type=Path, readable=True))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output file (one input file) or folder (created if missing).")
+@method_option
 @filter_options
 @stopping_options
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders and mirror them under OUTPUT.")
@@ -262,14 +264,20 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
         check_image_cost(header.colour_shape, options, max_minutes)
         image = read_image(job.source, header)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
-        resolved, call = resolve_for_image(colour, options)
-        entry["sigma"] = resolved.sigma
         progress = product_bar(job.source.name, quiet)
         try:
-            result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
+            if options["method"] == "collaborative":
+                result, info = nlfilt.denoise_collaborative(colour, sigma=options["sigma"],
+                                                            device=options["device"], progress=progress,
+                                                            return_info=True)
+            else:
+                resolved, call = resolve_for_image(colour, options)
+                call.pop("method", None)
+                result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
         finally:
             if progress is not None:
                 progress.close()
+        entry["sigma"] = info.sigma
         entry["iterations"] = info.iterations
         entry["pilot_iterations"] = info.pilot_iterations
         pixels = image.assemble(result)

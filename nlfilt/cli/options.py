@@ -19,7 +19,13 @@ from nlfilt.api import (
     resolve_stopping,
 )
 from nlfilt.backend import DEVICES, get_backend, gpu_status
-from nlfilt.cost import estimate_cpu_seconds, estimate_working_bytes, expected_applications
+from nlfilt.collaborative import PATCH as COLLABORATIVE_PATCH
+from nlfilt.cost import (
+    estimate_collaborative_seconds,
+    estimate_cpu_seconds,
+    estimate_working_bytes,
+    expected_applications,
+)
 from nlfilt.kernels import KERNELS, kernel_class
 from nlfilt.stopping import STOP_RULES
 
@@ -98,6 +104,24 @@ class IterationsType(_WordOrNumber):
     expected = "an integer or 'auto'"
 
 
+#: ``--method``: the collaborative Wiener filter (:func:`nlfilt.denoise_collaborative`), or one filter
+#: ``W`` with twicing (:func:`nlfilt.denoise`), which the other filter options configure.
+METHODS = ("collaborative", "filter")
+
+#: The options that configure ``--method filter`` only, with their defaults.
+FILTER_ONLY = {"kernel": "nlm", "patch": None, "window": "auto", "h": None, "depth": 1, "normalize": None,
+               "iterations": 1, "stop": None, "max_iterations": None, "guide": None,
+               "memory_budget": DEFAULT_MEMORY_BUDGET}
+
+
+def method_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--method`` (``nlfilt denoise``): the collaborative filter, or a filter ``W`` with twicing."""
+    return click.option(
+        "--method", type=click.Choice(METHODS), default="collaborative", show_default=True,
+        help="collaborative: two-stage Wiener filter of grouped patches (the best quality; takes --sigma and "
+             "--device); filter: one non-local filter W with twicing, set by the options below.")(function)
+
+
 def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that choose the filter (they mirror :func:`nlfilt.denoise`)."""
     decorators = [
@@ -160,6 +184,12 @@ def check_options(options: dict[str, Any]) -> None:
 
     Image-dependent limits (a patch larger than an image) are checked per file.
     """
+    if options.get("method") == "collaborative":
+        changed = [name for name, default in FILTER_ONLY.items() if options.get(name, default) != default]
+        if changed:
+            flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+            raise click.UsageError(f"{flags} configure --method filter; add --method filter to use them "
+                                   "(the default method, collaborative, takes only --sigma and --device)")
     try:
         resolve_options((2**30, 2**30), **_filter_options(options))
         resolve_stopping(options.get("iterations", 1), options.get("stop"), options.get("max_iterations"))
@@ -262,6 +292,9 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     normalisation and guiding add.
     """
     height, width = shape[:2]
+    if options.get("method") == "collaborative":
+        _check_collaborative_cost(shape, options, max_minutes)
+        return
     kernel = options["kernel"]
     default_patch = kernel_class(kernel).patch
     if options["patch"] is None and default_patch > min(height, width):
@@ -277,6 +310,22 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     applications = expected_applications(resolved, steps, guided)
     device = get_backend(options["device"]).name
     check_cost(tuple(shape), resolved, applications, device, max_minutes, steps, guided)
+
+
+def _check_collaborative_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float) -> None:
+    height, width = shape[:2]
+    if min(height, width) < COLLABORATIVE_PATCH:
+        raise ValueError(f"the image is {height}x{width}, smaller than the {COLLABORATIVE_PATCH}x"
+                         f"{COLLABORATIVE_PATCH} patches of --method collaborative; use --method filter with "
+                         "a smaller --patch")
+    if get_backend(options["device"]).name != "cpu" or max_minutes <= 0:
+        return
+    seconds = estimate_collaborative_seconds(shape)
+    if seconds > 60 * max_minutes:
+        remedies = (["use --device gpu"] if gpu_status()[0] else []) + ["raise --max-minutes"]
+        raise ValueError(f"{height}x{width} with --method collaborative would take "
+                         f"{describe_seconds(seconds)} on this CPU (over --max-minutes {max_minutes:g}); "
+                         f"{_either(remedies)}")
 
 
 def resolve_for_image(colour: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
