@@ -196,10 +196,14 @@ def gpu_status() -> tuple[bool, str]:
 
 
 def _host_workers() -> int:
+    """CPU threads nlfilt uses: the cores this process may run on, or fewer when ``NLFILT_THREADS`` says
+    so (a dask worker process of a local cluster gets its share of the cores that way)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    limit = os.environ.get("NLFILT_THREADS", "").strip()
+    return min(cores, int(limit)) if limit.isdigit() and int(limit) > 0 else cores
 
 
 def get_backend(device: str) -> Backend:

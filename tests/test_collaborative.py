@@ -189,3 +189,14 @@ def test_the_gpu_gives_the_numpy_result(gpu, channels):
     numpy.testing.assert_allclose(exact, expected, rtol=1e-9, atol=1e-9)
     fast = nlfilt.denoise_collaborative(noisy, sigma=20.0, device=gpu)
     assert abs(psnr(fast, clean) - psnr(expected, clean)) < 0.01
+
+
+def test_the_command_line_bar_counts_the_four_steps(tmp_path, monkeypatch):
+    from nlfilt.cli import progress
+
+    monkeypatch.setattr(progress, "BAR_DELAY", 0.0)
+    iio.imwrite(tmp_path / "a.png", scene(48, 56).astype(numpy.uint8))
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                       "--device", "cpu", "--sigma", "10"])
+    assert result.exit_code == 0, result.output
+    assert "/4 steps" in result.stderr and "products with K" not in result.stderr

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 import nlfilt
 from nlfilt.backend import get_backend, gpu_status
+from nlfilt.cli.cluster import Scheduler, SchedulerType, connect, import_distributed, run_batch
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
 from nlfilt.cli.options import (
     api_options,
@@ -157,20 +158,29 @@ def check_jobs(jobs: list[Job]) -> None:
 @click.option("--report", "report_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
               help="Append a line for the run and one JSON line per input to this file ('-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
+@click.option("--scheduler", type=SchedulerType(), default=None,
+              help="Run each file as a task on a dask.distributed cluster: a scheduler's address "
+                   "(tcp://host:8786), local:N (N local worker processes, for this run) or local-cuda (one "
+                   "worker per GPU, dask-cuda). Workers read and write the files themselves: use paths they "
+                   "share. Needs nlfilt[dask].")
 def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, overwrite: bool,
-                    max_minutes: float, report_path: Path | None, quiet: bool, **filter_params: Any) -> None:
+                    max_minutes: float, report_path: Path | None, quiet: bool, scheduler: Scheduler | None,
+                    **filter_params: Any) -> None:
     """Denoise image files and folders of images.
 
     INPUTS are files and folders (a folder means every PNG, TIFF, JPEG or BMP
     file in it).  Outputs keep each input's dtype, bit depth and channel
     layout; alpha is copied unfiltered.  Existing outputs are skipped unless
     --overwrite, so an interrupted batch resumes where it stopped.  Outputs are
-    written on background threads while the next file is filtered.  Exit status
-    1 when any file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM)
-    when interrupted.
+    written on background threads while the next file is filtered, or, with
+    --scheduler, each file is a task on a dask cluster.  Exit status 1 when any
+    file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
+    interrupted.
     """
     options = api_options(filter_params)
     check_options(options)
+    if scheduler is not None:
+        import_distributed()  # a usage error now, before any work, when the extra is missing
     try:
         backend = get_backend(options["device"])
     except RuntimeError as exc:
@@ -179,18 +189,19 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     if not jobs:
         raise click.UsageError("no image files found in the inputs")
     check_jobs(jobs)
-    if options["device"] == "auto" and backend.name == "cpu" and not quiet:
+    if options["device"] == "auto" and backend.name == "cpu" and not quiet and scheduler is None:
         usable, reason = gpu_status()
         if not reason.startswith("CuPy is not installed"):  # a GPU was meant to be there
             click.echo(f"notice: computing on the CPU; the GPU cannot be used: {reason}", err=True)
-    for folder in {job.target.parent for job in jobs}:
+    folders = {job.target.parent for job in jobs}
+    for folder in folders:
         remove_stale_partials(folder)
     report = Report(report_path)
     report.header(nlfilt.__version__, "denoise", inputs, output,
-                  dict(filter_params, recursive=recursive, overwrite=overwrite, max_minutes=max_minutes))
+                  dict(filter_params, recursive=recursive, overwrite=overwrite, max_minutes=max_minutes,
+                       scheduler=None if scheduler is None else str(scheduler)))
     counts = {"denoised": 0, "failed": 0, "skipped": 0}
-    interrupted: Interrupted | None = None
-    bar = tqdm(jobs, desc="images", unit="image", disable=quiet or len(jobs) < 2, file=sys.stderr,
+    bar = tqdm(total=len(jobs), desc="images", unit="image", disable=quiet or len(jobs) < 2, file=sys.stderr,
                dynamic_ncols=True)
 
     def record(entry: dict[str, Any]) -> None:
@@ -198,29 +209,21 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         if entry["status"] == "failed":
             tqdm.write(f"error: {entry['input']}: {entry['error']}", file=sys.stderr)
         report.write(entry)
+        bar.update(1)
 
-    writer = OutputWriter(overwrite, record)
-    current: Job | None = None  # the file not yet handed to the writer
+    def mark_interrupted(job: Job, signal_received: Interrupted) -> None:
+        report.write(_entry(job, backend.name, status="interrupted", error=f"{signal_received} received"))
+
     try:
-        with signals_interrupt() as gate:
-            try:
-                for job in bar:
-                    current = job
-                    gate.check()  # a signal received while the previous output was handed over
-                    with gate.interruptible():
-                        entry, pixels = _filter_job(job, options, backend.name, overwrite, max_minutes, quiet)
-                    writer.submit(job, entry, pixels)
-                    current = None
-                writer.drain()
-                gate.check()
-            except (Interrupted, KeyboardInterrupt) as exc:
-                interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-                writer.drain()  # outputs already filtered are finished and reported, not lost
-                if current is not None:
-                    report.write(_entry(current, backend.name, status="interrupted",
-                                        error=f"{interrupted} received"))
+        if scheduler is None:
+            interrupted = _run_here(jobs, options, backend.name, overwrite, max_minutes, quiet, record,
+                                    mark_interrupted)
+        else:
+            interrupted = _run_on_cluster(scheduler, jobs, options, overwrite, max_minutes, record,
+                                          mark_interrupted)
+            for folder in folders:  # what workers killed on this host left behind
+                remove_stale_partials(folder)
     finally:
-        writer.close()  # writes under way complete (each is atomic) before the process ends
         bar.close()
         report.close()
     summary = f"{counts['denoised']} denoised, {counts['failed']} failed, {counts['skipped']} skipped"
@@ -233,6 +236,63 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         click.echo(summary, err=True)
     if counts["failed"]:
         sys.exit(1)
+
+
+def _run_here(jobs: list[Job], options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
+              quiet: bool, record: Callable[[dict[str, Any]], None],
+              mark_interrupted: Callable[[Job, Interrupted], None]) -> Interrupted | None:
+    """The batch in this process (outputs written on background threads); the signal that stopped it,
+    or None."""
+    writer = OutputWriter(overwrite, record)
+    current: Job | None = None  # the file not yet handed to the writer
+    try:
+        with signals_interrupt() as gate:
+            try:
+                for job in jobs:
+                    current = job
+                    gate.check()  # a signal received while the previous output was handed over
+                    with gate.interruptible():
+                        entry, pixels = _filter_job(job, options, device, overwrite, max_minutes, quiet)
+                    writer.submit(job, entry, pixels)
+                    current = None
+                writer.drain()
+                gate.check()
+            except (Interrupted, KeyboardInterrupt) as exc:
+                interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+                writer.drain()  # outputs already filtered are finished and reported, not lost
+                if current is not None:
+                    mark_interrupted(current, interrupted)
+                return interrupted
+    finally:
+        writer.close()  # writes under way complete (each is atomic) before the process ends
+    return None
+
+
+def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], options: dict[str, Any], overwrite: bool,
+                    max_minutes: float, record: Callable[[dict[str, Any]], None],
+                    mark_interrupted: Callable[[Job, Interrupted], None]) -> Interrupted | None:
+    """The batch as tasks on a dask cluster (:mod:`nlfilt.cli.cluster`); the signal that stopped it, or
+    None.  Every file not finished when a signal comes gets an 'interrupted' report line."""
+    with connect(scheduler) as client, signals_interrupt() as gate:
+        try:
+            arguments = (options, overwrite, max_minutes)
+            run_batch(client, jobs, cluster_job, arguments, record, gate.interruptible)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+            for job in getattr(exc, "unfinished", []):
+                mark_interrupted(job, interrupted)
+            return interrupted
+    return None
+
+
+def cluster_job(job: Job, options: dict[str, Any], overwrite: bool, max_minutes: float) -> dict[str, Any]:
+    """One file on a dask worker: read, filter, write; its report entry (never raises for a bad file)."""
+    try:
+        device = get_backend(options["device"]).name
+    except RuntimeError as exc:
+        return _entry(job, options["device"], status="failed", error=str(exc))
+    entry, pixels = _filter_job(job, options, device, overwrite, max_minutes, quiet=True)
+    return entry if pixels is None else _write_job(job, entry, pixels, overwrite)
 
 
 def _entry(job: Job, device: str, **fields: Any) -> dict[str, Any]:
@@ -264,9 +324,10 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
         check_image_cost(header.colour_shape, options, max_minutes)
         image = read_image(job.source, header)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
-        progress = product_bar(job.source.name, quiet)
+        collaborative = options["method"] == "collaborative"
+        progress = product_bar(job.source.name, quiet, unit="steps" if collaborative else "products with K")
         try:
-            if options["method"] == "collaborative":
+            if collaborative:
                 result, info = nlfilt.denoise_collaborative(colour, sigma=options["sigma"],
                                                             device=options["device"], progress=progress,
                                                             return_info=True)

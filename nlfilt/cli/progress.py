@@ -1,8 +1,9 @@
 """Progress bars on stderr: the library's ``progress(done, total)`` callback as a tqdm bar.
 
 The library counts its work in products with the affinity ``K`` (see
-:func:`nlfilt.denoise`); the bar shows them with the percentage, the time
-spent and tqdm's estimate of the time left.  It appears only once a call has
+:func:`nlfilt.denoise`), or in steps (:func:`nlfilt.denoise_collaborative`);
+the bar shows them with the percentage, the time spent and tqdm's estimate of
+the time left.  It appears only once a call has
 run for ``BAR_DELAY`` seconds, so quick files show none.
 """
 
@@ -28,8 +29,9 @@ class ProductBar:
     it (``leave=False``).
     """
 
-    def __init__(self, name: str, delay: float | None = None) -> None:
+    def __init__(self, name: str, delay: float | None = None, unit: str = "products with K") -> None:
         self.name = name
+        self.unit = unit
         self.delay = BAR_DELAY if delay is None else delay
         self.started = time.monotonic()
         self.bar: tqdm | None = None
@@ -37,7 +39,7 @@ class ProductBar:
     def __call__(self, done: float, total: int) -> None:
         if self.bar is None:  # made at the first report, so that it starts with the right total
             delay = max(0.0, self.delay - (time.monotonic() - self.started))
-            self.bar = tqdm(total=total, desc=self.name, unit="products with K", leave=False, file=sys.stderr,
+            self.bar = tqdm(total=total, desc=self.name, unit=self.unit, leave=False, file=sys.stderr,
                             dynamic_ncols=True, delay=delay, bar_format=_FORMAT)
         if total != self.bar.total:
             self.bar.total = total
@@ -48,6 +50,6 @@ class ProductBar:
             self.bar.close()
 
 
-def product_bar(name: str, quiet: bool) -> ProductBar | None:
-    """The progress callback for one file named ``name``, or None with ``--quiet``."""
-    return None if quiet else ProductBar(name)
+def product_bar(name: str, quiet: bool, unit: str = "products with K") -> ProductBar | None:
+    """The progress callback for one file named ``name`` counting ``unit``, or None with ``--quiet``."""
+    return None if quiet else ProductBar(name, unit=unit)

@@ -1,0 +1,148 @@
+"""``nlfilt denoise --scheduler``: a batch's files as tasks on a dask.distributed cluster.
+
+Each file is one task; the worker reads the input, filters it and writes the
+output itself (so inputs and outputs must lie on a file system the workers
+share with the client, at the same paths), with the same atomic write as a
+local run, and returns the file's report entry.  The client keeps the report,
+the progress bar over finished files and the summary.  A worker that dies
+mid-task (killed, out of memory) has its task rerun on another worker by the
+scheduler; the partial file it may leave is removed at the end of the run
+(on the client's host; elsewhere by the next run there).
+
+``--scheduler`` takes the address of a running scheduler (``tcp://host:8786``),
+``local:N`` (a local cluster of N worker processes, started for the run and
+stopped after it), or ``local-cuda`` (dask-cuda's local CUDA cluster, one worker
+per GPU; the same code path as ``local:N`` with another cluster class).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+#: Environment variable that caps the CPU threads nlfilt uses in one process (read by the backend).
+THREADS_VARIABLE = "NLFILT_THREADS"
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """A parsed ``--scheduler`` value: ``kind`` 'address', 'local' or 'local-cuda'."""
+
+    kind: str
+    address: str | None = None
+    workers: int | None = None
+
+    def __str__(self) -> str:
+        return {"address": self.address, "local": f"local:{self.workers}"}.get(self.kind) or self.kind
+
+
+class SchedulerType(click.ParamType):
+    """``tcp://host:port`` (or any address dask accepts), ``local:N`` or ``local-cuda``."""
+
+    name = "ADDRESS|local:N|local-cuda"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Scheduler:
+        if isinstance(value, Scheduler):
+            return value
+        text = str(value).strip()
+        if text == "local-cuda":
+            return Scheduler("local-cuda")
+        match = re.fullmatch(r"local:(\d+)", text)
+        if match:
+            workers = int(match.group(1))
+            if workers < 1:
+                self.fail("local:N needs N >= 1 worker processes", param, ctx)
+            return Scheduler("local", workers=workers)
+        if text.startswith("local"):
+            self.fail(f"{text!r}: use local:N (N worker processes) or local-cuda", param, ctx)
+        if "://" not in text and ":" not in text:
+            self.fail(f"{text!r} is not a scheduler address (tcp://host:port), local:N or local-cuda",
+                      param, ctx)
+        return Scheduler("address", address=text)
+
+
+def import_distributed() -> Any:
+    """The ``distributed`` module, or click.UsageError saying how to install it."""
+    try:
+        import distributed  # noqa: PLC0415 - optional extra
+    except ImportError:
+        raise click.UsageError("--scheduler needs dask.distributed: pip install 'nlfilt[dask]'") from None
+    return distributed
+
+
+@contextmanager
+def connect(scheduler: Scheduler) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``scheduler``; a local cluster is started here and stopped on exit.
+
+    A local cluster's workers are processes of one thread each, and each one's
+    nlfilt uses its share of the host's cores (``NLFILT_THREADS``), so that N
+    workers do not oversubscribe the CPUs.
+    """
+    distributed = import_distributed()
+    cluster = None
+    try:
+        if scheduler.kind == "address":
+            try:
+                client = distributed.Client(scheduler.address, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                message = f"cannot reach the dask scheduler at {scheduler.address}: {exc}"
+                raise click.UsageError(message) from None
+        else:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            if scheduler.kind == "local-cuda":
+                try:
+                    from dask_cuda import LocalCUDACluster  # noqa: PLC0415 - optional
+                except ImportError:
+                    message = "--scheduler local-cuda needs dask-cuda: pip install dask-cuda"
+                    raise click.UsageError(message) from None
+                cluster = LocalCUDACluster(dashboard_address=None, threads_per_worker=1)
+            else:
+                share = max(1, cores // scheduler.workers)
+                cluster = distributed.LocalCluster(
+                    n_workers=scheduler.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                    silence_logs=logging.ERROR, env={THREADS_VARIABLE: str(share)})
+            client = distributed.Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def run_batch(client: Any, jobs: list[Any], task: Callable[..., dict[str, Any]], arguments: tuple[Any, ...],
+              record: Callable[[dict[str, Any]], None], interruptible: Callable[[], Any]) -> None:
+    """Submit ``task(job, *arguments)`` for every job and ``record`` each entry as it finishes.
+
+    Only the wait for the next finished task is ``interruptible()``, so a
+    signal never falls between taking an entry and recording it.  When one
+    stops the wait, the unfinished tasks are cancelled (a task already
+    running on a remote worker still completes, atomically) and the
+    exception is raised again with the unfinished jobs in its ``unfinished``
+    attribute.  Retries are the scheduler's: a task whose worker died runs
+    again on another.
+    """
+    distributed = import_distributed()
+    tag = f"{os.getpid()}-{id(jobs)}"
+    pending = {client.submit(task, job, *arguments, pure=False, key=f"nlfilt-denoise-{tag}-{index}"): job
+               for index, job in enumerate(jobs)}
+    finished = distributed.as_completed(list(pending))
+    try:
+        while pending:
+            with interruptible():
+                future = next(finished)
+            del pending[future]
+            record(future.result())
+    except BaseException as exc:
+        if pending:
+            client.cancel(list(pending))
+        exc.unfinished = list(pending.values())  # type: ignore[attr-defined]
+        raise
