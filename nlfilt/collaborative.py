@@ -201,10 +201,12 @@ def _filter_groups(backend: Backend, image: Any, pilot: Any | None, rows: Any, c
     guides = None if pilot is None else _planes(xp, pilot)
     pixels = height * width
 
-    def run(starts: range) -> tuple[Any, Any]:
+    chunks = range(0, rows.shape[0], CHUNK)
+
+    def run(share: range) -> tuple[Any, Any]:
         numerator = xp.zeros((channels, pixels), dtype=xp.float64)
         denominator = xp.zeros(pixels, dtype=xp.float64)
-        for start in starts:
+        for start in (chunks[index] for index in share):
             stop = min(start + CHUNK, rows.shape[0])
             index = ((rows[start:stop] * width + cols[start:stop])[:, :, None] + within).ravel()
             count = stop - start
@@ -234,10 +236,8 @@ def _filter_groups(backend: Backend, image: Any, pilot: Any | None, rows: Any, c
             denominator += xp.bincount(index, weights=patch_weight, minlength=pixels)
         return numerator, denominator
 
-    with _Workers(backend) as workers:
-        chunks = range(0, rows.shape[0], CHUNK)
-        parts = workers.map(run, [chunks[share.start :: workers.count]
-                                  for share in workers.shares(len(chunks))])
+    with _Workers(backend) as workers:  # fixed partial sums: the same rounding whatever the thread count
+        parts = workers.map_partials(run, len(chunks))
     numerator = sum(part[0] for part in parts)
     denominator = sum(part[1] for part in parts)
     out = numerator / denominator  # every pixel lies in some reference patch, itself in its group

@@ -33,6 +33,10 @@ from nlfilt.backend import Backend
 from nlfilt.kernels import safe_reciprocal
 from nlfilt.patches import box_sum, pad_reflect
 
+#: Partial sums a reduction over many items (window offsets, groups of patches) is split into, whatever
+#: the thread count (at most this many threads share one reduction).
+PARTIALS = 4
+
 
 class _Workers:
     """Host threads for independent array work (NumPy releases the GIL in large operations).
@@ -69,6 +73,23 @@ class _Workers:
     def shares(self, count: int) -> list[range]:
         """``range(count)`` dealt out round-robin, one share per worker."""
         return [range(start, count, self.count) for start in range(min(self.count, count))]
+
+    def map_partials(self, function: Callable[[range], Any], count: int) -> list[Any]:
+        """``function(share)`` for ``range(count)`` dealt round-robin into :data:`PARTIALS` shares, the
+        shares dealt out to the workers; the results in share order.
+
+        For reductions: summing the results in that order gives the same
+        rounding whatever the number of threads, so results do not depend on
+        the machine's cores (nor on ``NLFILT_THREADS``).  The first share runs
+        in the calling thread.
+        """
+        shares = [range(start, count, PARTIALS) for start in range(min(PARTIALS, count))]
+        groups = [range(start, len(shares), self.count) for start in range(min(self.count, len(shares)))]
+        results: list[Any] = [None] * len(shares)
+        for pairs in self.map(lambda group: [(index, function(shares[index])) for index in group], groups):
+            for index, result in pairs:
+                results[index] = result
+        return results
 
 
 class GlobalAffinity:
@@ -354,9 +375,11 @@ class WindowedAffinity:
     def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
         """Return ``K @ vectors`` for ``vectors`` of shape (N, m).
 
-        ``progress(fraction)``, when given, after each offset of the calling
-        thread's share (the shares are dealt round-robin, so its fraction is
-        that of the whole product).
+        ``progress(fraction)``, when given, after each offset of the first
+        share (the shares are dealt round-robin, so its fraction is about that
+        of the whole product).  The offsets' contributions are summed in
+        :data:`PARTIALS` fixed shares, so the result does not depend on the
+        number of threads.
         """
         xp = self.backend.xp
         height, width = self.shape
@@ -385,7 +408,7 @@ class WindowedAffinity:
             return total
 
         with _Workers(self.backend) as workers:
-            parts = workers.map(work, workers.shares(len(self.offsets)))
+            parts = workers.map_partials(work, len(self.offsets))
         out = parts[0]
         for part in parts[1:]:
             out += part

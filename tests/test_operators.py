@@ -70,6 +70,26 @@ def test_single_worker_matches_threads(monkeypatch, window):
     numpy.testing.assert_allclose(serial, threaded, rtol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["filter", "collaborative"])
+def test_results_do_not_depend_on_the_thread_count(monkeypatch, method):
+    """Reductions are summed in fixed partial sums (operators.PARTIALS), so 1, 2, 3 or 5 threads give the
+    same float32 bits (the batch on a dask cluster relies on it)."""
+    from nlfilt import backend as backend_module
+
+    image = (RNG.random((200, 190)) * 255).astype(numpy.float32)
+    monkeypatch.setattr("nlfilt.collaborative.CHUNK", 256)  # many chunks of groups
+    results = []
+    for threads in (1, 2, 3, 5):
+        fixed = dataclasses.replace(get_backend("cpu"), workers=threads)
+        monkeypatch.setattr(backend_module, "_cpu_backend", lambda fixed=fixed: fixed)
+        if method == "filter":
+            results.append(nlfilt.denoise(image, sigma=30.0, window=11, iterations=2, device="cpu"))
+        else:
+            results.append(nlfilt.denoise_collaborative(image, sigma=30.0, device="cpu"))
+    for result in results[1:]:
+        numpy.testing.assert_array_equal(result, results[0])
+
+
 @pytest.mark.parametrize("budget", [nlfilt.DEFAULT_MEMORY_BUDGET, 16 * 2**20])
 @pytest.mark.parametrize("kernel", ["nlm", "arccos"])
 def test_global_peak_memory_stays_under_the_budget(kernel, budget):

@@ -1,0 +1,118 @@
+"""Images larger than memory: nlfilt's windowed filters over a dask array, chunk by chunk.
+
+Needs the ``dask`` extra (``pip install 'nlfilt[dask]'``); ``import nlfilt`` does
+not import this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+import nlfilt
+from nlfilt.api import DEFAULT_MEMORY_BUDGET, resolve_options
+from nlfilt.kernels import kernel_class
+from nlfilt.noise import estimate_sigma
+
+#: Side of the centred crop the noise level is estimated from when ``sigma`` is not given.
+SIGMA_SAMPLE = 2048
+
+
+def halo(patch: int, window: int, iterations: int) -> int:
+    """Pixels of context a chunk needs on each side for the exact windowed result.
+
+    One product with ``K`` reaches ``window // 2`` pixels for the pairs and
+    ``patch // 2`` more for their patches; each further twicing step reaches
+    ``window // 2`` further (the weights stay those of the noisy image).
+    """
+    return patch // 2 + iterations * (window // 2)
+
+
+def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window: int | str | None = "auto",
+            h: float | None = None, sigma: float | None = None, depth: int = 1, iterations: int = 1,
+            device: str = "auto", dtype: Any = numpy.float32,
+            memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Any:
+    """Denoise a dask array (H, W) or (H, W, C) chunk by chunk; returns a lazy dask array.
+
+    Each chunk is filtered with :func:`nlfilt.denoise` together with a halo
+    of :func:`halo` pixels from its neighbours (``map_overlap``, nothing added
+    at the image's own borders, where the filter pads as it does for a whole
+    image), and the halo is cut off again, so the result equals
+    :func:`nlfilt.denoise` of the whole image up to float rounding (features
+    are centred per chunk).  Chunks are enlarged where smaller than the halo;
+    the channel axis is kept in one chunk.
+
+    Only the windowed filters whose result is local qualify: NLM with row
+    normalisation and a fixed number of twicing steps.  The global mode,
+    ``iterations='auto'``, Sinkhorn scaling and the 'arccos' and 'ntk'
+    filters (normalised by the largest eigenvalue of the whole ``K``) depend
+    on the whole image and are refused (ValueError with the reason).
+
+    ``sigma`` is estimated, when not given, from the centred crop of at most
+    ``SIGMA_SAMPLE`` x ``SIGMA_SAMPLE`` pixels (computed at once; the rest
+    stays lazy).  The other parameters are those of :func:`nlfilt.denoise`.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy, nlfilt.dask
+    >>> noisy = da.from_array(numpy.random.default_rng(0).normal(100, 10, (64, 64)), chunks=32)
+    >>> nlfilt.dask.denoise(noisy, sigma=10.0, device="cpu").compute().shape
+    (64, 64)
+    """
+    import dask.array as da  # noqa: PLC0415 - optional extra
+
+    if not isinstance(array, da.Array):
+        raise ValueError(f"array must be a dask array (dask.array.from_array, from_zarr, ...); got "
+                         f"{type(array).__name__}: use nlfilt.denoise for an array in memory")
+    if array.ndim not in (2, 3):
+        raise ValueError(f"array must have 2 dimensions (H, W) or 3 (H, W, C); got shape {array.shape}")
+    if iterations == "auto":
+        raise ValueError("iterations='auto' chooses the step from the whole image's risk, which no chunk "
+                         "knows: pass a number of steps")
+    options = resolve_options(array.shape[:2] + array.shape[2:], kernel=kernel, patch=patch, window=window,
+                              h=h, sigma=sigma, depth=depth, memory_budget=memory_budget, normalize=None,
+                              iterations=iterations)
+    if options.window is None:
+        raise ValueError("the global mode pairs every pixel with every other: pass a search window (an odd "
+                         "integer) to filter chunk by chunk")
+    if options.normalize != "rows":
+        raise ValueError(f"kernel {kernel!r} is normalised by the largest eigenvalue of the whole image's K, "
+                         "which no chunk knows: only 'nlm' (rows normalised) is local")
+    if sigma is None and kernel_class(kernel).h_per_sigma is not None:
+        sigma = _sample_sigma(array)
+    reach = halo(options.patch, options.window, int(iterations))
+    if array.ndim == 3:
+        array = array.rechunk({2: -1})
+    array = array.rechunk({axis: _enlarged(array.chunks[axis], reach) for axis in (0, 1)})
+    call = {"kernel": kernel, "patch": options.patch, "window": options.window, "h": h, "sigma": sigma,
+            "depth": depth, "iterations": int(iterations), "device": device, "dtype": dtype,
+            "memory_budget": memory_budget}
+
+    def filter_chunk(chunk: numpy.ndarray) -> numpy.ndarray:
+        return nlfilt.denoise(chunk, **call)
+
+    depth_map = {0: reach, 1: reach} | ({2: 0} if array.ndim == 3 else {})
+    return array.map_overlap(filter_chunk, depth=depth_map, boundary="none", trim=True,
+                             dtype=numpy.dtype(dtype), meta=numpy.empty((0,) * array.ndim, dtype=dtype))
+
+
+def _enlarged(chunks: tuple[int, ...], reach: int) -> tuple[int, ...]:
+    """``chunks`` with every chunk smaller than ``reach`` merged into its neighbour (one chunk if the
+    axis is shorter than that)."""
+    merged: list[int] = []
+    for size in chunks:
+        if merged and (size < reach or merged[-1] < reach):
+            merged[-1] += size
+        else:
+            merged.append(size)
+    return tuple(merged)
+
+
+def _sample_sigma(array: Any) -> float:
+    """The noise level of the centred crop of at most SIGMA_SAMPLE pixels a side."""
+    height, width = array.shape[:2]
+    top, left = max(0, (height - SIGMA_SAMPLE) // 2), max(0, (width - SIGMA_SAMPLE) // 2)
+    crop = array[top:top + SIGMA_SAMPLE, left:left + SIGMA_SAMPLE].compute()
+    crop = numpy.asarray(crop, dtype=numpy.float64)
+    return estimate_sigma(numpy, crop if crop.ndim == 3 else crop[:, :, None])
