@@ -96,17 +96,25 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
             progress(float(done[0]), 4)
 
     settings = {"patch": patch, "step": step, "group": group}
-    guide = work[:, :, 0] if colour else work.mean(axis=2)
+    guide = _guide(xp, work, colour)
     rows, cols = _match(backend, guide, radius=radius[0], **settings)
     advance()
     pilot = _filter_groups(backend, work, None, rows, cols, sigma, threshold=threshold, **settings)
     advance()
-    guide = pilot[:, :, 0] if colour else pilot.mean(axis=2)
+    guide = _guide(xp, pilot, colour)
     rows, cols = _match(backend, guide, radius=radius[1], **settings)
     advance()
     estimate = _filter_groups(backend, work, pilot, rows, cols, sigma, threshold=threshold, **settings)
     advance()
     return estimate @ xp.asarray(OPPONENT, dtype=image.dtype) if colour else estimate
+
+
+def _guide(xp: Any, image: Any, colour: bool) -> Any:
+    """The image groups are matched on (luminance, or the channels' mean), in float64: float32 sums
+    of squared differences would round differently in different crops of the same image (chunks),
+    and near-ties would then choose different groups."""
+    guide = image[:, :, 0] if colour else image.mean(axis=2)
+    return guide.astype(xp.float64)
 
 
 def _grid(length: int, patch: int, step: int) -> numpy.ndarray:

@@ -215,7 +215,8 @@ COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 1.7e-6
 
 def estimate_collaborative_seconds(shape: tuple[int, ...]) -> float:
     """Estimated CPU seconds of :func:`nlfilt.denoise_collaborative` on an image of ``shape``
-    (0.5-1.6 s measured at 256x256 to 1024x1024 gray, 2.4 s at 512x512 RGB, on 2 cores)."""
+    (measured on 2 cores: about 0.7, 1.7 and 6 s at 256x256, 512x512 and 1024x1024 gray, 2.5 s at 512x512
+    RGB)."""
     pixels = shape[0] * shape[1]
     channels = shape[2] if len(shape) == 3 else 1
     return COLLABORATIVE_SECONDS_PER_CALL + pixels * (

@@ -19,6 +19,7 @@ import socket
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -252,14 +253,23 @@ def write_image(path: Path, pixels: numpy.ndarray, *, replace: bool = True) -> N
     problem = storage_problem(path.suffix, pixels.dtype, 0 if pixels.ndim == 2 else pixels.shape[2])
     if problem:
         raise ImageError(problem)
+    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    write_atomically(path, lambda temporary: iio.imwrite(temporary, pixels, extension=path.suffix, **options),
+                     replace=replace)
+
+
+def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool = True) -> None:
+    """Have ``write(temporary)`` write the file, then put it at ``path`` (see :func:`write_image`:
+    a partial file in the target folder, renamed or hard-linked when complete, removed on any failure
+    or interrupt; ``replace=False`` never replaces an existing ``path``)."""
+    path = Path(path)
     if not replace and path.exists():
         raise OutputExists(_WRITTEN_MEANWHILE)
-    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", dir=path.parent,
                                          suffix=f".{_writer_tag()}.partial{path.suffix}")
     os.close(handle)
     try:
-        iio.imwrite(temporary, pixels, extension=path.suffix, **options)
+        write(Path(temporary))
         os.chmod(temporary, _output_mode(path))
         if replace:
             os.replace(temporary, path)

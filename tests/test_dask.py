@@ -69,3 +69,18 @@ def test_importing_nlfilt_does_not_import_dask():
     code = "import sys, nlfilt, nlfilt.cli; print('dask' in sys.modules, 'distributed' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False False", done.stderr
+
+
+def test_the_collaborative_filter_chunk_by_chunk_equals_the_whole_image():
+    rows, cols = numpy.mgrid[:300, :260]
+    clean = 120 + 60 * numpy.sin(rows / 9.0) * numpy.cos(cols / 13.0)
+    noisy = clean + RNG.normal(0, 20, clean.shape)
+    whole = nlfilt.denoise_collaborative(noisy, sigma=20.0, device="cpu", dtype=numpy.float64)
+    for chunks in ((128, 128), (100, 90)):  # (100, 90): origins moved onto the grid of step 4
+        lazy = nlfilt_dask.denoise_collaborative(da.from_array(noisy, chunks=chunks), sigma=20.0,
+                                                 device="cpu", dtype=numpy.float64)
+        numpy.testing.assert_allclose(lazy.compute(), whole, rtol=0, atol=1e-9)
+    single = nlfilt.denoise_collaborative(noisy, sigma=20.0, device="cpu")
+    chunked = da.from_array(noisy.astype(numpy.float32), chunks=128)
+    lazy = nlfilt_dask.denoise_collaborative(chunked, sigma=20.0, device="cpu").compute()
+    assert (numpy.abs(lazy - single) > 1e-3).mean() < 0.01 and numpy.abs(lazy - single).max() < 1.0

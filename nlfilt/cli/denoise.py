@@ -33,6 +33,7 @@ from nlfilt.cli.options import (
 )
 from nlfilt.cli.progress import product_bar
 from nlfilt.cli.report import Report
+from nlfilt.cli.stream import should_stream, stream_tiff
 from nlfilt.images import (
     IMAGE_EXTENSIONS,
     ImageError,
@@ -158,14 +159,18 @@ def check_jobs(jobs: list[Job]) -> None:
 @click.option("--report", "report_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
               help="Append a line for the run and one JSON line per input to this file ('-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
+@click.option("--chunk", type=click.IntRange(min=0), default=0,
+              help="Read TIFF inputs in chunks of N x N pixels (rounded up to 256) and write tiled "
+                   "BigTIFF, never holding the image whole. [default: 0: only TIFFs over 8192 x 8192 "
+                   "pixels, in chunks of 2048]")
 @click.option("--scheduler", type=SchedulerType(), default=None,
               help="Run each file as a task on a dask.distributed cluster: a scheduler's address "
                    "(tcp://host:8786), local:N (N local worker processes, for this run) or local-cuda (one "
                    "worker per GPU, dask-cuda). Workers read and write the files themselves: use paths they "
                    "share. Needs nlfilt[dask].")
 def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, overwrite: bool,
-                    max_minutes: float, report_path: Path | None, quiet: bool, scheduler: Scheduler | None,
-                    **filter_params: Any) -> None:
+                    max_minutes: float, report_path: Path | None, quiet: bool, chunk: int,
+                    scheduler: Scheduler | None, **filter_params: Any) -> None:
     """Denoise image files and folders of images.
 
     INPUTS are files and folders (a folder means every PNG, TIFF, JPEG or BMP
@@ -177,7 +182,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
     interrupted.
     """
-    options = api_options(filter_params)
+    options = dict(api_options(filter_params), chunk=chunk)
     check_options(options)
     if scheduler is not None:
         import_distributed()  # a usage error now, before any work, when the extra is missing
@@ -321,7 +326,20 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
     pixels = None
     try:
         header = read_header(job.source)
-        check_image_cost(header.colour_shape, options, max_minutes)
+        streamed = should_stream(job.source, header, options.get("chunk", 0))
+        check_image_cost(header.colour_shape, options, max_minutes, streamed=streamed)
+        if streamed:  # read, filtered and written chunk by chunk, never whole
+            progress = product_bar(job.source.name, quiet, unit="bands of rows")
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                entry["sigma"] = stream_tiff(job.source, job.target, header, options, options.get("chunk", 0),
+                                             overwrite, progress)
+            finally:
+                if progress is not None:
+                    progress.close()
+            entry["iterations"] = options["iterations"] if options["method"] == "filter" else 1
+            entry["seconds"] = round(time.perf_counter() - started, 3)
+            return entry, None
         image = read_image(job.source, header)
         colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
         collaborative = options["method"] == "collaborative"
@@ -334,6 +352,7 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
             else:
                 resolved, call = resolve_for_image(colour, options)
                 call.pop("method", None)
+                call.pop("chunk", None)
                 result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
         finally:
             if progress is not None:
@@ -342,6 +361,9 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
         entry["iterations"] = info.iterations
         entry["pilot_iterations"] = info.pilot_iterations
         pixels = image.assemble(result)
+    except OutputExists as exc:
+        entry["status"] = "skipped"
+        entry["error"] = str(exc)
     except (ImageError, ValueError, MemoryError, OSError) as exc:
         entry["status"] = "failed"
         entry["error"] = gpu_failure(exc) or _message(exc)

@@ -218,7 +218,8 @@ def describe_seconds(seconds: float) -> str:
 
 
 def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device: str,
-               max_minutes: float, iterations: int | str = 1, guided: bool = False) -> None:
+               max_minutes: float, iterations: int | str = 1, guided: bool = False,
+               streamed: bool = False) -> None:
     """Raise ValueError with the estimate and working remedies when a CPU run would take too long
     (over ``max_minutes``; 0 disables) or need over half of the machine's memory.
 
@@ -234,7 +235,7 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
     global_mode = resolved.window is None
     memory = physical_memory()
     needed = estimate_working_bytes(shape, resolved, get_backend("cpu").workers, iterations)
-    if memory and needed > memory // 2:
+    if memory and needed > memory // 2 and not streamed:  # a streamed image holds a band at a time
         remedies = []
         if global_mode and iterations == "auto":
             remedies.append("set a fixed --iterations count (auto keeps Lanczos bases of the whole image)")
@@ -282,7 +283,7 @@ def physical_memory() -> int:
 
 
 def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float,
-                     steps: int | str | None = None) -> None:
+                     steps: int | str | None = None, streamed: bool = False) -> None:
     """Refuse an image of ``shape`` (its filtered channels) before it is decoded (ValueError).
 
     Checks the options against the image size (a default patch larger than
@@ -309,7 +310,7 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     guided = options.get("guide") is not None
     applications = expected_applications(resolved, steps, guided)
     device = get_backend(options["device"]).name
-    check_cost(tuple(shape), resolved, applications, device, max_minutes, steps, guided)
+    check_cost(tuple(shape), resolved, applications, device, max_minutes, steps, guided, streamed)
 
 
 def _check_collaborative_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float) -> None:
