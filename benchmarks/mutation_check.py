@@ -50,7 +50,33 @@ STOPPING = "nlfilt/stopping.py"
 OPERATORS = "nlfilt/operators.py"
 NOISE = "nlfilt/noise.py"
 
+COLLABORATIVE = "nlfilt/collaborative.py"
+CLUSTER = "nlfilt/cli/cluster.py"
+DASK = "nlfilt/dask.py"
+
 MUTATIONS = [
+    # collaborative filter, dask, clusters, streaming (added 2026-11-27)
+    mutation("collaborative: colour estimate not taken back to RGB", "collaborative",
+             (COLLABORATIVE, "estimate @ xp.asarray(OPPONENT, dtype=image.dtype) if colour",
+              "estimate @ xp.asarray(OPPONENT.T, dtype=image.dtype) if colour")),
+    mutation("collaborative: Wiener gains from the noisy group, not the pilot's", "collaborative",
+             (COLLABORATIVE, "gains = _transform(plane[index], count, group, forward2, along)",
+              "gains = values.copy()")),
+    mutation("collaborative: reference patch not forced into its own group", "collaborative",
+             (COLLABORATIVE, "distances[:, offsets.index((0, 0))] = -1", "pass")),
+    mutation("partial sums follow the thread count", "operators",
+             (OPERATORS, "shares = [range(start, count, PARTIALS) for start in range(min(PARTIALS, count))]",
+              "shares = [range(start, count, self.count) for start in range(min(self.count, count))]")),
+    mutation("dask: halo of one twicing step only", "dask",
+             (DASK, "return patch // 2 + iterations * (window // 2)", "return patch // 2 + window // 2")),
+    mutation("cluster: unfinished files get no interrupted line", "cli",
+             (DENOISE, "                mark_interrupted(job, interrupted)\n"
+                       "            return interrupted\n    return None",
+              "                pass\n            return interrupted\n    return None")),
+    mutation("cluster: workers' partial files left after the run", "cli",
+             (DENOISE, "            for folder in folders:  # what workers killed on this host left behind\n"
+                       "                remove_stale_partials(folder)\n", "")),
+
     # command line: paths
     mutation("output-is-input check compares the paths as typed", "cli",
              (DENOISE, "if _file_identity(target) in identities:",
@@ -73,8 +99,8 @@ MUTATIONS = [
              (DENOISE, "        if same_format(suffix, job.source.suffix):\n            continue",
               "        continue")),
     mutation("a concurrent run's finished output replaced", "cli",
-             (DENOISE, "write_image(job.target, image.assemble(result), replace=overwrite)",
-              "write_image(job.target, image.assemble(result), replace=True)")),
+             (DENOISE, "write_image(job.target, pixels, replace=overwrite)",
+              "write_image(job.target, pixels, replace=True)")),
     mutation("report truncated instead of appended", "cli",
              ("nlfilt/cli/report.py", "os.O_WRONLY | os.O_APPEND | os.O_CREAT",
               "os.O_WRONLY | os.O_CREAT | os.O_TRUNC")),
