@@ -70,9 +70,7 @@ MUTATIONS = [
     mutation("dask: halo of one twicing step only", "dask",
              (DASK, "return patch // 2 + iterations * (window // 2)", "return patch // 2 + window // 2")),
     mutation("cluster: unfinished files get no interrupted line", "cli",
-             (DENOISE, "                mark_interrupted(job, interrupted)\n"
-                       "            return interrupted\n    return None",
-              "                pass\n            return interrupted\n    return None")),
+             (DENOISE, "        mark_interrupted(job, interrupted, detail)\n", "")),
     mutation("cluster: workers' partial files left after the run", "cli",
              (DENOISE, "            for folder in folders:  # what workers killed on this host left behind\n"
                        "                remove_stale_partials(folder)\n", "")),

@@ -148,3 +148,32 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def test_a_signal_stops_a_cluster_run_cleanly(tmp_path):
+    """SIGTERM mid-batch: unfinished tasks cancelled, the local cluster stopped, no partial file, an
+    'interrupted' report line for every unfinished input, exit status 143."""
+    inputs = photos(tmp_path / "in", 30, side=256)
+    out, report = tmp_path / "out", tmp_path / "report.jsonl"
+    run = subprocess.Popen([str(BIN / "nlfilt"), "denoise", *EXACT, str(inputs), "-o", str(out),
+                            "--iterations", "3", "--scheduler", "local:2", "--report", str(report),
+                            "--quiet"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())):
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no output after two minutes"
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143, stderr
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    written = sorted(p.name for p in out.iterdir())
+    assert all(not name.startswith(".") for name in written) and 0 < len(written) < 30
+    lines = entries(report.read_text())
+    assert sorted(Path(line["input"]).name for line in lines) == sorted(p.name for p in inputs.iterdir())
+    assert {line["status"] for line in lines} == {"denoised", "interrupted"}
+    # files a worker had started when the signal came are completed (atomically) and say so
+    completed = [Path(line["input"]).name for line in lines
+                 if line["status"] == "denoised" or "wrote its output" in (line["error"] or "")]
+    assert sorted(completed) == written

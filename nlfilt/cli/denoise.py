@@ -216,8 +216,9 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         report.write(entry)
         bar.update(1)
 
-    def mark_interrupted(job: Job, signal_received: Interrupted) -> None:
-        report.write(_entry(job, backend.name, status="interrupted", error=f"{signal_received} received"))
+    def mark_interrupted(job: Job, signal_received: Interrupted, detail: str = "") -> None:
+        report.write(_entry(job, backend.name, status="interrupted",
+                            error=f"{signal_received} received{detail}"))
 
     try:
         if scheduler is None:
@@ -245,7 +246,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
 
 def _run_here(jobs: list[Job], options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
               quiet: bool, record: Callable[[dict[str, Any]], None],
-              mark_interrupted: Callable[[Job, Interrupted], None]) -> Interrupted | None:
+              mark_interrupted: Callable[..., None]) -> Interrupted | None:
     """The batch in this process (outputs written on background threads); the signal that stopped it,
     or None."""
     writer = OutputWriter(overwrite, record)
@@ -275,19 +276,24 @@ def _run_here(jobs: list[Job], options: dict[str, Any], device: str, overwrite: 
 
 def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], options: dict[str, Any], overwrite: bool,
                     max_minutes: float, record: Callable[[dict[str, Any]], None],
-                    mark_interrupted: Callable[[Job, Interrupted], None]) -> Interrupted | None:
+                    mark_interrupted: Callable[[Job, Interrupted, str], None]) -> Interrupted | None:
     """The batch as tasks on a dask cluster (:mod:`nlfilt.cli.cluster`); the signal that stopped it, or
-    None.  Every file not finished when a signal comes gets an 'interrupted' report line."""
+    None.  Every file not finished when a signal comes gets an 'interrupted' report line, written once
+    a local cluster has stopped, saying whether a worker still completed its output."""
+    existed = {job.target for job in jobs if job.target.exists()}
+    interrupted, unfinished = None, []
     with connect(scheduler) as client, signals_interrupt() as gate:
         try:
             arguments = (options, overwrite, max_minutes)
             run_batch(client, jobs, cluster_job, arguments, record, gate.interruptible)
         except (Interrupted, KeyboardInterrupt) as exc:
             interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-            for job in getattr(exc, "unfinished", []):
-                mark_interrupted(job, interrupted)
-            return interrupted
-    return None
+            unfinished = getattr(exc, "unfinished", [])
+    for job in unfinished:
+        done = job.target not in existed and job.target.exists()
+        detail = "; a worker had already started it and wrote its output" if done else ""
+        mark_interrupted(job, interrupted, detail)
+    return interrupted
 
 
 def cluster_job(job: Job, options: dict[str, Any], overwrite: bool, max_minutes: float) -> dict[str, Any]:
