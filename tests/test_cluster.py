@@ -172,7 +172,8 @@ def test_a_signal_stops_a_cluster_run_cleanly(tmp_path):
     assert all(not name.startswith(".") for name in written) and 0 < len(written) < 30
     lines = entries(report.read_text())
     assert sorted(Path(line["input"]).name for line in lines) == sorted(p.name for p in inputs.iterdir())
-    assert {line["status"] for line in lines} == {"denoised", "interrupted"}
+    assert {line["status"] for line in lines} <= {"denoised", "interrupted"}
+    assert any(line["status"] == "interrupted" for line in lines)
     # files a worker had started when the signal came are completed (atomically) and say so
     completed = [Path(line["input"]).name for line in lines
                  if line["status"] == "denoised" or "wrote its output" in (line["error"] or "")]
