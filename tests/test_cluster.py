@@ -129,6 +129,11 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path):
             time.sleep(0.02)
         os.kill(processes[1].pid, signal.SIGKILL)  # the first worker, mid-batch
         processes[1].wait(timeout=10)
+        # what the killed worker would leave if it died while writing: removed at the end of the run
+        from nlfilt.images import _host_tag
+
+        left = out / f".00.killed.nlfilt-{_host_tag()}-{processes[1].pid}.partial.png"
+        left.write_bytes(b"half an image")
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
         written = sorted(p.name for p in out.iterdir())
