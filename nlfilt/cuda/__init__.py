@@ -88,12 +88,16 @@ def source() -> str:
     one (so a kernel registered from outside the package is compiled with the rest)."""
     from nlfilt.kernels import kernel_class, kernel_names  # noqa: PLC0415 - kernels imports this module
 
-    parts = list(_files())
-    for name in kernel_names():
-        kernel = kernel_class(name)
-        if kernel.cuda_profile is not None:
-            parts.append(kernel_source(kernel.cuda_name(), kernel.cuda_profile))
-    return "\n".join(parts)
+    profiles = tuple((kernel.cuda_name(), kernel.cuda_profile) for kernel in map(kernel_class, kernel_names())
+                     if kernel.cuda_profile is not None)
+    return _source(profiles)
+
+
+@lru_cache(maxsize=8)
+def _source(profiles: tuple[tuple[str, str], ...]) -> str:
+    """The source for these (identifier, profile body) pairs, built once per set of registered kernels
+    (every launch checks its arguments against it)."""
+    return "\n".join([*_files(), *(kernel_source(name, body) for name, body in profiles)])
 
 
 @cache
