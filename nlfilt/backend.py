@@ -195,14 +195,23 @@ def gpu_status() -> tuple[bool, str]:
     return cupy is not None, reason
 
 
-def _host_workers() -> int:
-    """CPU threads nlfilt uses: the cores this process may run on, or fewer when ``NLFILT_THREADS`` says
-    so (a dask worker process of a local cluster gets its share of the cores that way)."""
+#: Environment variable that caps the CPU threads nlfilt uses in one process (a dask worker process of a
+#: local cluster gets its share of the cores that way).
+THREADS_VARIABLE = "NLFILT_THREADS"
+
+
+def host_cores() -> int:
+    """The CPU cores this process may run on."""
     try:
-        cores = max(1, len(os.sched_getaffinity(0)))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        cores = max(1, os.cpu_count() or 1)
-    limit = os.environ.get("NLFILT_THREADS", "").strip()
+        return max(1, os.cpu_count() or 1)
+
+
+def _host_workers() -> int:
+    """CPU threads nlfilt uses: :func:`host_cores`, or fewer when ``NLFILT_THREADS`` says so."""
+    cores = host_cores()
+    limit = os.environ.get(THREADS_VARIABLE, "").strip()
     return min(cores, int(limit)) if limit.isdigit() and int(limit) > 0 else cores
 
 

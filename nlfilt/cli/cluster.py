@@ -27,11 +27,10 @@ from typing import Any
 
 import click
 
+from nlfilt.backend import THREADS_VARIABLE, host_cores
+
 #: How long the client tries to reach a scheduler given by address.
 CONNECT_TIMEOUT = "10s"
-
-#: Environment variable that caps the CPU threads nlfilt uses in one process (read by the backend).
-THREADS_VARIABLE = "NLFILT_THREADS"
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,6 @@ def connect(scheduler: Scheduler, threads: int | None = None) -> Iterator[Any]:
                 message = f"cannot reach the dask scheduler at {scheduler.address}: {exc}"
                 raise click.UsageError(message) from None
         else:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             if scheduler.kind == "local-cuda":
                 try:
                     from dask_cuda import LocalCUDACluster  # noqa: PLC0415 - optional
@@ -109,7 +107,7 @@ def connect(scheduler: Scheduler, threads: int | None = None) -> Iterator[Any]:
                     raise click.UsageError(message) from None
                 cluster = LocalCUDACluster(dashboard_address=None, threads_per_worker=1)
             else:
-                share = threads or max(1, cores // scheduler.workers)
+                share = threads or max(1, host_cores() // scheduler.workers)
                 # dask's nannies set MALLOC_TRIM_THRESHOLD_ in the workers they spawn, which turns off
                 # glibc's adaptive mmap threshold: every image-sized array is then mapped and faulted in
                 # anew (measured: 26 ms more per 512x512 image); nlfilt's workers keep the default
