@@ -60,13 +60,7 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
     >>> nlfilt.dask.denoise(noisy, sigma=10.0, device="cpu").compute().shape
     (64, 64)
     """
-    import dask.array as da  # noqa: PLC0415 - optional extra
-
-    if not isinstance(array, da.Array):
-        raise ValueError(f"array must be a dask array (dask.array.from_array, from_zarr, ...); got "
-                         f"{type(array).__name__}: use nlfilt.denoise for an array in memory")
-    if array.ndim not in (2, 3):
-        raise ValueError(f"array must have 2 dimensions (H, W) or 3 (H, W, C); got shape {array.shape}")
+    _check_image(array, "nlfilt.denoise")
     if iterations == "auto":
         raise ValueError("iterations='auto' chooses the step from the whole image's risk, which no chunk "
                          "knows: pass a number of steps")
@@ -80,21 +74,12 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
         raise ValueError(f"kernel {kernel!r} is normalised by the largest eigenvalue of the whole image's K, "
                          "which no chunk knows: only 'nlm' (rows normalised) is local")
     if sigma is None and kernel_class(kernel).h_per_sigma is not None:
-        sigma = _sample_sigma(array)
-    reach = halo(options.patch, options.window, int(iterations))
-    if array.ndim == 3:
-        array = array.rechunk({2: -1})
-    array = array.rechunk({axis: _enlarged(array.chunks[axis], reach) for axis in (0, 1)})
+        sigma = sample_sigma(array)
     call = {"kernel": kernel, "patch": options.patch, "window": options.window, "h": h, "sigma": sigma,
             "depth": depth, "iterations": int(iterations), "device": device, "dtype": dtype,
             "memory_budget": memory_budget}
-
-    def filter_chunk(chunk: numpy.ndarray) -> numpy.ndarray:
-        return nlfilt.denoise(chunk, **call)
-
-    depth_map = {0: reach, 1: reach} | ({2: 0} if array.ndim == 3 else {})
-    return array.map_overlap(filter_chunk, depth=depth_map, boundary="none", trim=True,
-                             dtype=numpy.dtype(dtype), meta=numpy.empty((0,) * array.ndim, dtype=dtype))
+    return _chunk_by_chunk(array, lambda chunk: nlfilt.denoise(chunk, **call),
+                           halo(options.patch, options.window, int(iterations)), dtype)
 
 
 #: Context a chunk of the collaborative filter gets on each side: its two stages reach about 53 pixels
@@ -116,30 +101,40 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, device: str
     300 x 260 image in 128-pixel chunks: 0.2 % of the values differ by more
     than 1e-3, at most 0.17 of 255).  ``sigma`` as in :func:`denoise`.
     """
-    import dask.array as da  # noqa: PLC0415 - optional extra
-
     from nlfilt.collaborative import PATCH, STEP  # noqa: PLC0415
 
-    if not isinstance(array, da.Array):
-        raise ValueError(f"array must be a dask array; got {type(array).__name__}: use "
-                         "nlfilt.denoise_collaborative for an array in memory")
-    if array.ndim not in (2, 3):
-        raise ValueError(f"array must have 2 dimensions (H, W) or 3 (H, W, C); got shape {array.shape}")
+    _check_image(array, "nlfilt.denoise_collaborative")
     if min(array.shape[:2]) < PATCH:
         raise ValueError(f"the collaborative filter needs an image of at least {PATCH}x{PATCH} pixels")
     if sigma is None:
-        sigma = _sample_sigma(array)
+        sigma = sample_sigma(array)
+    call = {"sigma": sigma, "device": device, "dtype": dtype}
+    return _chunk_by_chunk(array, lambda chunk: nlfilt.denoise_collaborative(chunk, **call),
+                           COLLABORATIVE_HALO, dtype, step=STEP)
+
+
+def _check_image(array: Any, in_memory: str) -> None:
+    """ValueError unless ``array`` is a dask array (H, W) or (H, W, C); ``in_memory`` names the function
+    for an array in memory."""
+    import dask.array as da  # noqa: PLC0415 - optional extra
+
+    if not isinstance(array, da.Array):
+        raise ValueError(f"array must be a dask array (dask.array.from_array, from_zarr, ...); got "
+                         f"{type(array).__name__}: use {in_memory} for an array in memory")
+    if array.ndim not in (2, 3):
+        raise ValueError(f"array must have 2 dimensions (H, W) or 3 (H, W, C); got shape {array.shape}")
+
+
+def _chunk_by_chunk(array: Any, filter_chunk: Any, reach: int, dtype: Any, step: int = 1) -> Any:
+    """``filter_chunk`` over ``array`` with ``reach`` pixels of context from each neighbour (map_overlap,
+    nothing added at the image's own borders), the context cut off again.  The channel axis is put in one
+    chunk; chunks are enlarged to at least ``reach`` and start on multiples of ``step``."""
     if array.ndim == 3:
         array = array.rechunk({2: -1})
-    reach = COLLABORATIVE_HALO
-    array = array.rechunk({axis: _on_grid(_enlarged(array.chunks[axis], reach), STEP) for axis in (0, 1)})
-
-    def filter_chunk(chunk: numpy.ndarray) -> numpy.ndarray:
-        return nlfilt.denoise_collaborative(chunk, sigma=sigma, device=device, dtype=dtype)
-
-    depth_map = {0: reach, 1: reach} | ({2: 0} if array.ndim == 3 else {})
-    return array.map_overlap(filter_chunk, depth=depth_map, boundary="none", trim=True,
-                             dtype=numpy.dtype(dtype), meta=numpy.empty((0,) * array.ndim, dtype=dtype))
+    array = array.rechunk({axis: _enlarged(_on_grid(array.chunks[axis], step), reach) for axis in (0, 1)})
+    depth = {0: reach, 1: reach} | ({2: 0} if array.ndim == 3 else {})
+    return array.map_overlap(filter_chunk, depth=depth, boundary="none", trim=True, dtype=numpy.dtype(dtype),
+                             meta=numpy.empty((0,) * array.ndim, dtype=dtype))
 
 
 def _on_grid(chunks: tuple[int, ...], step: int) -> tuple[int, ...]:
@@ -165,7 +160,7 @@ def _enlarged(chunks: tuple[int, ...], reach: int) -> tuple[int, ...]:
     return tuple(merged)
 
 
-def _sample_sigma(array: Any) -> float:
+def sample_sigma(array: Any) -> float:
     """The noise level of the centred crop of at most SIGMA_SAMPLE pixels a side."""
     height, width = array.shape[:2]
     top, left = max(0, (height - SIGMA_SAMPLE) // 2), max(0, (width - SIGMA_SAMPLE) // 2)

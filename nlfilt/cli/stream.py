@@ -38,7 +38,7 @@ def should_stream(path: Path, header: ImageHeader, chunk: int) -> bool:
 
 
 def stream_tiff(source: Path, target: Path, header: ImageHeader, options: dict[str, Any], chunk: int,
-                replace: bool, progress: Callable[[float, int], None] | None) -> float | None:
+                replace: bool, progress: Callable[[float, int], None] | None) -> float:
     """Filter ``source`` into ``target`` chunk by chunk; returns the noise level used.
 
     Raises ImageError (the extra is missing, or the file cannot be read or
@@ -64,7 +64,7 @@ def stream_tiff(source: Path, target: Path, header: ImageHeader, options: dict[s
         work = array.astype(numpy.float64 if array.dtype.itemsize > 4 else numpy.float32)
         sigma = options.get("sigma")
         if sigma is None:
-            sigma = nlfilt_dask._sample_sigma(work)
+            sigma = nlfilt_dask.sample_sigma(work)
         if options["method"] == "collaborative":
             result = nlfilt_dask.denoise_collaborative(work, sigma=sigma, device=options["device"])
         else:
@@ -92,7 +92,7 @@ def stream_tiff(source: Path, target: Path, header: ImageHeader, options: dict[s
         write_atomically(target, write, replace=replace)
     finally:
         store.close()
-    return float(sigma) if sigma is not None else None
+    return float(sigma)
 
 
 def _band_tiles(band: numpy.ndarray) -> Iterator[numpy.ndarray]:
