@@ -17,7 +17,7 @@ from typing import Any
 import numpy
 
 from nlfilt.backend import DEVICES, Backend, get_backend, host_array, is_device_array
-from nlfilt.collaborative import PATCH, collaborative_filter
+from nlfilt.collaborative import check_shape, collaborative_filter
 from nlfilt.cost import expected_applications
 from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, twicing
 from nlfilt.kernels import kernel_class
@@ -408,10 +408,7 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, device: str
     host = _as_real_array(image)
     if sigma is not None:
         _check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
-    height, width = host.shape[:2]
-    if min(height, width) < PATCH:
-        raise ValueError(f"the collaborative filter needs an image of at least {PATCH}x{PATCH} pixels; got "
-                         f"{height}x{width}")
+    check_shape(host.shape)  # before the image goes to the device
     backend, array = place(host, device, work_dtype)
     if sigma is None:
         sigma = estimate_sigma(backend.xp, array)

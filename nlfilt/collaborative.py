@@ -83,9 +83,7 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
     height, width, channels = image.shape
     if sigma <= 0:
         return image.copy()
-    if min(height, width) < patch:
-        raise ValueError(f"the collaborative filter needs an image of at least {patch}x{patch} pixels; got "
-                         f"{height}x{width}")
+    check_shape(image.shape, patch)
     colour = channels == 3
     work = image @ xp.asarray(OPPONENT.T, dtype=image.dtype) if colour else image
     done = [0]
@@ -95,18 +93,26 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
         if progress is not None:
             progress(float(done[0]), 4)
 
-    settings = {"patch": patch, "step": step, "group": group}
+    settings = {"patch": patch, "group": group}
     guide = _guide(xp, work, colour)
-    rows, cols = _match(backend, guide, radius=radius[0], **settings)
+    rows, cols = _match(backend, guide, step=step, radius=radius[0], **settings)
     advance()
     pilot = _filter_groups(backend, work, None, rows, cols, sigma, threshold=threshold, **settings)
     advance()
     guide = _guide(xp, pilot, colour)
-    rows, cols = _match(backend, guide, radius=radius[1], **settings)
+    rows, cols = _match(backend, guide, step=step, radius=radius[1], **settings)
     advance()
     estimate = _filter_groups(backend, work, pilot, rows, cols, sigma, threshold=threshold, **settings)
     advance()
     return estimate @ xp.asarray(OPPONENT, dtype=image.dtype) if colour else estimate
+
+
+def check_shape(shape: tuple[int, ...], patch: int = PATCH) -> None:
+    """ValueError unless an image of ``shape`` holds at least one patch."""
+    height, width = shape[:2]
+    if min(height, width) < patch:
+        raise ValueError(f"the collaborative filter needs an image of at least {patch}x{patch} pixels; got "
+                         f"{height}x{width}")
 
 
 def _guide(xp: Any, image: Any, colour: bool) -> Any:
@@ -190,7 +196,7 @@ def _band_distances(backend: Backend, workers: _Workers, guide: Any, rows: numpy
 
 
 def _filter_groups(backend: Backend, image: Any, pilot: Any | None, rows: Any, cols: Any, sigma: float, *,
-                   patch: int, step: int, group: int, threshold: float) -> Any:
+                   patch: int, group: int, threshold: float) -> Any:
     """One stage over all groups: hard thresholding (``pilot`` None) or the Wiener filter with the
     pilot's coefficients; the patches added back with their weights and divided by the weights."""
     xp = backend.xp

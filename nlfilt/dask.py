@@ -101,11 +101,10 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, device: str
     300 x 260 image in 128-pixel chunks: 0.2 % of the values differ by more
     than 1e-3, at most 0.17 of 255).  ``sigma`` as in :func:`denoise`.
     """
-    from nlfilt.collaborative import PATCH, STEP  # noqa: PLC0415
+    from nlfilt.collaborative import STEP, check_shape  # noqa: PLC0415
 
     _check_image(array, "nlfilt.denoise_collaborative")
-    if min(array.shape[:2]) < PATCH:
-        raise ValueError(f"the collaborative filter needs an image of at least {PATCH}x{PATCH} pixels")
+    check_shape(array.shape)
     if sigma is None:
         sigma = sample_sigma(array)
     call = {"sigma": sigma, "device": device, "dtype": dtype}

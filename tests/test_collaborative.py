@@ -82,7 +82,7 @@ def test_keeping_every_coefficient_gives_back_the_image():
     """Threshold 0: the groups pass unchanged, so the weighted aggregation must return the input."""
     image = RNG.normal(100, 20, size=(37, 45, 2))
     rows, cols = collaborative._match(CPU, image.mean(axis=2), patch=8, step=3, radius=4, group=8)
-    out = collaborative._filter_groups(CPU, image, None, rows, cols, 10.0, patch=8, step=3, group=8,
+    out = collaborative._filter_groups(CPU, image, None, rows, cols, 10.0, patch=8, group=8,
                                        threshold=0.0)
     numpy.testing.assert_allclose(out, image, rtol=1e-10)
 
@@ -91,7 +91,7 @@ def test_a_noise_free_pilot_with_little_noise_gives_back_the_image():
     """Wiener gains P^2 / (P^2 + sigma^2) tend to 1 as sigma does: the second stage then returns the image."""
     image = scene()[:, :, None]
     rows, cols = collaborative._match(CPU, image[:, :, 0], patch=8, step=4, radius=4, group=8)
-    out = collaborative._filter_groups(CPU, image, image, rows, cols, 1e-4, patch=8, step=4, group=8,
+    out = collaborative._filter_groups(CPU, image, image, rows, cols, 1e-4, patch=8, group=8,
                                        threshold=2.7)
     numpy.testing.assert_allclose(out, image, rtol=1e-6)
 
