@@ -21,7 +21,6 @@ scheduling overhead per task is (T(1 worker) - T(in process)) / images, in ms.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import shutil
@@ -80,7 +79,7 @@ def on_cluster(jobs: list[Job], workers: int) -> tuple[float, float]:
         client.submit(sum, [1, 2]).result()  # the first task's round trip is start-up too
         ready = time.perf_counter()
         statuses = []
-        run_batch(client, jobs, cluster_job, (OPTIONS, False, 0.0), statuses.append, contextlib.nullcontext)
+        run_batch(client, jobs, cluster_job, (OPTIONS, False, 0.0), statuses.append, lambda: None)
         finished = time.perf_counter()
     assert len(statuses) == len(jobs) and all(entry["status"] == "denoised" for entry in statuses)
     return ready - started, finished - ready

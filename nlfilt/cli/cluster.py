@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from typing import Any
 import click
 
 from nlfilt.backend import THREADS_VARIABLE, host_cores
+
+#: Seconds between checks for a signal while the client waits for tasks.
+POLL = 0.05
 
 #: How long the client tries to reach a scheduler given by address.
 CONNECT_TIMEOUT = "10s"
@@ -130,13 +134,12 @@ def connect(scheduler: Scheduler, threads: int | None = None) -> Iterator[Any]:
 
 
 def run_batch(client: Any, jobs: list[Any], task: Callable[..., dict[str, Any]], arguments: tuple[Any, ...],
-              record: Callable[[dict[str, Any]], None], interruptible: Callable[[], Any]) -> None:
+              record: Callable[[dict[str, Any]], None], check: Callable[[], None]) -> None:
     """Submit ``task(job, *arguments)`` for every job and ``record`` each entry as it finishes.
 
-    Only the wait for the next finished task is ``interruptible()``, so a
-    signal never falls between taking an entry and recording it.  When one
-    stops the wait, the unfinished tasks are cancelled (a task already
-    running on a remote worker still completes, atomically) and the
+    While waiting, ``check()`` is called every ``POLL`` seconds; when it
+    raises (a signal came), the unfinished tasks are cancelled (a task
+    already running on a remote worker still completes, atomically) and the
     exception is raised again with the unfinished jobs in its ``unfinished``
     attribute.  Retries are the scheduler's: a task whose worker died runs
     again on another.
@@ -148,8 +151,11 @@ def run_batch(client: Any, jobs: list[Any], task: Callable[..., dict[str, Any]],
     finished = distributed.as_completed(list(pending))
     try:
         while pending:
-            with interruptible():
-                future = next(finished)
+            check()
+            if not finished.has_ready():
+                time.sleep(POLL)
+                continue
+            future = next(finished)
             del pending[future]
             record(future.result())
     except BaseException as exc:

@@ -256,9 +256,9 @@ def _run_here(jobs: list[Job], options: dict[str, Any], device: str, overwrite: 
             try:
                 for job in jobs:
                     current = job
-                    gate.check()  # a signal received while the previous output was handed over
-                    with gate.interruptible():
-                        entry, pixels = _filter_job(job, options, device, overwrite, max_minutes, quiet)
+                    gate.check()
+                    entry, pixels = _filter_job(job, options, device, overwrite, max_minutes, quiet,
+                                                gate.watch)
                     writer.submit(job, entry, pixels)
                     current = None
                 writer.drain()
@@ -285,7 +285,7 @@ def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], options: dict[str, An
     with connect(scheduler) as client, signals_interrupt() as gate:
         try:
             arguments = (options, overwrite, max_minutes)
-            run_batch(client, jobs, cluster_job, arguments, record, gate.interruptible)
+            run_batch(client, jobs, cluster_job, arguments, record, gate.check)
         except (Interrupted, KeyboardInterrupt) as exc:
             interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
             unfinished = getattr(exc, "unfinished", [])
@@ -316,9 +316,12 @@ def _entry(job: Job, device: str, **fields: Any) -> dict[str, Any]:
 
 
 def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
-                quiet: bool) -> tuple[dict[str, Any], Any]:
+                quiet: bool, watch: Callable[[Any], Callable[[float, int], None]] | None = None
+                ) -> tuple[dict[str, Any], Any]:
     """Read and denoise one file: (its report entry, the output pixels to write, or None when the
-    entry is already final: skipped or failed).  Never raises for a bad file.
+    entry is already final: skipped or failed).  Never raises for a bad file.  ``watch`` wraps the
+    progress callback (:meth:`nlfilt.cli.interrupts.SignalGate.watch`: a signal stops the filter at its
+    next progress report).
 
     The file is refused from its header (size, cost, memory) before its
     pixels are decoded.
@@ -332,41 +335,38 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
     pixels = None
     try:
         header = read_header(job.source)
-        streamed = should_stream(job.source, header, options.get("chunk", 0))
+        chunk = options.get("chunk", 0)
+        streamed = should_stream(job.source, header, chunk)  # read, filtered and written chunk by chunk
         check_image_cost(header.colour_shape, options, max_minutes, streamed=streamed)
-        if streamed:  # read, filtered and written chunk by chunk, never whole
-            progress = product_bar(job.source.name, quiet, unit="bands of rows")
-            job.target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                entry["sigma"] = stream_tiff(job.source, job.target, header, options, options.get("chunk", 0),
-                                             overwrite, progress)
-            finally:
-                if progress is not None:
-                    progress.close()
-            entry["iterations"] = options["iterations"] if options["method"] == "filter" else 1
-            entry["seconds"] = round(time.perf_counter() - started, 3)
-            return entry, None
-        image = read_image(job.source, header)
-        colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
+        image = None if streamed else read_image(job.source, header)
         collaborative = options["method"] == "collaborative"
-        progress = product_bar(job.source.name, quiet, unit="steps" if collaborative else "products with K")
+        unit = "bands of rows" if streamed else "steps" if collaborative else "products with K"
+        bar = product_bar(job.source.name, quiet, unit=unit)
+        progress = bar if watch is None else watch(bar)
         try:
-            if collaborative:
-                result, info = nlfilt.denoise_collaborative(colour, sigma=options["sigma"],
-                                                            device=options["device"], progress=progress,
-                                                            return_info=True)
+            if streamed:
+                job.target.parent.mkdir(parents=True, exist_ok=True)
+                entry["sigma"] = stream_tiff(job.source, job.target, header, options, chunk, overwrite,
+                                             progress)
+                entry["iterations"] = 1 if collaborative else options["iterations"]
             else:
-                resolved, call = resolve_for_image(colour, options)
-                call.pop("method", None)
-                call.pop("chunk", None)
-                result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
+                colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
+                if collaborative:
+                    result, info = nlfilt.denoise_collaborative(colour, sigma=options["sigma"],
+                                                                device=options["device"], progress=progress,
+                                                                return_info=True)
+                else:
+                    _, call = resolve_for_image(colour, options)
+                    call.pop("method", None)
+                    call.pop("chunk", None)
+                    result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
+                entry["sigma"] = info.sigma
+                entry["iterations"] = info.iterations
+                entry["pilot_iterations"] = info.pilot_iterations
+                pixels = image.assemble(result)
         finally:
-            if progress is not None:
-                progress.close()
-        entry["sigma"] = info.sigma
-        entry["iterations"] = info.iterations
-        entry["pilot_iterations"] = info.pilot_iterations
-        pixels = image.assemble(result)
+            if bar is not None:
+                bar.close()
     except OutputExists as exc:
         entry["status"] = "skipped"
         entry["error"] = str(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,38 +22,35 @@ class Interrupted(BaseException):
 
 
 class SignalGate:
-    """Where SIGINT and SIGTERM may interrupt: only inside :meth:`interruptible` blocks.
+    """SIGINT and SIGTERM, received at any moment, acted on at safe points only.
 
-    A signal that arrives inside such a block raises :class:`Interrupted` at
-    once (a long filter stops promptly); one that arrives elsewhere, in the
-    middle of bookkeeping that must not be cut in two, is kept and raised by
-    the next :meth:`check` or on entering the next :meth:`interruptible` block.
+    The handler only records the signal; :meth:`check` raises
+    :class:`Interrupted` for it.  A batch checks between files and, through
+    :meth:`watch`, at every progress report of the library (after each tile,
+    window offset, step or band of rows), so a long filter still stops within
+    moments.  Raising from the handler itself would cut the main thread
+    wherever it is: in the middle of an import, it left a module lock held
+    that an output writer thread then waited for forever.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._armed = False
 
     def handler(self, signum: int, frame: Any) -> None:
         self.received = signum
-        if self._armed:
-            self._armed = False
-            raise Interrupted(signum)
 
     def check(self) -> None:
         """Raise :class:`Interrupted` for a signal received so far."""
         if self.received is not None:
             raise Interrupted(self.received)
 
-    @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """Within the block, a signal raises :class:`Interrupted` at once."""
-        self.check()
-        self._armed = True
-        try:
-            yield
-        finally:
-            self._armed = False
+    def watch(self, progress: Callable[[float, int], None] | None) -> Callable[[float, int], None]:
+        """A progress callback that checks for a signal, then passes the report on to ``progress``."""
+        def report(done: float, total: int) -> None:
+            self.check()
+            if progress is not None:
+                progress(done, total)
+        return report
 
 
 @contextmanager
