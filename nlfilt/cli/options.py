@@ -188,7 +188,8 @@ def check_options(options: dict[str, Any]) -> None:
         changed = [name for name, default in FILTER_ONLY.items() if options.get(name, default) != default]
         if changed:
             flags = ", ".join("--" + name.replace("_", "-") for name in changed)
-            raise click.UsageError(f"{flags} configure --method filter; add --method filter to use them "
+            verb, pronoun = ("configures", "it") if len(changed) == 1 else ("configure", "them")
+            raise click.UsageError(f"{flags} {verb} --method filter; add --method filter to use {pronoun} "
                                    "(the default method, collaborative, takes only --sigma and --device)")
     try:
         resolve_options((2**30, 2**30), **_filter_options(options))
