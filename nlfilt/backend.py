@@ -123,12 +123,13 @@ class Backend:
         return out
 
     def accelerate(self, operator: Any, kernel: Any) -> Any:
-        """The operator to compute with: ``operator`` itself (the array code), or on the GPU the CUDA
-        operator that serves it, when one exists for ``kernel`` (:func:`nlfilt.cuda.operators.select`)."""
-        if self.name != "gpu":
-            return operator
-        from nlfilt.cuda.operators import select  # noqa: PLC0415 - GPU only
-
+        """The operator to compute with: ``operator`` itself (the array code), or a fused operator that
+        serves it when one exists for ``kernel``: CUDA on the GPU (:func:`nlfilt.cuda.operators.select`),
+        compiled by numba on the CPU (:func:`nlfilt.jit.select`)."""
+        if self.name == "gpu":
+            from nlfilt.cuda.operators import select  # noqa: PLC0415 - GPU only
+        else:
+            from nlfilt.jit import select  # noqa: PLC0415 - numba is imported on first use
         return select(operator, kernel)
 
 

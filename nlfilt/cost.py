@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from nlfilt.backend import CPU_TILE_ELEMENTS, get_backend
 from nlfilt.filters import FilterOptions, keeps_weights
+from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
 
 #: Products with ``K`` that Lanczos needs for ``lambda_max`` (tolerance 1e-3): the global arc-cosine
@@ -86,6 +87,15 @@ WINDOWED_NS_PER_COLUMN = 0.5
 #: product (the multiply-adds).
 WINDOWED_SECONDS_PER_WEIGHING = 35e-6
 WINDOWED_SECONDS_PER_OFFSET = 9e-6
+#: The compiled windowed operator (:class:`nlfilt.jit.CompiledWindowedNLM`, which serves NLM on the
+#: CPU when numba is installed), nanoseconds per pixel and window offset (all of them: each pixel
+#: gathers over its whole window, the weights are computed at every product and never kept): the
+#: weight, plus per patch side (the distance's sum over the patch's columns), per channel beyond the
+#: first, and per right-hand-side column (the row sums count as one).
+COMPILED_NS_PER_WEIGHT = 0.17
+COMPILED_NS_PER_PATCH_SIDE = 0.018
+COMPILED_NS_PER_CHANNEL = 0.065
+COMPILED_NS_PER_COLUMN = 0.045
 #: Seconds per product besides its pairs (starting the worker threads, the tiles' bookkeeping), per
 #: call (validation, set-up), and per pixel and channel (the noise estimate, the features).
 SECONDS_PER_PRODUCT = 0.3e-3
@@ -102,7 +112,8 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     every product visits (window^2 + 1) / 2 offsets, each with N
     multiply-adds per right-hand-side column; their weights are computed at
     every product, or once per filter when the operator keeps them (it is
-    applied more than once and they fit the memory budget).  With
+    applied more than once and they fit the memory budget); the compiled
+    operator, where it serves, visits all window^2 offsets per product.  With
     ``iterations`` and ``guided`` (as given to :func:`expected_applications`,
     which gives the count for a call of :func:`nlfilt.denoise`) the products
     are split as the call makes them: filters built (the SURE twin, the
@@ -131,6 +142,14 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
                     + GLOBAL_NS_PER_PAIR_AND_DIM * dims)
         return seconds + products * _global_pairs(pixels) * per_pair * 1e-9
     radius = options.window // 2
+    columns = plan.filters * (plan.setup + plan.steps * channels)
+    if options.normalize == "rows":
+        columns += plan.filters  # the row sums ride on each filter's first product
+    if compiled_serves(kernel):
+        offsets = (2 * min(radius, height - 1) + 1) * (2 * min(radius, width - 1) + 1)
+        weight = (COMPILED_NS_PER_WEIGHT + COMPILED_NS_PER_PATCH_SIDE * options.patch
+                  + COMPILED_NS_PER_CHANNEL * (channels - 1))
+        return seconds + 1e-9 * pixels * offsets * (products * weight + columns * COMPILED_NS_PER_COLUMN)
     rows, cols = min(radius, height - 1) + 1, min(radius, width - 1)
     offsets = rows * (2 * cols + 1) - cols
     weight = kernel.windowed_ns_per_weight + kernel.windowed_ns_per_layer * (layers - 1)
@@ -141,9 +160,6 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     if kept:
         weight += WINDOWED_NS_PER_KEPT_WEIGHT
     weighings = plan.filters if kept else products
-    columns = plan.filters * (plan.setup + plan.steps * channels)
-    if options.normalize == "rows":
-        columns += plan.filters  # the row sums ride on each filter's first product
     per_offset = 1e-9 * pixels * (weighings * weight + columns * WINDOWED_NS_PER_COLUMN)
     per_offset += weighings * WINDOWED_SECONDS_PER_WEIGHING + products * WINDOWED_SECONDS_PER_OFFSET
     return seconds + offsets * per_offset
@@ -183,9 +199,13 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
     """Rough peak bytes of a :func:`nlfilt.denoise` call on an image of ``shape`` (float32).
 
     Global mode: the operator is bounded by ``options.memory_budget`` (it
-    refuses more).  Windowed mode: per worker thread the channel
+    refuses more).  Windowed mode, array code: per worker thread the channel
     differences, five padded work images, the profile scratch and the
-    accumulator planes, plus the image, the right-hand sides and the result.
+    accumulator planes, plus the image, the right-hand sides and the result;
+    compiled operator (:func:`nlfilt.jit.serves`): the padded features (and
+    their channel planes), the right-hand sides with the row sums, the
+    product and twicing's estimate and residual (3 x the image measured for a
+    one-shot 4096 x 4096 gray filter, benchmarks/results/cpu.md).
     ``iterations='auto'`` adds the SURE twin (a second operator and its
     cached weights, up to the budget) and, in the global mode, the Lanczos
     bases of both runs (``TYPICAL_KRYLOV_STEPS`` vectors of N x C numbers
@@ -200,7 +220,10 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
             bases = min(2 * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
             needed += options.memory_budget + bases
         return needed
-    needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))
+    if compiled_serves(kernel_class(options.kernel)):
+        needed = 4 * pixels * (4 * channels + 2 * (channels + 1))
+    else:
+        needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))
     if iterations == "auto":
         needed += options.memory_budget  # the twin's cached weights; its work buffers are shared in time
     return needed

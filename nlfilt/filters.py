@@ -144,13 +144,14 @@ class Filter:
         self.eigenvalue: float | None = None
         self.applications = 0
 
-    def affinity_matmul(self, vectors: Any) -> Any:
-        """Return ``K @ vectors`` (and count the application, and report it to the meter)."""
+    def affinity_matmul(self, vectors: Any, row_sums: bool = False) -> Any:
+        """Return ``K @ vectors``, or with ``row_sums`` ``K @ [vectors, 1]`` (one more column, the row
+        sums); count the application, and report it to the meter."""
         self.applications += 1
         if self.meter is None:
-            return self.affinity.matmul(vectors)
+            return self.affinity.matmul(vectors, row_sums=row_sums)
         self.meter.start()
-        out = self.affinity.matmul(vectors, self.meter.part)
+        out = self.affinity.matmul(vectors, self.meter.part, row_sums=row_sums)
         self.meter.end()
         return out
 
@@ -163,7 +164,8 @@ class Filter:
     def compute_row_sums(self, dtype: Any) -> Any:
         """Find (once) and return the row sums ``K 1``, shape (N, 1)."""
         if self.row_sums is None:
-            self.row_sums = self.affinity_matmul(self.backend.xp.ones((self.size, 1), dtype=dtype))
+            nothing = self.backend.xp.empty((self.size, 0), dtype=dtype)
+            self.row_sums = self.affinity_matmul(nothing, row_sums=True)
         return self.row_sums
 
     def compute_scaling(self, dtype: Any) -> Any:
@@ -201,10 +203,9 @@ class Filter:
             out = self.affinity_matmul(vectors * scaling)
             out *= scaling
             return out
-        if self.row_sums is None:
-            ones = xp.ones((self.size, 1), dtype=vectors.dtype)
-            out = self.affinity_matmul(xp.concatenate([vectors, ones], axis=1))
-            self.row_sums = out[:, -1:].copy()
+        if self.row_sums is None:  # the row sums ride on the first product (a view of its last column)
+            out = self.affinity_matmul(vectors, row_sums=True)
+            self.row_sums = out[:, -1:]
             out = out[:, :-1]
         else:
             out = self.affinity_matmul(vectors)

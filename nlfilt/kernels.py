@@ -51,8 +51,10 @@ class Kernel:
       :mod:`nlfilt.cuda` compiles it into an in-place profile kernel and a
       fused global operator for this kernel (no other file changes).  None: no
       CUDA code, and on a GPU :meth:`profile` runs as array code on CuPy, with
-      its scratch.  ``cuda_windowed``: whether a CUDA windowed operator exists
-      for it (NLM's).
+      its scratch.
+    * ``fused_windowed``: whether its windowed weights are NLM's, which the
+      fused windowed operators (:mod:`nlfilt.cuda.operators` on a GPU,
+      :mod:`nlfilt.jit` on the CPU) have built in.
     * ``window_denoises``: whether its windowed filter is fit to denoise with
       (the windowed tangent filters are indefinite; the command line then never
       suggests a window).
@@ -74,7 +76,7 @@ class Kernel:
     uses_difference = False
     scratch_blocks = 0
     cuda_profile: str | None = None
-    cuda_windowed = False
+    fused_windowed = False
     window_denoises = False
     global_ns_per_pair = 3.0
     global_ns_per_layer = 0.0
@@ -155,7 +157,7 @@ class NLMKernel(Kernel):
         t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
         return exp(t);
     """
-    cuda_windowed = True
+    fused_windowed = True
     window_denoises = True
     global_ns_per_pair = 0.9
     windowed_ns_per_weight = 1.4

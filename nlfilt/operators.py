@@ -15,7 +15,10 @@ work through ``backend.xp`` only and never hold the N x N matrix:
 On the CPU, ``backend.workers`` threads share the elementwise work: the pieces of
 each tile, or the offsets of the window (each thread with its own accumulator).
 
-``matmul(vectors, progress)`` calls ``progress(fraction)`` (0 < fraction <= 1,
+``matmul(vectors, progress, row_sums=False)`` returns ``K V``, or with
+``row_sums`` ``K [V, 1]`` (one more column, the row sums of ``K``), which an
+operator may compute without the column of ones (:func:`with_ones` gives it
+to those that need it).  It calls ``progress(fraction)`` (0 < fraction <= 1,
 non-decreasing) from the calling thread as the product advances: after each
 tile in the global mode (the fraction of its pairs), after each offset of the
 calling thread's share in the windowed mode.  The CUDA operators
@@ -90,6 +93,16 @@ class _Workers:
             for index, result in pairs:
                 results[index] = result
         return results
+
+
+def with_ones(xp: Any, vectors: Any) -> Any:
+    """``[vectors, 1]``, shape (N, m + 1), stored column after column (Fortran order), so that an
+    operator that works on columns (``vectors.T``) reads it without a copy."""
+    size, columns = vectors.shape
+    stacked = xp.empty((columns + 1, size), dtype=vectors.dtype).T
+    stacked[:, :columns] = vectors
+    stacked[:, columns] = 1
+    return stacked
 
 
 class GlobalAffinity:
@@ -195,13 +208,16 @@ class GlobalAffinity:
         scratch = [[xp.empty(self.chunk, dtype) for _ in range(blocks)] for _ in range(workers.count)]
         return tile, scratch
 
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m).
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
+               row_sums: bool = False) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors, 1]``).
 
         ``progress(fraction)``, when given, after each tile: the fraction of
         the pairs evaluated so far.
         """
         xp = self.backend.xp
+        if row_sums:
+            vectors = with_ones(xp, vectors)
         if self.scale is not None:
             vectors = vectors * self.scale[:, None]
         out = xp.zeros_like(vectors)
@@ -372,8 +388,9 @@ class WindowedAffinity:
             self._cache[index] = weights
         return weights
 
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m).
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
+               row_sums: bool = False) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors, 1]``).
 
         ``progress(fraction)``, when given, after each offset of the first
         share (the shares are dealt round-robin, so its fraction is about that
@@ -382,6 +399,8 @@ class WindowedAffinity:
         number of threads.
         """
         xp = self.backend.xp
+        if row_sums:
+            vectors = with_ones(xp, vectors)
         height, width = self.shape
         columns = vectors.shape[1]
         planes = xp.ascontiguousarray(vectors.T).reshape(columns, height, width)

@@ -184,7 +184,7 @@ def test_alternative_kernels_are_used_only_when_asked(monkeypatch):
 
 
 def twin(kernel: str, window: int | None, patch: int = 3, dtype=numpy.float32):
-    """The array-code operator of COLOUR, built on the CPU."""
+    """The array-code operator of COLOUR, built on the CPU (the twin of the compiled one, if any)."""
     from nlfilt.api import prepare
     from nlfilt.filters import build_filter
 
@@ -193,7 +193,7 @@ def twin(kernel: str, window: int | None, patch: int = 3, dtype=numpy.float32):
                                       depth=2 if kernel == "ntk" else 1, device="cpu", dtype=dtype,
                                       memory_budget=2**24, **extra)
     filter_ = build_filter(backend, image, options, reuse=True)
-    return filter_.affinity
+    return getattr(filter_.affinity, "twin", filter_.affinity)
 
 
 def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
@@ -202,7 +202,7 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
 
     monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
     windowed, global_ = twin("nlm", 5), twin("nlm", None)
-    assert type(windowed) is WindowedAffinity and type(global_) is GlobalAffinity  # the CPU: array code
+    assert type(windowed) is WindowedAffinity and type(global_) is GlobalAffinity  # array code
     assert type(select(windowed, windowed.kernel)) is CudaBoxWindowedNLM
     assert select(global_, global_.kernel) is global_
     monkeypatch.setattr(cuda, "BOX_MAX_PATCH", 1)  # patches larger than the box kernel takes

@@ -90,7 +90,7 @@ class CauchyKernel(NLMKernel):
         t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
         return (NLFILT_REAL)1 / ((NLFILT_REAL)1 - t);
     """
-    cuda_windowed = False  # NLM's windowed CUDA operators have NLM's profile built in
+    fused_windowed = False  # the fused windowed operators have NLM's profile built in
 
     def __init__(self, h: float, sigma: float) -> None:
         super().__init__(h=h, sigma=0.0)  # no 2 sigma^2 offset

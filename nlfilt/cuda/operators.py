@@ -17,7 +17,7 @@ import numpy
 
 from nlfilt import cuda
 from nlfilt.kernels import weight_floor
-from nlfilt.operators import GlobalAffinity, WindowedAffinity
+from nlfilt.operators import GlobalAffinity, WindowedAffinity, with_ones
 
 
 def select(operator: Any, kernel: Any) -> Any:
@@ -29,7 +29,7 @@ def select(operator: Any, kernel: Any) -> Any:
     Global mode: the GEMM tiles of ``operator``, or ``nlfilt_global_fused_<kernel>`` when named there
     (for kernels with a CUDA profile).
     """
-    if isinstance(operator, WindowedAffinity) and kernel.cuda_windowed:
+    if isinstance(operator, WindowedAffinity) and kernel.fused_windowed:
         if cuda.alternative("nlfilt_windowed_nlm") or operator.patch > cuda.BOX_MAX_PATCH:
             return CudaWindowedNLM(operator)
         return CudaBoxWindowedNLM(operator)
@@ -67,8 +67,12 @@ class CudaWindowedNLM(_Served):
     larger than :data:`nlfilt.cuda.BOX_MAX_PATCH` use.
     """
 
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the twin)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
+               row_sums: bool = False) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors,
+        1]``; ``progress`` only in the twin)."""
+        if row_sums:
+            vectors = with_ones(self.backend.xp, vectors)
         if vectors.shape[1] > cuda.MAX_COLUMNS:
             return self.twin.matmul(vectors, progress)
         return self._launch("nlfilt_windowed_nlm", vectors)
@@ -106,8 +110,12 @@ class CudaBoxWindowedNLM(CudaWindowedNLM):
     (benchmarks/results/gpu-*.md).
     """
 
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the twin)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
+               row_sums: bool = False) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors,
+        1]``; ``progress`` only in the twin)."""
+        if row_sums:
+            vectors = with_ones(self.backend.xp, vectors)
         if vectors.shape[1] > cuda.MAX_COLUMNS:
             return self.twin.matmul(vectors, progress)
         return self._launch("nlfilt_windowed_box", vectors)
@@ -133,8 +141,12 @@ class CudaFusedGlobal(_Served):
         self.right = xp.ascontiguousarray(twin.right_t.T)
         self.scale = twin.scale
 
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (``progress`` only in the twin)."""
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
+               row_sums: bool = False) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors,
+        1]``; ``progress`` only in the twin)."""
+        if row_sums:
+            vectors = with_ones(self.backend.xp, vectors)
         xp = self.backend.xp
         columns = vectors.shape[1]
         if columns > cuda.MAX_COLUMNS:

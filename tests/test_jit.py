@@ -1,0 +1,135 @@
+"""The compiled CPU operator (nlfilt.jit): its results against the dense reference and its array-code twin,
+its layouts, its independence from threads, and where it is chosen."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy
+import pytest
+
+import nlfilt
+from nlfilt import jit
+from nlfilt.api import prepare
+from nlfilt.filters import build_filter
+from nlfilt.operators import WindowedAffinity, with_ones
+
+import reference
+
+pytest.importorskip("numba")
+
+RNG = numpy.random.default_rng(11)
+
+
+def operators(image, *, patch, window, dtype=numpy.float64, workers=None, h=20.0, sigma=5.0):
+    """(compiled operator, its array-code twin) for ``image`` on the CPU."""
+    backend, array, options = prepare(image, kernel="nlm", patch=patch, window=window, h=h, sigma=sigma,
+                                      depth=1, device="cpu", dtype=dtype, memory_budget=2**26)
+    if workers is not None:
+        backend = dataclasses.replace(backend, workers=workers)
+    compiled = build_filter(backend, array, options, reuse=False).affinity
+    assert type(compiled) is jit.CompiledWindowedNLM and type(compiled.twin) is WindowedAffinity
+    return compiled, compiled.twin
+
+
+@pytest.mark.parametrize(("shape", "patch", "window"), [
+    ((13, 17), 3, 5), ((13, 17, 3), 3, 7), ((9, 6), 5, 21), ((1, 12), 1, 5), ((12, 1, 2), 1, 3),
+    ((3, 40), 3, 41), ((20, 11), 7, 9),
+])
+def test_compiled_matches_the_dense_reference_in_float64(shape, patch, window):
+    """Windows larger than the image, one-row and one-column images, patch 1, several channels."""
+    image = RNG.random(shape) * 100
+    compiled, _ = operators(image, patch=patch, window=window)
+    dense = reference.affinity(image.reshape(shape[0], shape[1], -1), kernel="nlm", patch=patch,
+                               window=window, h=20.0, sigma=5.0)
+    vectors = RNG.random((compiled.size, 3))
+    numpy.testing.assert_allclose(compiled.matmul(vectors), dense @ vectors, rtol=1e-11)
+    with_sums = compiled.matmul(vectors, row_sums=True)
+    numpy.testing.assert_allclose(with_sums[:, :3], dense @ vectors, rtol=1e-11)
+    numpy.testing.assert_allclose(with_sums[:, 3], dense.sum(axis=1), rtol=1e-11)
+    numpy.testing.assert_allclose(compiled.matmul(vectors[:, :0], row_sums=True)[:, 0], dense.sum(axis=1),
+                                  rtol=1e-11)
+
+
+@pytest.mark.parametrize("channels", [0, 3])
+def test_compiled_float32_matches_its_twin(channels):
+    """Tiles of several rows and columns (the column sums slide over 32 rows), float32 within 1e-5."""
+    shape = (70, 600, channels) if channels else (70, 600)
+    image = (RNG.random(shape) * 255).astype(numpy.float32)
+    compiled, twin = operators(image, patch=7, window=11, dtype=numpy.float32, h=20.0, sigma=25.0)
+    vectors = RNG.random((compiled.size, 2)).astype(numpy.float32)
+    ours, theirs = compiled.matmul(vectors, row_sums=True), twin.matmul(vectors, row_sums=True)
+    assert ours.dtype == numpy.float32
+    numpy.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_exponential_is_within_two_ulp_over_the_weights_range():
+    from nlfilt.kernels import weight_floor
+
+    t = numpy.linspace(weight_floor(numpy.float32), 0, 200_001, dtype=numpy.float32)
+    t = numpy.concatenate([t, -numpy.logspace(-8, 0, 1000, dtype=numpy.float32), [numpy.float32(0)]])
+    ours = numpy.array([jit._exp_float32(value) for value in t[::97]], dtype=numpy.float32)
+    exact = numpy.exp(t[::97].astype(numpy.float64))
+    assert numpy.max(numpy.abs(ours / exact - 1)) < 2.5e-7
+    assert jit._exp_float32(numpy.float32(0)) == 1  # the diagonal weight exactly
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    image = (RNG.random((100, 90)) * 255).astype(numpy.float32)
+    vectors = RNG.random((100 * 90, 2)).astype(numpy.float32)
+    results = [operators(image, patch=5, window=11, dtype=numpy.float32, workers=workers)[0].matmul(vectors)
+               for workers in (1, 2, 3)]
+    for result in results[1:]:
+        numpy.testing.assert_array_equal(result, results[0])
+
+
+def test_column_stored_vectors_are_read_in_place(monkeypatch):
+    """with_ones stores the columns one after the other; the compiled product must not copy them."""
+    image = RNG.random((16, 16)) * 100
+    compiled, _ = operators(image, patch=3, window=5)
+    stacked = with_ones(numpy, RNG.random((256, 2)))
+    assert stacked.T.flags.c_contiguous
+    copies = []
+    original = numpy.ascontiguousarray
+
+    def recording(array, **options):
+        copies.append(not array.flags.c_contiguous)
+        return original(array, **options)
+
+    monkeypatch.setattr(jit.numpy, "ascontiguousarray", recording)
+    compiled.matmul(stacked)
+    assert copies == [False]
+
+
+def test_rows_and_dense_come_from_the_twin():
+    image = RNG.random((8, 9)) * 100
+    compiled, twin = operators(image, patch=3, window=5)
+    numpy.testing.assert_allclose(compiled.dense(), twin.dense(), rtol=1e-12)
+    numpy.testing.assert_allclose(compiled.row(10), twin.row(10), rtol=1e-12)
+    numpy.testing.assert_allclose(compiled.matmul(numpy.eye(72)[:, 10:11])[:, 0], twin.row(10), rtol=1e-11)
+
+
+def test_the_array_code_serves_without_numba_and_for_other_kernels(monkeypatch):
+    image = RNG.random((12, 12)) * 100
+    _, twin = operators(image, patch=3, window=5)
+    assert type(jit.select(twin, twin.kernel)) is jit.CompiledWindowedNLM
+    monkeypatch.setattr(jit, "_numba", lambda: None)
+    assert jit.select(twin, twin.kernel) is twin
+    backend, array, options = prepare(image, kernel="arccos", patch=3, window=5, h=None, sigma=None, depth=1,
+                                      device="cpu", dtype=numpy.float64, memory_budget=2**26)
+    monkeypatch.undo()
+    arccos = build_filter(backend, array, options, reuse=False).affinity
+    assert type(arccos) is WindowedAffinity
+
+
+@pytest.mark.parametrize("call", [{"iterations": 3}, {"normalize": "sinkhorn"}, {"iterations": "auto"},
+                                  {"guide": "pilot"}])
+def test_denoise_paths_agree_with_the_array_code(monkeypatch, call):
+    """Twicing, Sinkhorn, automatic stopping and the pilot pass through the compiled operator give the
+    array code's result (float64)."""
+    image = RNG.random((40, 36, 3)) * 255
+    options = {"patch": 5, "window": 9, "sigma": 25.0, "dtype": numpy.float64, "device": "cpu", **call}
+    compiled = nlfilt.denoise(image, **options)
+    monkeypatch.setattr(jit, "_numba", lambda: None)
+    numpy.testing.assert_allclose(compiled, nlfilt.denoise(image, **options), rtol=1e-9, atol=1e-9)
+
