@@ -33,15 +33,21 @@ With --write the tables go to benchmarks/results/cpu.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy
 
 import nlfilt
-from nlfilt import cost, filters
+from nlfilt import backend as backend_module
+from nlfilt import cost, filters, jit
 from nlfilt.api import prepare
 from nlfilt.backend import get_backend
 from nlfilt.cost import estimate_cpu_seconds, expected_applications
@@ -105,8 +111,13 @@ def exp_rate() -> float:
 
 
 def test_image(size: int, channels: int = 0) -> numpy.ndarray:
-    """A noisy image of ``size`` x ``size`` (gray, or ``channels`` channels): Set12 when present, else a
-    synthetic scene."""
+    """A noisy image of ``size`` x ``size`` (gray, or ``channels`` channels), float32: :func:`scene`'s."""
+    return scene(size, channels)[1]
+
+
+def scene(size: int, channels: int = 0) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """(clean, noisy) images of ``size`` x ``size`` (gray, or ``channels`` channels), float32, noise of
+    standard deviation SIGMA: Set12 tiled when present, else a synthetic scene."""
     if (SET12 / "12.png").exists():
         import imageio.v3 as iio
 
@@ -119,7 +130,9 @@ def test_image(size: int, channels: int = 0) -> numpy.ndarray:
     reps = -(-size // base.shape[0])
     tiled = numpy.tile(base, (reps, reps, 1))[:size, :size]
     noisy = tiled + numpy.random.default_rng(size).normal(0, SIGMA, tiled.shape)
-    return noisy.astype(numpy.float32) if channels else noisy[:, :, 0].astype(numpy.float32)
+    if not channels:
+        tiled, noisy = tiled[:, :, 0], noisy[:, :, 0]
+    return tiled.astype(numpy.float32), noisy.astype(numpy.float32)
 
 
 def build(image: numpy.ndarray, kernel: str, window: int | None, *, patch: int = PATCH, depth: int = 1,
@@ -132,33 +145,41 @@ def build(image: numpy.ndarray, kernel: str, window: int | None, *, patch: int =
     return build_filter(get_backend("cpu"), array, options, reuse=reuse)
 
 
+def array_code(affinity):
+    """The array-code operator of ``affinity`` (the twin of a compiled or CUDA operator, else itself)."""
+    return getattr(affinity, "twin", affinity)
+
+
 def operator_seconds(image: numpy.ndarray, kernel: str, window: int | None, repeats: int, *,
-                     patch: int = PATCH, depth: int = 1, columns: int = 2) -> float:
-    """Seconds for one application of the affinity operator to (N, ``columns``) vectors (weights not kept)."""
+                     patch: int = PATCH, depth: int = 1, columns: int = 2, compiled: bool = True) -> float:
+    """Seconds for one application of the affinity operator to (N, ``columns``) vectors (weights not kept):
+    the operator nlfilt computes with, or with ``compiled=False`` its array-code twin."""
     affinity = build(image, kernel, window, patch=patch, depth=depth).affinity
+    if not compiled:
+        affinity = array_code(affinity)
     vectors = numpy.ones((affinity.size, columns), dtype=numpy.float32)
     return best_time(lambda: affinity.matmul(vectors), repeats)
 
 
 def windowed_seconds(image: numpy.ndarray, kernel: str, *, window: int = 11, depth: int = 1,
                      repeats: int = 3) -> dict[str, float]:
-    """Nanoseconds per pixel and offset of windowed products (patch 5): the first product of an operator
-    that does not keep its weights ('nlm' only) and of one that does, both with one column, and a later
-    product of the latter with one and with C columns."""
+    """Nanoseconds per pixel and offset of windowed products of the array code (patch 5): the first product
+    of an operator that does not keep its weights ('nlm' only) and of one that does, both with one column,
+    and a later product of the latter with one and with C columns."""
     channels = image.shape[2] if image.ndim == 3 else 1
     pixels = image.shape[0] * image.shape[1]
 
     def first(reuse: bool) -> float:
         times = []
         for _ in range(repeats):
-            affinity = build(image, kernel, window, patch=5, depth=depth, reuse=reuse).affinity
+            affinity = array_code(build(image, kernel, window, patch=5, depth=depth, reuse=reuse).affinity)
             vectors = numpy.ones((pixels, 1), dtype=numpy.float32)
             started = time.perf_counter()
             affinity.matmul(vectors)
             times.append(time.perf_counter() - started)
         return min(times) / (pixels * len(affinity.offsets)) * 1e9
 
-    kept = build(image, kernel, window, patch=5, depth=depth, reuse=True).affinity
+    kept = array_code(build(image, kernel, window, patch=5, depth=depth, reuse=True).affinity)
     per_unit = 1e9 / (pixels * len(kept.offsets))
     one, many = (numpy.ones((pixels, count), dtype=numpy.float32) for count in (1, channels))
     kept.matmul(one)
@@ -214,6 +235,7 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
     rows.append(("WINDOWED_SECONDS_PER_OFFSET (us)", cost.WINDOWED_SECONDS_PER_OFFSET * 1e6, offset_us))
     rows.append(("WINDOWED_SECONDS_PER_WEIGHING (us)", cost.WINDOWED_SECONDS_PER_WEIGHING * 1e6,
                  (small["fresh"] - small["later"]) * 32 * 32 * 1e-3))
+    rows.extend(compiled_constants())
     product = sum(operator_seconds(test_image(16), kernel, None, 5) for kernel in ("nlm", "arccos")) / 2
     rows.append(("SECONDS_PER_PRODUCT (ms)", cost.SECONDS_PER_PRODUCT * 1e3, product * 1e3))
 
@@ -224,6 +246,27 @@ def cost_constants(global_sizes: list[int]) -> list[str]:
              "| constant | nlfilt.filters | measured |", "| --- | --- | --- |"]
     lines += [f"| {name} | {value:g} | {measured:.3g} |" for name, value, measured in rows]
     return lines
+
+
+def compiled_constants() -> list[tuple[str, float, float]]:
+    """The compiled operator's constants (512x512, window 11, gray and RGB, patch 3 and 7, 1 and 4 columns):
+    rows of (constant, value in nlfilt.cost, measured)."""
+    rng = numpy.random.default_rng(1)
+    weight, column = {}, []
+    for channels, patch in ((0, 3), (0, 7), (3, 7)):
+        affinity = build(test_image(512, channels), "nlm", 11, patch=patch).affinity
+        per_unit = 1e9 / (affinity.size * 11 * 11)
+        one, four = (numpy.asfortranarray(rng.random((affinity.size, count), dtype=numpy.float32))
+                     for count in (1, 4))
+        seconds = {count: best_time(lambda v=vectors: affinity.matmul(v), 3) * per_unit  # noqa: B023
+                   for count, vectors in ((1, one), (4, four))}
+        column.append((seconds[4] - seconds[1]) / 3)
+        weight[channels, patch] = seconds[1] - column[-1]
+    per_side = (weight[0, 7] - weight[0, 3]) / 4
+    return [("COMPILED_NS_PER_WEIGHT", cost.COMPILED_NS_PER_WEIGHT, weight[0, 3] - 3 * per_side),
+            ("COMPILED_NS_PER_PATCH_SIDE", cost.COMPILED_NS_PER_PATCH_SIDE, per_side),
+            ("COMPILED_NS_PER_CHANNEL", cost.COMPILED_NS_PER_CHANNEL, (weight[3, 7] - weight[0, 7]) / 2),
+            ("COMPILED_NS_PER_COLUMN", cost.COMPILED_NS_PER_COLUMN, sum(column) / len(column))]
 
 
 def estimate_table() -> list[str]:
@@ -252,14 +295,245 @@ def estimate_table() -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def host_threads(count: int):
+    """nlfilt's CPU backend with ``count`` worker threads inside the block."""
+    original = backend_module._cpu_backend
+    fixed = dataclasses.replace(original(), workers=count)
+    backend_module._cpu_backend = lambda: fixed
+    try:
+        yield
+    finally:
+        backend_module._cpu_backend = original
+
+
+@contextlib.contextmanager
+def array_code_only():
+    """Inside the block nlfilt computes with its array code (as without numba)."""
+    original = jit._numba
+    jit._numba = lambda: None
+    try:
+        yield
+    finally:
+        jit._numba = original
+
+
+#: Seconds to wait before each timing: OpenCV's worker threads keep spinning for a moment after a call,
+#: which would slow whatever is timed next on a 2-core machine.
+SETTLE = 0.5
+
+
+def eight_bit(image: numpy.ndarray) -> numpy.ndarray:
+    """``image`` rounded and clipped to 8 bits, as a camera stores it."""
+    return numpy.clip(numpy.rint(image), 0, 255).astype(numpy.uint8)
+
+
+def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
+    error = numpy.mean((numpy.asarray(estimate, numpy.float64) - clean) ** 2)
+    return float(10 * numpy.log10(255.0**2 / error))
+
+
+def opencv_denoise(cv2, noisy: numpy.ndarray, h: float, patch: int, window: int) -> numpy.ndarray:
+    """OpenCV's fast NLM on an 8-bit image (its coloured variant for RGB: CIELAB, h for L and ab)."""
+    if noisy.ndim == 3:
+        return cv2.fastNlMeansDenoisingColored(noisy, None, h, h, patch, window)
+    return cv2.fastNlMeansDenoising(noisy, None, h, patch, window)
+
+
+def opencv_h(cv2, channels: int, patch: int, window: int) -> float:
+    """OpenCV's h with the best PSNR on the 512x512 image, from 0.4 to 1.4 sigma in steps of 0.1 sigma."""
+    clean, noisy = scene(512, channels)
+    noisy = eight_bit(noisy)
+    factors = [0.4 + 0.1 * step for step in range(11)]
+    scores = [psnr(opencv_denoise(cv2, noisy, factor * SIGMA, patch, window), clean) for factor in factors]
+    return factors[int(numpy.argmax(scores))] * SIGMA
+
+
+def opencv_table(cv2, sizes: list[int], channels: int, patch: int, window: int) -> list[str]:
+    """nlfilt.denoise and OpenCV side by side on the same 8-bit noisy images, one table."""
+    h = opencv_h(cv2, channels, patch, window)
+    kind = "RGB" if channels else "gray"
+    lines = [f"\n### {kind}, patch {patch}, window {window}\n",
+             f"OpenCV h = {h:.1f} (its best PSNR at 512x512 over 0.4-1.4 sigma); nlfilt h = 0.8 sigma "
+             f"(its default), sigma = {SIGMA:g} given to both.\n",
+             "| image | nlfilt s | OpenCV s | ratio | nlfilt ns / pixel | nlfilt PSNR | OpenCV PSNR |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    print("\n".join(lines), flush=True)
+    per_pixel = {}
+    for size in sizes:
+        clean, noisy = scene(size, channels)
+        noisy = eight_bit(noisy)
+        as_float = noisy.astype(numpy.float32)
+        repeats = 3 if size <= 1024 else 1
+        time.sleep(SETTLE)
+        ours = best_time(lambda: nlfilt.denoise(as_float, patch=patch, window=window,  # noqa: B023
+                                                sigma=SIGMA, device="cpu"), repeats)
+        time.sleep(SETTLE)
+        theirs = best_time(lambda: opencv_denoise(cv2, noisy, h, patch, window), repeats)  # noqa: B023
+        estimate = nlfilt.denoise(as_float, patch=patch, window=window, sigma=SIGMA, device="cpu")
+        ours_psnr = psnr(estimate, clean)
+        theirs_psnr = psnr(opencv_denoise(cv2, noisy, h, patch, window), clean)
+        per_pixel[size] = ours / size**2 * 1e9
+        lines.append(f"| {size}x{size} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} | "
+                     f"{per_pixel[size]:.0f} | {ours_psnr:.2f} | {theirs_psnr:.2f} |")
+        print(lines[-1], flush=True)
+    if len(per_pixel) > 1:
+        small, large = min(per_pixel), max(per_pixel)
+        lines.append(f"\nTime per pixel at {large}x{large} / at {small}x{small}: "
+                     f"{per_pixel[large] / per_pixel[small]:.2f}.")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def thread_table(cv2, size: int) -> list[str]:
+    """Speed-up from one to two threads, nlfilt and OpenCV (gray, patch 7, window 21)."""
+    _, noisy = scene(size)
+    noisy = eight_bit(noisy)
+    as_float = noisy.astype(numpy.float32)
+    lines = [f"\n## Threads (gray {size}x{size}, patch 7, window 21)\n",
+             "| threads | nlfilt s | OpenCV s |", "| --- | --- | --- |"]
+    times = {}
+    for count in (1, 2):
+        time.sleep(SETTLE)
+        with host_threads(count):
+            ours = best_time(lambda: nlfilt.denoise(as_float, patch=7, window=21, sigma=SIGMA,
+                                                    device="cpu"), 2)
+        theirs = float("nan")
+        if cv2 is not None:
+            previous = cv2.getNumThreads()
+            cv2.setNumThreads(count)
+            time.sleep(SETTLE)
+            theirs = best_time(lambda: cv2.fastNlMeansDenoising(noisy, None, 0.8 * SIGMA, 7, 21), 2)
+            cv2.setNumThreads(previous)
+        times[count] = (ours, theirs)
+        lines.append(f"| {count} | {ours:.3f} | {theirs:.3f} |")
+    lines.append(f"\nSpeed-up from 1 to 2 threads: nlfilt {times[1][0] / times[2][0]:.2f}x, "
+                 f"OpenCV {times[1][1] / times[2][1]:.2f}x.")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def peak_memory_child(which: str, size: int, channels: int) -> None:
+    """(In a child process.)  Print the peak resident memory of one call above what the process held
+    before it (the noisy image included), as JSON."""
+    _, noisy = scene(size, channels)
+    if which == "opencv":
+        import cv2
+
+        image = eight_bit(noisy)
+        run = lambda: opencv_denoise(cv2, image, 0.8 * SIGMA, 7, 21)  # noqa: E731
+        opencv_denoise(cv2, image[:64, :64], 0.8 * SIGMA, 7, 21)
+    else:
+        image = noisy
+        if which == "array code":
+            jit._numba = lambda: None  # for the rest of this child process
+        run = lambda: nlfilt.denoise(image, patch=7, window=21, sigma=SIGMA, device="cpu")  # noqa: E731
+        nlfilt.denoise(image[:64, :64], patch=7, window=21, sigma=SIGMA, device="cpu")
+    del noisy
+    status = Path("/proc/self/status")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current resident set
+
+    def kib(field: str) -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1])
+
+    before = kib("VmRSS:")
+    run()
+    print(json.dumps({"peak_mib": (kib("VmHWM:") - before) / 1024, "image_mib": size * size * max(channels, 1)
+                      * 4 / 2**20}))
+
+
+def memory_table(size: int) -> list[str]:
+    """Peak memory of one windowed NLM call at ``size`` (each in a fresh process)."""
+    lines = [f"\n## Peak memory (gray {size}x{size}, patch 7, window 21, one call, fresh process)\n",
+             "Resident memory at the call's peak above what the process held before it; the float32 image "
+             f"is {size * size * 4 / 2**20:.0f} MiB.\n",
+             "| implementation | peak MiB | x float32 image |", "| --- | --- | --- |"]
+    for which in ("nlfilt", "array code", "opencv"):
+        done = subprocess.run([sys.executable, __file__, "--peak-memory", which, str(size)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            lines.append(f"| {which} | failed: {done.stderr.strip().splitlines()[-1]} | |")
+            continue
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        name = {"nlfilt": "nlfilt (compiled)", "array code": "nlfilt array code (without numba)",
+                "opencv": "OpenCV (8-bit)"}[which]
+        ratio = result["peak_mib"] / result["image_mib"]
+        lines.append(f"| {name} | {result['peak_mib']:.0f} | {ratio:.2f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+#: The paths of the paths table: (name, denoise options).
+PATHS = [("one step", {}), ("twicing, 3 steps", {"iterations": 3}), ("Sinkhorn", {"normalize": "sinkhorn"}),
+         ("automatic stopping", {"iterations": "auto"}), ("pilot, automatic stopping",
+                                                          {"guide": "pilot", "iterations": "auto"})]
+
+
+def paths_table(size: int) -> list[str]:
+    """nlfilt.denoise with the compiled operator against the array code, in every windowed path."""
+    image = test_image(size)
+    lines = [f"\n## Windowed paths, compiled against array code (gray {size}x{size}, default patch and "
+             "window, sigma given)\n",
+             "| path | products with K | compiled s | array code s | speed-up |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, call in PATHS:
+        options = {"sigma": SIGMA, "device": "cpu", **call}
+        compiled = best_time(lambda: nlfilt.denoise(image, **options), 2)  # noqa: B023
+        _, info = nlfilt.denoise(image, return_info=True, **options)
+        with array_code_only():
+            array = best_time(lambda: nlfilt.denoise(image, **options), 2)  # noqa: B023
+        lines.append(f"| {name} | {info.applications} | {compiled:.3f} | {array:.3f} | "
+                     f"{array / compiled:.1f}x |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def against_opencv(sizes: list[int]) -> list[str]:
+    """The comparison with OpenCV: gray and RGB at patch 7, window 21, and the default patch and window;
+    threads; peak memory at the largest size."""
+    lines = ["\n## Windowed NLM against OpenCV (one call each, same 8-bit noisy images)\n",
+             f"nlfilt.denoise (float32, device='cpu', the compiled operator, numba {numba_version()}) and "
+             "OpenCV's fastNlMeansDenoising / fastNlMeansDenoisingColored with the same patch and window, "
+             "each with its own threads; the clean images tiled from Set12 (a synthetic scene without it), "
+             f"noise sigma {SIGMA:g} rounded and clipped to 8 bits.\n"]
+    try:
+        import cv2
+    except ImportError:
+        print("OpenCV is not installed: no comparison")
+        return lines + ["OpenCV is not installed, so no comparison."]
+    lines[-1] = lines[-1].replace("OpenCV's", f"OpenCV {cv2.__version__}'s ({cv2.getNumThreads()} threads)")
+    print("\n".join(lines), flush=True)
+    default = kernel_class("nlm")
+    for channels in (0, 3):
+        lines.extend(opencv_table(cv2, sizes, channels, 7, 21))
+    for channels in (0, 3):
+        lines.extend(opencv_table(cv2, [size for size in sizes if size <= 2048], channels, default.patch,
+                                  default.window))
+    lines.extend(thread_table(cv2, 2048))
+    lines.extend(memory_table(max(sizes)))
+    return lines
+
+
+def numba_version() -> str:
+    numba = jit._numba()
+    return numba.__version__ if numba is not None else "not installed"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256],
                         help="sides of the global-mode images (those up to 128 also give the constants)")
     parser.add_argument("--window-sizes", type=int, nargs="+", default=[256, 512, 1024],
                         help="sides of the windowed-mode images")
+    parser.add_argument("--opencv-sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096],
+                        help="sides of the images of the comparison with OpenCV")
     parser.add_argument("--write", action="store_true", help="store the table in benchmarks/results/cpu.md")
+    parser.add_argument("--peak-memory", nargs=2, metavar=("WHICH", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_memory:
+        peak_memory_child(args.peak_memory[0], int(args.peak_memory[1]), 0)
+        return
 
     lines = ["# CPU benchmark\n",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -286,14 +560,21 @@ def main() -> None:
                          f"{seconds / evaluated * 1e9:.2f} | {bound:.3f} | {seconds / bound:.2f} |")
             print(lines[-1], flush=True)
 
-    header = ["\n## Windowed NLM, one operator application (gray, patch 7, window 21)\n",
-              "| image | seconds | ns / pixel |", "| --- | --- | --- |"]
+    header = ["\n## Windowed NLM, one operator application (gray, patch 7, window 21, two columns)\n",
+              "| image | compiled s | compiled ns / pixel | array code s | array code ns / pixel |",
+              "| --- | --- | --- | --- | --- |"]
     lines.extend(header)
     print("\n".join(header), flush=True)
     for size in args.window_sizes:
-        seconds = operator_seconds(test_image(size), "nlm", 21, 3 if size <= 512 else 1)
-        lines.append(f"| {size}x{size} | {seconds:.3f} | {seconds / size**2 * 1e9:.0f} |")
+        image = test_image(size)
+        compiled = operator_seconds(image, "nlm", 21, 3 if size <= 512 else 1)
+        array = operator_seconds(image, "nlm", 21, 3 if size <= 512 else 1, compiled=False)
+        lines.append(f"| {size}x{size} | {compiled:.3f} | {compiled / size**2 * 1e9:.0f} | {array:.3f} | "
+                     f"{array / size**2 * 1e9:.0f} |")
         print(lines[-1], flush=True)
+
+    lines.extend(against_opencv(args.opencv_sizes))
+    lines.extend(paths_table(512))
 
     constants = cost_constants([size for size in args.sizes if size <= 128] or [64])
     print("\n".join(constants), flush=True)
