@@ -16,6 +16,7 @@ processes load it in milliseconds.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from types import ModuleType
@@ -155,9 +156,18 @@ def _exp_other(t: Any) -> Any:
     return math.exp(t)
 
 
-@lru_cache(maxsize=1)
+_COMPILING = threading.Lock()
+
+
 def _windowed_nlm_kernel() -> Callable[..., None]:
-    """Compile (once per process; numba's disk cache across processes) and return the tile kernel."""
+    """The tile kernel, compiled once per process (numba's disk cache across processes); threads that
+    ask at the same time (a dask worker's) wait for the first."""
+    with _COMPILING:
+        return _compile_windowed_nlm_kernel()
+
+
+@lru_cache(maxsize=1)
+def _compile_windowed_nlm_kernel() -> Callable[..., None]:
     numba = _numba()
 
     @numba.extending.overload(_exp)
