@@ -255,7 +255,7 @@ def compiled_constants() -> list[tuple[str, float, float]]:
     weight, column = {}, []
     for channels, patch in ((0, 3), (0, 7), (3, 7)):
         affinity = build(test_image(512, channels), "nlm", 11, patch=patch).affinity
-        per_unit = 1e9 / (affinity.size * 11 * 11)
+        per_unit = 1e9 / (affinity.size * (11 * 11 + 1) // 2)  # one of each pair of opposite offsets
         one, four = (numpy.asfortranarray(rng.random((affinity.size, count), dtype=numpy.float32))
                      for count in (1, 4))
         seconds = {count: best_time(lambda v=vectors: affinity.matmul(v), 3) * per_unit  # noqa: B023

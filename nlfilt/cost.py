@@ -88,14 +88,14 @@ WINDOWED_NS_PER_COLUMN = 0.5
 WINDOWED_SECONDS_PER_WEIGHING = 35e-6
 WINDOWED_SECONDS_PER_OFFSET = 9e-6
 #: The compiled windowed operator (:class:`nlfilt.jit.CompiledWindowedNLM`, which serves NLM on the
-#: CPU when numba is installed), nanoseconds per pixel and window offset (all of them: each pixel
-#: gathers over its whole window, the weights are computed at every product and never kept): the
-#: weight, plus per patch side (the distance's sum over the patch's columns), per channel beyond the
-#: first, and per right-hand-side column (the row sums count as one).
+#: CPU when numba is installed), nanoseconds per pixel and offset (one of each opposite pair, as above;
+#: the weights are computed at every product and never kept): the weight, plus per patch side (the
+#: distance's sum over the patch's columns), per channel beyond the first, and per right-hand-side
+#: column (both directions of the pair; the row sums count as one).
 COMPILED_NS_PER_WEIGHT = 0.17
-COMPILED_NS_PER_PATCH_SIDE = 0.018
-COMPILED_NS_PER_CHANNEL = 0.065
-COMPILED_NS_PER_COLUMN = 0.045
+COMPILED_NS_PER_PATCH_SIDE = 0.02
+COMPILED_NS_PER_CHANNEL = 0.07
+COMPILED_NS_PER_COLUMN = 0.1
 #: Seconds per product besides its pairs (starting the worker threads, the tiles' bookkeeping), per
 #: call (validation, set-up), and per pixel and channel (the noise estimate, the features).
 SECONDS_PER_PRODUCT = 0.3e-3
@@ -113,7 +113,7 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     multiply-adds per right-hand-side column; their weights are computed at
     every product, or once per filter when the operator keeps them (it is
     applied more than once and they fit the memory budget); the compiled
-    operator, where it serves, visits all window^2 offsets per product.  With
+    operator, where it serves, computes its weights at every product.  With
     ``iterations`` and ``guided`` (as given to :func:`expected_applications`,
     which gives the count for a call of :func:`nlfilt.denoise`) the products
     are split as the call makes them: filters built (the SURE twin, the
@@ -145,13 +145,12 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     columns = plan.filters * (plan.setup + plan.steps * channels)
     if options.normalize == "rows":
         columns += plan.filters  # the row sums ride on each filter's first product
+    rows, cols = min(radius, height - 1) + 1, min(radius, width - 1)
+    offsets = rows * (2 * cols + 1) - cols  # one of each pair of opposite offsets, and (0, 0)
     if compiled_serves(kernel):
-        offsets = (2 * min(radius, height - 1) + 1) * (2 * min(radius, width - 1) + 1)
         weight = (COMPILED_NS_PER_WEIGHT + COMPILED_NS_PER_PATCH_SIDE * options.patch
                   + COMPILED_NS_PER_CHANNEL * (channels - 1))
         return seconds + 1e-9 * pixels * offsets * (products * weight + columns * COMPILED_NS_PER_COLUMN)
-    rows, cols = min(radius, height - 1) + 1, min(radius, width - 1)
-    offsets = rows * (2 * cols + 1) - cols
     weight = kernel.windowed_ns_per_weight + kernel.windowed_ns_per_layer * (layers - 1)
     if channels > 1:
         weight += WINDOWED_NS_PER_CHANNEL * channels

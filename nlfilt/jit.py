@@ -27,13 +27,9 @@ import numpy
 from nlfilt.kernels import weight_floor
 from nlfilt.operators import WindowedAffinity, _Workers
 
-#: Output tiles of the compiled windowed operator: rows and columns (bands of whole rows, up to very wide
-#: images).  The kernel walks a tile row by row, all column offsets of one row offset in turn, so the
-#: few rows it reads stay in the core's cache whatever the tile's size; the tiles are the threads' units
-#: of work, and the grid does not depend on the thread count, so neither do the results.  (Tiles of 512
-#: columns were 10-15 % slower at 2048x2048 on the development machine.)
-TILE_ROWS = 32
-TILE_COLUMNS = 8192
+#: Rows of the bands of the compiled windowed operator (at least the window's radius): the threads' units
+#: of work.  The band grid does not depend on the thread count, so neither do the results.
+BAND_ROWS = 32
 
 
 def select(operator: Any, kernel: Any) -> Any:
@@ -61,15 +57,23 @@ def _numba() -> ModuleType | None:
 
 
 class CompiledWindowedNLM:
-    """Windowed NLM from one compiled kernel per output tile, the tiles shared by the host threads.
+    """Windowed NLM from one compiled kernel per band of rows, the bands shared by the host threads.
 
-    Each output pixel gathers ``exp(clip(2 sigma^2 / h^2 - |a_i - a_j|^2, floor, 0)) v_j`` over its
-    whole window, offset after offset, in a fixed order, so no two threads write the same pixel and the
-    sums do not depend on the thread count.  Per offset the squared patch distances of a tile's row come
-    from column sums over the patch rows, slid down the tile row by row (two rows in, two out), and sums
-    of ``patch`` column sums; the exponential is a polynomial that the compiler vectorises (float32; within 1e-7 of
-    ``exp``), ``math.exp`` in float64.  Opposite offsets are not shared: every pixel of a tile is
-    written by that tile only.
+    ``K`` is symmetric, so each pair of opposite window offsets is evaluated
+    once: for an offset (drow >= 0) a band's pixels ``i`` and their partners
+    ``j = i + offset`` get ``w = exp(clip(2 sigma^2 / h^2 - |a_i - a_j|^2,
+    floor, 0))``, and ``w v_j`` goes to ``i``, ``w v_i`` to ``j``.  Partners
+    reach at most ``window // 2`` rows below a band, into the next band only
+    (bands are at least that high), so the even bands run first, side by
+    side, then the odd ones: no two threads write the same pixel, and every
+    pixel receives its terms in an order fixed by the band grid, not by the
+    thread count.  Per offset the squared patch distances of a band's row
+    come from column sums over the patch rows, slid down the band row by row
+    (two rows in, two out), and sums of ``patch`` column sums; the band is
+    walked row by row, all column offsets of a row offset in turn, so the
+    rows read stay in the core's cache.  The exponential is a polynomial
+    that the compiler vectorises (float32; within 2.5e-7 of ``exp``),
+    ``math.exp`` in float64.
 
     Parameters
     ----------
@@ -84,20 +88,22 @@ class CompiledWindowedNLM:
         self.size = twin.size
         # channel planes (C, H + patch - 1, W + patch - 1): a view for one channel, a copy for more
         self.planes = numpy.ascontiguousarray(numpy.moveaxis(twin.padded, 2, 0))
-        height, width = twin.shape
-        self._tiles = [(top, min(top + TILE_ROWS, height), left, min(left + TILE_COLUMNS, width))
-                       for top in range(0, height, TILE_ROWS) for left in range(0, width, TILE_COLUMNS)]
+        height = twin.shape[0]
+        rows = max(BAND_ROWS, twin.window // 2)
+        bands = [(top, min(top + rows, height)) for top in range(0, height, rows)]
+        self._phases = [bands[0::2], bands[1::2]]
 
     def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
                row_sums: bool = False) -> Any:
         """Return ``K @ vectors`` for ``vectors`` of shape (N, m); with ``row_sums``, ``K @ [vectors, 1]``
         (the weights' sums accumulate in the last column, no column of ones is read).
 
-        ``progress(fraction)``, when given, after each tile of the first
-        share (the tiles are dealt round-robin, so its fraction is about that
-        of the whole product).  ``vectors`` stored column after column (as
-        :func:`nlfilt.operators.with_ones` makes them, or one column) are read
-        in place; other layouts are copied once.
+        ``progress(fraction)``, when given, after each band the calling
+        thread computes (the bands of each phase are dealt round-robin, so
+        its fraction is about that of the whole product).  ``vectors`` stored
+        column after column (as :func:`nlfilt.operators.with_ones` makes
+        them, or one column) are read in place; other layouts are copied
+        once.
         """
         twin = self.twin
         height, width = twin.shape
@@ -105,22 +111,27 @@ class CompiledWindowedNLM:
         columns = vectors.shape[1]
         values = numpy.ascontiguousarray(numpy.asarray(vectors, dtype=dtype).T)
         values = values.reshape(columns, height, width)
-        out = numpy.empty((columns + int(row_sums), height, width), dtype)
+        out = numpy.zeros((columns + int(row_sums), height, width), dtype)
         kernel = _windowed_nlm_kernel()
         offset = dtype.type(self.kernel.offset)
         floor = dtype.type(weight_floor(dtype))
         radius = twin.window // 2
-
-        def work(share: range) -> None:
-            report = progress if share.start == 0 else None  # the first share runs in the calling thread
-            for done, index in enumerate(share, start=1):
-                top, bottom, left, right = self._tiles[index]
-                kernel(self.planes, values, out, top, bottom, left, right, twin.patch, radius, offset, floor)
-                if report is not None:
-                    report(done / len(share))
-
         with _Workers(self.backend) as workers:
-            workers.map(work, workers.shares(len(self._tiles)))
+            shares = [workers.shares(len(bands)) for bands in self._phases]
+            own = sum(len(phase[0]) for phase in shares if phase)  # the bands of the calling thread
+            done = 0
+
+            def work(phase: int, share: range) -> None:
+                nonlocal done
+                for index in share:
+                    top, bottom = self._phases[phase][index]
+                    kernel(self.planes, values, out, top, bottom, twin.patch, radius, offset, floor)
+                    if share.start == 0 and progress is not None:  # the calling thread's share
+                        done += 1
+                        progress(done / own)
+
+            for phase, phase_shares in enumerate(shares):
+                workers.map(lambda share, phase=phase: work(phase, share), phase_shares)
         return out.reshape(out.shape[0], height * width).T
 
     def row(self, index: int) -> Any:
@@ -178,21 +189,23 @@ def _compile_windowed_nlm_kernel() -> Callable[..., None]:
             return _exp_float32
         return _exp_other
 
-    return numba.njit(nogil=True, cache=True)(_windowed_nlm_tile)
+    return numba.njit(nogil=True, cache=True)(_windowed_nlm_band)
 
 
-def _windowed_nlm_tile(features: Any, values: Any, out: Any, top: int, bottom: int, left: int, right: int,
-                       patch: int, radius: int, offset: Any, floor: Any) -> None:
-    """Set ``out[:, top:bottom, left:right]`` to windowed NLM ``K values`` there (compiled by numba).
+def _windowed_nlm_band(features: Any, values: Any, out: Any, top: int, bottom: int, patch: int,
+                       radius: int, offset: Any, floor: Any) -> None:
+    """Add to ``out`` the terms of windowed NLM ``K values`` of the pairs whose upper pixel lies in rows
+    ``top:bottom`` (compiled by numba).
 
     ``features``: (C, H + patch - 1, W + patch - 1) padded channel planes;
     ``values``: (m, H, W); ``out``: (m, H, W), or (m + 1, H, W) to receive
-    the weights' sums as well.  For each window offset (drow, dcol) the
-    pixels of the tile whose partner lies in the image get
-    ``w = exp(clip(offset - D, floor, 0))``, ``D`` the patch's sum of squared
-    differences, and add ``w`` times their partner's values (and ``w``).  Indices are
-    cast to unsigned so that numba drops its negative-index checks and the
-    compiler vectorises every inner loop.
+    the weights' sums as well.  For each offset (drow, dcol) with drow > 0,
+    or drow = 0 and dcol >= 0, the band's pixels i whose partner j = i +
+    (drow, dcol) lies in the image get ``w = exp(clip(offset - D, floor,
+    0))``, ``D`` the patch's sum of squared differences; i receives ``w``
+    times j's values (and ``w``), and j, unless it is i, ``w`` times i's.
+    Indices are cast to unsigned so that numba drops its negative-index
+    checks and the compiler vectorises every inner loop.
     """
     channels, padded_height, padded_width = features.shape
     columns, height, width = values.shape
@@ -201,32 +214,22 @@ def _windowed_nlm_tile(features: Any, values: Any, out: Any, top: int, bottom: i
     flat_values = values.ravel()
     flat_out = out.ravel()
     unsigned = numpy.uint64
-    span = right - left
-    weights = numpy.empty(span, features.dtype)
     zero = offset - offset
-    for plane in range(planes):
-        for row in range(top, bottom):
-            start = (plane * height + row) * width
-            for i in range(left, right):
-                flat_out[unsigned(start + i)] = zero
-    window = 2 * radius + 1
-    stride = span + patch - 1
-    sums = numpy.empty(window * stride, features.dtype)  # per column offset: column sums over the patch rows
-    for drow in range(-radius, radius + 1):
-        first_row = max(top, -drow)
+    weights = numpy.empty(width, features.dtype)
+    stride = width + patch - 1
+    sums = numpy.empty((2 * radius + 1) * stride, features.dtype)  # per column offset: column sums
+    for drow in range(0, radius + 1):
         stop_row = min(bottom, height - drow)
-        if stop_row <= first_row:
-            continue
-        for row in range(first_row, stop_row):
+        for row in range(top, stop_row):
             # every column offset of this row offset in turn: the rows they read stay in the core's cache
-            for dcol in range(-radius, radius + 1):
-                first = max(left, -dcol)
-                count = min(right, width - dcol) - first
+            for dcol in range(0 if drow == 0 else -radius, radius + 1):
+                first = max(0, -dcol)
+                count = min(width, width - dcol) - first
                 if count <= 0:
                     continue
                 extent = count + patch - 1
                 base = (dcol + radius) * stride
-                if row == first_row:  # the column sums of the tile's first row, from the patch rows
+                if row == top:  # the column sums of the band's first row, from the patch rows
                     for i in range(extent):
                         sums[unsigned(base + i)] = zero
                     for channel in range(channels):
@@ -256,12 +259,19 @@ def _windowed_nlm_tile(features: Any, values: Any, out: Any, top: int, bottom: i
                         weights[i] += sums[unsigned(base + i + v)]
                 for i in range(count):
                     weights[i] = _exp(min(max(offset - weights[i], floor), zero))
-                for column in range(columns):
-                    here = (column * height + row) * width + first
-                    there = (column * height + row + drow) * width + first + dcol
-                    for i in range(count):
-                        flat_out[unsigned(here + i)] += weights[i] * flat_values[unsigned(there + i)]
-                if planes > columns:
-                    here = (columns * height + row) * width + first
-                    for i in range(count):
-                        flat_out[unsigned(here + i)] += weights[i]
+                mirrored = drow > 0 or dcol > 0
+                for plane in range(planes):
+                    here = (plane * height + row) * width + first
+                    there = here + drow * width + dcol
+                    if plane < columns:
+                        for i in range(count):
+                            flat_out[unsigned(here + i)] += weights[i] * flat_values[unsigned(there + i)]
+                        if mirrored:
+                            for i in range(count):
+                                flat_out[unsigned(there + i)] += weights[i] * flat_values[unsigned(here + i)]
+                    else:
+                        for i in range(count):
+                            flat_out[unsigned(here + i)] += weights[i]
+                        if mirrored:
+                            for i in range(count):
+                                flat_out[unsigned(there + i)] += weights[i]
