@@ -30,6 +30,9 @@ from nlfilt.operators import WindowedAffinity, _Workers
 #: Rows of the bands of the compiled windowed operator (at least the window's radius): the threads' units
 #: of work.  The band grid does not depend on the thread count, so neither do the results.
 BAND_ROWS = 32
+#: Columns of the chunks a band is done in, one after the other (the rows a chunk reads, for every column
+#: offset, stay in the core's cache: 4096x4096 RGB took 1.5x the time per pixel of 512x512 without them).
+CHUNK_COLUMNS = 1024
 
 
 def select(operator: Any, kernel: Any) -> Any:
@@ -125,7 +128,8 @@ class CompiledWindowedNLM:
                 nonlocal done
                 for index in share:
                     top, bottom = self._phases[phase][index]
-                    kernel(self.planes, values, out, top, bottom, twin.patch, radius, offset, floor)
+                    kernel(self.planes, values, out, top, bottom, CHUNK_COLUMNS, twin.patch, radius, offset,
+                           floor)
                     if share.start == 0 and progress is not None:  # the calling thread's share
                         done += 1
                         progress(done / own)
@@ -192,7 +196,7 @@ def _compile_windowed_nlm_kernel() -> Callable[..., None]:
     return numba.njit(nogil=True, cache=True)(_windowed_nlm_band)
 
 
-def _windowed_nlm_band(features: Any, values: Any, out: Any, top: int, bottom: int, patch: int,
+def _windowed_nlm_band(features: Any, values: Any, out: Any, top: int, bottom: int, chunk: int, patch: int,
                        radius: int, offset: Any, floor: Any) -> None:
     """Add to ``out`` the terms of windowed NLM ``K values`` of the pairs whose upper pixel lies in rows
     ``top:bottom`` (compiled by numba).
@@ -204,6 +208,8 @@ def _windowed_nlm_band(features: Any, values: Any, out: Any, top: int, bottom: i
     (drow, dcol) lies in the image get ``w = exp(clip(offset - D, floor,
     0))``, ``D`` the patch's sum of squared differences; i receives ``w``
     times j's values (and ``w``), and j, unless it is i, ``w`` times i's.
+    The band is done in chunks of ``chunk`` columns (of pixels i), one after
+    the other, so that the rows a chunk reads stay in the core's cache.
     Indices are cast to unsigned so that numba drops its negative-index
     checks and the compiler vectorises every inner loop.
     """
@@ -213,65 +219,68 @@ def _windowed_nlm_band(features: Any, values: Any, out: Any, top: int, bottom: i
     flat_features = features.ravel()
     flat_values = values.ravel()
     flat_out = out.ravel()
+    weights = numpy.empty(min(chunk, width), features.dtype)
+    stride = min(chunk, width) + patch - 1
+    sums = numpy.empty((2 * radius + 1) * stride, features.dtype)  # per column offset: column sums
     unsigned = numpy.uint64
     zero = offset - offset
-    weights = numpy.empty(width, features.dtype)
-    stride = width + patch - 1
-    sums = numpy.empty((2 * radius + 1) * stride, features.dtype)  # per column offset: column sums
-    for drow in range(0, radius + 1):
-        stop_row = min(bottom, height - drow)
-        for row in range(top, stop_row):
-            # every column offset of this row offset in turn: the rows they read stay in the core's cache
-            for dcol in range(0 if drow == 0 else -radius, radius + 1):
-                first = max(0, -dcol)
-                count = min(width, width - dcol) - first
-                if count <= 0:
-                    continue
-                extent = count + patch - 1
-                base = (dcol + radius) * stride
-                if row == top:  # the column sums of the band's first row, from the patch rows
-                    for i in range(extent):
-                        sums[unsigned(base + i)] = zero
-                    for channel in range(channels):
-                        for u in range(patch):
-                            here = (channel * padded_height + row + u) * padded_width + first
-                            there = here + drow * padded_width + dcol
-                            for i in range(extent):
-                                difference = (flat_features[unsigned(here + i)]
-                                              - flat_features[unsigned(there + i)])
-                                sums[unsigned(base + i)] += difference * difference
-                else:  # slide the column sums down one row: the patch's new bottom row in, its old top out
-                    for channel in range(channels):
-                        gone = (channel * padded_height + row - 1) * padded_width + first
-                        gone_there = gone + drow * padded_width + dcol
-                        new = gone + patch * padded_width
-                        new_there = gone_there + patch * padded_width
+    for left in range(0, width, chunk):
+        right = min(width, left + chunk)
+        for drow in range(0, radius + 1):
+            stop_row = min(bottom, height - drow)
+            for row in range(top, stop_row):
+                # every column offset of this row offset in turn: the rows they read stay in the core's cache
+                for dcol in range(0 if drow == 0 else -radius, radius + 1):
+                    first = max(left, -dcol)
+                    count = min(right, width - dcol) - first
+                    if count <= 0:
+                        continue
+                    extent = count + patch - 1
+                    base = (dcol + radius) * stride
+                    if row == top:  # the column sums of the band's first row, from the patch rows
                         for i in range(extent):
-                            added = (flat_features[unsigned(new + i)]
-                                     - flat_features[unsigned(new_there + i)])
-                            removed = (flat_features[unsigned(gone + i)]
-                                       - flat_features[unsigned(gone_there + i)])
-                            sums[unsigned(base + i)] += added * added - removed * removed
-                for i in range(count):
-                    weights[i] = sums[unsigned(base + i)]
-                for v in range(1, patch):
+                            sums[unsigned(base + i)] = zero
+                        for channel in range(channels):
+                            for u in range(patch):
+                                here = (channel * padded_height + row + u) * padded_width + first
+                                there = here + drow * padded_width + dcol
+                                for i in range(extent):
+                                    difference = (flat_features[unsigned(here + i)]
+                                                  - flat_features[unsigned(there + i)])
+                                    sums[unsigned(base + i)] += difference * difference
+                    else:  # slide the column sums down a row: the patch's new bottom row in, its top out
+                        for channel in range(channels):
+                            gone = (channel * padded_height + row - 1) * padded_width + first
+                            gone_there = gone + drow * padded_width + dcol
+                            new = gone + patch * padded_width
+                            new_there = gone_there + patch * padded_width
+                            for i in range(extent):
+                                added = (flat_features[unsigned(new + i)]
+                                         - flat_features[unsigned(new_there + i)])
+                                removed = (flat_features[unsigned(gone + i)]
+                                           - flat_features[unsigned(gone_there + i)])
+                                sums[unsigned(base + i)] += added * added - removed * removed
                     for i in range(count):
-                        weights[i] += sums[unsigned(base + i + v)]
-                for i in range(count):
-                    weights[i] = _exp(min(max(offset - weights[i], floor), zero))
-                mirrored = drow > 0 or dcol > 0
-                for plane in range(planes):
-                    here = (plane * height + row) * width + first
-                    there = here + drow * width + dcol
-                    if plane < columns:
+                        weights[i] = sums[unsigned(base + i)]
+                    for v in range(1, patch):
                         for i in range(count):
-                            flat_out[unsigned(here + i)] += weights[i] * flat_values[unsigned(there + i)]
-                        if mirrored:
+                            weights[i] += sums[unsigned(base + i + v)]
+                    for i in range(count):
+                        weights[i] = _exp(min(max(offset - weights[i], floor), zero))
+                    mirrored = drow > 0 or dcol > 0
+                    for plane in range(planes):
+                        here = (plane * height + row) * width + first
+                        there = here + drow * width + dcol
+                        if plane < columns:
                             for i in range(count):
-                                flat_out[unsigned(there + i)] += weights[i] * flat_values[unsigned(here + i)]
-                    else:
-                        for i in range(count):
-                            flat_out[unsigned(here + i)] += weights[i]
-                        if mirrored:
+                                flat_out[unsigned(here + i)] += weights[i] * flat_values[unsigned(there + i)]
+                            if mirrored:
+                                for i in range(count):
+                                    flat_out[unsigned(there + i)] += (weights[i]
+                                                                      * flat_values[unsigned(here + i)])
+                        else:
                             for i in range(count):
-                                flat_out[unsigned(there + i)] += weights[i]
+                                flat_out[unsigned(here + i)] += weights[i]
+                            if mirrored:
+                                for i in range(count):
+                                    flat_out[unsigned(there + i)] += weights[i]

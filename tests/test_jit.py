@@ -36,8 +36,10 @@ def operators(image, *, patch, window, dtype=numpy.float64, workers=None, h=20.0
     ((13, 17), 3, 5), ((13, 17, 3), 3, 7), ((9, 6), 5, 21), ((1, 12), 1, 5), ((12, 1, 2), 1, 3),
     ((3, 40), 3, 41), ((20, 11), 7, 9),
 ])
-def test_compiled_matches_the_dense_reference_in_float64(shape, patch, window):
-    """Windows larger than the image, one-row and one-column images, patch 1, several channels."""
+def test_compiled_matches_the_dense_reference_in_float64(monkeypatch, shape, patch, window):
+    """Windows larger than the image, one-row and one-column images, patch 1, several channels; chunks of
+    4 columns (partners in other chunks)."""
+    monkeypatch.setattr(jit, "CHUNK_COLUMNS", 4)
     image = RNG.random(shape) * 100
     compiled, _ = operators(image, patch=patch, window=window)
     dense = reference.affinity(image.reshape(shape[0], shape[1], -1), kernel="nlm", patch=patch,
@@ -52,8 +54,9 @@ def test_compiled_matches_the_dense_reference_in_float64(shape, patch, window):
 
 
 @pytest.mark.parametrize("channels", [0, 3])
-def test_compiled_float32_matches_its_twin(channels):
-    """Three bands (the column sums slide over 32 rows), float32 within 1e-5."""
+def test_compiled_float32_matches_its_twin(monkeypatch, channels):
+    """Three bands (the column sums slide over 32 rows) in three chunks of columns, float32 within 1e-5."""
+    monkeypatch.setattr(jit, "CHUNK_COLUMNS", 256)
     shape = (70, 600, channels) if channels else (70, 600)
     image = (RNG.random(shape) * 255).astype(numpy.float32)
     compiled, twin = operators(image, patch=7, window=11, dtype=numpy.float32, h=20.0, sigma=25.0)
