@@ -139,10 +139,11 @@ dtype : {numpy.float32, numpy.float64}
 memory_budget : int
     Bytes the global mode's patch factors, tiles and right-hand sides may
     occupy together (it never holds an N x N matrix; a budget too small
-    for even one tile row raises ValueError).  The windowed mode keeps
-    its per-offset weights between applications only when they fit in
-    it; its working buffers, about ``C + 8`` image-sized arrays per CPU
-    thread, are not counted.  With ``iterations='auto'`` in the global
+    for even one tile row raises ValueError).  The windowed array code
+    keeps its per-offset weights between applications only when they fit
+    in it; its working buffers, about ``C + 8`` image-sized arrays per CPU
+    thread, are not counted (the compiled NLM operator on the CPU keeps no
+    weights and needs about three image-sized arrays in all).  With ``iterations='auto'`` in the global
     mode the Lanczos bases of both runs also fit in it (at least 8 steps
     each): a small budget shortens the range of steps the choice is
     made from.""",
