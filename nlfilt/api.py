@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy
 
-from nlfilt.backend import DEVICES, Backend, get_backend, host_array, is_device_array
+from nlfilt.backend import DEVICES, Backend, get_backend, host_array
 from nlfilt.collaborative import check_shape, collaborative_filter
 from nlfilt.cost import expected_applications
 from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, twicing
@@ -46,6 +46,11 @@ MAX_FILTER_MATRIX_PIXELS = 64 * 64
 #: Set12 images at sigma 25.
 GUIDE_H_PER_SIGMA = 0.7
 GUIDE_PATCH = 3
+
+#: Under ``channel_axis='auto'`` (the default) the last axis of a 3-D image holds its channels when it has
+#: at most this many entries; a longer one is refused (a volume read as channels would be filtered as
+#: one image of many channels, without a word).
+MAX_AUTO_CHANNELS = 16
 
 NORMALIZE_CHOICES = ("rows", "sinkhorn")
 GUIDES = ("pilot",)
@@ -128,6 +133,15 @@ normalize : {'rows', 'sinkhorn'}, optional
     How NLM turns ``K`` into ``W`` (default 'rows'); see the Notes of
     :func:`denoise`.  Only for
     ``kernel='nlm'`` ('arccos' and 'ntk' always use ``K / lambda_max``).""",
+    "channel_axis": """\
+channel_axis : int, None or 'auto'
+    Which axis of ``image`` holds its channels (scikit-image's meaning).
+    'auto' (default): none for a 2-D image, the last of a 3-D one with at
+    most 16 entries (a longer last axis is refused: pass ``channel_axis=-1``
+    for that many channels, e.g. a hyperspectral image).  None: a gray
+    image; a 3-D array would then be a volume (Z, H, W), which nlfilt does
+    not filter yet (denoise its slices one by one).  An int: that axis of a
+    3-D image; the result has the input's layout.""",
     "device": """\
 device : {'auto', 'cpu', 'gpu'}
     Where to compute.  'auto' uses a CUDA GPU when CuPy is installed and
@@ -178,7 +192,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
             sigma: float | None = None, depth: int = 1, iterations: int | str = 1,
             stop: str | None = None, max_iterations: int | None = None,
             normalize: str | None = None, guide: str | None = None,
-            device: str = "auto", dtype: Any = numpy.float32,
+            channel_axis: int | str | None = "auto", device: str = "auto", dtype: Any = numpy.float32,
             memory_budget: int = DEFAULT_MEMORY_BUDGET,
             progress: ProgressCallback | None = None, return_info: bool = False) -> Any:
     """Denoise an image with a non-local filter and twicing.
@@ -317,7 +331,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                        sigma=sigma, depth=depth, device=device, dtype=dtype,
                                        memory_budget=memory_budget, normalize=normalize,
-                                       iterations=iterations)
+                                       iterations=iterations, channel_axis=channel_axis)
     stop, max_iterations = resolve_stopping(iterations, stop, max_iterations)
     if guide is not None and guide not in GUIDES:
         raise ValueError(f"guide must be None or 'pilot'; got {guide!r}")
@@ -347,7 +361,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
                                                         guided_options(options), **run)
     if meter is not None:
         meter.finish()
-    estimate = backend.like_input(estimate.reshape(numpy.shape(image)), image)
+    estimate = backend.like_input(in_layout(estimate.reshape(array.shape), image, channel_axis), image)
     if not return_info:
         return estimate
     auto = iterations == "auto"
@@ -358,9 +372,9 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     return estimate, info
 
 
-def denoise_collaborative(image: Any, *, sigma: float | None = None, device: str = "auto",
-                          dtype: Any = numpy.float32, progress: ProgressCallback | None = None,
-                          return_info: bool = False) -> Any:
+def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axis: int | str | None = "auto",
+                          device: str = "auto", dtype: Any = numpy.float32,
+                          progress: ProgressCallback | None = None, return_info: bool = False) -> Any:
     """Denoise an image with the collaborative Wiener filter, nlfilt's highest-quality mode.
 
     Two stages over groups of similar 8 x 8 patches (BM3D's scheme, see
@@ -406,7 +420,7 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, device: str
     _check_device(device)
     work_dtype = _check_dtype(dtype)
     _check_progress(progress)
-    host = _as_real_array(image)
+    host = _as_real_array(image, channel_axis)
     if sigma is not None:
         _check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
     check_shape(host.shape)  # before the image goes to the device
@@ -414,7 +428,7 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, device: str
     if sigma is None:
         sigma = estimate_sigma(backend.xp, array)
     estimate = collaborative_filter(backend, array, float(sigma), progress=progress)
-    estimate = backend.like_input(estimate.reshape(numpy.shape(image)), image)
+    estimate = backend.like_input(in_layout(estimate.reshape(array.shape), image, channel_axis), image)
     if not return_info:
         return estimate
     return estimate, DenoiseInfo(iterations=1, pilot_iterations=None, sigma=float(sigma), h=None, stop=None,
@@ -444,22 +458,24 @@ class Trajectory:
     residual: numpy.ndarray
     applications: int
     _krylov: Any
-    _shape: tuple[int, ...]
-    _like: Any = None
+    _shape: tuple[int, ...]  # (H, W, C)
+    _image: Any  # the image, for its layout and kind of array
+    _channel_axis: Any = "auto"
 
     def estimate(self, t: int) -> Any:
         """Return ``z_t`` (``0 <= t <= iterations``) with the image's shape: a NumPy array for a
         NumPy image, a CuPy array for a CuPy image."""
-        estimate = self._krylov.estimate(t).reshape(self._shape)
-        return self._krylov.filter.backend.like_input(estimate, self._like)
+        estimate = in_layout(self._krylov.estimate(t).reshape(self._shape), self._image, self._channel_axis)
+        return self._krylov.filter.backend.like_input(estimate, self._image)
 
 
 @_document(*_OPTIONS, window=_TRAJECTORY_WINDOW)
 def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm", patch: int | None = None,
                        window: int | str | None = None, h: float | None = None, sigma: float | None = None,
-                       depth: int = 1, normalize: str | None = None, device: str = "auto",
-                       dtype: Any = numpy.float32, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                       tol: float = TRAJECTORY_TOL, progress: ProgressCallback | None = None) -> Trajectory:
+                       depth: int = 1, normalize: str | None = None, channel_axis: int | str | None = "auto",
+                       device: str = "auto", dtype: Any = numpy.float32,
+                       memory_budget: int = DEFAULT_MEMORY_BUDGET, tol: float = TRAJECTORY_TOL,
+                       progress: ProgressCallback | None = None) -> Trajectory:
     """Twicing estimates for every step up to ``iterations`` from a few dozen products with ``K``.
 
     For a study of the whole gradient-descent path (the PSNR or the
@@ -506,7 +522,7 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
     """
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h, sigma=sigma,
                                       depth=depth, device=device, dtype=dtype, memory_budget=memory_budget,
-                                      normalize=normalize)
+                                      normalize=normalize, channel_axis=channel_axis)
     _check_count("iterations", iterations, minimum=1)
     _check_progress(progress)
     meter = None
@@ -519,8 +535,7 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
     if meter is not None:
         meter.finish()
     return Trajectory(iterations=krylov.horizon, residual=krylov.residual, applications=filter_.applications,
-                      _krylov=krylov, _shape=numpy.shape(image),
-                      _like=image if is_device_array(image) else None)
+                      _krylov=krylov, _shape=array.shape, _image=image, _channel_axis=channel_axis)
 
 
 def resolve_stopping(iterations: Any, stop: Any, max_iterations: Any) -> tuple[str | None, int | None]:
@@ -579,8 +594,8 @@ def _twicing_pass(backend: Backend, guide: Any, twin_guide: Any, options: Filter
 @_document(*_OPTIONS)
 def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
                   window: int | str | None = "auto", h: float | None = None,
-                  sigma: float | None = None, depth: int = 1, device: str = "auto",
-                  dtype: Any = numpy.float32,
+                  sigma: float | None = None, depth: int = 1, channel_axis: int | str | None = "auto",
+                  device: str = "auto", dtype: Any = numpy.float32,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET,
                   normalize: str | None = None) -> numpy.ndarray:
     """Return the dense filter ``W`` that :func:`denoise` applies, for small images.
@@ -621,7 +636,8 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     """
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                        sigma=sigma, depth=depth, device=device, dtype=dtype,
-                                       memory_budget=memory_budget, normalize=normalize)
+                                       memory_budget=memory_budget, normalize=normalize,
+                                       channel_axis=channel_axis)
     pixels = array.shape[0] * array.shape[1]
     if pixels > MAX_FILTER_MATRIX_PIXELS:
         raise ValueError(
@@ -636,9 +652,9 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
 @_document(*_OPTIONS)
 def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch: int | None = None,
                window: int | str | None = "auto", h: float | None = None, sigma: float | None = None,
-               depth: int = 1, device: str = "auto", dtype: Any = numpy.float32,
-               memory_budget: int = DEFAULT_MEMORY_BUDGET, normalize: str | None = None,
-               progress: ProgressCallback | None = None) -> numpy.ndarray:
+               depth: int = 1, channel_axis: int | str | None = "auto", device: str = "auto",
+               dtype: Any = numpy.float32, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+               normalize: str | None = None, progress: ProgressCallback | None = None) -> numpy.ndarray:
     """Return the weights one pixel gives every pixel: its row of ``W``, as an image.
 
     Computed without forming ``W``: one GEMM row in the global mode (O(N d)),
@@ -678,7 +694,8 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
     """
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                       sigma=sigma, depth=depth, device=device, dtype=dtype,
-                                      memory_budget=memory_budget, normalize=normalize)
+                                      memory_budget=memory_budget, normalize=normalize,
+                                      channel_axis=channel_axis)
     height, width = array.shape[:2]
     try:
         row, col = (int(value) for value in pixel)
@@ -699,7 +716,7 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
 
 def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
             depth: Any, device: str, dtype: Any, memory_budget: Any, normalize: Any = None,
-            iterations: Any = 1) -> tuple[Backend, Any, FilterOptions]:
+            iterations: Any = 1, channel_axis: Any = "auto") -> tuple[Backend, Any, FilterOptions]:
     """Validate the arguments and return (backend, (H, W, C) image on it, options).
 
     The shared front half of the public functions, also used by the command
@@ -711,7 +728,7 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     """
     _check_device(device)
     work_dtype = _check_dtype(dtype)
-    host = _as_real_array(image)
+    host = _as_real_array(image, channel_axis)
     options = resolve_options(host.shape, kernel=kernel, patch=patch, window=window, h=h, sigma=sigma,
                               depth=depth, memory_budget=memory_budget, normalize=normalize,
                               iterations=iterations)
@@ -829,21 +846,61 @@ def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: 
                          normalize=normalize or kind.normalizations[0])
 
 
-def _as_real_array(image: Any) -> numpy.ndarray:
-    """Return ``image`` as a finite real (H, W, C) NumPy array, or raise ValueError."""
+def _as_real_array(image: Any, channel_axis: Any = "auto") -> numpy.ndarray:
+    """Return ``image`` as a finite real (H, W, C) NumPy array (its channels, on ``channel_axis``, moved
+    last; a view where possible), or raise ValueError."""
     array = host_array(image)
     if array.dtype == object or not (numpy.issubdtype(array.dtype, numpy.number) or array.dtype == bool):
         raise ValueError(f"image must be a real numeric array; got dtype {array.dtype}")
     if numpy.iscomplexobj(array):
         raise ValueError(f"image must be real; got complex dtype {array.dtype}")
-    if array.ndim not in (2, 3):
-        raise ValueError(f"image must have 2 dimensions (H, W) or 3 (H, W, C); got shape {array.shape}")
+    axis = channel_position(array.shape, channel_axis)
     if array.size == 0:
         raise ValueError(f"image is empty (shape {array.shape})")
     if array.dtype.kind == "f" and not numpy.isfinite(array).all():
         bad = int(numpy.count_nonzero(~numpy.isfinite(array)))
         raise ValueError(f"image has {bad} NaN or Inf pixel values; all values must be finite")
-    return array if array.ndim == 3 else array[:, :, None]
+    return array[:, :, None] if axis is None else numpy.moveaxis(array, axis, -1)
+
+
+def channel_position(shape: tuple[int, ...], channel_axis: Any) -> int | None:
+    """The axis (0, 1 or 2) of an image of ``shape`` that holds its channels, or None for a gray image;
+    ValueError for a shape or ``channel_axis`` nlfilt cannot take (see ``channel_axis`` in
+    :func:`denoise`)."""
+    if channel_axis is not None and channel_axis != "auto" and (
+            not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool)):
+        raise ValueError(f"channel_axis must be an int, None or 'auto'; got {channel_axis!r}")
+    ndim = len(shape)
+    if ndim not in (2, 3):
+        raise ValueError(f"image must have 2 dimensions (H, W) or 3 (H, W, C); got shape {tuple(shape)}"
+                         + ("; 3-D volumes with channels are not filtered yet" if ndim == 4 else ""))
+    if ndim == 2:
+        if channel_axis is None or channel_axis == "auto":
+            return None
+        raise ValueError(f"channel_axis={channel_axis} needs a 3-D image with channels on that axis; the "
+                         f"image has shape {tuple(shape)} (for a gray image leave it at 'auto' or None)")
+    if channel_axis is None:
+        raise ValueError(f"channel_axis=None makes the 3-D image of shape {tuple(shape)} a volume (Z, H, W), "
+                         "which nlfilt does not filter yet; denoise its slices one by one (image[z])")
+    if channel_axis == "auto":
+        if shape[2] > MAX_AUTO_CHANNELS:
+            raise ValueError(
+                f"image has shape {tuple(shape)}: its last axis of {shape[2]} is too long to be taken as "
+                f"channels by default (at most {MAX_AUTO_CHANNELS}); for a volume (Z, H, W) pass "
+                f"channel_axis=None, for {shape[2]} channels (a hyperspectral image) channel_axis=-1")
+        return 2
+    if not -3 <= channel_axis < 3:
+        raise ValueError(f"channel_axis must be -3 to 2 for a 3-D image; got {channel_axis}")
+    return channel_axis % 3
+
+
+def in_layout(result: Any, image: Any, channel_axis: Any) -> Any:
+    """``result``, an (H, W, C) array computed from ``image``, in ``image``'s layout: its shape, with the
+    channels back on their axis (NumPy or CuPy)."""
+    axis = channel_position(numpy.shape(image), channel_axis)
+    if axis is None:
+        return result.reshape(numpy.shape(image))
+    return numpy.moveaxis(result, -1, axis)
 
 
 def _check_count(name: str, value: Any, *, minimum: int, odd: bool = False, allowed: str = "") -> None:

@@ -355,3 +355,66 @@ def test_the_public_functions_document_every_parameter_with_one_shared_text():
         entries[function.__name__] = documented
     for name in ("kernel", "patch", "h", "sigma", "depth", "normalize", "device", "dtype", "memory_budget"):
         assert len({documented[name] for documented in entries.values()}) == 1, name
+
+
+# channel_axis ---------------------------------------------------------------------------------------------
+
+CHANNEL_IMAGE = numpy.random.default_rng(21).random((14, 16, 3)) * 255
+
+
+@pytest.mark.parametrize("axis", [0, 1, -3, 2, -1])
+def test_channel_axis_moves_the_channels_and_back(axis):
+    """Every public function gives, for the image with its channels on ``axis``, the channels-last
+    image's result (in the input's layout)."""
+    moved = numpy.moveaxis(CHANNEL_IMAGE, -1, axis)
+    common = {"sigma": 20.0, "device": "cpu", "dtype": numpy.float64}
+    expected = nlfilt.denoise(CHANNEL_IMAGE, **common)
+    result = nlfilt.denoise(moved, channel_axis=axis, **common)
+    assert result.shape == moved.shape
+    numpy.testing.assert_allclose(numpy.moveaxis(result, axis, -1), expected, rtol=1e-12)
+    collaborative = nlfilt.denoise_collaborative(moved, channel_axis=axis, sigma=20.0, device="cpu")
+    numpy.testing.assert_allclose(numpy.moveaxis(collaborative, axis, -1),
+                                  nlfilt.denoise_collaborative(CHANNEL_IMAGE, sigma=20.0, device="cpu"),
+                                  rtol=1e-6)
+    numpy.testing.assert_allclose(nlfilt.filter_row(moved, (3, 5), channel_axis=axis, **common),
+                                  nlfilt.filter_row(CHANNEL_IMAGE, (3, 5), **common), rtol=1e-12)
+    numpy.testing.assert_allclose(nlfilt.filter_matrix(moved, channel_axis=axis, **common),
+                                  nlfilt.filter_matrix(CHANNEL_IMAGE, **common), rtol=1e-12)
+    path = nlfilt.twicing_trajectory(moved, 5, channel_axis=axis, window=5, **common)
+    numpy.testing.assert_allclose(numpy.moveaxis(path.estimate(3), axis, -1),
+                                  nlfilt.twicing_trajectory(CHANNEL_IMAGE, 5, window=5, **common).estimate(3),
+                                  rtol=1e-9)
+
+
+def test_a_volume_is_refused_by_default_instead_of_read_as_channels():
+    volume = numpy.random.default_rng(2).random((6, 40, 40))
+    with pytest.raises(ValueError, match=r"last axis of 40 .* channel_axis=None, .* channel_axis=-1"):
+        nlfilt.denoise(volume, device="cpu")
+    with pytest.raises(ValueError, match=r"channel_axis=None .* volume \(Z, H, W\)"):
+        nlfilt.denoise(volume, channel_axis=None, device="cpu")
+    with pytest.raises(ValueError, match="last axis of 40"):
+        nlfilt.denoise_collaborative(volume, device="cpu")
+
+
+def test_many_channels_need_an_explicit_channel_axis():
+    spectral = numpy.random.default_rng(3).random((16, 16, 20)) * 100
+    result = nlfilt.denoise(spectral, channel_axis=-1, sigma=10.0, device="cpu")
+    assert result.shape == spectral.shape
+    sixteen = nlfilt.denoise(spectral[:, :, :16], sigma=10.0, device="cpu")  # the default takes 16
+    assert sixteen.shape == (16, 16, 16)
+
+
+@pytest.mark.parametrize(("shape", "axis", "message"), [
+    ((16, 16), 0, "needs a 3-D image"), ((16, 16, 3), 3, "-3 to 2"),
+    ((16, 16, 3), "last", "int, None or 'auto'"), ((16, 16, 3), True, "int, None or 'auto'"),
+    ((2, 16, 16, 3), -1, "volumes with channels"),
+])
+def test_channel_axis_errors_name_the_parameter(shape, axis, message):
+    with pytest.raises(ValueError, match=message):
+        nlfilt.denoise(numpy.ones(shape), channel_axis=axis, device="cpu")
+
+
+def test_gray_images_take_channel_axis_none():
+    image = numpy.random.default_rng(4).random((16, 16)) * 100
+    numpy.testing.assert_array_equal(nlfilt.denoise(image, channel_axis=None, sigma=10.0, device="cpu"),
+                                     nlfilt.denoise(image, sigma=10.0, device="cpu"))
