@@ -1,7 +1,8 @@
 """Reading and writing image files for the command line, without losing data.
 
-Supported: PNG, TIFF, JPEG and BMP (through imageio); gray, gray+alpha, RGB
-and RGBA; unsigned and signed integers and floats.  What a codec cannot store
+Supported: PNG, TIFF, JPEG and BMP (through imageio; 16-bit PNG with colour
+or alpha through imagecodecs, which Pillow would cut to 8 bits); gray,
+gray+alpha, RGB and RGBA; unsigned and signed integers and floats.  What a codec cannot store
 faithfully is refused with a reason instead of being silently converted.
 
 Outputs are written to a partial file in the target folder and renamed when
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy
@@ -140,6 +142,9 @@ def read_header(path: Path) -> ImageHeader:
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     _refuse_lossy_reads(path)
+    sixteen = _sixteen_bit_colour_png(path)
+    if sixteen is not None:
+        return sixteen
     pages = _tiff_pages(path)
     if pages > 1:
         raise ImageError(f"multi-page TIFF ({pages} pages); only single images are supported")
@@ -176,7 +181,10 @@ def read_image(path: Path, header: ImageHeader | None = None) -> Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pixels = numpy.asarray(iio.imread(path))
+            if _sixteen_bit_colour_png(path) is not None:
+                pixels = numpy.asarray(_imagecodecs().png_decode(path.read_bytes()))
+            else:
+                pixels = numpy.asarray(iio.imread(path))
     except Exception as exc:  # imageio raises many types for unreadable files
         raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
     if pixels.ndim == 3 and pixels.shape[0] == 1 and len(header.shape) == 2:
@@ -215,8 +223,9 @@ def storage_problem(suffix: str, dtype: numpy.dtype, layout_channels: int) -> st
         return f"{suffix} stores 8-bit pixels only; {dtype} needs .png (gray) or .tif"
     if suffix == ".png" and dtype not in (numpy.uint8, numpy.uint16):
         return f"PNG stores 8- and 16-bit unsigned pixels only; {dtype} needs .tif"
-    if suffix == ".png" and dtype == numpy.uint16 and layout_channels > 1:
-        return "the PNG codec writes 16-bit gray only; use .tif for 16-bit colour"
+    if suffix == ".png" and dtype == numpy.uint16 and layout_channels > 1 and _imagecodecs() is None:
+        return ("16-bit colour PNG needs imagecodecs (pip install imagecodecs; Pillow writes 16-bit gray "
+                "only); or use .tif")
     if suffix in _EIGHT_BIT and layout_channels in (2, 4):
         return f"{suffix} cannot store an alpha channel; use .png or .tif"
     return None
@@ -253,6 +262,10 @@ def write_image(path: Path, pixels: numpy.ndarray, *, replace: bool = True) -> N
     problem = storage_problem(path.suffix, pixels.dtype, 0 if pixels.ndim == 2 else pixels.shape[2])
     if problem:
         raise ImageError(problem)
+    if path.suffix.lower() == ".png" and pixels.dtype == numpy.uint16 and pixels.ndim == 3:
+        encoded = _imagecodecs().png_encode(numpy.ascontiguousarray(pixels))
+        write_atomically(path, lambda temporary: temporary.write_bytes(encoded), replace=replace)
+        return
     options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     write_atomically(path, lambda temporary: iio.imwrite(temporary, pixels, extension=path.suffix, **options),
                      replace=replace)
@@ -378,22 +391,51 @@ def _tiff_pages(path: Path) -> int:
         return 0  # let the reader report it
 
 
-def _refuse_lossy_reads(path: Path) -> None:
-    """Raise ImageError for files that Pillow would read with data lost.
+#: Channels of a PNG's colour types with colour or alpha (gray+alpha, RGB, RGBA).
+_PNG_CHANNELS = {4: 2, 2: 3, 6: 4}
 
-    A 16-bit PNG with colour or alpha is read as 8 bits; a 32-bit BMP loses
-    its alpha channel.
+
+@lru_cache(maxsize=1)
+def _imagecodecs() -> Any:
+    """imagecodecs (the 16-bit colour PNG codec), or None when it is not installed."""
+    try:
+        import imagecodecs  # noqa: PLC0415 - only for 16-bit colour PNG
+    except ImportError:
+        return None
+    return imagecodecs
+
+
+def _sixteen_bit_colour_png(path: Path) -> ImageHeader | None:
+    """The header of a 16-bit PNG with colour or alpha (read from its IHDR chunk), else None."""
+    try:
+        with open(path, "rb") as stream:
+            header = stream.read(26)
+    except OSError:
+        return None
+    if len(header) < 26 or header[:8] != b"\x89PNG\r\n\x1a\n" or header[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    bit_depth, colour_type = header[24], header[25]
+    if bit_depth != 16 or colour_type not in _PNG_CHANNELS:
+        return None
+    return ImageHeader((height, width, _PNG_CHANNELS[colour_type]), numpy.dtype(numpy.uint16))
+
+
+def _refuse_lossy_reads(path: Path) -> None:
+    """Raise ImageError for files that no installed codec reads without data lost.
+
+    Pillow reads a 16-bit PNG with colour or alpha as 8 bits (imagecodecs,
+    when installed, reads it exactly); a 32-bit BMP loses its alpha channel.
     """
     try:
         with open(path, "rb") as stream:
             header = stream.read(30)
     except OSError as exc:
         raise ImageError(f"cannot read ({_reason(exc)})") from None
-    if len(header) >= 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
-        bit_depth, colour_type = header[24], header[25]
-        if bit_depth == 16 and colour_type in (2, 4, 6):
-            raise ImageError("16-bit colour or gray+alpha PNG: the PNG codec would truncate it to 8 bits; "
-                             "convert it to TIFF")
+    if _sixteen_bit_colour_png(path) is not None and _imagecodecs() is None:
+        raise ImageError("16-bit colour or gray+alpha PNG: Pillow would truncate it to 8 bits, and "
+                         "imagecodecs, which reads it exactly, is not installed (pip install imagecodecs); "
+                         "or convert it to TIFF")
     if len(header) >= 30 and header[:2] == b"BM" and int.from_bytes(header[28:30], "little") == 32:
         raise ImageError("32-bit BMP: the BMP codec would drop its alpha channel; convert it to PNG")
 
