@@ -57,13 +57,17 @@ class ImageHeader:
     Attributes
     ----------
     shape : tuple of int
-        (H, W) for gray, (H, W, C) otherwise, as stored in the file.
+        (H, W) for gray, (H, W, C) otherwise, as stored in the file (of one
+        frame, for a stack).
     dtype : numpy.dtype
         The pixel type.
+    frames : int
+        Frames (pages) of a multi-page TIFF, 0 for a single image.
     """
 
     shape: tuple[int, ...]
     dtype: numpy.dtype
+    frames: int = 0
 
     @property
     def layout_channels(self) -> int:
@@ -88,17 +92,20 @@ class Image:
 
     Attributes
     ----------
-    colour : ndarray, shape (H, W) or (H, W, C)
+    colour : ndarray, shape (H, W) or (H, W, C); (P, H, W[, C]) for a stack
         Gray or colour channels, in the file's dtype.
-    alpha : ndarray or None, shape (H, W)
+    alpha : ndarray or None, shape (H, W); (P, H, W) for a stack
         The alpha channel, passed through unchanged.
     layout_channels : int
-        Channels of the file (0 for a 2-D gray image).
+        Channels of the file (0 for gray without a channel axis).
+    stack : StackLayout or None
+        How a multi-page TIFF holds its frames, None for a single image.
     """
 
     colour: numpy.ndarray
     alpha: numpy.ndarray | None
     layout_channels: int
+    stack: StackLayout | None = None
 
     @property
     def dtype(self) -> numpy.dtype:
@@ -109,9 +116,53 @@ class Image:
         pixels = cast_like(colour, self.dtype)
         if self.alpha is None:
             return pixels
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        return numpy.concatenate([pixels, self.alpha[:, :, None]], axis=2)
+        if pixels.ndim == self.alpha.ndim:  # gray values without a channel axis
+            pixels = pixels[..., None]
+        return numpy.concatenate([pixels, self.alpha[..., None]], axis=-1)
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """How a multi-page TIFF stores its frames, to write the output the same way.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The series' shape, e.g. (T, Z, H, W) or (P, H, W, 3); the frames are
+        its leading axes, flattened.
+    axes : str
+        tifffile's axis letters for ``shape`` (``'TZYX'``, ``'QYXS'``...).
+    imagej : dict or None
+        ImageJ metadata to keep (spacing, unit, frame interval, ...).
+    ome : dict or None
+        OME pixel sizes to keep (``PhysicalSizeX`` and its unit, ...).
+    photometric : str
+        'rgb' or 'minisblack'.
+    resolution : tuple of float or None
+        The first page's X and Y resolution, with ``resolution_unit``.
+    resolution_unit : int
+        The TIFF resolution unit (1 none, 2 inch, 3 centimetre).
+    """
+
+    shape: tuple[int, ...]
+    axes: str
+    imagej: dict[str, Any] | None
+    ome: dict[str, Any] | None
+    photometric: str
+    resolution: tuple[float, float] | None
+    resolution_unit: int
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Output pixels of a stack, (P, H, W[, C]) in the file's dtype, and how to lay them out."""
+
+    pixels: numpy.ndarray
+    layout: StackLayout
+
+    @property
+    def dtype(self) -> numpy.dtype:
+        return self.pixels.dtype
 
 
 def cast_like(values: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
@@ -130,9 +181,10 @@ def read_header(path: Path) -> ImageHeader:
     ------
     ImageError
         For an empty or unreadable file, one that is not an image, holds
-        several frames or pages, or has an unsupported pixel type or channel
-        layout, and for files the codec would read with data lost (16-bit
-        colour PNG, 32-bit BMP).
+        several frames (other than a multi-page TIFF, a stack: ``frames``),
+        or has an unsupported pixel type or channel layout, and for files
+        the codecs would read with data lost (16-bit colour PNG without
+        imagecodecs, 32-bit BMP).
     """
     path = Path(path)
     try:
@@ -147,7 +199,11 @@ def read_header(path: Path) -> ImageHeader:
         return sixteen
     pages = _tiff_pages(path)
     if pages > 1:
-        raise ImageError(f"multi-page TIFF ({pages} pages); only single images are supported")
+        layout = read_stack_layout(path)
+        frames = int(numpy.prod(layout.shape[:_leading_axes(layout)]))
+        header = ImageHeader(tuple(layout.shape[_leading_axes(layout):]), _tiff_dtype(path), frames)
+        _check_layout(header)
+        return header
     try:
         with warnings.catch_warnings():  # plugin deprecation notices while imageio probes a bad file
             warnings.simplefilter("ignore")
@@ -164,12 +220,13 @@ def read_header(path: Path) -> ImageHeader:
     return header
 
 
-def read_image(path: Path, header: ImageHeader | None = None) -> Image:
+def read_image(path: Path, header: ImageHeader | None = None, *, stacks: bool = False) -> Image:
     """Read ``path`` and split off its alpha channel.
 
     The header is checked first (:func:`read_header`, or ``header`` when the
     caller has read it already), so a file that would be refused is never
-    decoded.
+    decoded.  A multi-page TIFF is read as a stack (:attr:`Image.stack`) when
+    ``stacks`` is true, and refused otherwise.
 
     Raises
     ------
@@ -178,6 +235,10 @@ def read_image(path: Path, header: ImageHeader | None = None) -> Image:
     """
     path = Path(path)
     header = read_header(path) if header is None else header
+    if header.frames and not stacks:
+        raise ImageError(f"multi-page TIFF ({header.frames} frames); this command takes a single image")
+    if header.frames:
+        return _read_stack(path, header)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -197,6 +258,93 @@ def read_image(path: Path, header: ImageHeader | None = None) -> Image:
     return Image(pixels[:, :, :-1], pixels[:, :, -1], pixels.shape[2])
 
 
+#: ImageJ metadata entries a stack's output keeps (tifffile writes the others from the data).
+_IMAGEJ_KEYS = ("spacing", "unit", "finterval", "fps", "loop", "min", "max", "Labels", "Ranges", "LUTs")
+
+#: The axes of one frame as tifffile names them: rows and columns, with samples (channels) or without.
+_FRAME_AXES = ("YXS", "YX")
+
+
+def read_stack_layout(path: Path) -> StackLayout:
+    """The layout of the multi-page TIFF ``path`` (its first series), or ImageError."""
+    try:
+        import tifffile  # noqa: PLC0415 - imageio's TIFF plugin
+
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            page = tiff.pages[0]
+            axes = series.axes
+            imagej = None
+            if tiff.is_imagej:
+                metadata = tiff.imagej_metadata or {}
+                imagej = {key: metadata[key] for key in _IMAGEJ_KEYS if key in metadata}
+            ome = None
+            if tiff.is_ome:
+                pixels = tifffile.xml2dict(tiff.ome_metadata)["OME"]["Image"]
+                pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+                ome = {key: value for key, value in pixels.items() if key.startswith("PhysicalSize")
+                       or key.startswith("TimeIncrement")}
+            resolution = tuple(float(value) for value in page.resolution) if page.resolution else None
+            layout = StackLayout(tuple(int(side) for side in series.shape), axes, imagej, ome,
+                                 "rgb" if axes.endswith("S") and series.shape[-1] in (3, 4) else "minisblack",
+                                 resolution, int(page.resolutionunit))
+    except Exception as exc:  # tifffile raises many types for unreadable files
+        raise ImageError(f"cannot read as a TIFF stack ({_reason(exc)})") from None
+    if not any(layout.axes.endswith(frame) for frame in _FRAME_AXES) or _leading_axes(layout) < 1:
+        raise ImageError(f"unsupported TIFF stack of axes {layout.axes} and shape {layout.shape}: "
+                         "expected frames of rows and columns (..., Y, X) with or without samples (S)")
+    return layout
+
+
+def _leading_axes(layout: StackLayout) -> int:
+    """The number of leading (frame) axes of a stack's series."""
+    return len(layout.axes) - (3 if layout.axes.endswith("YXS") else 2)
+
+
+def _tiff_dtype(path: Path) -> numpy.dtype:
+    import tifffile  # noqa: PLC0415
+
+    with tifffile.TiffFile(path) as tiff:
+        return numpy.dtype(tiff.series[0].dtype)
+
+
+def _read_stack(path: Path, header: ImageHeader) -> Image:
+    """Read a multi-page TIFF as (P, H, W[, C]) frames and split off the alpha channel."""
+    layout = read_stack_layout(path)
+    try:
+        import tifffile  # noqa: PLC0415
+
+        pixels = numpy.asarray(tifffile.imread(path, series=0))
+    except Exception as exc:
+        raise ImageError(f"cannot read as a TIFF stack ({_reason(exc)})") from None
+    pixels = pixels.reshape((header.frames, *header.shape))
+    channels = header.layout_channels
+    if channels in (2, 4):
+        return Image(pixels[..., :-1] if channels == 4 else pixels[..., 0], pixels[..., -1], channels, layout)
+    return Image(pixels, None, channels, layout)
+
+
+def write_stack(path: Path, stack: Stack, *, replace: bool = True) -> None:
+    """Write ``stack`` to the TIFF ``path`` atomically, in its input's layout: the same series shape,
+    dtype and photometric interpretation, and the ImageJ or OME metadata (axes, spacing, pixel sizes,
+    units) and resolution the input had, where tifffile can write them with this dtype."""
+    import tifffile  # noqa: PLC0415
+
+    layout = stack.layout
+    data = stack.pixels.reshape(layout.shape)
+    options: dict[str, Any] = {"photometric": layout.photometric}
+    if layout.resolution is not None:
+        options.update(resolution=layout.resolution, resolutionunit=layout.resolution_unit)
+    imagej_dtypes = (numpy.uint8, numpy.uint16, numpy.float32)
+    if layout.imagej is not None and data.dtype in imagej_dtypes and set(layout.axes) <= set("TZCYXS"):
+        options.update(imagej=True, metadata={"axes": layout.axes, **layout.imagej})
+    elif layout.ome is not None:
+        options.update(ome=True, metadata={"axes": layout.axes, **layout.ome})
+    else:
+        options.update(metadata={"axes": layout.axes})
+    write_atomically(path, lambda temporary: tifffile.imwrite(temporary, data, **options), replace=replace)
+
+
 def _check_layout(header: ImageHeader) -> None:
     if header.dtype.kind not in "uif":
         raise ImageError(f"unsupported pixel type {header.dtype}")
@@ -207,16 +355,19 @@ def _check_layout(header: ImageHeader) -> None:
     raise ImageError(f"unsupported layout {header.shape}: expected gray, gray+alpha, RGB or RGBA")
 
 
-def storage_problem(suffix: str, dtype: numpy.dtype, layout_channels: int) -> str | None:
+def storage_problem(suffix: str, dtype: numpy.dtype, layout_channels: int, frames: int = 0) -> str | None:
     """Why a file with extension ``suffix`` cannot store these pixels faithfully, or None.
 
-    ``layout_channels`` is the file layout's channel count (0 for 2-D gray).
+    ``layout_channels`` is the file layout's channel count (0 for 2-D gray);
+    ``frames`` the pages of a stack (0 for a single image).
     """
     suffix = suffix.lower()
     dtype = numpy.dtype(dtype)
     if suffix not in IMAGE_EXTENSIONS:
         known = ", ".join(IMAGE_EXTENSIONS)
         return f"unknown image format {suffix or '(no extension)'!r}; use one of {known}"
+    if frames and suffix not in (".tif", ".tiff"):
+        return f"a stack of {frames} frames needs a TIFF output (.tif), not {suffix}"
     if dtype.kind == "f" and suffix not in (".tif", ".tiff"):
         return f"{dtype} pixels need a TIFF output (.tif), not {suffix}"
     if dtype != numpy.uint8 and suffix in _EIGHT_BIT:
@@ -237,8 +388,9 @@ def same_format(first: str, second: str) -> bool:
     return _FORMATS.get(first, first) == _FORMATS.get(second, second)
 
 
-def write_image(path: Path, pixels: numpy.ndarray, *, replace: bool = True) -> None:
-    """Write ``pixels`` to ``path`` atomically, in the format of its extension.
+def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = True) -> None:
+    """Write ``pixels`` (or a :class:`Stack`, see :func:`write_stack`) to ``path`` atomically, in the
+    format of its extension.
 
     The data go to a partial file in the target folder, renamed to ``path``
     only once complete, so an interrupted run never leaves a partial image.
@@ -259,6 +411,12 @@ def write_image(path: Path, pixels: numpy.ndarray, *, replace: bool = True) -> N
         With ``replace=False``, when ``path`` exists.
     """
     path = Path(path)
+    if isinstance(pixels, Stack):
+        problem = storage_problem(path.suffix, pixels.dtype, 0, frames=pixels.pixels.shape[0])
+        if problem:
+            raise ImageError(problem)
+        write_stack(path, pixels, replace=replace)
+        return
     problem = storage_problem(path.suffix, pixels.dtype, 0 if pixels.ndim == 2 else pixels.shape[2])
     if problem:
         raise ImageError(problem)

@@ -350,12 +350,13 @@ def test_an_image_smaller_than_the_default_patch_says_how_to_set_it(tmp_path):
                   "--patch", "3").exit_code == 0
 
 
-def test_multi_page_and_empty_files_say_so(tmp_path):
+def test_a_stack_in_a_batch_is_denoised_and_an_empty_file_says_so(tmp_path):
     tifffile.imwrite(tmp_path / "stack.tif", numpy.zeros((5, 16, 16), numpy.uint8))  # one series of 5 pages
     (tmp_path / "empty.png").write_bytes(b"")
     result = invoke("denoise", tmp_path / "stack.tif", tmp_path / "empty.png", "-o", tmp_path / "out")
     assert result.exit_code == 1
-    assert "multi-page TIFF (5 pages)" in result.output and "empty file" in result.output
+    assert "empty file" in result.output and "1 denoised, 1 failed" in result.output
+    assert tifffile.imread(tmp_path / "out" / "stack.tif").shape == (5, 16, 16)
 
 
 def test_an_image_file_name_as_the_output_of_several_inputs_is_a_usage_error(tmp_path):

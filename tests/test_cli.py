@@ -183,17 +183,16 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path):
     nan_image = numpy.ones((20, 20), numpy.float32)
     nan_image[3, 3] = numpy.nan
     iio.imwrite(folder / "nan.tif", nan_image)
-    iio.imwrite(folder / "pages.tif", numpy.zeros((3, 20, 20), numpy.uint8), is_batch=True)
     iio.imwrite(folder / "alpha.bmp", numpy.zeros((8, 8, 4), numpy.uint8))
     result = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    for name in ("empty.png", "text.png", "truncated.png", "nan.tif", "pages.tif", "alpha.bmp"):
+    for name in ("empty.png", "text.png", "truncated.png", "nan.tif", "alpha.bmp"):
         assert f"{folder / name}:" in result.output, name
-    assert "NaN" in result.output and "multi-page TIFF (3 pages)" in result.output
+    assert "NaN" in result.output
     assert "empty file" in result.output
     assert "alpha channel" in result.output
-    assert "1 denoised, 6 failed, 0 skipped" in result.output
+    assert "1 denoised, 5 failed, 0 skipped" in result.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
 
 
@@ -537,3 +536,87 @@ def test_integer_outputs_are_rounded_and_clipped_not_truncated(tmp_path):
     assert cast_like(values, numpy.uint8).tolist() == [[0, 0, 1, 2, 128, 255, 255, 255]]
     values = numpy.array([[-1.0, 0.3, 0.7, 40000.6, 65534.6, 65535.4, 70000.0]])
     assert cast_like(values, numpy.uint16).tolist() == [[0, 0, 1, 40001, 65535, 65535, 65535]]
+
+
+# Stacks: multi-page TIFF, each page filtered as its own image ----------------------------------------------
+
+def stack_pages(dtype, channels, pages=4):
+    return numpy.stack([noisy_pixels(dtype, channels)[1] for _ in range(pages)])
+
+
+@pytest.mark.parametrize(("kind", "dtype", "channels"), [
+    ("imagej", numpy.uint16, 0), ("ome", numpy.float32, 0), ("plain", numpy.uint8, 3),
+    ("plain", numpy.uint8, 4),
+])
+def test_a_stack_is_filtered_page_by_page_and_keeps_its_layout_and_metadata(tmp_path, kind, dtype, channels):
+    import tifffile
+
+    from nlfilt.images import cast_like
+
+    pages = stack_pages(dtype, channels)
+    source = tmp_path / "stack.tif"
+    if kind == "imagej":
+        tifffile.imwrite(source, pages, imagej=True, resolution=(2.0, 2.0),
+                         metadata={"axes": "ZYX", "spacing": 2.5, "unit": "um"})
+    elif kind == "ome":
+        tifffile.imwrite(source, pages, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.3,
+                                                            "PhysicalSizeXUnit": "µm"})
+    else:
+        tifffile.imwrite(source, pages, photometric="rgb")
+    target = tmp_path / "out" / "stack.tif"
+    report = tmp_path / "report.jsonl"
+    result = run("denoise", source, "-o", target, "--method", "filter", "--report", report, "--quiet")
+    assert result.exit_code == 0, result.output
+    written = tifffile.imread(target)
+    assert written.shape == pages.shape and written.dtype == pages.dtype
+    for page, out in zip(pages, written, strict=True):
+        colour = page[..., :-1] if channels == 4 else page
+        expected = cast_like(nlfilt.denoise(colour.astype(numpy.float32), device="cpu"), numpy.dtype(dtype))
+        numpy.testing.assert_array_equal(out[..., :-1] if channels == 4 else out, expected)
+        if channels == 4:
+            numpy.testing.assert_array_equal(out[..., -1], page[..., -1])  # alpha untouched
+    with tifffile.TiffFile(target) as tiff:
+        if kind == "imagej":
+            assert tiff.is_imagej and tiff.imagej_metadata["spacing"] == 2.5
+            assert tiff.imagej_metadata["unit"] == "um" and tiff.pages[0].resolution == (2.0, 2.0)
+            assert tiff.series[0].axes == "ZYX"
+        elif kind == "ome":
+            assert tiff.is_ome and 'PhysicalSizeX="0.3"' in tiff.ome_metadata and tiff.series[0].axes == "TYX"
+    assert report_entries(report.read_text())[0]["frames"] == 4
+
+
+def test_a_stack_needs_a_tiff_output_and_volume_mode_is_refused(tmp_path):
+    import tifffile
+
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack_pages(numpy.uint8, 0), photometric="minisblack")
+    result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 2 and "needs a TIFF output" in result.output, result.output
+    result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "o.tif"),
+                                       "--stack", "volume"])
+    assert result.exit_code == 2 and "not available yet" in result.output, result.output
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "o.tif").exists()
+
+
+def test_single_image_commands_refuse_a_stack(tmp_path):
+    import tifffile
+
+    from nlfilt.images import ImageError, read_image
+
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack_pages(numpy.uint8, 0), photometric="minisblack")
+    with pytest.raises(ImageError, match=r"multi-page TIFF \(4 frames\)"):
+        read_image(source)
+    result = CliRunner().invoke(main, ["filter-map", str(source), "--pixel", "3", "3", "-o",
+                                       str(tmp_path / "map.png")])
+    assert result.exit_code != 0 and "multi-page TIFF" in result.output, result.output
+
+
+def test_frame_progress_counts_frames_with_the_current_frames_part():
+    from nlfilt.cli.denoise import _frame_progress
+
+    calls = []
+    report = _frame_progress(lambda done, total: calls.append((done, total)), 2, 5)
+    report(1, 4)
+    report(4, 4)
+    assert calls == [(2.25, 5), (3.0, 5)]

@@ -38,6 +38,7 @@ from nlfilt.images import (
     IMAGE_EXTENSIONS,
     ImageError,
     OutputExists,
+    Stack,
     read_header,
     read_image,
     remove_stale_partials,
@@ -125,12 +126,12 @@ def check_jobs(jobs: list[Job]) -> None:
         if suffix.lower() not in IMAGE_EXTENSIONS:
             raise click.UsageError(f"output {job.target}: {storage_problem(suffix, numpy.uint8, 0)}")
         if same_format(suffix, job.source.suffix):
-            continue  # read in this format, so it can be written back in it
+            continue  # read in this format (a stack only from TIFF), so it can be written back in it
         try:
             header = read_header(job.source)
         except ImageError:
             continue
-        problem = storage_problem(suffix, header.dtype, header.layout_channels)
+        problem = storage_problem(suffix, header.dtype, header.layout_channels, header.frames)
         if problem:
             raise click.UsageError(f"output {job.target} cannot hold {job.source} "
                                    f"({header.dtype}, {header.shape}): {problem}")
@@ -159,6 +160,10 @@ def check_jobs(jobs: list[Job]) -> None:
 @click.option("--report", "report_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
               help="Append a line for the run and one JSON line per input to this file ('-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
+@click.option("--stack", type=click.Choice(["frames", "volume"]), default="frames", show_default=True,
+              help="Multi-page TIFF inputs: 'frames' filters each page as its own 2-D image and writes a "
+                   "stack of the same pages, dtype and metadata; 'volume' (one 3-D filter over the stack) "
+                   "is not available yet.")
 @click.option("--chunk", type=click.IntRange(min=0), default=0,
               help="Read TIFF inputs in chunks of N x N pixels (rounded up to 256) and write tiled "
                    "BigTIFF, never holding the image whole. [default: 0: only TIFFs over 8192 x 8192 "
@@ -169,7 +174,7 @@ def check_jobs(jobs: list[Job]) -> None:
                    "worker per GPU, dask-cuda). Workers read and write the files themselves: use paths they "
                    "share. Needs nlfilt[dask].")
 def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, overwrite: bool,
-                    max_minutes: float, report_path: Path | None, quiet: bool, chunk: int,
+                    max_minutes: float, report_path: Path | None, quiet: bool, stack: str, chunk: int,
                     scheduler: Scheduler | None, **filter_params: Any) -> None:
     """Denoise image files and folders of images.
 
@@ -182,6 +187,9 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
     interrupted.
     """
+    if stack == "volume":
+        raise click.UsageError("--stack volume: 3-D filtering of a stack is not available yet; use --stack "
+                               "frames (each page filtered as a 2-D image)")
     options = dict(api_options(filter_params), chunk=chunk)
     check_options(options)
     if scheduler is not None:
@@ -337,10 +345,12 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
         header = read_header(job.source)
         chunk = options.get("chunk", 0)
         streamed = should_stream(job.source, header, chunk)  # read, filtered and written chunk by chunk
-        check_image_cost(header.colour_shape, options, max_minutes, streamed=streamed)
-        image = None if streamed else read_image(job.source, header)
+        frames = max(1, header.frames)
+        check_image_cost(header.colour_shape, options, max_minutes / frames, streamed=streamed)
+        image = None if streamed else read_image(job.source, header, stacks=True)
         collaborative = options["method"] == "collaborative"
-        unit = "bands of rows" if streamed else "steps" if collaborative else "products with K"
+        unit = ("bands of rows" if streamed else "frames" if header.frames else "steps" if collaborative
+                else "products with K")
         bar = product_bar(job.source.name, quiet, unit=unit)
         progress = bar if watch is None else watch(bar)
         try:
@@ -351,19 +361,26 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
                 entry["iterations"] = 1 if collaborative else options["iterations"]
             else:
                 colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
-                if collaborative:
-                    result, info = nlfilt.denoise_collaborative(colour, sigma=options["sigma"],
-                                                                device=options["device"], progress=progress,
-                                                                return_info=True)
+                if header.frames:  # each frame its own image, the bar counting frames
+                    results, infos = [], []
+                    for index, frame in enumerate(colour):
+                        within = None if progress is None else _frame_progress(progress, index, frames)
+                        result, info = _denoise_one(frame, options, within)
+                        results.append(result)
+                        infos.append(info)
+                    result = numpy.stack(results)
+                    entry["frames"] = frames
+                    info = infos[0]
+                    entry["sigma"] = float(numpy.median([item.sigma for item in infos]))
+                    entry["iterations"] = [item.iterations for item in infos] if not collaborative else 1
                 else:
-                    _, call = resolve_for_image(colour, options)
-                    call.pop("method", None)
-                    call.pop("chunk", None)
-                    result, info = nlfilt.denoise(colour, progress=progress, return_info=True, **call)
-                entry["sigma"] = info.sigma
-                entry["iterations"] = info.iterations
+                    result, info = _denoise_one(colour, options, progress)
+                    entry["sigma"] = info.sigma
+                    entry["iterations"] = info.iterations
                 entry["pilot_iterations"] = info.pilot_iterations
                 pixels = image.assemble(result)
+                if image.stack is not None:
+                    pixels = Stack(pixels, image.stack)
         finally:
             if bar is not None:
                 bar.close()
@@ -383,6 +400,25 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
     if pixels is None:
         entry["seconds"] = round(entry["seconds"], 3)
     return entry, pixels
+
+
+def _denoise_one(colour: numpy.ndarray, options: dict[str, Any],
+                 progress: Callable[[float, int], None] | None) -> tuple[numpy.ndarray, Any]:
+    """Denoise one 2-D image (H, W[, C]) with the command's options: (result, DenoiseInfo)."""
+    if options["method"] == "collaborative":
+        return nlfilt.denoise_collaborative(colour, sigma=options["sigma"], device=options["device"],
+                                            progress=progress, return_info=True)
+    _, call = resolve_for_image(colour, options)
+    call.pop("method", None)
+    call.pop("chunk", None)
+    return nlfilt.denoise(colour, progress=progress, return_info=True, **call)
+
+
+def _frame_progress(progress: Callable[[float, int], None], index: int,
+                    frames: int) -> Callable[[float, int], None]:
+    """The progress callback of frame ``index`` of ``frames``: the bar counts frames, the current one's
+    part included."""
+    return lambda done, total: progress(index + min(1.0, done / max(total, 1)), frames)
 
 
 def _write_job(job: Job, entry: dict[str, Any], pixels: Any, overwrite: bool) -> dict[str, Any]:

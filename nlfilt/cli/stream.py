@@ -28,9 +28,9 @@ TILE = 256
 
 
 def should_stream(path: Path, header: ImageHeader, chunk: int) -> bool:
-    """Whether ``path`` is read in chunks: a TIFF, gray or RGB without alpha, over the size limit (or
-    any size when ``--chunk`` was given)."""
-    if Path(path).suffix.lower() not in (".tif", ".tiff") or header.has_alpha:
+    """Whether ``path`` is read in chunks: a single-page TIFF, gray or RGB without alpha, over the size
+    limit (or any size when ``--chunk`` was given).  Stacks are read whole and filtered page by page."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff") or header.has_alpha or header.frames:
         return False
     if header.layout_channels not in (0, 3):
         return False
