@@ -1,8 +1,9 @@
 """Reading and writing image files for the command line, without losing data.
 
-Supported: PNG, TIFF, JPEG and BMP (through imageio; 16-bit PNG with colour
-or alpha through imagecodecs, which Pillow would cut to 8 bits); gray,
-gray+alpha, RGB and RGBA; unsigned and signed integers and floats.  What a codec cannot store
+Supported: PNG, TIFF, JPEG, BMP and WebP (through imageio; 16-bit PNG with
+colour or alpha through imagecodecs, which Pillow would cut to 8 bits);
+gray, gray+alpha, RGB and RGBA (WebP: RGB and RGBA); unsigned and signed
+integers and floats; multi-page TIFF as stacks.  What a codec cannot store
 faithfully is refused with a reason instead of being silently converted.
 
 Outputs are written to a partial file in the target folder and renamed when
@@ -30,10 +31,10 @@ import imageio.v3 as iio
 import numpy
 
 #: File name extensions treated as images when a folder is expanded.
-IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp")
 
 #: Extensions whose codec (Pillow) stores 8-bit data only.
-_EIGHT_BIT = (".jpg", ".jpeg", ".bmp")
+_EIGHT_BIT = (".jpg", ".jpeg", ".bmp", ".webp")
 
 #: Extensions of one format (an output may change the extension within a format).
 _FORMATS = {".tiff": ".tif", ".jpeg": ".jpg"}
@@ -377,7 +378,9 @@ def storage_problem(suffix: str, dtype: numpy.dtype, layout_channels: int, frame
     if suffix == ".png" and dtype == numpy.uint16 and layout_channels > 1 and _imagecodecs() is None:
         return ("16-bit colour PNG needs imagecodecs (pip install imagecodecs; Pillow writes 16-bit gray "
                 "only); or use .tif")
-    if suffix in _EIGHT_BIT and layout_channels in (2, 4):
+    if suffix == ".webp" and layout_channels in (0, 1, 2):
+        return "WebP has no gray mode (a gray image would be written, and read back, as RGB); use .png"
+    if suffix in (".jpg", ".jpeg", ".bmp") and layout_channels in (2, 4):
         return f"{suffix} cannot store an alpha channel; use .png or .tif"
     return None
 
@@ -424,7 +427,8 @@ def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = Tr
         encoded = _imagecodecs().png_encode(numpy.ascontiguousarray(pixels))
         write_atomically(path, lambda temporary: temporary.write_bytes(encoded), replace=replace)
         return
-    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    options = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95},
+               ".webp": {"lossless": True, "exact": True}}.get(path.suffix.lower(), {})
     write_atomically(path, lambda temporary: iio.imwrite(temporary, pixels, extension=path.suffix, **options),
                      replace=replace)
 

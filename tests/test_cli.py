@@ -620,3 +620,28 @@ def test_frame_progress_counts_frames_with_the_current_frames_part():
     report(1, 4)
     report(4, 4)
     assert calls == [(2.25, 5), (3.0, 5)]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_webp_is_written_lossless_with_alpha_untouched(tmp_path, channels):
+    from nlfilt.images import cast_like
+
+    pixels = noisy_pixels(numpy.uint8, channels)[1]
+    source = tmp_path / "photo.webp"
+    iio.imwrite(source, pixels, extension=".webp", lossless=True, exact=True)
+    numpy.testing.assert_array_equal(iio.imread(source), pixels)
+    folder = tmp_path / "out"
+    assert run("denoise", tmp_path, "-o", folder, "--method", "filter", "--quiet").exit_code == 0
+    written = iio.imread(folder / "photo.webp")
+    colour = pixels[..., :3]
+    expected = cast_like(nlfilt.denoise(colour.astype(numpy.float32), device="cpu"), numpy.dtype(numpy.uint8))
+    numpy.testing.assert_array_equal(written[..., :3], expected)  # lossless: exactly the rounded result
+    if channels == 4:
+        numpy.testing.assert_array_equal(written[..., 3], pixels[..., 3])
+
+
+def test_gray_to_webp_is_refused_with_the_reason(tmp_path):
+    iio.imwrite(tmp_path / "gray.png", noisy_pixels(numpy.uint8, 0)[1])
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "gray.png"), "-o", str(tmp_path / "g.webp")])
+    assert result.exit_code == 2 and "WebP has no gray mode" in result.output, result.output
+    assert not (tmp_path / "g.webp").exists()

@@ -178,9 +178,10 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
                     scheduler: Scheduler | None, **filter_params: Any) -> None:
     """Denoise image files and folders of images.
 
-    INPUTS are files and folders (a folder means every PNG, TIFF, JPEG or BMP
-    file in it).  Outputs keep each input's dtype, bit depth and channel
-    layout; alpha is copied unfiltered.  Existing outputs are skipped unless
+    INPUTS are files and folders (a folder means every PNG, TIFF, JPEG, BMP
+    or WebP file in it; a multi-page TIFF is a stack, see --stack).  Outputs
+    keep each input's dtype, bit depth and channel layout; alpha is copied
+    unfiltered.  Existing outputs are skipped unless
     --overwrite, so an interrupted batch resumes where it stopped.  Outputs are
     written on background threads while the next file is filtered, or, with
     --scheduler, each file is a task on a dask cluster.  Exit status 1 when any
