@@ -49,6 +49,14 @@ def serves(kernel: Any) -> bool:
     return bool(kernel.fused_windowed) and _numba() is not None
 
 
+def compiled_status() -> str:
+    """numba's version and what it serves, or why the array code runs (for ``nlfilt info``)."""
+    numba = _numba()
+    if numba is None:
+        return "not installed (windowed NLM on the CPU runs as NumPy array code, 3-5x slower)"
+    return f"{numba.__version__} (the compiled windowed NLM operator on the CPU)"
+
+
 @lru_cache(maxsize=1)
 def _numba() -> ModuleType | None:
     """numba, imported on first use (it takes a few hundred milliseconds), or None without it."""

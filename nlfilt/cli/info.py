@@ -9,11 +9,12 @@ import numpy
 
 from nlfilt import __version__
 from nlfilt.backend import get_backend, gpu_status
+from nlfilt.jit import compiled_status
 
 
 @click.command("info")
 def info_command() -> None:
-    """Show nlfilt, Python, NumPy and CuPy versions and which device 'auto' uses."""
+    """Show nlfilt, Python, NumPy, numba and CuPy versions and which device 'auto' uses."""
     usable, reason = gpu_status()
     try:
         import cupy  # noqa: PLC0415 - optional
@@ -25,6 +26,7 @@ def info_command() -> None:
         f"nlfilt {__version__}",
         f"Python {platform.python_version()} ({platform.machine()})",
         f"NumPy {numpy.__version__}",
+        f"numba {compiled_status()}",
         f"CuPy {cupy_version}",
     ]
     if usable:
