@@ -54,7 +54,40 @@ COLLABORATIVE = "nlfilt/collaborative.py"
 CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
 
+JIT = "nlfilt/jit.py"
+API = "nlfilt/api.py"
+
 MUTATIONS = [
+    # compiled CPU operator, channel_axis, formats and stacks (added 2026-11-27, second session)
+    mutation("jit: the mirrored pair's term dropped", "jit",
+             (JIT, "                                flat_out[unsigned(there + i)] += (weights[i]\n",
+              "                                flat_out[unsigned(there + i)] += 0 * (weights[i]\n")),
+    mutation("jit: sliding column sums keep the row that left the patch", "jit",
+             (JIT, "sums[unsigned(base + i)] += added * added - removed * removed",
+              "sums[unsigned(base + i)] += added * added")),
+    mutation("jit: odd and even bands run side by side", "jit",
+             (JIT, "self._phases = [bands[0::2], bands[1::2]]", "self._phases = [bands, []]")),
+    mutation("jit: weights not clipped at the floor", "jit",
+             (JIT, "_exp(min(max(offset - weights[i], floor), zero))",
+              "_exp(min(offset - weights[i], zero))")),
+    mutation("jit: row sums counted once per pair", "jit",
+             (JIT, "                            if mirrored:\n"
+                   "                                for i in range(count):\n"
+                   "                                    flat_out[unsigned(there + i)] += weights[i]\n", "")),
+    mutation("channel_axis: a long last axis taken as channels", "api",
+             (API, "        if shape[2] > MAX_AUTO_CHANNELS:", "        if False:")),
+    mutation("channel_axis: result left channels-last", "api",
+             (API, "    return numpy.moveaxis(result, -1, axis)", "    return result")),
+    mutation("16-bit colour PNG written by Pillow", "io",
+             (IMAGES, 'if path.suffix.lower() == ".png" and pixels.dtype == numpy.uint16 and pixels.ndim '
+                      '== 3:', "if False:")),
+    mutation("stack: ImageJ metadata dropped", "io",
+             (IMAGES, 'options.update(imagej=True, metadata={"axes": layout.axes, **layout.imagej})',
+              'options.update(metadata={"axes": layout.axes})')),
+    mutation("stack: written to a single-image format", "io",
+             (IMAGES, 'if frames and suffix not in (".tif", ".tiff"):', "if False:")),
+    mutation("WebP: gray written as RGB", "io",
+             (IMAGES, 'if suffix == ".webp" and layout_channels in (0, 1, 2):', "if False:")),
     # collaborative filter, dask, clusters, streaming (added 2026-11-27)
     mutation("collaborative: colour estimate not taken back to RGB", "collaborative",
              (COLLABORATIVE, "estimate @ xp.asarray(OPPONENT, dtype=image.dtype) if colour",
@@ -106,7 +139,7 @@ MUTATIONS = [
              ("nlfilt/cli/interrupts.py", "return 128 + self.signum", "return 1")),
     # image files
     mutation("alpha written to BMP/JPEG", "io",
-             (IMAGES, "if suffix in _EIGHT_BIT and layout_channels in (2, 4):", "if False:")),
+             (IMAGES, 'if suffix in (".jpg", ".jpeg", ".bmp") and layout_channels in (2, 4):', "if False:")),
     mutation("float pixels written to PNG/JPEG", "io",
              (IMAGES, 'if dtype.kind == "f" and suffix not in (".tif", ".tiff"):', "if False:")),
     mutation("16-bit pixels written to JPEG/BMP", "io",
