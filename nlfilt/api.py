@@ -103,15 +103,18 @@ _OPTION_DOCS = {
 kernel : {'nlm', 'arccos', 'ntk'}
     Patch affinity ``K`` (see the Notes of :func:`denoise`).""",
     "patch": """\
-patch : int, optional
-    Odd side of the square patch, at most ``min(H, W)``.  Default 5 for
-    'nlm', 3 for 'arccos' and 'ntk'.""",
+patch : int or tuple of 3 ints, optional
+    Odd side of the square patch, at most ``min(H, W)``; for a volume one
+    odd side per axis (Z, H, W), or an int for all three.  Default 5 for
+    'nlm', 3 for 'arccos' and 'ntk' (on every axis).""",
     "window": """\
-window : int, None or 'auto'
-    Odd side of the square search window, or None for all pixel pairs
-    (global mode).  'auto' (default) is 11 for 'nlm' and None (global) for
-    'arccos' and 'ntk', whose windowed filters are not positive
-    semidefinite (see the Notes of :func:`denoise`).""",
+window : int, tuple of 3 ints, None or 'auto'
+    Odd side of the square search window (for a volume one per axis, e.g.
+    ``(7, 11, 11)`` for a time series with a short temporal window), or
+    None for all pixel pairs (global mode).  'auto' (default) is 11 for
+    'nlm' (on every axis) and None (global) for 'arccos' and 'ntk', whose
+    windowed filters are not positive semidefinite (see the Notes of
+    :func:`denoise`).""",
     "h": """\
 h : float, optional
     NLM bandwidth (> 0).  Default ``0.8 * sigma``, or, when that is 0 (a
@@ -138,10 +141,10 @@ channel_axis : int, None or 'auto'
     Which axis of ``image`` holds its channels (scikit-image's meaning).
     'auto' (default): none for a 2-D image, the last of a 3-D one with at
     most 16 entries (a longer last axis is refused: pass ``channel_axis=-1``
-    for that many channels, e.g. a hyperspectral image).  None: a gray
-    image; a 3-D array would then be a volume (Z, H, W), which nlfilt does
-    not filter yet (denoise its slices one by one).  An int: that axis of a
-    3-D image; the result has the input's layout.""",
+    for that many channels, e.g. a hyperspectral image).  None: no channels;
+    a 3-D array is then a volume (Z, H, W), filtered with box patches and
+    windows.  An int: that axis of a 3-D image, or of a 4-D volume with
+    channels; the result has the input's layout.""",
     "device": """\
 device : {'auto', 'cpu', 'gpu'}
     Where to compute.  'auto' uses a CUDA GPU when CuPy is installed and
@@ -336,7 +339,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     if guide is not None and guide not in GUIDES:
         raise ValueError(f"guide must be None or 'pilot'; got {guide!r}")
     _check_progress(progress)
-    flat = array.reshape(-1, array.shape[2])
+    flat = array.reshape(-1, array.shape[-1])
     twin_data = None
     if iterations == "auto" and stop == "sure" and options.sigma > 0:
         epsilon = EPSILON_PER_SIGMA * options.sigma
@@ -421,6 +424,9 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     work_dtype = _check_dtype(dtype)
     _check_progress(progress)
     host = _as_real_array(image, channel_axis)
+    if host.ndim == 4:
+        raise ValueError("the collaborative filter works on 2-D images; for a volume use nlfilt.denoise "
+                         "(channel_axis=None), or filter its slices one by one")
     if sigma is not None:
         _check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
     check_shape(host.shape)  # before the image goes to the device
@@ -529,7 +535,7 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
     if progress is not None:
         meter = ProgressMeter(progress, [expected_applications(options, "auto", False, runs=1)])
     filter_ = build_filter(backend, array, options, reuse=True, meter=meter)
-    krylov = KrylovTrajectory(filter_, array.reshape(-1, array.shape[2]), max_iterations=iterations, tol=tol)
+    krylov = KrylovTrajectory(filter_, array.reshape(-1, array.shape[-1]), max_iterations=iterations, tol=tol)
     while krylov.horizon < iterations and not krylov.exhausted:
         krylov.step()
     if meter is not None:
@@ -565,7 +571,9 @@ def guided_options(options: FilterOptions) -> FilterOptions:
     if kernel_class(options.kernel).h_per_sigma is None:  # no bandwidth to re-derive
         return options
     h = GUIDE_H_PER_SIGMA * options.sigma if options.sigma else options.h
-    return replace(options, h=h, sigma=0.0, patch=min(options.patch, GUIDE_PATCH))
+    patch = (min(options.patch, GUIDE_PATCH) if isinstance(options.patch, int)
+             else tuple(min(side, GUIDE_PATCH) for side in options.patch))
+    return replace(options, h=h, sigma=0.0, patch=patch)
 
 
 def _twicing_pass(backend: Backend, guide: Any, twin_guide: Any, options: FilterOptions, *, flat: Any,
@@ -638,10 +646,10 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
                                        sigma=sigma, depth=depth, device=device, dtype=dtype,
                                        memory_budget=memory_budget, normalize=normalize,
                                        channel_axis=channel_axis)
-    pixels = array.shape[0] * array.shape[1]
+    pixels = math.prod(array.shape[:-1])
     if pixels > MAX_FILTER_MATRIX_PIXELS:
         raise ValueError(
-            f"image has {array.shape[0]}x{array.shape[1]} = {pixels} pixels; filter_matrix builds the "
+            f"image has {'x'.join(map(str, array.shape[:-1]))} = {pixels} pixels; filter_matrix builds the "
             f"dense {pixels}x{pixels} filter and accepts at most {MAX_FILTER_MATRIX_PIXELS} pixels "
             "(64x64); use denoise for larger images"
         )
@@ -696,19 +704,22 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
                                       sigma=sigma, depth=depth, device=device, dtype=dtype,
                                       memory_budget=memory_budget, normalize=normalize,
                                       channel_axis=channel_axis)
-    height, width = array.shape[:2]
+    spatial = array.shape[:-1]
     try:
-        row, col = (int(value) for value in pixel)
-        valid = (row, col) == tuple(pixel) and 0 <= row < height and 0 <= col < width
+        position = tuple(int(value) for value in pixel)
+        valid = (position == tuple(pixel) and len(position) == len(spatial)
+                 and all(0 <= value < extent for value, extent in zip(position, spatial, strict=True)))
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise ValueError(f"pixel must be (row, col) with 0 <= row < {height} and 0 <= col < {width}; "
-                         f"got {pixel!r}")
+        names = "(row, col)" if len(spatial) == 2 else "(slice, row, col)"
+        ranges = ", ".join(f"0 <= {name} < {extent}" for name, extent in
+                           zip(names.strip("()").split(", "), spatial, strict=True))
+        raise ValueError(f"pixel must be {names} with {ranges}; got {pixel!r}")
     _check_progress(progress)
     meter = None if progress is None else ProgressMeter(progress, [expected_applications(options, 0, False)])
     filter_ = build_filter(backend, array, options, reuse=options.normalize != "rows", meter=meter)
-    weights = backend.to_host(filter_.row(row * width + col)).reshape(height, width)
+    weights = backend.to_host(filter_.row(int(numpy.ravel_multi_index(position, spatial)))).reshape(spatial)
     if meter is not None:
         meter.finish()
     return weights
@@ -737,11 +748,12 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
 
 
 def place(image: Any, device: str, dtype: Any) -> tuple[Backend, Any]:
-    """(backend, ``image`` as an (H, W, C) array of ``dtype`` on it) for ``device``; ``image`` is a
-    validated real array (H, W) or (H, W, C).  RuntimeError for ``device='gpu'`` without a GPU."""
+    """(backend, ``image`` as an (H, W, C) or (Z, H, W, C) array of ``dtype`` on it) for ``device``;
+    ``image`` is a validated real array (H, W), (H, W, C) or (Z, H, W, C).  RuntimeError for
+    ``device='gpu'`` without a GPU."""
     backend = get_backend(_check_device(device))
     array = backend.asarray(image, dtype=_check_dtype(dtype))
-    return backend, array.reshape(array.shape[0], array.shape[1], -1)
+    return backend, array if array.ndim in (3, 4) else array.reshape(*array.shape, 1)
 
 
 def resolve_noise(backend: Backend, array: Any, options: FilterOptions, iterations: Any = 1) -> FilterOptions:
@@ -749,7 +761,7 @@ def resolve_noise(backend: Backend, array: Any, options: FilterOptions, iteratio
     not given (always for a kernel with a bandwidth; for the others with ``iterations='auto'``), and
     the bandwidth ``h`` from it (``h_per_sigma * sigma``, or 1e-3 of the value range for a noise-free
     image)."""
-    height, width = array.shape[:2]
+    height, width = array.shape[-3:-1]  # of one slice, for a volume
     sigma = options.sigma
     bandwidth = kernel_class(options.kernel).h_per_sigma
     if sigma is None and (bandwidth is not None or iterations == "auto"):
@@ -819,36 +831,54 @@ def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: 
         if normalize not in kind.normalizations:
             raise ValueError(f"normalize must be one of {', '.join(map(repr, kind.normalizations))}; "
                              f"got {normalize!r}")
-    height, width = shape[:2]
-    if patch is None:
-        patch = kind.patch
-        if patch > min(height, width):
-            raise ValueError(
-                f"the {height}x{width} image is smaller than the default patch {patch} of kernel "
-                f"{kernel!r}; set patch to an odd integer up to {min(height, width)}"
-            )
-    _check_count("patch", patch, minimum=1, odd=True)
-    if patch > min(height, width):
-        raise ValueError(
-            f"patch must be an odd integer from 1 to min(H, W) = {min(height, width)} for this "
-            f"{height}x{width} image; got {patch}"
-        )
+    spatial = tuple(shape[:3] if len(shape) == 4 else shape[:2])  # (Z, H, W, C) is a volume
     if isinstance(window, str):
         if window != "auto":
             raise ValueError(f"window must be an odd integer >= 1, None (global) or 'auto'; got {window!r}")
         window = kind.window
+    if patch is None:
+        patch = kind.patch
+        if patch > min(spatial):
+            raise ValueError(
+                f"the {'x'.join(map(str, spatial))} image is smaller than the default patch {patch} of "
+                f"kernel {kernel!r}; set patch to an odd integer up to {min(spatial)}"
+                + (" or a box, e.g. (1, 5, 5)" if len(spatial) == 3 else ""))
+    patch = _box("patch", patch, spatial)
     if window is not None:
-        _check_count("window", window, minimum=1, odd=True,
-                     allowed="an odd integer >= 1, None (global) or 'auto'")
-    return FilterOptions(kernel=kernel, patch=int(patch), window=None if window is None else int(window),
+        window = _box("window", window, spatial, allowed="an odd integer >= 1, None (global) or 'auto'")
+    return FilterOptions(kernel=kernel, patch=patch, window=window,
                          h=None if h is None else float(h), sigma=None if sigma is None else float(sigma),
                          depth=int(depth), memory_budget=int(memory_budget),
                          normalize=normalize or kind.normalizations[0])
 
 
+def _box(name: str, value: Any, spatial: tuple[int, ...], allowed: str = "") -> int | tuple[int, ...]:
+    """A validated patch or window: an odd int for a 2-D image (at most min(H, W) for the patch), one
+    odd side per axis (a tuple) for a volume (an int is used on every axis)."""
+    if len(spatial) == 3 and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value),) * 3
+    if isinstance(value, tuple | list) and len(spatial) == 3:
+        if len(value) != 3:
+            raise ValueError(f"{name} of a volume must be an odd integer or three, (Z, H, W); got {value!r}")
+        for side in value:
+            _check_count(name, side, minimum=1, odd=True, allowed=f"odd sides >= 1 (got {tuple(value)!r})")
+        if name == "patch" and any(side > extent for side, extent in zip(value, spatial, strict=True)):
+            raise ValueError(f"patch sides must be at most the volume's {'x'.join(map(str, spatial))}; got "
+                             f"{tuple(value)}")
+        return tuple(int(side) for side in value)
+    if isinstance(value, tuple | list) and len(set(value)) == 1 and len(value) == 2:
+        value = value[0]  # a square given as (p, p)
+    _check_count(name, value, minimum=1, odd=True, allowed=allowed or "an odd integer >= 1 (one side: 2-D "
+                 "patches and windows are square)")
+    if name == "patch" and value > min(spatial):
+        raise ValueError(f"patch must be an odd integer from 1 to min(H, W) = {min(spatial)} for this "
+                         f"{'x'.join(map(str, spatial))} image; got {value}")
+    return int(value)
+
+
 def _as_real_array(image: Any, channel_axis: Any = "auto") -> numpy.ndarray:
-    """Return ``image`` as a finite real (H, W, C) NumPy array (its channels, on ``channel_axis``, moved
-    last; a view where possible), or raise ValueError."""
+    """Return ``image`` as a finite real (H, W, C) NumPy array, or (Z, H, W, C) for a volume (its
+    channels, on ``channel_axis``, moved last; a view where possible), or raise ValueError."""
     array = host_array(image)
     if array.dtype == object or not (numpy.issubdtype(array.dtype, numpy.number) or array.dtype == bool):
         raise ValueError(f"image must be a real numeric array; got dtype {array.dtype}")
@@ -860,7 +890,7 @@ def _as_real_array(image: Any, channel_axis: Any = "auto") -> numpy.ndarray:
     if array.dtype.kind == "f" and not numpy.isfinite(array).all():
         bad = int(numpy.count_nonzero(~numpy.isfinite(array)))
         raise ValueError(f"image has {bad} NaN or Inf pixel values; all values must be finite")
-    return array[:, :, None] if axis is None else numpy.moveaxis(array, axis, -1)
+    return array[..., None] if axis is None else numpy.moveaxis(array, axis, -1)
 
 
 def channel_position(shape: tuple[int, ...], channel_axis: Any) -> int | None:
@@ -871,17 +901,19 @@ def channel_position(shape: tuple[int, ...], channel_axis: Any) -> int | None:
             not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool)):
         raise ValueError(f"channel_axis must be an int, None or 'auto'; got {channel_axis!r}")
     ndim = len(shape)
-    if ndim not in (2, 3):
-        raise ValueError(f"image must have 2 dimensions (H, W) or 3 (H, W, C); got shape {tuple(shape)}"
-                         + ("; 3-D volumes with channels are not filtered yet" if ndim == 4 else ""))
+    if ndim not in (2, 3, 4):
+        raise ValueError(f"image must have 2 dimensions (H, W), 3 ((H, W, C) or a volume (Z, H, W) with "
+                         f"channel_axis=None) or 4 (a volume with channels); got shape {tuple(shape)}")
     if ndim == 2:
         if channel_axis is None or channel_axis == "auto":
             return None
         raise ValueError(f"channel_axis={channel_axis} needs a 3-D image with channels on that axis; the "
                          f"image has shape {tuple(shape)} (for a gray image leave it at 'auto' or None)")
-    if channel_axis is None:
-        raise ValueError(f"channel_axis=None makes the 3-D image of shape {tuple(shape)} a volume (Z, H, W), "
-                         "which nlfilt does not filter yet; denoise its slices one by one (image[z])")
+    if ndim == 4 and not isinstance(channel_axis, numbers.Integral):
+        raise ValueError(f"a 4-D image of shape {tuple(shape)} is a volume with channels: pass the channel "
+                         f"axis (channel_axis=-1 for (Z, H, W, C)); got channel_axis={channel_axis!r}")
+    if channel_axis is None:  # a volume (Z, H, W)
+        return None
     if channel_axis == "auto":
         if shape[2] > MAX_AUTO_CHANNELS:
             raise ValueError(
@@ -889,9 +921,10 @@ def channel_position(shape: tuple[int, ...], channel_axis: Any) -> int | None:
                 f"channels by default (at most {MAX_AUTO_CHANNELS}); for a volume (Z, H, W) pass "
                 f"channel_axis=None, for {shape[2]} channels (a hyperspectral image) channel_axis=-1")
         return 2
-    if not -3 <= channel_axis < 3:
-        raise ValueError(f"channel_axis must be -3 to 2 for a 3-D image; got {channel_axis}")
-    return channel_axis % 3
+    if not -ndim <= channel_axis < ndim:
+        raise ValueError(f"channel_axis must be {-ndim} to {ndim - 1} for a {ndim}-D image; got "
+                         f"{channel_axis}")
+    return channel_axis % ndim
 
 
 def in_layout(result: Any, image: Any, channel_axis: Any) -> Any:

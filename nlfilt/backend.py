@@ -112,7 +112,7 @@ class Backend:
     def patch_matrix(self, image: Any, patch: int) -> Any:
         """The (H*W, patch*patch*C) patch matrix of an (H, W, C) image on this device
         (:func:`nlfilt.patches.patch_matrix`; on the GPU its CUDA twin ``nlfilt_patches``)."""
-        if self.name != "gpu":
+        if self.name != "gpu" or image.ndim != 3:  # the CUDA kernel serves 2-D images
             return patch_matrix(self.xp, image, patch)
         from nlfilt import cuda  # noqa: PLC0415 - GPU only
 

@@ -37,8 +37,9 @@ CHUNK_COLUMNS = 1024
 
 def select(operator: Any, kernel: Any) -> Any:
     """The operator to compute with on the CPU: a compiled operator serving ``operator`` when one exists
-    for ``kernel`` and its mode (see :func:`serves`), else ``operator`` itself (its array code)."""
-    if isinstance(operator, WindowedAffinity) and serves(kernel):
+    for ``kernel`` and its mode (see :func:`serves`; 2-D images), else ``operator`` itself (its array
+    code)."""
+    if isinstance(operator, WindowedAffinity) and len(operator.shape) == 2 and serves(kernel):
         return CompiledWindowedNLM(operator)
     return operator
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy
 
+from nlfilt.patches import sides
+
 
 class Kernel:
     """What every affinity declares; derive from it and decorate with :func:`register_kernel`.
@@ -170,10 +172,11 @@ class NLMKernel(Kernel):
     def create(cls, *, h: float | None, sigma: float | None, depth: int) -> NLMKernel:
         return cls(h=h, sigma=sigma)
 
-    def features(self, xp: Any, image: Any, patch_size: int) -> Any:
-        """Return the image the pair statistics are computed on."""
-        dims = patch_size * patch_size * image.shape[2]
-        centre = xp.mean(image, axis=(0, 1), keepdims=True)
+    def features(self, xp: Any, image: Any, patch_size: int | tuple[int, ...]) -> Any:
+        """Return the image the pair statistics are computed on ((H, W, C) or (Z, H, W, C); the patch a
+        side or one side per spatial axis)."""
+        dims = math.prod(sides(patch_size, image.ndim - 1)) * image.shape[-1]
+        centre = xp.mean(image, axis=tuple(range(image.ndim - 1)), keepdims=True)
         return (image - centre) * image.dtype.type(1.0 / (self.h * math.sqrt(dims)))
 
     @property
@@ -234,7 +237,7 @@ class CosineKernel(Kernel):
 
     uses_difference = False  # windowed statistic: box sum of products
 
-    def features(self, xp: Any, image: Any, patch_size: int) -> Any:
+    def features(self, xp: Any, image: Any, patch_size: int | tuple[int, ...]) -> Any:
         """Return the image the pair statistics are computed on (unchanged)."""
         return image
 

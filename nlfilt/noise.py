@@ -41,8 +41,9 @@ def estimate_sigma(xp: Any, image: Any) -> float:
     ----------
     xp : module
         Array module of ``image`` (NumPy or CuPy).
-    image : array, shape (H, W, C)
-        Image in its own units (8 or 16-bit levels, [0, 1], ...), at least 4 x 4.
+    image : array, shape (H, W, C), or (Z, H, W, C) for a volume
+        Image in its own units (8 or 16-bit levels, [0, 1], ...), at least 4 x 4
+        (each slice of a volume, whose estimate is the median of its slices').
 
     Returns
     -------
@@ -135,6 +136,8 @@ def estimate_sigma(xp: Any, image: Any) -> float:
     >>> round(estimate_sigma(numpy, noisy))
     24
     """
+    if image.ndim == 4:  # a volume (Z, H, W, C): the median of its slices' estimates
+        return float(numpy.median([estimate_sigma(xp, plane) for plane in image]))
     residual = image[:, :-2] - 2 * image[:, 1:-1] + image[:, 2:]
     residual = (residual[:-2] - 2 * residual[1:-1] + residual[2:]) / 6
     smooth = box_sum(xp, image, 3)  # aligned with the residual: both drop one pixel per side

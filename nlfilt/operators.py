@@ -28,13 +28,15 @@ calling thread's share in the windowed mode.  The CUDA operators
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nlfilt.backend import Backend
 from nlfilt.kernels import safe_reciprocal
-from nlfilt.patches import box_sum, pad_reflect
+from nlfilt.patches import box_sum, pad_reflect, sides
 
 #: Partial sums a reduction over many items (window offsets, groups of patches) is split into, whatever
 #: the thread count (at most this many threads share one reduction).
@@ -130,8 +132,7 @@ class GlobalAffinity:
         xp = backend.xp
         self.backend = backend
         self.kernel = kernel
-        height, width, _ = features.shape
-        self.size = height * width
+        self.size = math.prod(features.shape[:-1])
         patches = backend.patch_matrix(features, patch)
         self.left, right, self.scale = kernel.global_factors(xp, patches)
         del patches
@@ -300,50 +301,48 @@ class WindowedAffinity:
         self.kernel = kernel
         self.patch = patch
         self.window = window
-        self.shape = features.shape[:2]
-        height, width = self.shape
-        self.size = height * width
-        self.padded = pad_reflect(xp, features, patch // 2)
-        radius = window // 2
-        # One of each pair of opposite offsets, plus (0, 0) for the diagonal.
-        self.offsets = [
-            (drow, dcol)
-            for drow in range(0, min(radius, height - 1) + 1)
-            for dcol in range(-min(radius, width - 1), min(radius, width - 1) + 1)
-            if drow > 0 or dcol >= 0
-        ]
+        self.shape = features.shape[:-1]
+        self.size = math.prod(self.shape)
+        self._patches = sides(patch, len(self.shape))
+        self.padded = pad_reflect(xp, features, tuple(side // 2 for side in self._patches))
+        windows = sides(window, len(self.shape))
+        radii = [min(side // 2, extent - 1) for side, extent in zip(windows, self.shape, strict=True)]
+        # One of each pair of opposite offsets (the first nonzero entry positive), plus the zero offset
+        # for the diagonal; in 2-D, row offsets 0.. and column offsets -r..r.
+        zero = (0,) * len(self.shape)
+        steps = [range(-radius, radius + 1) for radius in radii]
+        self.offsets = [offset for offset in itertools.product(*steps) if offset >= zero]
         if kernel.uses_difference:
             self.scale = None
             self.inv_norm = None
         else:
-            squares = xp.sum(self.padded * self.padded, axis=2)
-            norm = xp.sqrt(box_sum(xp, squares, patch))
+            squares = xp.sum(self.padded * self.padded, axis=-1)
+            norm = xp.sqrt(box_sum(xp, squares, self._patches))
             self.scale = norm
             self.inv_norm = safe_reciprocal(xp, norm)
         itemsize = features.dtype.itemsize
-        padded_size = self.padded.shape[0] * self.padded.shape[1]
-        channels = features.shape[2]
+        padded_size = math.prod(self.padded.shape[:-1])
+        channels = features.shape[-1]
         # per worker: channel differences, their sum, four box-sum buffers, the profile's
         # scratch, one product buffer and the accumulator planes (up to C + 1 of them)
         self.scratch_blocks = backend.profile_scratch_blocks(kernel)
         self._space_sizes = ([padded_size * channels] + [padded_size] * 5
                              + [self.size] * (self.scratch_blocks + 1))
         working = (sum(self._space_sizes) + (channels + 1) * self.size) * itemsize
-        cache_bytes = sum((height - dr) * (width - abs(dc)) for dr, dc in self.offsets) * itemsize
+        overlaps = (math.prod(extent - abs(step) for extent, step in zip(self.shape, offset, strict=True))
+                    for offset in self.offsets)
+        cache_bytes = sum(overlaps) * itemsize
         self._cache: list[Any] | None = None
         if reuse and cache_bytes + working * max(1, backend.workers) <= memory_budget:
             self._cache = [None] * len(self.offsets)
 
-    def _regions(self, drow: int, dcol: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
-        """Slices of the query pixels i and their partners j = i + (drow, dcol)."""
-        height, width = self.shape
-        rows = height - drow
-        cols = width - abs(dcol)
-        col_i = max(0, -dcol)
-        col_j = max(0, dcol)
-        region_i = (slice(0, rows), slice(col_i, col_i + cols))
-        region_j = (slice(drow, drow + rows), slice(col_j, col_j + cols))
-        return region_i, region_j
+    def _regions(self, *offset: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Slices of the query pixels i and their partners j = i + offset (one step per spatial axis)."""
+        here = tuple(slice(max(0, -step), extent - max(0, step)) for step, extent in zip(offset, self.shape,
+                                                                                         strict=True))
+        there = tuple(slice(max(0, step), extent - max(0, -step)) for step, extent in zip(offset, self.shape,
+                                                                                          strict=True))
+        return here, there
 
     def _workspace(self) -> list[Any]:
         """Flat buffers for one worker's temporaries (see ``_space_sizes``)."""
@@ -359,28 +358,31 @@ class WindowedAffinity:
         if self._cache is not None and self._cache[index] is not None:
             return self._cache[index]
         xp = self.backend.xp
-        drow, dcol = self.offsets[index]
-        (rows_i, cols_i), (rows_j, cols_j) = self._regions(drow, dcol)
-        extent = self.patch - 1
-        first = self.padded[rows_i.start : rows_i.stop + extent, cols_i.start : cols_i.stop + extent]
-        second = self.padded[rows_j.start : rows_j.stop + extent, cols_j.start : cols_j.stop + extent]
-        channels = first.shape[2]
-        pair = space[1][: first.shape[0] * first.shape[1]].reshape(first.shape[:2])
-        product = space[0][: first.size].reshape(first.shape) if channels > 1 else pair[:, :, None]
+        offset = self.offsets[index]
+        region_i, region_j = self._regions(*offset)
+
+        def padded_region(region: tuple[slice, ...]) -> Any:
+            """The padded features under the patches of ``region``'s pixels."""
+            return self.padded[tuple(slice(part.start, part.stop + side - 1)
+                                     for part, side in zip(region, self._patches, strict=True))]
+
+        first, second = padded_region(region_i), padded_region(region_j)
+        channels = first.shape[-1]
+        pair = space[1][: math.prod(first.shape[:-1])].reshape(first.shape[:-1])
+        product = space[0][: first.size].reshape(first.shape) if channels > 1 else pair[..., None]
         if self.kernel.uses_difference:
             xp.subtract(first, second, out=product)
             xp.multiply(product, product, out=product)
         else:
             xp.multiply(first, second, out=product)
         if channels > 1:
-            xp.sum(product, axis=2, out=pair)
-        stat = box_sum(xp, pair, self.patch, space[2:6])
+            xp.sum(product, axis=-1, out=pair)
+        stat = box_sum(xp, pair, self._patches, space[2:6])
         if self.inv_norm is None:
-            t = self.kernel.windowed_statistic(xp, stat, None, None, (drow, dcol))
+            t = self.kernel.windowed_statistic(xp, stat, None, None, offset)
         else:
-            t = self.kernel.windowed_statistic(
-                xp, stat, self.inv_norm[rows_i, cols_i], self.inv_norm[rows_j, cols_j], (drow, dcol)
-            )
+            t = self.kernel.windowed_statistic(xp, stat, self.inv_norm[region_i], self.inv_norm[region_j],
+                                               offset)
         scratch = [buffer[: t.size].reshape(t.shape) for buffer in space[6 : 6 + self.scratch_blocks]]
         weights = self.backend.apply_profile(self.kernel, t, scratch)
         if self._cache is not None:
@@ -401,9 +403,8 @@ class WindowedAffinity:
         xp = self.backend.xp
         if row_sums:
             vectors = with_ones(xp, vectors)
-        height, width = self.shape
         columns = vectors.shape[1]
-        planes = xp.ascontiguousarray(vectors.T).reshape(columns, height, width)
+        planes = xp.ascontiguousarray(vectors.T).reshape(columns, *self.shape)
         if self.scale is not None:
             planes = planes * self.scale
 
@@ -415,7 +416,7 @@ class WindowedAffinity:
                 weights = self._weights(index, space)
                 product = space[-1][: weights.size].reshape(weights.shape)
                 region_i, region_j = self._regions(*self.offsets[index])
-                mirrored = self.offsets[index] != (0, 0)
+                mirrored = any(self.offsets[index])
                 for plane, plane_total in zip(planes, total, strict=True):
                     xp.multiply(weights, plane[region_j], out=product)
                     plane_total[region_i] += product
@@ -433,7 +434,7 @@ class WindowedAffinity:
             out += part
         if self.scale is not None:
             out *= self.scale
-        return out.reshape(columns, height * width).T
+        return out.reshape(columns, self.size).T
 
     def row(self, index: int) -> Any:
         """Return row ``index`` of ``K`` (length N): ``K`` is symmetric, so ``K e_index``."""
@@ -444,9 +445,8 @@ class WindowedAffinity:
     def dense(self) -> Any:
         """Return the whole matrix ``K`` (for small images only)."""
         xp = self.backend.xp
-        height, width = self.shape
-        size = height * width
-        index = xp.arange(size).reshape(height, width)
+        size = self.size
+        index = xp.arange(size).reshape(self.shape)
         matrix = xp.zeros((size, size), dtype=self.padded.dtype)
         space = self._workspace()
         for position in range(len(self.offsets)):

@@ -1,45 +1,57 @@
 """Patch geometry: reflect padding, patch matrices and sliding box sums.
 
 All functions take the array module ``xp`` (NumPy or CuPy) explicitly and work
-on channels-last images of shape (H, W, C).
+on channels-last images: (H, W, C), or (Z, H, W, C) for a volume.  A patch
+(or window) side is an int, the same on every spatial axis, or a tuple with
+one odd side per spatial axis (a box).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any
 
 
-def pad_reflect(xp: Any, image: Any, radius: int) -> Any:
-    """Pad the two spatial axes of an (H, W, C) image by ``radius`` pixels.
+def sides(size: int | tuple[int, ...], axes: int) -> tuple[int, ...]:
+    """``size`` as one side per spatial axis: an int repeated ``axes`` times, or the tuple itself."""
+    return tuple(size) if isinstance(size, tuple) else (int(size),) * axes
+
+
+def pad_reflect(xp: Any, image: Any, radius: int | tuple[int, ...]) -> Any:
+    """Pad the spatial axes of an (H, W, C) or (Z, H, W, C) image by ``radius`` pixels (per axis).
 
     The padding mirrors the image about its edge pixels without repeating them
     (NumPy's ``'reflect'`` mode), so the patch of a border pixel is well defined.
     """
-    if radius == 0:
+    radii = sides(radius, image.ndim - 1)
+    if not any(radii):
         return image
-    return xp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    return xp.pad(image, tuple((side, side) for side in radii) + ((0, 0),), mode="reflect")
 
 
-def patch_matrix(xp: Any, image: Any, patch: int) -> Any:
-    """Return the (H*W, patch*patch*C) matrix whose row i is the patch of pixel i.
+def patch_matrix(xp: Any, image: Any, patch: int | tuple[int, ...]) -> Any:
+    """Return the (N, prod(patch) * C) matrix whose row i is the patch of pixel i.
 
-    Pixels are numbered in row-major order.  The patch is the ``patch`` x
-    ``patch`` window centred on the pixel in the reflect-padded image, all
-    channels stacked.  Built with ``patch**2`` slice copies, never a loop over
-    pixels.  The twin of the CUDA kernel ``nlfilt_patches`` (see
-    :meth:`nlfilt.backend.Backend.patch_matrix`).
+    Pixels are numbered in row-major order.  The patch is the box of
+    ``patch`` sides centred on the pixel in the reflect-padded image, all
+    channels stacked.  Built with one slice copy per position in the patch,
+    never a loop over pixels.  The twin of the CUDA kernel ``nlfilt_patches``
+    (see :meth:`nlfilt.backend.Backend.patch_matrix`), which serves 2-D images.
     """
-    height, width, channels = image.shape
-    padded = pad_reflect(xp, image, patch // 2)
-    out = xp.empty((height, width, patch, patch, channels), dtype=image.dtype)
-    for row in range(patch):
-        for col in range(patch):
-            out[:, :, row, col, :] = padded[row : row + height, col : col + width, :]
-    return out.reshape(height * width, patch * patch * channels)
+    shape, channels = image.shape[:-1], image.shape[-1]
+    boxes = sides(patch, len(shape))
+    padded = pad_reflect(xp, image, tuple(side // 2 for side in boxes))
+    out = xp.empty((*shape, *boxes, channels), dtype=image.dtype)
+    for position in itertools.product(*(range(side) for side in boxes)):
+        source = tuple(slice(start, start + extent) for start, extent in zip(position, shape, strict=True))
+        out[(slice(None),) * len(shape) + position] = padded[source]
+    return out.reshape(math.prod(shape), math.prod(boxes) * channels)
 
 
-def box_sum(xp: Any, values: Any, size: int, buffers: list[Any] | None = None) -> Any:
-    """Sum ``values`` over every ``size`` x ``size`` window of its first two axes.
+def box_sum(xp: Any, values: Any, size: int | tuple[int, ...], buffers: list[Any] | None = None) -> Any:
+    """Sum ``values`` over every ``size`` x ``size`` window of its first two axes, or, for a tuple, over
+    every box of those sides on its first ``len(size)`` axes.
 
     The result is smaller by ``size - 1`` on each of those axes (a 'valid'
     correlation with a box of ones).  The sum is built from power-of-two
@@ -47,14 +59,19 @@ def box_sum(xp: Any, values: Any, size: int, buffers: list[Any] | None = None) -
     (integral image) scheme it has no round-off that grows with the image size.
 
     ``buffers``, four flat arrays of at least ``values.size`` elements, receive
-    the temporaries and the result (a view of ``buffers[3]``), so that a loop
-    calling this allocates nothing; without them fresh arrays are used.  With
-    ``size == 1`` the input itself is returned.
+    the temporaries and the result (a view of ``buffers[2]`` or
+    ``buffers[3]``), so that a loop calling this allocates nothing; without
+    them fresh arrays are used.  With sides of 1 the input itself is returned.
     """
     if buffers is None:
         buffers = [None] * 4
-    rows = _sliding_sum_1d(xp, values, size, 0, buffers[2], buffers[0], buffers[1])
-    return _sliding_sum_1d(xp, rows, size, 1, buffers[3], buffers[0], buffers[1])
+    total, held = values, None  # held: which of buffers[2:4] holds the running total
+    for axis, side in enumerate(sides(size, 2)):
+        target = 2 if held == 3 else 3
+        total = _sliding_sum_1d(xp, total, side, axis, buffers[target], buffers[0], buffers[1])
+        if side > 1:
+            held = target
+    return total
 
 
 def _take(xp: Any, buffer: Any, shape: tuple[int, ...], dtype: Any) -> Any:

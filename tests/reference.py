@@ -82,3 +82,35 @@ def twicing(image, iterations, **options) -> numpy.ndarray:
     for _ in range(iterations):
         estimate = estimate + weights @ (flat - estimate)
     return estimate.reshape(numpy.shape(image))
+
+
+def volume_patches(volume: numpy.ndarray, patch: tuple[int, int, int]) -> numpy.ndarray:
+    """(N, prod(patch)*C) patch matrix of a (Z, H, W) or (Z, H, W, C) volume, 'reflect' padding."""
+    volume = numpy.asarray(volume, dtype=numpy.float64)
+    if volume.ndim == 3:
+        volume = volume[..., None]
+    radii = [side // 2 for side in patch]
+    padded = numpy.pad(volume, [(radius, radius) for radius in radii] + [(0, 0)], mode="reflect")
+    rows = []
+    for index in numpy.ndindex(*volume.shape[:3]):
+        box = padded[tuple(slice(start, start + side) for start, side in zip(index, patch, strict=True))]
+        rows.append(box.reshape(-1))
+    return numpy.array(rows)
+
+
+def volume_affinity(volume, *, kernel, patch, window, h=None, sigma=None) -> numpy.ndarray:
+    """The dense affinity of a volume: NLM or arc-cosine over box patches, box windows (None: all)."""
+    vectors = volume_patches(volume, patch)
+    if kernel == "nlm":
+        sqdist = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2)
+        matrix = numpy.exp(-numpy.maximum(sqdist / vectors.shape[1] - 2 * sigma**2, 0) / h**2)
+    else:
+        scale, phi = _cosine_parts(vectors @ vectors.T)
+        matrix = scale / numpy.pi * (numpy.sin(phi) + (numpy.pi - phi) * numpy.cos(phi))
+    if window is None:
+        return matrix
+    coordinates = numpy.array(list(numpy.ndindex(*numpy.shape(volume)[:3])))
+    near = numpy.ones(matrix.shape, dtype=bool)
+    for axis, side in enumerate(window):
+        near &= numpy.abs(coordinates[:, None, axis] - coordinates[None, :, axis]) <= side // 2
+    return matrix * near

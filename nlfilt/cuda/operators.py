@@ -24,12 +24,13 @@ def select(operator: Any, kernel: Any) -> Any:
     """The operator to compute with on the GPU: a CUDA operator serving ``operator`` when one exists
     for ``kernel`` and its mode, else ``operator`` itself (its array code runs on CuPy).
 
-    Windowed NLM: ``nlfilt_windowed_box`` (patches up to :data:`nlfilt.cuda.BOX_MAX_PATCH`), or
-    ``nlfilt_windowed_nlm`` when named in ``NLFILT_CUDA_ALTERNATIVES`` or for larger patches.
+    Volumes (3-D images) run as array code on CuPy.  Windowed NLM: ``nlfilt_windowed_box``
+    (patches up to :data:`nlfilt.cuda.BOX_MAX_PATCH`), or ``nlfilt_windowed_nlm`` when named in
+    ``NLFILT_CUDA_ALTERNATIVES`` or for larger patches.
     Global mode: the GEMM tiles of ``operator``, or ``nlfilt_global_fused_<kernel>`` when named there
     (for kernels with a CUDA profile).
     """
-    if isinstance(operator, WindowedAffinity) and kernel.fused_windowed:
+    if isinstance(operator, WindowedAffinity) and kernel.fused_windowed and len(operator.shape) == 2:
         if cuda.alternative("nlfilt_windowed_nlm") or operator.patch > cuda.BOX_MAX_PATCH:
             return CudaWindowedNLM(operator)
         return CudaBoxWindowedNLM(operator)
