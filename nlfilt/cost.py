@@ -9,12 +9,14 @@ factor of two of measured runs in every mode.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from nlfilt.backend import CPU_TILE_ELEMENTS, get_backend
 from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
+from nlfilt.patches import sides
 
 #: Products with ``K`` that Lanczos needs for ``lambda_max`` (tolerance 1e-3): the global arc-cosine
 #: and NTK matrices have one dominant eigenvalue (2-3 products on Set12 crops of 48-96 pixels), the
@@ -123,9 +125,8 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     every mode (tests/test_cost.py); the constants are wall-clock seconds
     on its 2 cores.
     """
-    height, width = shape[:2]
-    channels = shape[2] if len(shape) == 3 else 1
-    pixels = height * width
+    spatial, channels = _spatial(shape)
+    pixels = math.prod(spatial)
     kernel = kernel_class(options.kernel)
     layers = options.depth if kernel.has_depth else 1
     if iterations is None:
@@ -137,17 +138,15 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     products = plan.filters * (plan.setup + plan.steps)
     seconds = SECONDS_PER_CALL + SECONDS_PER_VALUE * pixels * channels + SECONDS_PER_PRODUCT * products
     if options.window is None:
-        dims = options.patch**2 * channels
+        dims = math.prod(sides(options.patch, len(spatial))) * channels
         per_pair = (kernel.global_ns_per_pair + kernel.global_ns_per_layer * (layers - 1)
                     + GLOBAL_NS_PER_PAIR_AND_DIM * dims)
         return seconds + products * _global_pairs(pixels) * per_pair * 1e-9
-    radius = options.window // 2
     columns = plan.filters * (plan.setup + plan.steps * channels)
     if options.normalize == "rows":
         columns += plan.filters  # the row sums ride on each filter's first product
-    rows, cols = min(radius, height - 1) + 1, min(radius, width - 1)
-    offsets = rows * (2 * cols + 1) - cols  # one of each pair of opposite offsets, and (0, 0)
-    if compiled_serves(kernel):
+    offsets = _offsets(spatial, options.window)
+    if compiled_serves(kernel) and len(spatial) == 2:
         weight = (COMPILED_NS_PER_WEIGHT + COMPILED_NS_PER_PATCH_SIDE * options.patch
                   + COMPILED_NS_PER_CHANNEL * (channels - 1))
         return seconds + 1e-9 * pixels * offsets * (products * weight + columns * COMPILED_NS_PER_COLUMN)
@@ -164,6 +163,20 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     return seconds + offsets * per_offset
 
 
+def _spatial(shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+    """(spatial extents, channels) of an image shape: (H, W), (H, W, C), or a volume's (Z, H, W, C)."""
+    if len(shape) == 4:
+        return tuple(shape[:3]), shape[3]
+    return tuple(shape[:2]), shape[2] if len(shape) == 3 else 1
+
+
+def _offsets(spatial: tuple[int, ...], window: int | tuple[int, ...]) -> int:
+    """Window offsets an operator visits: one of each pair of opposite offsets, and zero."""
+    full = math.prod(2 * min(side // 2, extent - 1) + 1
+                     for side, extent in zip(sides(window, len(spatial)), spatial, strict=True))
+    return (full + 1) // 2
+
+
 def _global_pairs(pixels: int) -> float:
     """Pixel pairs a global product evaluates: tiles of query rows against the pixels from the tile on."""
     rows = max(1, min(pixels, CPU_TILE_ELEMENTS // pixels))
@@ -174,8 +187,9 @@ def _global_pairs(pixels: int) -> float:
 def _windowed_weights_fit(shape: tuple[int, ...], options: FilterOptions) -> bool:
     """Whether a windowed operator on an image of ``shape`` keeps its weights (float32, see
     :class:`nlfilt.operators.WindowedAffinity`): all offsets' weights beside the workers' buffers."""
-    pixels = shape[0] * shape[1]
-    offsets = (options.window**2 + 1) // 2
+    spatial, _ = _spatial(shape)
+    pixels = math.prod(spatial)
+    offsets = _offsets(spatial, options.window)
     workers = get_backend("cpu").workers
     return 4 * (pixels * offsets + workers * _windowed_worker_values(shape, options)) <= options.memory_budget
 
@@ -183,10 +197,10 @@ def _windowed_weights_fit(shape: tuple[int, ...], options: FilterOptions) -> boo
 def _windowed_worker_values(shape: tuple[int, ...], options: FilterOptions) -> int:
     """Values a windowed operator's worker thread holds: the channel differences, five padded work
     images, the profile scratch, the product buffer and the accumulator planes."""
-    height, width = shape[:2]
-    channels = shape[2] if len(shape) == 3 else 1
-    padded = (height + options.patch - 1) * (width + options.patch - 1)
-    return padded * (channels + 5) + height * width * (5 + 2 * (channels + 1))
+    spatial, channels = _spatial(shape)
+    patches = sides(options.patch, len(spatial))
+    padded = math.prod(extent + side - 1 for extent, side in zip(spatial, patches, strict=True))
+    return padded * (channels + 5) + math.prod(spatial) * (5 + 2 * (channels + 1))
 
 
 #: Lanczos steps a Krylov trajectory typically keeps (Set12, benchmarks/results/trajectory.md: 8-85).
@@ -210,16 +224,15 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
     bases of both runs (``TYPICAL_KRYLOV_STEPS`` vectors of N x C numbers
     each, together at most the memory budget, which bounds them).
     """
-    height, width = shape[:2]
-    channels = shape[2] if len(shape) == 3 else 1
-    pixels = height * width
+    spatial, channels = _spatial(shape)
+    pixels = math.prod(spatial)
     if options.window is None:
         needed = options.memory_budget
         if iterations == "auto":
             bases = min(2 * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
             needed += options.memory_budget + bases
         return needed
-    if compiled_serves(kernel_class(options.kernel)):
+    if compiled_serves(kernel_class(options.kernel)) and len(spatial) == 2:
         needed = 4 * pixels * (4 * channels + 2 * (channels + 1))
     else:
         needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))

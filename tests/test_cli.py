@@ -586,17 +586,54 @@ def test_a_stack_is_filtered_page_by_page_and_keeps_its_layout_and_metadata(tmp_
     assert report_entries(report.read_text())[0]["frames"] == 4
 
 
-def test_a_stack_needs_a_tiff_output_and_volume_mode_is_refused(tmp_path):
+@pytest.mark.parametrize("channels", [0, 3])
+def test_a_stack_filtered_as_a_volume_is_the_library_result(tmp_path, channels):
+    import tifffile
+
+    from nlfilt.images import cast_like
+
+    pages = stack_pages(numpy.uint16, channels)
+    source = tmp_path / "series.tif"
+    if channels:
+        tifffile.imwrite(source, pages, photometric="rgb")
+    else:
+        tifffile.imwrite(source, pages, imagej=True, metadata={"axes": "TYX", "finterval": 0.5})
+    target = tmp_path / "out.tif"
+    result = run("denoise", source, "-o", target, "--stack", "volume", "--method", "filter", "--patch",
+                 "1,3,3", "--window", "3,7,7", "--sigma", "800", "--quiet")
+    assert result.exit_code == 0, result.output
+    expected = nlfilt.denoise(pages.astype(numpy.float32), channel_axis=-1 if channels else None,
+                              patch=(1, 3, 3), window=(3, 7, 7), sigma=800.0, device="cpu")
+    numpy.testing.assert_array_equal(tifffile.imread(target), cast_like(expected, numpy.dtype(numpy.uint16)))
+    if not channels:
+        with tifffile.TiffFile(target) as tiff:
+            assert tiff.imagej_metadata["finterval"] == 0.5 and tiff.series[0].axes == "TYX"
+
+
+def test_volume_mode_needs_the_filter_method_and_boxes_need_volumes(tmp_path):
+    import tifffile
+
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack_pages(numpy.uint8, 0), photometric="minisblack")
+    command = ["denoise", str(source), "-o", str(tmp_path / "o.tif"), "--stack", "volume"]
+    result = CliRunner().invoke(main, [*command, "--method", "collaborative"])
+    assert result.exit_code == 2 and "--method filter" in result.output, result.output
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1 and "a box Z,H,W such as 1,5,5" in result.output, result.output  # 4 frames
+    iio.imwrite(tmp_path / "flat.png", noisy_pixels(numpy.uint8, 0)[1])
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "flat.png"), "-o", str(tmp_path / "f.png"),
+                                       "--method", "filter", "--patch", "1,3,3"])
+    assert result.exit_code == 2 and "patch" in result.output, result.output
+
+
+def test_a_stack_needs_a_tiff_output(tmp_path):
     import tifffile
 
     source = tmp_path / "stack.tif"
     tifffile.imwrite(source, stack_pages(numpy.uint8, 0), photometric="minisblack")
     result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "out.png")])
     assert result.exit_code == 2 and "needs a TIFF output" in result.output, result.output
-    result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "o.tif"),
-                                       "--stack", "volume"])
-    assert result.exit_code == 2 and "not available yet" in result.output, result.output
-    assert not (tmp_path / "out.png").exists() and not (tmp_path / "o.tif").exists()
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_single_image_commands_refuse_a_stack(tmp_path):

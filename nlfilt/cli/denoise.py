@@ -161,9 +161,9 @@ def check_jobs(jobs: list[Job]) -> None:
               help="Append a line for the run and one JSON line per input to this file ('-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
 @click.option("--stack", type=click.Choice(["frames", "volume"]), default="frames", show_default=True,
-              help="Multi-page TIFF inputs: 'frames' filters each page as its own 2-D image and writes a "
-                   "stack of the same pages, dtype and metadata; 'volume' (one 3-D filter over the stack) "
-                   "is not available yet.")
+              help="Multi-page TIFF inputs, written back as a stack of the same pages, dtype and "
+                   "metadata: 'frames' filters each page as its own 2-D image; 'volume' filters the stack "
+                   "as one 3-D image (needs --method filter; --patch and --window may be boxes Z,H,W).")
 @click.option("--chunk", type=click.IntRange(min=0), default=0,
               help="Read TIFF inputs in chunks of N x N pixels (rounded up to 256) and write tiled "
                    "BigTIFF, never holding the image whole. [default: 0: only TIFFs over 8192 x 8192 "
@@ -188,10 +188,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
     interrupted.
     """
-    if stack == "volume":
-        raise click.UsageError("--stack volume: 3-D filtering of a stack is not available yet; use --stack "
-                               "frames (each page filtered as a 2-D image)")
-    options = dict(api_options(filter_params), chunk=chunk)
+    options = dict(api_options(filter_params), chunk=chunk, stack=stack)
     check_options(options)
     if scheduler is not None:
         import_distributed()  # a usage error now, before any work, when the extra is missing
@@ -213,6 +210,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     report = Report(report_path)
     report.header(nlfilt.__version__, "denoise", inputs, output,
                   dict(filter_params, recursive=recursive, overwrite=overwrite, max_minutes=max_minutes,
+                       stack=stack,
                        scheduler=None if scheduler is None else str(scheduler)))
     counts = {"denoised": 0, "failed": 0, "skipped": 0}
     bar = tqdm(total=len(jobs), desc="images", unit="image", disable=quiet or len(jobs) < 2, file=sys.stderr,
@@ -347,11 +345,16 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
         chunk = options.get("chunk", 0)
         streamed = should_stream(job.source, header, chunk)  # read, filtered and written chunk by chunk
         frames = max(1, header.frames)
-        check_image_cost(header.colour_shape, options, max_minutes / frames, streamed=streamed)
+        volume = bool(header.frames) and options.get("stack") == "volume"
+        if volume:  # one 3-D filter: its cost is that of a (Z, H, W, C) image
+            shape = header.colour_shape
+            check_image_cost((frames, *shape[:2], shape[2] if len(shape) == 3 else 1), options, max_minutes)
+        else:
+            check_image_cost(header.colour_shape, options, max_minutes / frames, streamed=streamed)
         image = None if streamed else read_image(job.source, header, stacks=True)
         collaborative = options["method"] == "collaborative"
-        unit = ("bands of rows" if streamed else "frames" if header.frames else "steps" if collaborative
-                else "products with K")
+        unit = ("bands of rows" if streamed else "frames" if header.frames and not volume
+                else "steps" if collaborative else "products with K")
         bar = product_bar(job.source.name, quiet, unit=unit)
         progress = bar if watch is None else watch(bar)
         try:
@@ -362,7 +365,13 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
                 entry["iterations"] = 1 if collaborative else options["iterations"]
             else:
                 colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
-                if header.frames:  # each frame its own image, the bar counting frames
+                if volume:  # the stack as one (Z, H, W, C) volume
+                    result, info = _denoise_one(colour.reshape(*colour.shape[:3], -1), options, progress)
+                    result = result.reshape(colour.shape)
+                    entry["frames"] = frames
+                    entry["sigma"] = info.sigma
+                    entry["iterations"] = info.iterations
+                elif header.frames:  # each frame its own image, the bar counting frames
                     results, infos = [], []
                     for index, frame in enumerate(colour):
                         within = None if progress is None else _frame_progress(progress, index, frames)
@@ -405,13 +414,16 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
 
 def _denoise_one(colour: numpy.ndarray, options: dict[str, Any],
                  progress: Callable[[float, int], None] | None) -> tuple[numpy.ndarray, Any]:
-    """Denoise one 2-D image (H, W[, C]) with the command's options: (result, DenoiseInfo)."""
+    """Denoise one 2-D image (H, W[, C]), or a volume (Z, H, W, C), with the command's options:
+    (result, DenoiseInfo)."""
     if options["method"] == "collaborative":
         return nlfilt.denoise_collaborative(colour, sigma=options["sigma"], device=options["device"],
                                             progress=progress, return_info=True)
     _, call = resolve_for_image(colour, options)
-    call.pop("method", None)
-    call.pop("chunk", None)
+    for key in ("method", "chunk", "stack"):
+        call.pop(key, None)
+    if colour.ndim == 4:  # a volume (Z, H, W, C)
+        call["channel_axis"] = -1
     return nlfilt.denoise(colour, progress=progress, return_info=True, **call)
 
 

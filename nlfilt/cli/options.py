@@ -52,18 +52,45 @@ class _WordOrNumber(click.ParamType):
             self.fail(f"{value!r} is not {self.expected}", param, ctx)
 
 
-class WindowType(_WordOrNumber):
-    """An odd window side, or 'global' for all pixel pairs (None), or 'auto'."""
+def _box_sides(text: str) -> tuple[int, ...] | None:
+    """'Z,H,W' as three ints (a box of a volume), or None when ``text`` is not three numbers."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
 
-    name = "N|global|auto"
+
+class WindowType(_WordOrNumber):
+    """An odd window side, or 'Z,H,W' (a volume's box), or 'global' for all pixel pairs (None), or
+    'auto'."""
+
+    name = "N|Z,H,W|global|auto"
     words = {"global": None, "auto": "auto"}
-    expected = "an odd integer >= 1, 'global' or 'auto'"
+    expected = "an odd integer >= 1, three of them as Z,H,W (a volume), 'global' or 'auto'"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        side = super().convert(value, param, ctx)
-        if isinstance(side, int) and (side < 1 or side % 2 == 0):
+        box = _box_sides(value) if isinstance(value, str) else None
+        sides = box if box is not None else (super().convert(value, param, ctx),)
+        if any(isinstance(side, int) and (side < 1 or side % 2 == 0) for side in sides):
             self.fail(f"{value!r} is not {self.expected}", param, ctx)
-        return side
+        return box if box is not None else sides[0]
+
+
+class PatchType(click.ParamType):
+    """An odd patch side, or 'Z,H,W' (a volume's box)."""
+
+    name = "N|Z,H,W"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or isinstance(value, int | tuple):
+            return value
+        box = _box_sides(value)
+        if box is not None:
+            return box
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an odd integer or three of them as Z,H,W (a volume)", param, ctx)
 
 
 class MemoryType(click.ParamType):
@@ -127,8 +154,9 @@ def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         click.option("--kernel", type=click.Choice(KERNELS), default="nlm", show_default=True,
                      help="Patch affinity: non-local means, arc-cosine (one-layer CNN) or full NTK."),
-        click.option("--patch", type=int, default=None,
-                     help="Odd patch side. [default: 5 for nlm, 3 for arccos and ntk]"),
+        click.option("--patch", type=PatchType(), default=None,
+                     help="Odd patch side, or Z,H,W for --stack volume (e.g. 1,7,7). "
+                          "[default: 5 for nlm, 3 for arccos and ntk]"),
         click.option("--window", type=WindowType(), default="auto",
                      help="Odd search-window side, or 'global' for all pixel pairs. "
                           "[default: 11 for nlm, global for arccos and ntk]"),
@@ -191,8 +219,12 @@ def check_options(options: dict[str, Any]) -> None:
             verb, pronoun = ("configures", "it") if len(changed) == 1 else ("configure", "them")
             raise click.UsageError(f"{flags} {verb} --method filter; add --method filter to use {pronoun} "
                                    "(the default method, collaborative, takes only --sigma and --device)")
+    if options.get("stack") == "volume" and options.get("method") == "collaborative":
+        raise click.UsageError("--stack volume needs --method filter (the collaborative filter works on 2-D "
+                               "images)")
+    shape = (2**30,) * 3 + (1,) if options.get("stack") == "volume" else (2**30, 2**30)
     try:
-        resolve_options((2**30, 2**30), **_filter_options(options))
+        resolve_options(shape, **_filter_options(options))
         resolve_stopping(options.get("iterations", 1), options.get("stop"), options.get("max_iterations"))
     except ValueError as exc:
         raise click.UsageError(f"invalid option: {exc}") from None
@@ -246,7 +278,7 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
             remedies.append("use --device gpu")
         remedies.append("crop the image or split it into tiles")
         raise ValueError(
-            f"{shape[0]}x{shape[1]} would need about {needed / 2**30:.1f} GiB of working memory, over half "
+            f"{_extent(shape)} would need about {needed / 2**30:.1f} GiB of working memory, over half "
             f"of this machine's {memory / 2**30:.0f} GiB; {_either(remedies)}"
         )
     if max_minutes <= 0:
@@ -258,17 +290,22 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
             remedies.append("use a search window (--window 21)")
         elif global_mode:
             remedies.append("crop the image (the global mode's time grows as the square of the pixel count)")
-        elif resolved.window > 7:
+        elif isinstance(resolved.window, int) and resolved.window > 7:
             remedies.append(f"use a smaller search window (--window {max(7, resolved.window // 2 | 1)})")
         if gpu_usable:
             remedies.append("use --device gpu")
         remedies.append("raise --max-minutes")
         mode = "global mode" if global_mode else f"window {resolved.window}"
         raise ValueError(
-            f"{shape[0]}x{shape[1]} in {mode} with kernel {resolved.kernel} would take "
+            f"{_extent(shape)} in {mode} with kernel {resolved.kernel} would take "
             f"{describe_seconds(seconds)} on this CPU (over --max-minutes {max_minutes:g}); "
             f"{_either(remedies)}"
         )
+
+
+def _extent(shape: tuple[int, ...]) -> str:
+    """'HxW', or 'ZxHxW' for a volume's (Z, H, W, C) shape."""
+    return "x".join(map(str, shape[:3] if len(shape) == 4 else shape[:2]))
 
 
 def _either(remedies: list[str]) -> str:
@@ -293,16 +330,18 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     0 for one row of ``W``), counting the products with ``K`` that
     normalisation and guiding add.
     """
-    height, width = shape[:2]
+    height, width = shape[:2] if len(shape) < 4 else shape[1:3]
     if options.get("method") == "collaborative":
         _check_collaborative_cost(shape, options, max_minutes)
         return
     kernel = options["kernel"]
     default_patch = kernel_class(kernel).patch
-    if options["patch"] is None and default_patch > min(height, width):
-        largest = min(height, width) - (1 - min(height, width) % 2)
-        raise ValueError(f"the image is {height}x{width}, smaller than the default patch {default_patch} of "
-                         f"--kernel {kernel}; pass --patch with an odd value up to {largest}")
+    smallest = min(shape[:3]) if len(shape) == 4 else min(height, width)
+    if options["patch"] is None and default_patch > smallest:
+        largest = smallest - (1 - smallest % 2)
+        raise ValueError(f"the image is {_extent(shape)}, smaller than the default patch {default_patch} of "
+                         f"--kernel {kernel}; pass --patch with an odd value up to {largest}"
+                         + (" or a box Z,H,W such as 1,5,5" if len(shape) == 4 else ""))
     needs_sigma = kernel_class(kernel).h_per_sigma is not None or options.get("iterations") == "auto"
     if options["sigma"] is None and min(height, width) < 4 and needs_sigma:
         raise ValueError(f"the noise level cannot be estimated from a {height}x{width} image; pass --sigma")
@@ -337,7 +376,8 @@ def resolve_for_image(colour: Any, options: dict[str, Any]) -> tuple[Any, dict[s
     with the estimated sigma (and NLM's h) filled in so they are not
     estimated twice.
     """
-    _, _, resolved = prepare(colour, dtype=numpy.float32, **_prepare_options(options))
+    volume = {"channel_axis": -1} if colour.ndim == 4 else {}  # (Z, H, W, C)
+    _, _, resolved = prepare(colour, dtype=numpy.float32, **_prepare_options(options), **volume)
     if resolved.sigma is not None:
         options = dict(options, sigma=resolved.sigma)
     if resolved.h is not None:
