@@ -18,7 +18,7 @@ import reference
 
 KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
                 "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm", "nlfilt_global_fused_arccos",
-                "nlfilt_global_fused_ntk", "nlfilt_windowed_box"}
+                "nlfilt_global_fused_ntk", "nlfilt_windowed_box", "nlfilt_windowed_nlm3d"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -197,7 +197,13 @@ def twin(kernel: str, window: int | None, patch: int = 3, dtype=numpy.float32):
 
 
 def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
-    from nlfilt.cuda.operators import CudaBoxWindowedNLM, CudaFusedGlobal, CudaWindowedNLM, select
+    from nlfilt.cuda.operators import (
+        CudaBoxWindowedNLM,
+        CudaFusedGlobal,
+        CudaWindowedNLM,
+        CudaWindowedNLM3D,
+        select,
+    )
     from nlfilt.operators import GlobalAffinity, WindowedAffinity
 
     monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
@@ -211,6 +217,8 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
     monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
     arccos = twin("arccos", 5)
     assert select(arccos, arccos.kernel) is arccos  # no windowed CUDA operator: its array code on CuPy
+    volume = volume_twin()
+    assert type(select(volume, volume.kernel)) is CudaWindowedNLM3D
     monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "all")
     assert type(select(windowed, windowed.kernel)) is CudaWindowedNLM
     for name in ("nlm", "arccos", "ntk"):
@@ -238,9 +246,36 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
         kernel = make_kernel(name, h=1.0, sigma=0.5, depth=2)
         gpu_like.apply_profile(kernel, numpy.zeros(10, dtype), [])
     gpu_like.patch_matrix(COLOUR.astype(dtype), 3)
+    volume = volume_twin(dtype)
+    select(volume, volume.kernel).matmul(numpy.ones((volume.size, 3), dtype), row_sums=True)
     assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm",
                         "nlfilt_global_fused_arccos", "nlfilt_global_fused_ntk", "nlfilt_profile_nlm",
-                        "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches"]
+                        "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
+                        "nlfilt_windowed_nlm3d"]
+
+
+def volume_twin(dtype=numpy.float64, patch=(1, 3, 3), window=(3, 5, 5)):
+    """The array-code windowed NLM operator of a small (Z, H, W, 2) volume, built on the CPU."""
+    from nlfilt.api import prepare
+    from nlfilt.filters import build_filter
+
+    volume = RNG.random((4, 9, 11, 2)) * 100
+    backend, array, options = prepare(volume, kernel="nlm", patch=patch, window=window, h=20.0, sigma=5.0,
+                                      depth=1, device="cpu", dtype=dtype, memory_budget=2**24,
+                                      channel_axis=-1)
+    return build_filter(backend, array, options, reuse=True).affinity
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("patch", "window"), [((1, 3, 3), (3, 5, 5)), ((3, 3, 3), (5, 3, 7)), (3, None)])
+def test_gpu_volumes_match_numpy(gpu, patch, window):
+    """Volumes on the GPU (nlfilt_windowed_nlm3d windowed, the array code's GEMM tiles globally) against
+    the CPU's array code, float64, with twicing."""
+    volume = RNG.random((5, 12, 10)) * 255
+    options = {"patch": patch, "window": window, "h": 30.0, "sigma": 10.0, "dtype": numpy.float64,
+               "iterations": 2, "channel_axis": None}
+    numpy.testing.assert_allclose(nlfilt.denoise(volume, device="gpu", **options),
+                                  nlfilt.denoise(volume, device="cpu", **options), rtol=1e-9)
 
 
 @pytest.mark.gpu

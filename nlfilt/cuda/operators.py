@@ -18,18 +18,21 @@ import numpy
 from nlfilt import cuda
 from nlfilt.kernels import weight_floor
 from nlfilt.operators import GlobalAffinity, WindowedAffinity, with_ones
+from nlfilt.patches import sides
 
 
 def select(operator: Any, kernel: Any) -> Any:
     """The operator to compute with on the GPU: a CUDA operator serving ``operator`` when one exists
     for ``kernel`` and its mode, else ``operator`` itself (its array code runs on CuPy).
 
-    Volumes (3-D images) run as array code on CuPy.  Windowed NLM: ``nlfilt_windowed_box``
+    Windowed NLM of a volume: ``nlfilt_windowed_nlm3d``.  Windowed NLM: ``nlfilt_windowed_box``
     (patches up to :data:`nlfilt.cuda.BOX_MAX_PATCH`), or ``nlfilt_windowed_nlm`` when named in
     ``NLFILT_CUDA_ALTERNATIVES`` or for larger patches.
     Global mode: the GEMM tiles of ``operator``, or ``nlfilt_global_fused_<kernel>`` when named there
     (for kernels with a CUDA profile).
     """
+    if isinstance(operator, WindowedAffinity) and kernel.fused_windowed and len(operator.shape) == 3:
+        return CudaWindowedNLM3D(operator)
     if isinstance(operator, WindowedAffinity) and kernel.fused_windowed and len(operator.shape) == 2:
         if cuda.alternative("nlfilt_windowed_nlm") or operator.patch > cuda.BOX_MAX_PATCH:
             return CudaWindowedNLM(operator)
@@ -120,6 +123,36 @@ class CudaBoxWindowedNLM(CudaWindowedNLM):
         if vectors.shape[1] > cuda.MAX_COLUMNS:
             return self.twin.matmul(vectors, progress)
         return self._launch("nlfilt_windowed_box", vectors)
+
+
+class CudaWindowedNLM3D(_Served):
+    """Windowed NLM of a volume, one CUDA thread per voxel over its whole window box
+    (``nlfilt_windowed_nlm3d``): the direct sum over each voxel's box patch, as in
+    :class:`CudaWindowedNLM`, with box patches and windows (one side per axis)."""
+
+    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
+               row_sums: bool = False) -> Any:
+        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors,
+        1]``; ``progress`` only in the twin)."""
+        if row_sums:
+            vectors = with_ones(self.backend.xp, vectors)
+        if vectors.shape[1] > cuda.MAX_COLUMNS:
+            return self.twin.matmul(vectors, progress)
+        xp = self.backend.xp
+        twin = self.twin
+        values = xp.ascontiguousarray(vectors)
+        out = xp.empty_like(values)
+        dtype = values.dtype
+        columns = values.shape[1]
+        slices, height, width = twin.shape
+        patches, windows = sides(twin.patch, 3), sides(twin.window, 3)
+        cuda.launch("nlfilt_windowed_nlm3d", dtype, twin.size, xp.ascontiguousarray(twin.padded), values, out,
+                    numpy.int32(slices), numpy.int32(height), numpy.int32(width),
+                    numpy.int32(twin.padded.shape[3]), *(numpy.int32(side) for side in patches),
+                    *(numpy.int32(side) for side in windows), numpy.int32(columns),
+                    cuda.real(self.kernel.offset, dtype), cuda.real(weight_floor(dtype), dtype),
+                    columns=columns)
+        return out
 
 
 class CudaFusedGlobal(_Served):
