@@ -213,8 +213,13 @@ def read_header(path: Path) -> ImageHeader:
         raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
     shape = tuple(int(side) for side in properties.shape)
     if properties.is_batch:
+        if shape[0] > 1 and path.suffix.lower() == ".png":  # an animated PNG: a stack of its frames
+            header = ImageHeader(shape[1:], numpy.dtype(properties.dtype), shape[0])
+            _check_layout(header)
+            return header
         if shape[0] > 1:
-            raise ImageError(f"{shape[0]} frames or pages; only single images are supported")
+            raise ImageError(f"{shape[0]} frames or pages; only single images, multi-page TIFF and animated "
+                             "PNG are supported")
         shape = shape[1:]
     header = ImageHeader(shape, numpy.dtype(properties.dtype))
     _check_layout(header)
@@ -310,14 +315,25 @@ def _tiff_dtype(path: Path) -> numpy.dtype:
 
 
 def _read_stack(path: Path, header: ImageHeader) -> Image:
-    """Read a multi-page TIFF as (P, H, W[, C]) frames and split off the alpha channel."""
-    layout = read_stack_layout(path)
+    """Read a multi-page TIFF or an animated PNG as (P, H, W[, C]) frames and split off the alpha
+    channel."""
     try:
-        import tifffile  # noqa: PLC0415
+        if _tiff_pages(path) > 1:
+            import tifffile  # noqa: PLC0415
 
-        pixels = numpy.asarray(tifffile.imread(path, series=0))
+            layout = read_stack_layout(path)
+            pixels = numpy.asarray(tifffile.imread(path, series=0))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pixels = numpy.asarray(iio.imread(path, index=None))
+            samples = len(header.shape) == 3
+            layout = StackLayout((header.frames, *header.shape), "QYXS" if samples else "QYX", None, None,
+                                 "rgb" if samples and header.shape[2] in (3, 4) else "minisblack", None, 1)
+    except ImageError:
+        raise
     except Exception as exc:
-        raise ImageError(f"cannot read as a TIFF stack ({_reason(exc)})") from None
+        raise ImageError(f"cannot read as a stack ({_reason(exc)})") from None
     pixels = pixels.reshape((header.frames, *header.shape))
     channels = header.layout_channels
     if channels in (2, 4):
@@ -367,8 +383,11 @@ def storage_problem(suffix: str, dtype: numpy.dtype, layout_channels: int, frame
     if suffix not in IMAGE_EXTENSIONS:
         known = ", ".join(IMAGE_EXTENSIONS)
         return f"unknown image format {suffix or '(no extension)'!r}; use one of {known}"
-    if frames and suffix not in (".tif", ".tiff"):
-        return f"a stack of {frames} frames needs a TIFF output (.tif), not {suffix}"
+    if frames and suffix not in (".tif", ".tiff", ".png"):
+        return (f"a stack of {frames} frames needs a TIFF output (.tif) or an animated PNG (.png), not "
+                f"{suffix}")
+    if frames and suffix == ".png" and dtype != numpy.uint8:
+        return f"an animated PNG stores 8-bit frames only; a stack of {dtype} frames needs .tif"
     if dtype.kind == "f" and suffix not in (".tif", ".tiff"):
         return f"{dtype} pixels need a TIFF output (.tif), not {suffix}"
     if dtype != numpy.uint8 and suffix in _EIGHT_BIT:
@@ -418,6 +437,10 @@ def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = Tr
         problem = storage_problem(path.suffix, pixels.dtype, 0, frames=pixels.pixels.shape[0])
         if problem:
             raise ImageError(problem)
+        if path.suffix.lower() == ".png":  # an animated PNG, every frame kept (lossless)
+            write_atomically(path, lambda temporary: iio.imwrite(temporary, pixels.pixels, extension=".png"),
+                             replace=replace)
+            return
         write_stack(path, pixels, replace=replace)
         return
     problem = storage_problem(path.suffix, pixels.dtype, 0 if pixels.ndim == 2 else pixels.shape[2])

@@ -46,7 +46,13 @@ def _cosine_parts(gram: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
 
 def affinity(image, *, kernel, patch, window, h=None, sigma=None, depth=1) -> numpy.ndarray:
     """The dense N x N affinity K of the pinned formulas."""
-    vectors = patches(image, patch)
+    matrix = kernel_matrix(patches(image, patch), kernel=kernel, h=h, sigma=sigma, depth=depth)
+    shape = numpy.shape(image)[:2]
+    return matrix * window_mask(shape, window)
+
+
+def kernel_matrix(vectors, *, kernel, h=None, sigma=None, depth=1) -> numpy.ndarray:
+    """K over all pairs of the patch vectors (rows of ``vectors``)."""
     dims = vectors.shape[1]
     if kernel == "nlm":
         sqdist = numpy.zeros((vectors.shape[0],) * 2)
@@ -62,8 +68,7 @@ def affinity(image, *, kernel, patch, window, h=None, sigma=None, depth=1) -> nu
             theta = sigma_next + theta * (numpy.pi - phi) / numpy.pi
             sigma_prev = sigma_next
         matrix = sigma_prev if kernel == "arccos" else theta
-    shape = numpy.shape(image)[:2]
-    return matrix * window_mask(shape, window)
+    return matrix
 
 
 def filter_matrix(image, **options) -> numpy.ndarray:
@@ -98,15 +103,9 @@ def volume_patches(volume: numpy.ndarray, patch: tuple[int, int, int]) -> numpy.
     return numpy.array(rows)
 
 
-def volume_affinity(volume, *, kernel, patch, window, h=None, sigma=None) -> numpy.ndarray:
-    """The dense affinity of a volume: NLM or arc-cosine over box patches, box windows (None: all)."""
-    vectors = volume_patches(volume, patch)
-    if kernel == "nlm":
-        sqdist = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2)
-        matrix = numpy.exp(-numpy.maximum(sqdist / vectors.shape[1] - 2 * sigma**2, 0) / h**2)
-    else:
-        scale, phi = _cosine_parts(vectors @ vectors.T)
-        matrix = scale / numpy.pi * (numpy.sin(phi) + (numpy.pi - phi) * numpy.cos(phi))
+def volume_affinity(volume, *, kernel, patch, window, h=None, sigma=None, depth=1) -> numpy.ndarray:
+    """The dense affinity of a volume over box patches, box windows (None: all pairs)."""
+    matrix = kernel_matrix(volume_patches(volume, patch), kernel=kernel, h=h, sigma=sigma, depth=depth)
     if window is None:
         return matrix
     coordinates = numpy.array(list(numpy.ndindex(*numpy.shape(volume)[:3])))

@@ -626,14 +626,34 @@ def test_volume_mode_needs_the_filter_method_and_boxes_need_volumes(tmp_path):
     assert result.exit_code == 2 and "patch" in result.output, result.output
 
 
-def test_a_stack_needs_a_tiff_output(tmp_path):
+def test_a_stack_needs_a_tiff_or_animated_png_output(tmp_path):
     import tifffile
 
     source = tmp_path / "stack.tif"
     tifffile.imwrite(source, stack_pages(numpy.uint8, 0), photometric="minisblack")
-    result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "out.png")])
+    result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "out.jpg")])
     assert result.exit_code == 2 and "needs a TIFF output" in result.output, result.output
-    assert not (tmp_path / "out.png").exists()
+    deep = tmp_path / "deep.tif"
+    tifffile.imwrite(deep, stack_pages(numpy.uint16, 0), photometric="minisblack")
+    result = CliRunner().invoke(main, ["denoise", str(deep), "-o", str(tmp_path / "deep.png")])
+    assert result.exit_code == 2 and "8-bit frames only" in result.output, result.output
+    assert not (tmp_path / "out.jpg").exists() and not (tmp_path / "deep.png").exists()
+
+
+@pytest.mark.parametrize("channels", [0, 3])
+def test_an_animated_png_is_a_stack_of_its_frames(tmp_path, channels):
+    from nlfilt.images import cast_like
+
+    pages = stack_pages(numpy.uint8, channels, pages=3)
+    source = tmp_path / "clip.png"
+    iio.imwrite(source, pages, extension=".png")
+    target = tmp_path / "out" / "clip.png"
+    assert run("denoise", source, "-o", target, "--method", "filter", "--quiet").exit_code == 0
+    written = iio.imread(target, index=None)
+    assert written.shape == pages.shape
+    for page, out in zip(pages, written, strict=True):
+        filtered = nlfilt.denoise(page.astype(numpy.float32), device="cpu")
+        numpy.testing.assert_array_equal(out, cast_like(filtered, numpy.dtype(numpy.uint8)))
 
 
 def test_single_image_commands_refuse_a_stack(tmp_path):

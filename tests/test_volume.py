@@ -25,11 +25,12 @@ def test_volume_nlm_filter_matches_the_dense_reference(patch, window):
 
 
 @pytest.mark.parametrize("window", [(3, 3, 3), None])
-def test_volume_arccos_filter_matches_the_dense_reference(window):
-    dense = reference.volume_affinity(VOLUME, kernel="arccos", patch=(3, 3, 3), window=window)
+@pytest.mark.parametrize(("kernel", "depth"), [("arccos", 1), ("ntk", 2)])
+def test_volume_tangent_filters_match_the_dense_reference(kernel, depth, window):
+    dense = reference.volume_affinity(VOLUME, kernel=kernel, patch=(3, 3, 3), window=window, depth=depth)
     expected = dense / numpy.linalg.eigvalsh(dense)[-1]
-    weights = nlfilt.filter_matrix(VOLUME, kernel="arccos", patch=(3, 3, 3), window=window, channel_axis=None,
-                                   dtype=numpy.float64, device="cpu")
+    weights = nlfilt.filter_matrix(VOLUME, kernel=kernel, depth=depth, patch=(3, 3, 3), window=window,
+                                   channel_axis=None, dtype=numpy.float64, device="cpu")
     numpy.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-9)  # lambda_max by Lanczos
 
 
