@@ -74,7 +74,7 @@ def test_every_launch_in_the_package_matches_a_kernel_signature():
 
     package = pathlib.Path(nlfilt.__file__).parent
     text = "\n".join(path.read_text() for path in package.rglob("*.py"))
-    launched = set(re.findall(r'(?:cuda\.launch|cuda\.run|_launch)\(\s*"(\w+)"', text))
+    launched = set(re.findall(r'(?:cuda\.launch|cuda\.run|_launch_2d)\(\s*"(\w+)"', text))
     assert {"nlfilt_patches", "nlfilt_windowed_nlm", "nlfilt_windowed_box"} <= launched
     launched |= {cuda.profile_kernel(kernel_class(name)) for name in ("nlm", "arccos", "ntk")}
     launched |= {cuda.fused_kernel(kernel_class(name)) for name in ("nlm", "arccos", "ntk")}

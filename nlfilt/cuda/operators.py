@@ -68,7 +68,8 @@ class CudaWindowedNLM(_Served):
     directly from the padded feature image, so ``K`` is never stored and no
     accumulation races; its work per pixel and offset grows with the patch
     area.  The alternative to :class:`CudaBoxWindowedNLM`, and what patches
-    larger than :data:`nlfilt.cuda.BOX_MAX_PATCH` use.
+    larger than :data:`nlfilt.cuda.BOX_MAX_PATCH` use.  The windowed CUDA
+    operators share :meth:`matmul` and differ in :meth:`_launch`.
     """
 
     def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
@@ -79,26 +80,29 @@ class CudaWindowedNLM(_Served):
             vectors = with_ones(self.backend.xp, vectors)
         if vectors.shape[1] > cuda.MAX_COLUMNS:
             return self.twin.matmul(vectors, progress)
-        return self._launch("nlfilt_windowed_nlm", vectors)
+        values = self.backend.xp.ascontiguousarray(vectors)
+        out = self.backend.xp.empty_like(values)
+        self._launch(values, out)
+        return out
 
-    def _launch(self, name: str, vectors: Any) -> Any:
-        xp = self.backend.xp
+    def _launch(self, values: Any, out: Any) -> None:
+        """Run the kernel: ``out = K values``, both (N, m) C-contiguous."""
+        self._launch_2d("nlfilt_windowed_nlm", values, out)
+
+    def _launch_2d(self, name: str, values: Any, out: Any) -> None:
         twin = self.twin
-        values = xp.ascontiguousarray(vectors)
-        out = xp.empty_like(values)
         height, width = twin.shape
         dtype = values.dtype
         columns = values.shape[1]
-        arguments = (xp.ascontiguousarray(twin.padded), values, out, numpy.int32(height), numpy.int32(width),
-                     numpy.int32(twin.padded.shape[2]), numpy.int32(twin.patch), numpy.int32(twin.window),
-                     numpy.int32(columns), cuda.real(self.kernel.offset, dtype),
+        arguments = (self.backend.xp.ascontiguousarray(twin.padded), values, out, numpy.int32(height),
+                     numpy.int32(width), numpy.int32(twin.padded.shape[2]), numpy.int32(twin.patch),
+                     numpy.int32(twin.window), numpy.int32(columns), cuda.real(self.kernel.offset, dtype),
                      cuda.real(weight_floor(dtype), dtype))
         if name == "nlfilt_windowed_box":
             grid = (-(-width // cuda.BOX_WIDTH), -(-height // cuda.BOX_HEIGHT))
             cuda.run(name, dtype, grid, (cuda.BOX_WIDTH * cuda.BOX_HEIGHT,), arguments, columns=columns)
         else:
             cuda.launch(name, dtype, twin.size, *arguments, columns=columns)
-        return out
 
 
 class CudaBoxWindowedNLM(CudaWindowedNLM):
@@ -114,45 +118,25 @@ class CudaBoxWindowedNLM(CudaWindowedNLM):
     (benchmarks/results/gpu-*.md).
     """
 
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
-               row_sums: bool = False) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors,
-        1]``; ``progress`` only in the twin)."""
-        if row_sums:
-            vectors = with_ones(self.backend.xp, vectors)
-        if vectors.shape[1] > cuda.MAX_COLUMNS:
-            return self.twin.matmul(vectors, progress)
-        return self._launch("nlfilt_windowed_box", vectors)
+    def _launch(self, values: Any, out: Any) -> None:
+        self._launch_2d("nlfilt_windowed_box", values, out)
 
 
-class CudaWindowedNLM3D(_Served):
+class CudaWindowedNLM3D(CudaWindowedNLM):
     """Windowed NLM of a volume, one CUDA thread per voxel over its whole window box
     (``nlfilt_windowed_nlm3d``): the direct sum over each voxel's box patch, as in
     :class:`CudaWindowedNLM`, with box patches and windows (one side per axis)."""
 
-    def matmul(self, vectors: Any, progress: Callable[[float], None] | None = None,
-               row_sums: bool = False) -> Any:
-        """Return ``K @ vectors`` for ``vectors`` of shape (N, m) (with ``row_sums``, ``K @ [vectors,
-        1]``; ``progress`` only in the twin)."""
-        if row_sums:
-            vectors = with_ones(self.backend.xp, vectors)
-        if vectors.shape[1] > cuda.MAX_COLUMNS:
-            return self.twin.matmul(vectors, progress)
-        xp = self.backend.xp
+    def _launch(self, values: Any, out: Any) -> None:
         twin = self.twin
-        values = xp.ascontiguousarray(vectors)
-        out = xp.empty_like(values)
         dtype = values.dtype
-        columns = values.shape[1]
         slices, height, width = twin.shape
-        patches, windows = sides(twin.patch, 3), sides(twin.window, 3)
-        cuda.launch("nlfilt_windowed_nlm3d", dtype, twin.size, xp.ascontiguousarray(twin.padded), values, out,
-                    numpy.int32(slices), numpy.int32(height), numpy.int32(width),
-                    numpy.int32(twin.padded.shape[3]), *(numpy.int32(side) for side in patches),
-                    *(numpy.int32(side) for side in windows), numpy.int32(columns),
-                    cuda.real(self.kernel.offset, dtype), cuda.real(weight_floor(dtype), dtype),
-                    columns=columns)
-        return out
+        sizes = (*sides(twin.patch, 3), *sides(twin.window, 3))
+        cuda.launch("nlfilt_windowed_nlm3d", dtype, twin.size, self.backend.xp.ascontiguousarray(twin.padded),
+                    values, out, numpy.int32(slices), numpy.int32(height), numpy.int32(width),
+                    numpy.int32(twin.padded.shape[3]), *(numpy.int32(side) for side in sizes),
+                    numpy.int32(values.shape[1]), cuda.real(self.kernel.offset, dtype),
+                    cuda.real(weight_floor(dtype), dtype), columns=values.shape[1])
 
 
 class CudaFusedGlobal(_Served):

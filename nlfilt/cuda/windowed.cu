@@ -2,6 +2,16 @@
 // Twin: nlfilt/operators.py WindowedAffinity with NLMKernel (and tests/reference.py).
 // NLFILT_REAL is float or double, NLFILT_MAX_COLUMNS the most right-hand-side columns.
 
+// NLM's weight of a squared patch distance: exp(clip(offset - distance, floor_value, 0)).
+static __device__ __forceinline__ NLFILT_REAL nlfilt_nlm_weight(const NLFILT_REAL distance,
+                                                              const NLFILT_REAL offset,
+                                                              const NLFILT_REAL floor_value) {
+    NLFILT_REAL t = offset - distance;
+    t = t < floor_value ? floor_value : t;
+    t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
+    return exp(t);
+}
+
 extern "C" __global__ void nlfilt_windowed_nlm(const NLFILT_REAL* padded, const NLFILT_REAL* values,
                                                NLFILT_REAL* out, const int height, const int width,
                                                const int channels, const int patch, const int window,
@@ -37,10 +47,7 @@ extern "C" __global__ void nlfilt_windowed_nlm(const NLFILT_REAL* padded, const 
                         distance += difference * difference;
                     }
                 }
-                NLFILT_REAL t = offset - distance;
-                t = t < floor_value ? floor_value : t;
-                t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
-                const NLFILT_REAL weight = exp(t);
+                const NLFILT_REAL weight = nlfilt_nlm_weight(distance, offset, floor_value);
                 const NLFILT_REAL* v = values + ((long long)r * width + c) * columns;
 #pragma unroll
                 for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {
@@ -101,10 +108,7 @@ extern "C" __global__ void nlfilt_windowed_nlm3d(const NLFILT_REAL* padded, cons
                             }
                         }
                     }
-                    NLFILT_REAL t = offset - distance;
-                    t = t < floor_value ? floor_value : t;
-                    t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
-                    const NLFILT_REAL weight = exp(t);
+                    const NLFILT_REAL weight = nlfilt_nlm_weight(distance, offset, floor_value);
                     const NLFILT_REAL* v = values + (((long long)zz * height + r) * width + c) * columns;
 #pragma unroll
                     for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {

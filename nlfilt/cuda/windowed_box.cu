@@ -92,10 +92,7 @@ extern "C" __global__ void nlfilt_windowed_box(const NLFILT_REAL* padded, const 
             // 4. the weight of (this pixel, this pixel + (dr, dc)) and its share of K V
             const int partner_row = row + dr, partner_col = col + dc;
             if (inside && partner_row >= 0 && partner_row < height && partner_col >= 0 && partner_col < width) {
-                NLFILT_REAL t = offset - boxes[warp][lane];
-                t = t < floor_value ? floor_value : t;
-                t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
-                const NLFILT_REAL weight = exp(t);
+                const NLFILT_REAL weight = nlfilt_nlm_weight(boxes[warp][lane], offset, floor_value);
                 const NLFILT_REAL* v = values + ((long long)partner_row * width + partner_col) * columns;
 #pragma unroll
                 for (int m = 0; m < NLFILT_MAX_COLUMNS; ++m) {
