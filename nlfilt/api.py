@@ -22,6 +22,7 @@ from nlfilt.cost import expected_applications
 from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, twicing
 from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
+from nlfilt.operators import WINDOW_SHAPES
 from nlfilt.stopping import (
     DEFAULT_MAX_ITERATIONS,
     EPSILON_PER_SIGMA,
@@ -115,6 +116,13 @@ window : int, tuple of 3 ints, None or 'auto'
     'nlm' (on every axis) and None (global) for 'arccos' and 'ntk', whose
     windowed filters are not positive semidefinite (see the Notes of
     :func:`denoise`).""",
+    "window_shape": """\
+window_shape : {'box', 'tent'}
+    The search window's weights: 'box' (default) weighs every offset 1;
+    'tent' weighs an offset by ``prod (1 - |offset| / (r + 1))`` over the
+    axes, ``r = window // 2``, whose Fourier transform is non-negative, so
+    the windowed 'arccos' and 'ntk' filters stay positive semidefinite and
+    twicing converges with them.  Only with a window.""",
     "h": """\
 h : float, optional
     NLM bandwidth (> 0).  Default ``0.8 * sigma``, or, when that is 0 (a
@@ -191,7 +199,7 @@ def _document(*names: str, **replaced: str) -> Callable[[Callable[..., Any]], Ca
 
 @_document(*_OPTIONS)
 def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
-            window: int | str | None = "auto", h: float | None = None,
+            window: int | str | None = "auto", window_shape: str = "box", h: float | None = None,
             sigma: float | None = None, depth: int = 1, iterations: int | str = 1,
             stop: str | None = None, max_iterations: int | None = None,
             normalize: str | None = None, guide: str | None = None,
@@ -334,7 +342,8 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                        sigma=sigma, depth=depth, device=device, dtype=dtype,
                                        memory_budget=memory_budget, normalize=normalize,
-                                       iterations=iterations, channel_axis=channel_axis)
+                                       iterations=iterations, channel_axis=channel_axis,
+                                       window_shape=window_shape)
     stop, max_iterations = resolve_stopping(iterations, stop, max_iterations)
     if guide is not None and guide not in GUIDES:
         raise ValueError(f"guide must be None or 'pilot'; got {guide!r}")
@@ -477,7 +486,8 @@ class Trajectory:
 
 @_document(*_OPTIONS, window=_TRAJECTORY_WINDOW)
 def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm", patch: int | None = None,
-                       window: int | str | None = None, h: float | None = None, sigma: float | None = None,
+                       window: int | str | None = None, window_shape: str = "box", h: float | None = None,
+                       sigma: float | None = None,
                        depth: int = 1, normalize: str | None = None, channel_axis: int | str | None = "auto",
                        device: str = "auto", dtype: Any = numpy.float32,
                        memory_budget: int = DEFAULT_MEMORY_BUDGET, tol: float = TRAJECTORY_TOL,
@@ -528,7 +538,8 @@ def twicing_trajectory(image: Any, iterations: int = 100, *, kernel: str = "nlm"
     """
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h, sigma=sigma,
                                       depth=depth, device=device, dtype=dtype, memory_budget=memory_budget,
-                                      normalize=normalize, channel_axis=channel_axis)
+                                      normalize=normalize, channel_axis=channel_axis,
+                                      window_shape=window_shape)
     _check_count("iterations", iterations, minimum=1)
     _check_progress(progress)
     meter = None
@@ -601,7 +612,7 @@ def _twicing_pass(backend: Backend, guide: Any, twin_guide: Any, options: Filter
 
 @_document(*_OPTIONS)
 def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
-                  window: int | str | None = "auto", h: float | None = None,
+                  window: int | str | None = "auto", window_shape: str = "box", h: float | None = None,
                   sigma: float | None = None, depth: int = 1, channel_axis: int | str | None = "auto",
                   device: str = "auto", dtype: Any = numpy.float32,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -645,7 +656,7 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                        sigma=sigma, depth=depth, device=device, dtype=dtype,
                                        memory_budget=memory_budget, normalize=normalize,
-                                       channel_axis=channel_axis)
+                                       channel_axis=channel_axis, window_shape=window_shape)
     pixels = math.prod(array.shape[:-1])
     if pixels > MAX_FILTER_MATRIX_PIXELS:
         raise ValueError(
@@ -659,7 +670,8 @@ def filter_matrix(image: Any, *, kernel: str = "nlm", patch: int | None = None,
 
 @_document(*_OPTIONS)
 def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch: int | None = None,
-               window: int | str | None = "auto", h: float | None = None, sigma: float | None = None,
+               window: int | str | None = "auto", window_shape: str = "box", h: float | None = None,
+               sigma: float | None = None,
                depth: int = 1, channel_axis: int | str | None = "auto", device: str = "auto",
                dtype: Any = numpy.float32, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                normalize: str | None = None, progress: ProgressCallback | None = None) -> numpy.ndarray:
@@ -703,7 +715,7 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
     backend, array, options = prepare(image, kernel=kernel, patch=patch, window=window, h=h,
                                       sigma=sigma, depth=depth, device=device, dtype=dtype,
                                       memory_budget=memory_budget, normalize=normalize,
-                                      channel_axis=channel_axis)
+                                      channel_axis=channel_axis, window_shape=window_shape)
     spatial = array.shape[:-1]
     try:
         position = tuple(int(value) for value in pixel)
@@ -727,7 +739,8 @@ def filter_row(image: Any, pixel: tuple[int, int], *, kernel: str = "nlm", patch
 
 def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
             depth: Any, device: str, dtype: Any, memory_budget: Any, normalize: Any = None,
-            iterations: Any = 1, channel_axis: Any = "auto") -> tuple[Backend, Any, FilterOptions]:
+            iterations: Any = 1, channel_axis: Any = "auto",
+            window_shape: Any = "box") -> tuple[Backend, Any, FilterOptions]:
     """Validate the arguments and return (backend, (H, W, C) image on it, options).
 
     The shared front half of the public functions, also used by the command
@@ -742,7 +755,7 @@ def prepare(image: Any, *, kernel: str, patch: Any, window: Any, h: Any, sigma: 
     host = _as_real_array(image, channel_axis)
     options = resolve_options(host.shape, kernel=kernel, patch=patch, window=window, h=h, sigma=sigma,
                               depth=depth, memory_budget=memory_budget, normalize=normalize,
-                              iterations=iterations)
+                              iterations=iterations, window_shape=window_shape)
     backend, array = place(host, device, work_dtype)
     return backend, array, resolve_noise(backend, array, options, iterations)
 
@@ -796,7 +809,7 @@ def _check_dtype(dtype: Any) -> numpy.dtype:
 
 def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: Any, h: Any, sigma: Any,
                     depth: Any, memory_budget: Any, normalize: Any = None,
-                    iterations: Any = 1) -> FilterOptions:
+                    iterations: Any = 1, window_shape: Any = "box") -> FilterOptions:
     """Validate the filter arguments for an image of ``shape`` and fill in the defaults.
 
     Everything that does not need the pixels: the command line checks a file
@@ -846,10 +859,16 @@ def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: 
     patch = _box("patch", patch, spatial)
     if window is not None:
         window = _box("window", window, spatial, allowed="an odd integer >= 1, None (global) or 'auto'")
+    if window_shape not in WINDOW_SHAPES:
+        raise ValueError(f"window_shape must be one of {', '.join(map(repr, WINDOW_SHAPES))}; got "
+                         f"{window_shape!r}")
+    if window_shape != "box" and window is None:
+        raise ValueError(f"window_shape={window_shape!r} shapes a search window; the global mode "
+                         "(window=None) has none")
     return FilterOptions(kernel=kernel, patch=patch, window=window,
                          h=None if h is None else float(h), sigma=None if sigma is None else float(sigma),
                          depth=int(depth), memory_budget=int(memory_budget),
-                         normalize=normalize or kind.normalizations[0])
+                         normalize=normalize or kind.normalizations[0], window_shape=window_shape)
 
 
 def _box(name: str, value: Any, spatial: tuple[int, ...], allowed: str = "") -> int | tuple[int, ...]:

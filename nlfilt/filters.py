@@ -99,13 +99,14 @@ class FilterOptions:
     """Validated, fully resolved filter options (see :func:`nlfilt.denoise`)."""
 
     kernel: str
-    patch: int
-    window: int | None
+    patch: int | tuple[int, ...]
+    window: int | tuple[int, ...] | None
     h: float | None
     sigma: float | None
     depth: int
     memory_budget: int
     normalize: str = "rows"
+    window_shape: str = "box"
 
 
 class Filter:
@@ -289,7 +290,8 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
                                   columns=image.shape[2] + 1)
     else:
         affinity = WindowedAffinity(backend, features, kernel, options.patch, options.window,
-                                    options.memory_budget, reuse=keeps_weights(options, reuse))
+                                    options.memory_budget, reuse=keeps_weights(options, reuse),
+                                    shape=options.window_shape)
     affinity = backend.accelerate(affinity, kernel)
     return Filter(backend, affinity, options.normalize, meter)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy
 
 from nlfilt.kernels import weight_floor
-from nlfilt.operators import WindowedAffinity, _Workers
+from nlfilt.operators import WindowedAffinity, _Workers, taper
 
 #: Rows of the bands of the compiled windowed operator (at least the window's radius): the threads' units
 #: of work.  The band grid does not depend on the thread count, so neither do the results.
@@ -128,6 +128,10 @@ class CompiledWindowedNLM:
         offset = dtype.type(self.kernel.offset)
         floor = dtype.type(weight_floor(dtype))
         radius = twin.window // 2
+        tent = twin.window_shape == "tent"
+        sides = (twin.window, twin.window)
+        tapers = numpy.array([[taper((drow, dcol), sides) for dcol in range(-radius, radius + 1)]
+                              for drow in range(radius + 1)], dtype=dtype)
         with _Workers(self.backend) as workers:
             shares = [workers.shares(len(bands)) for bands in self._phases]
             own = sum(len(phase[0]) for phase in shares if phase)  # the bands of the calling thread
@@ -138,7 +142,7 @@ class CompiledWindowedNLM:
                 for index in share:
                     top, bottom = self._phases[phase][index]
                     kernel(self.planes, values, out, top, bottom, CHUNK_COLUMNS, twin.patch, radius, offset,
-                           floor)
+                           floor, tent, tapers)
                     if share.start == 0 and progress is not None:  # the calling thread's share
                         done += 1
                         progress(done / own)
@@ -206,10 +210,12 @@ def _compile_windowed_nlm_kernel() -> Callable[..., None]:
 
 
 def _windowed_nlm_band(features: Any, values: Any, out: Any, top: int, bottom: int, chunk: int, patch: int,
-                       radius: int, offset: Any, floor: Any) -> None:
+                       radius: int, offset: Any, floor: Any, tent: bool, tapers: Any) -> None:
     """Add to ``out`` the terms of windowed NLM ``K values`` of the pairs whose upper pixel lies in rows
     ``top:bottom`` (compiled by numba).
 
+    With ``tent`` the weights are multiplied by ``tapers[drow, dcol + radius]``
+    (the tent window's taper of each offset).
     ``features``: (C, H + patch - 1, W + patch - 1) padded channel planes;
     ``values``: (m, H, W); ``out``: (m, H, W), or (m + 1, H, W) to receive
     the weights' sums as well.  For each offset (drow, dcol) with drow > 0,
@@ -276,6 +282,10 @@ def _windowed_nlm_band(features: Any, values: Any, out: Any, top: int, bottom: i
                             weights[i] += sums[unsigned(base + i + v)]
                     for i in range(count):
                         weights[i] = _exp(min(max(offset - weights[i], floor), zero))
+                    if tent:  # the tent window's taper of this offset
+                        factor = tapers[drow, dcol + radius]
+                        for i in range(count):
+                            weights[i] *= factor
                     mirrored = drow > 0 or dcol > 0
                     for plane in range(planes):
                         here = (plane * height + row) * width + first

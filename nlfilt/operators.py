@@ -97,6 +97,18 @@ class _Workers:
         return results
 
 
+#: Window shapes: 'box' (every offset weighs 1) and 'tent', the separable taper
+#: ``prod_axes (1 - |offset| / (r + 1))``, r the window's radius on that axis: its Fourier transform is
+#: non-negative, so by the Schur product theorem ``K`` times it stays positive semidefinite for a
+#: positive semidefinite ``K`` (arccos, ntk), where a box window breaks that.
+WINDOW_SHAPES = ("box", "tent")
+
+
+def taper(offset: tuple[int, ...], windows: tuple[int, ...]) -> float:
+    """The tent window's weight of ``offset`` for windows of these sides (one per axis)."""
+    return math.prod(1 - abs(step) / (side // 2 + 1) for step, side in zip(offset, windows, strict=True))
+
+
 def with_ones(xp: Any, vectors: Any) -> Any:
     """``[vectors, 1]``, shape (N, m + 1), stored column after column (Fortran order), so that an
     operator that works on columns (``vectors.T``) reads it without a copy."""
@@ -284,18 +296,22 @@ class WindowedAffinity:
         The kernel's feature image (``kernel.features``).
     kernel : object
         A kernel from :mod:`nlfilt.kernels`.
-    patch, window : int
-        Odd patch side and odd search-window side.
+    patch, window : int or tuple of int
+        Odd patch side and odd search-window side (one per spatial axis, or
+        one for all).
     memory_budget : int
         Bytes the operator may use.  When ``reuse`` is true and the weights of
         every offset fit in what the working buffers leave of it, they are
         computed once and kept, so later applications are multiply-adds only.
     reuse : bool
         Whether the operator will be applied several times.
+    shape : {'box', 'tent'}
+        The window's shape (:data:`WINDOW_SHAPES`): tent weights each offset
+        by :func:`taper`.
     """
 
-    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int, window: int,
-                 memory_budget: int, reuse: bool) -> None:
+    def __init__(self, backend: Backend, features: Any, kernel: Any, patch: int | tuple[int, ...],
+                 window: int | tuple[int, ...], memory_budget: int, reuse: bool, shape: str = "box") -> None:
         xp = backend.xp
         self.backend = backend
         self.kernel = kernel
@@ -312,6 +328,10 @@ class WindowedAffinity:
         zero = (0,) * len(self.shape)
         steps = [range(-radius, radius + 1) for radius in radii]
         self.offsets = [offset for offset in itertools.product(*steps) if offset >= zero]
+        if shape not in WINDOW_SHAPES:
+            raise ValueError(f"window shape must be one of {WINDOW_SHAPES}; got {shape!r}")
+        self.window_shape = shape
+        self.tapers = [taper(offset, windows) if shape == "tent" else 1.0 for offset in self.offsets]
         if kernel.uses_difference:
             self.scale = None
             self.inv_norm = None
@@ -385,6 +405,8 @@ class WindowedAffinity:
                                                offset)
         scratch = [buffer[: t.size].reshape(t.shape) for buffer in space[6 : 6 + self.scratch_blocks]]
         weights = self.backend.apply_profile(self.kernel, t, scratch)
+        if self.tapers[index] != 1.0:
+            weights *= weights.dtype.type(self.tapers[index])
         if self._cache is not None:
             weights = weights.copy()
             self._cache[index] = weights

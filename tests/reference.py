@@ -23,16 +23,21 @@ def patches(image: numpy.ndarray, patch: int) -> numpy.ndarray:
     return gathered.reshape(height * width, -1)
 
 
-def window_mask(shape: tuple[int, int], window: int | None) -> numpy.ndarray:
-    """Boolean N x N mask of the pairs within the search window (all pairs for None)."""
+def window_mask(shape: tuple[int, int], window: int | None, window_shape: str = "box") -> numpy.ndarray:
+    """N x N mask of the pairs within the search window (all pairs for None): 1 inside a box window, the
+    tent (1 - |d_row| / (r + 1)) (1 - |d_col| / (r + 1)) inside a tent window, 0 outside."""
     height, width = shape
     size = height * width
     if window is None:
         return numpy.ones((size, size), dtype=bool)
     rows, cols = numpy.divmod(numpy.arange(size), width)
     radius = window // 2
-    near_rows = numpy.abs(rows[:, None] - rows[None, :]) <= radius
-    return near_rows & (numpy.abs(cols[:, None] - cols[None, :]) <= radius)
+    steps_rows = numpy.abs(rows[:, None] - rows[None, :])
+    steps_cols = numpy.abs(cols[:, None] - cols[None, :])
+    inside = (steps_rows <= radius) & (steps_cols <= radius)
+    if window_shape == "box":
+        return inside
+    return inside * (1 - steps_rows / (radius + 1)) * (1 - steps_cols / (radius + 1))
 
 
 def _cosine_parts(gram: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
@@ -44,11 +49,12 @@ def _cosine_parts(gram: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
     return scale, numpy.arccos(numpy.clip(cosine, -1, 1))
 
 
-def affinity(image, *, kernel, patch, window, h=None, sigma=None, depth=1) -> numpy.ndarray:
+def affinity(image, *, kernel, patch, window, h=None, sigma=None, depth=1,
+             window_shape="box") -> numpy.ndarray:
     """The dense N x N affinity K of the pinned formulas."""
     matrix = kernel_matrix(patches(image, patch), kernel=kernel, h=h, sigma=sigma, depth=depth)
     shape = numpy.shape(image)[:2]
-    return matrix * window_mask(shape, window)
+    return matrix * window_mask(shape, window, window_shape)
 
 
 def kernel_matrix(vectors, *, kernel, h=None, sigma=None, depth=1) -> numpy.ndarray:

@@ -30,8 +30,8 @@ from nlfilt.kernels import KERNELS, kernel_class
 from nlfilt.stopping import STOP_RULES
 
 #: The options of :func:`nlfilt.api.prepare` (the filter); the others belong to :func:`nlfilt.denoise`.
-PREPARE_KEYS = ("kernel", "patch", "window", "h", "sigma", "depth", "device", "normalize", "iterations",
-                "memory_budget")
+PREPARE_KEYS = ("kernel", "patch", "window", "window_shape", "h", "sigma", "depth", "device", "normalize",
+                "iterations", "memory_budget")
 
 
 class _WordOrNumber(click.ParamType):
@@ -136,7 +136,8 @@ class IterationsType(_WordOrNumber):
 METHODS = ("collaborative", "filter")
 
 #: The options that configure ``--method filter`` only, with their defaults.
-FILTER_ONLY = {"kernel": "nlm", "patch": None, "window": "auto", "h": None, "depth": 1, "normalize": None,
+FILTER_ONLY = {"kernel": "nlm", "patch": None, "window": "auto", "window_shape": "box", "h": None, "depth": 1,
+               "normalize": None,
                "iterations": 1, "stop": None, "max_iterations": None, "guide": None,
                "memory_budget": DEFAULT_MEMORY_BUDGET}
 
@@ -160,6 +161,9 @@ def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--window", type=WindowType(), default="auto",
                      help="Odd search-window side, or 'global' for all pixel pairs. "
                           "[default: 11 for nlm, global for arccos and ntk]"),
+        click.option("--window-shape", type=click.Choice(["box", "tent"]), default="box", show_default=True,
+                     help="Search-window weights: box, or tent (1 - |offset| / (r + 1) per axis), which "
+                          "keeps the windowed arccos and ntk filters positive semidefinite."),
         click.option("--h", "h", type=float, default=None,
                      help="NLM bandwidth in pixel units. [default: 0.8 * sigma]"),
         click.option("--sigma", type=SigmaType(), default="auto", show_default=True,

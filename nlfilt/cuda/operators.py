@@ -31,6 +31,8 @@ def select(operator: Any, kernel: Any) -> Any:
     Global mode: the GEMM tiles of ``operator``, or ``nlfilt_global_fused_<kernel>`` when named there
     (for kernels with a CUDA profile).
     """
+    if isinstance(operator, WindowedAffinity) and operator.window_shape != "box":
+        return operator  # the CUDA windowed kernels have the box window built in
     if isinstance(operator, WindowedAffinity) and kernel.fused_windowed and len(operator.shape) == 3:
         return CudaWindowedNLM3D(operator)
     if isinstance(operator, WindowedAffinity) and kernel.fused_windowed and len(operator.shape) == 2:
