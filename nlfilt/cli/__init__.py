@@ -9,6 +9,7 @@ from nlfilt.cli.compare_network import compare_network_command
 from nlfilt.cli.denoise import denoise_command
 from nlfilt.cli.filter_map import filter_map_command
 from nlfilt.cli.info import info_command
+from nlfilt.cli.spectrum import spectrum_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,3 +22,4 @@ main.add_command(denoise_command)
 main.add_command(info_command)
 main.add_command(filter_map_command)
 main.add_command(compare_network_command)
+main.add_command(spectrum_command)
