@@ -47,6 +47,17 @@ def heat_map(weights: numpy.ndarray, pixel: tuple[int, int] | None = None) -> nu
     return image
 
 
+def check_figure_command(options: dict[str, Any], image_path: Path, output: Path) -> None:
+    """The checks of a command that draws a figure of IMAGE into an RGB output (click.UsageError): the
+    filter options, an output that is not the input, and a format that holds 8-bit RGB."""
+    check_options(options)
+    if output.resolve() == image_path.resolve():
+        raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
+    problem = storage_problem(output.suffix, numpy.uint8, 3)
+    if problem:
+        raise click.UsageError(f"output {output}: {problem}")
+
+
 @click.command("filter-map")
 @click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--pixel", type=(int, int), required=True, metavar="ROW COL",
@@ -65,12 +76,7 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
     global mode too (--window global).
     """
     options = api_options(filter_params)
-    check_options(options)
-    if output.resolve() == image_path.resolve():
-        raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
-    problem = storage_problem(output.suffix, numpy.uint8, 3)
-    if problem:
-        raise click.UsageError(f"output {output}: {problem}")
+    check_figure_command(options, image_path, output)
     try:
         header = read_header(image_path)
         check_image_cost(header.colour_shape, options, max_minutes, steps=0)  # one row of W

@@ -10,9 +10,10 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.cli.options import api_options, check_image_cost, check_options, filter_options, resolve_for_image
+from nlfilt.cli.filter_map import check_figure_command
+from nlfilt.cli.options import api_options, check_image_cost, filter_options, resolve_for_image
 from nlfilt.cli.progress import ProductBar
-from nlfilt.images import ImageError, read_header, read_image, storage_problem, write_image
+from nlfilt.images import ImageError, read_header, read_image, write_image
 
 #: Figure geometry (pixels): eigenvector tiles per row, the gap between panels, the largest tile side,
 #: and the height of the eigenvalue plot above them.
@@ -84,12 +85,7 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
     """
     options = api_options(filter_params)
     options.pop("iterations", None)
-    check_options(options)
-    if output.resolve() == image_path.resolve():
-        raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
-    problem = storage_problem(output.suffix, numpy.uint8, 3)
-    if problem:
-        raise click.UsageError(f"output {output}: {problem}")
+    check_figure_command(options, image_path, output)
     try:
         header = read_header(image_path)
         steps = max(3 * count, count + 30)
