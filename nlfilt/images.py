@@ -15,6 +15,7 @@ leave those of live ones alone.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -62,13 +63,19 @@ class ImageHeader:
         frame, for a stack).
     dtype : numpy.dtype
         The pixel type.
-    frames : int
-        Frames (pages) of a multi-page TIFF, 0 for a single image.
+    stack : StackLayout or None
+        How a stack (a multi-page TIFF, an animated PNG) holds its frames;
+        None for a single image.
     """
 
     shape: tuple[int, ...]
     dtype: numpy.dtype
-    frames: int = 0
+    stack: StackLayout | None = None
+
+    @property
+    def frames(self) -> int:
+        """Frames of a stack, 0 for a single image."""
+        return 0 if self.stack is None else self.stack.frames
 
     @property
     def layout_channels(self) -> int:
@@ -124,7 +131,8 @@ class Image:
 
 @dataclass(frozen=True)
 class StackLayout:
-    """How a multi-page TIFF stores its frames, to write the output the same way.
+    """How a stack (a multi-page TIFF, or an animated PNG) stores its frames, to write the output the
+    same way.
 
     Attributes
     ----------
@@ -147,11 +155,26 @@ class StackLayout:
 
     shape: tuple[int, ...]
     axes: str
-    imagej: dict[str, Any] | None
-    ome: dict[str, Any] | None
-    photometric: str
-    resolution: tuple[float, float] | None
-    resolution_unit: int
+    imagej: dict[str, Any] | None = None
+    ome: dict[str, Any] | None = None
+    photometric: str = "minisblack"
+    resolution: tuple[float, float] | None = None
+    resolution_unit: int = 1
+
+    @property
+    def leading_axes(self) -> int:
+        """The number of leading (frame) axes of the series."""
+        return len(self.axes) - (3 if self.axes.endswith("YXS") else 2)
+
+    @property
+    def frames(self) -> int:
+        """The frames: the leading axes' sizes multiplied."""
+        return math.prod(self.shape[: self.leading_axes])
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """The shape of one frame, (H, W) or (H, W, C)."""
+        return tuple(self.shape[self.leading_axes :])
 
 
 @dataclass(frozen=True)
@@ -198,11 +221,8 @@ def read_header(path: Path) -> ImageHeader:
     sixteen = _sixteen_bit_colour_png(path)
     if sixteen is not None:
         return sixteen
-    pages = _tiff_pages(path)
-    if pages > 1:
-        layout = read_stack_layout(path)
-        frames = int(numpy.prod(layout.shape[:_leading_axes(layout)]))
-        header = ImageHeader(tuple(layout.shape[_leading_axes(layout):]), _tiff_dtype(path), frames)
+    if _tiff_pages(path) > 1:
+        header = _tiff_stack_header(path)
         _check_layout(header)
         return header
     try:
@@ -214,7 +234,10 @@ def read_header(path: Path) -> ImageHeader:
     shape = tuple(int(side) for side in properties.shape)
     if properties.is_batch:
         if shape[0] > 1 and path.suffix.lower() == ".png":  # an animated PNG: a stack of its frames
-            header = ImageHeader(shape[1:], numpy.dtype(properties.dtype), shape[0])
+            samples = len(shape) == 4
+            layout = StackLayout(shape, "QYXS" if samples else "QYX",
+                                 photometric="rgb" if samples and shape[3] in (3, 4) else "minisblack")
+            header = ImageHeader(shape[1:], numpy.dtype(properties.dtype), layout)
             _check_layout(header)
             return header
         if shape[0] > 1:
@@ -241,9 +264,9 @@ def read_image(path: Path, header: ImageHeader | None = None, *, stacks: bool = 
     """
     path = Path(path)
     header = read_header(path) if header is None else header
-    if header.frames and not stacks:
+    if header.stack is not None and not stacks:
         raise ImageError(f"multi-page TIFF ({header.frames} frames); this command takes a single image")
-    if header.frames:
+    if header.stack is not None:
         return _read_stack(path, header)
     try:
         with warnings.catch_warnings():
@@ -271,8 +294,8 @@ _IMAGEJ_KEYS = ("spacing", "unit", "finterval", "fps", "loop", "min", "max", "La
 _FRAME_AXES = ("YXS", "YX")
 
 
-def read_stack_layout(path: Path) -> StackLayout:
-    """The layout of the multi-page TIFF ``path`` (its first series), or ImageError."""
+def _tiff_stack_header(path: Path) -> ImageHeader:
+    """The header of the multi-page TIFF ``path`` (its first series, with its layout), or ImageError."""
     try:
         import tifffile  # noqa: PLC0415 - imageio's TIFF plugin
 
@@ -294,44 +317,28 @@ def read_stack_layout(path: Path) -> StackLayout:
             layout = StackLayout(tuple(int(side) for side in series.shape), axes, imagej, ome,
                                  "rgb" if axes.endswith("S") and series.shape[-1] in (3, 4) else "minisblack",
                                  resolution, int(page.resolutionunit))
+            dtype = numpy.dtype(series.dtype)
     except Exception as exc:  # tifffile raises many types for unreadable files
         raise ImageError(f"cannot read as a TIFF stack ({_reason(exc)})") from None
-    if not any(layout.axes.endswith(frame) for frame in _FRAME_AXES) or _leading_axes(layout) < 1:
+    if not any(layout.axes.endswith(frame) for frame in _FRAME_AXES) or layout.leading_axes < 1:
         raise ImageError(f"unsupported TIFF stack of axes {layout.axes} and shape {layout.shape}: "
                          "expected frames of rows and columns (..., Y, X) with or without samples (S)")
-    return layout
-
-
-def _leading_axes(layout: StackLayout) -> int:
-    """The number of leading (frame) axes of a stack's series."""
-    return len(layout.axes) - (3 if layout.axes.endswith("YXS") else 2)
-
-
-def _tiff_dtype(path: Path) -> numpy.dtype:
-    import tifffile  # noqa: PLC0415
-
-    with tifffile.TiffFile(path) as tiff:
-        return numpy.dtype(tiff.series[0].dtype)
+    return ImageHeader(layout.frame_shape, dtype, layout)
 
 
 def _read_stack(path: Path, header: ImageHeader) -> Image:
-    """Read a multi-page TIFF or an animated PNG as (P, H, W[, C]) frames and split off the alpha
-    channel."""
+    """Read a stack (``header.stack``: a multi-page TIFF, or an animated PNG) as (P, H, W[, C]) frames
+    and split off the alpha channel."""
+    layout = header.stack
     try:
-        if _tiff_pages(path) > 1:
-            import tifffile  # noqa: PLC0415
-
-            layout = read_stack_layout(path)
-            pixels = numpy.asarray(tifffile.imread(path, series=0))
-        else:
+        if path.suffix.lower() == ".png":  # read_header takes only PNG and TIFF files as stacks
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pixels = numpy.asarray(iio.imread(path, index=None))
-            samples = len(header.shape) == 3
-            layout = StackLayout((header.frames, *header.shape), "QYXS" if samples else "QYX", None, None,
-                                 "rgb" if samples and header.shape[2] in (3, 4) else "minisblack", None, 1)
-    except ImageError:
-        raise
+        else:
+            import tifffile  # noqa: PLC0415
+
+            pixels = numpy.asarray(tifffile.imread(path, series=0))
     except Exception as exc:
         raise ImageError(f"cannot read as a stack ({_reason(exc)})") from None
     pixels = pixels.reshape((header.frames, *header.shape))
