@@ -24,6 +24,7 @@ from nlfilt.kernels import kernel_class
 from nlfilt.linalg import BlockLanczos
 from nlfilt.noise import estimate_sigma
 from nlfilt.operators import WINDOW_SHAPES
+from nlfilt.patches import spatial_shape
 from nlfilt.stopping import (
     DEFAULT_MAX_ITERATIONS,
     EPSILON_PER_SIGMA,
@@ -950,7 +951,7 @@ def resolve_options(shape: tuple[int, ...], *, kernel: str, patch: Any, window: 
         if normalize not in kind.normalizations:
             raise ValueError(f"normalize must be one of {', '.join(map(repr, kind.normalizations))}; "
                              f"got {normalize!r}")
-    spatial = tuple(shape[:3] if len(shape) == 4 else shape[:2])  # (Z, H, W, C) is a volume
+    spatial = spatial_shape(shape)
     if isinstance(window, str):
         if window != "auto":
             raise ValueError(f"window must be an odd integer >= 1, None (global) or 'auto'; got {window!r}")

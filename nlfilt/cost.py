@@ -16,7 +16,7 @@ from nlfilt.backend import CPU_TILE_ELEMENTS, get_backend
 from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
-from nlfilt.patches import sides
+from nlfilt.patches import sides, spatial_shape
 
 #: Products with ``K`` that Lanczos needs for ``lambda_max`` (tolerance 1e-3): the global arc-cosine
 #: and NTK matrices have one dominant eigenvalue (2-3 products on Set12 crops of 48-96 pixels), the
@@ -165,9 +165,8 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
 
 def _spatial(shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
     """(spatial extents, channels) of an image shape: (H, W), (H, W, C), or a volume's (Z, H, W, C)."""
-    if len(shape) == 4:
-        return tuple(shape[:3]), shape[3]
-    return tuple(shape[:2]), shape[2] if len(shape) == 3 else 1
+    spatial = spatial_shape(shape)
+    return spatial, shape[len(spatial)] if len(shape) > len(spatial) else 1
 
 
 def _offsets(spatial: tuple[int, ...], window: int | tuple[int, ...]) -> int:

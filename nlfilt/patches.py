@@ -18,6 +18,12 @@ def sides(size: int | tuple[int, ...], axes: int) -> tuple[int, ...]:
     return tuple(size) if isinstance(size, tuple) else (int(size),) * axes
 
 
+def spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The spatial extents of an image shape: (H, W) of (H, W) or (H, W, C), (Z, H, W) of a volume's
+    (Z, H, W, C)."""
+    return tuple(shape[:3] if len(shape) == 4 else shape[:2])
+
+
 def pad_reflect(xp: Any, image: Any, radius: int | tuple[int, ...]) -> Any:
     """Pad the spatial axes of an (H, W, C) or (Z, H, W, C) image by ``radius`` pixels (per axis).
 

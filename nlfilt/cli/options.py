@@ -27,6 +27,7 @@ from nlfilt.cost import (
     expected_applications,
 )
 from nlfilt.kernels import KERNELS, kernel_class
+from nlfilt.patches import spatial_shape
 from nlfilt.stopping import STOP_RULES
 
 #: The options of :func:`nlfilt.api.prepare` (the filter); the others belong to :func:`nlfilt.denoise`.
@@ -309,7 +310,7 @@ def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device:
 
 def _extent(shape: tuple[int, ...]) -> str:
     """'HxW', or 'ZxHxW' for a volume's (Z, H, W, C) shape."""
-    return "x".join(map(str, shape[:3] if len(shape) == 4 else shape[:2]))
+    return "x".join(map(str, spatial_shape(shape)))
 
 
 def _either(remedies: list[str]) -> str:
@@ -334,18 +335,19 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     0 for one row of ``W``), counting the products with ``K`` that
     normalisation and guiding add.
     """
-    height, width = shape[:2] if len(shape) < 4 else shape[1:3]
+    spatial = spatial_shape(shape)
+    height, width = spatial[-2:]
     if options.get("method") == "collaborative":
         _check_collaborative_cost(shape, options, max_minutes)
         return
     kernel = options["kernel"]
     default_patch = kernel_class(kernel).patch
-    smallest = min(shape[:3]) if len(shape) == 4 else min(height, width)
+    smallest = min(spatial)
     if options["patch"] is None and default_patch > smallest:
         largest = smallest - (1 - smallest % 2)
         raise ValueError(f"the image is {_extent(shape)}, smaller than the default patch {default_patch} of "
                          f"--kernel {kernel}; pass --patch with an odd value up to {largest}"
-                         + (" or a box Z,H,W such as 1,5,5" if len(shape) == 4 else ""))
+                         + (" or a box Z,H,W such as 1,5,5" if len(spatial) == 3 else ""))
     needs_sigma = kernel_class(kernel).h_per_sigma is not None or options.get("iterations") == "auto"
     if options["sigma"] is None and min(height, width) < 4 and needs_sigma:
         raise ValueError(f"the noise level cannot be estimated from a {height}x{width} image; pass --sigma")
