@@ -25,7 +25,7 @@ from typing import Any
 import numpy
 
 from nlfilt.kernels import weight_floor
-from nlfilt.operators import WindowedAffinity, _Workers, taper
+from nlfilt.operators import WindowedAffinity, _Workers
 
 #: Rows of the bands of the compiled windowed operator (at least the window's radius): the threads' units
 #: of work.  The band grid does not depend on the thread count, so neither do the results.
@@ -101,7 +101,12 @@ class CompiledWindowedNLM:
         # channel planes (C, H + patch - 1, W + patch - 1): a view for one channel, a copy for more
         self.planes = numpy.ascontiguousarray(numpy.moveaxis(twin.padded, 2, 0))
         height = twin.shape[0]
-        rows = max(BAND_ROWS, twin.window // 2)
+        radius = twin.window // 2
+        # the twin's tent tapers by (row offset, column offset + radius), ones for a box window
+        self._tapers = numpy.ones((radius + 1, 2 * radius + 1), self.planes.dtype)
+        for (drow, dcol), weight in zip(twin.offsets, twin.tapers, strict=True):
+            self._tapers[drow, dcol + radius] = weight
+        rows = max(BAND_ROWS, radius)
         bands = [(top, min(top + rows, height)) for top in range(0, height, rows)]
         self._phases = [bands[0::2], bands[1::2]]
 
@@ -129,9 +134,6 @@ class CompiledWindowedNLM:
         floor = dtype.type(weight_floor(dtype))
         radius = twin.window // 2
         tent = twin.window_shape == "tent"
-        sides = (twin.window, twin.window)
-        tapers = numpy.array([[taper((drow, dcol), sides) for dcol in range(-radius, radius + 1)]
-                              for drow in range(radius + 1)], dtype=dtype)
         with _Workers(self.backend) as workers:
             shares = [workers.shares(len(bands)) for bands in self._phases]
             own = sum(len(phase[0]) for phase in shares if phase)  # the bands of the calling thread
@@ -142,7 +144,7 @@ class CompiledWindowedNLM:
                 for index in share:
                     top, bottom = self._phases[phase][index]
                     kernel(self.planes, values, out, top, bottom, CHUNK_COLUMNS, twin.patch, radius, offset,
-                           floor, tent, tapers)
+                           floor, tent, self._tapers)
                     if share.start == 0 and progress is not None:  # the calling thread's share
                         done += 1
                         progress(done / own)

@@ -358,11 +358,13 @@ class WindowedAffinity:
 
     def _regions(self, *offset: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
         """Slices of the query pixels i and their partners j = i + offset (one step per spatial axis)."""
-        here = tuple(slice(max(0, -step), extent - max(0, step)) for step, extent in zip(offset, self.shape,
-                                                                                         strict=True))
-        there = tuple(slice(max(0, step), extent - max(0, -step)) for step, extent in zip(offset, self.shape,
-                                                                                          strict=True))
-        return here, there
+
+        def region(steps: tuple[int, ...]) -> tuple[slice, ...]:
+            """The pixels whose partner at ``steps`` lies in the image."""
+            return tuple(slice(max(0, -step), extent - max(0, step))
+                         for step, extent in zip(steps, self.shape, strict=True))
+
+        return region(offset), region(tuple(-step for step in offset))
 
     def _workspace(self) -> list[Any]:
         """Flat buffers for one worker's temporaries (see ``_space_sizes``)."""
