@@ -412,9 +412,12 @@ def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path
     result = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--width", "256",
                                        "--steps", "10"])
     assert result.exit_code == 0, result.output
-    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    lines = result.stdout.splitlines()
+    assert "on the CPU in float32" in lines[0]
+    rows = [line.split() for line in lines[2:6]]
     assert [int(row[0]) for row in rows] == [1, 2, 5, 10]
     assert all(float(row[1]) < 0.2 for row in rows[1:])  # width 256 follows the filter to a few percent
+    assert lines[6].startswith("gd: tangent kernel movement") and 0 < float(lines[6].split()[-4]) < 0.1
     adam = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--width", "64",
                                      "--steps", "5", "--optimizer", "adam", "--depth", "2"])
     assert adam.exit_code == 0 and "adam" in adam.stdout
@@ -429,6 +432,33 @@ def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path
     assert "Traceback" not in refused.output
     even = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--patch", "4"])
     assert even.exit_code == 2 and "--patch" in even.output
+
+
+def test_compare_network_draws_the_kernel_rows_of_the_filter_and_both_networks(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    image = tmp_path / "crop.png"
+    iio.imwrite(image, noisy[:16, :16])
+    result = CliRunner().invoke(main, ["compare-network", str(image), "--width", "128", "--steps", "5",
+                                       "--filter-map", "8", "5", "-o", str(tmp_path / "map.png"),
+                                       "--dtype", "float64", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "gd: tangent kernel movement" in result.stdout and "adam: tangent kernel movement" in result.stdout
+    assert "left to right: closed-form K" in result.stderr and "adam network" in result.stderr
+    figure = iio.imread(tmp_path / "map.png")
+    assert figure.dtype == numpy.uint8 and figure.shape[2] == 3
+    tile = 128  # 16 pixels, each drawn 8 x 8
+    assert figure.shape[:2] == (tile + 2 * 6, 3 * tile + 4 * 6)
+    panels = [figure[6:6 + tile, 6 + k * (tile + 6):6 + k * (tile + 6) + tile].astype(int) for k in range(3)]
+    assert numpy.abs(panels[0] - panels[1]).mean() < 10  # GD's kernel row: the closed-form one
+    alone = CliRunner().invoke(main, ["compare-network", str(image), "--filter-map", "8", "5"])
+    assert alone.exit_code == 2 and "-o/--output" in alone.output
+    outside = CliRunner().invoke(main, ["compare-network", str(image), "--filter-map", "16", "0", "-o",
+                                        str(tmp_path / "x.png")])
+    assert outside.exit_code == 2 and "--filter-map" in outside.output and "0 <= ROW < 16" in outside.output
+    onto = CliRunner().invoke(main, ["compare-network", str(image), "--filter-map", "1", "1",
+                                     "-o", str(image)])
+    assert onto.exit_code == 2 and "refusing to overwrite" in onto.output
+    assert not (tmp_path / "x.png").exists()
 
 
 # Path safety: an input must never be overwritten, nor an output silently dropped

@@ -19,7 +19,7 @@ def relative(a, b) -> float:
 @pytest.mark.parametrize("depth", [1, 3])
 def test_backward_pass_matches_finite_differences(depth):
     image = RNG.random((6, 7, 2)) * 100
-    network = TangentCNN(3 * 3 * 2, 12, depth, channels=2, seed=depth)
+    network = TangentCNN(3 * 3 * 2, 12, depth, channels=2, seed=depth, dtype=numpy.float64)
     for layer in network.copies[1]:  # make the copies differ, so f != 0 and both get gradients
         layer += 0.3 * RNG.standard_normal(layer.shape)
     patches, target = image_patches(image, 3), image.reshape(-1, 2)
@@ -35,6 +35,80 @@ def test_backward_pass_matches_finite_differences(depth):
             weight[index] = original
             numerical = (plus - minus) / 2e-5
             assert grad[index] == pytest.approx(numerical, rel=1e-5, abs=1e-6 * numpy.abs(grad).max())
+
+
+def test_tangent_kernel_is_the_product_of_the_jacobians():
+    """Theta[c, c', i, j] = <df_c(x_i)/dtheta, df_c'(x_j)/dtheta>, the Jacobian formed output by output."""
+    image = RNG.random((5, 6, 2)) * 10
+    network = TangentCNN(3 * 3 * 2, 7, 3, channels=2, seed=4, dtype=numpy.float64)
+    for layer in network.copies[1]:
+        layer += 0.3 * RNG.standard_normal(layer.shape)
+    patches = image_patches(image, 3)
+    size = patches.shape[0]
+    _, cache_a = network._forward(network.copies[0], patches)
+    _, cache_b = network._forward(network.copies[1], patches)
+    jacobian = numpy.zeros((2, size, sum(weight.size for weight in network.parameters)))
+    for channel in range(2):
+        for pixel in range(size):
+            upstream = numpy.zeros((size, 2))
+            upstream[pixel, channel] = 1 / numpy.sqrt(2)  # df/dg_a = 1/sqrt(2), df/dg_b = -1/sqrt(2)
+            grads = (network._backward(network.copies[0], cache_a, upstream)
+                     + network._backward(network.copies[1], cache_b, -upstream))
+            jacobian[channel, pixel] = numpy.concatenate([grad.ravel() for grad in grads])
+    expected = numpy.einsum("cip,djp->cdij", jacobian, jacobian)
+    numpy.testing.assert_allclose(network.tangent_kernel(patches), expected, rtol=1e-10,
+                                  atol=1e-12 * numpy.abs(expected).max())
+    numpy.testing.assert_allclose(network.tangent_kernel(patches, slice(4, 11)), expected[:, :, 4:11],
+                                  rtol=1e-10, atol=1e-12 * numpy.abs(expected).max())
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_initial_tangent_kernel_tends_to_the_ntk_kernel(depth):
+    eigenvalue = ntk_eigenvalue(IMAGE, depth=depth)
+    closed = nlfilt.filter_matrix(IMAGE, kernel="ntk", depth=depth, window=None) * eigenvalue  # K
+    patches = image_patches(IMAGE, 3)
+    distance = {}
+    for width in (128, 4096):
+        network = TangentCNN(9, width, depth, seed=3, dtype=numpy.float64)
+        kernel = network.tangent_kernel(patches, initial=True)
+        distance[width] = relative(kernel[0, 0], closed)
+    assert distance[4096] < 0.05
+    assert distance[4096] < 0.5 * distance[128]
+
+
+def test_gradient_descent_keeps_its_kernel_and_adam_moves_it():
+    """The lazy regime: gradient descent's tangent kernel moves less the wider the network (so it
+    follows the fixed filter); Adam's (learning rate 1e-2) does not, it adapts the filter."""
+    eigenvalue = ntk_eigenvalue(IMAGE)
+    moved = {}
+    for width in (64, 1024):
+        for optimizer in ("gd", "adam"):
+            run = train(IMAGE, width=width, steps=100, optimizer=optimizer, eigenvalue=eigenvalue, seed=1)
+            moved[optimizer, width] = run.kernel_movement()
+    assert moved["gd", 1024] < 0.3 * moved["gd", 64]
+    assert moved["adam", 1024] > 0.5 * moved["adam", 64]
+    assert moved["adam", 1024] > 5 * moved["gd", 1024]
+
+
+def test_kernel_row_is_the_channel_mean_of_the_diagonal_blocks():
+    image = RNG.random((6, 5, 3)) * 100
+    run = train(image, width=16, steps=3, optimizer="adam", seed=2, dtype=numpy.float64)
+    full = run.network.tangent_kernel(run.patches)
+    expected = numpy.mean([full[c, c, 7] for c in range(3)], axis=0)
+    numpy.testing.assert_allclose(run.kernel_row(7), expected, rtol=1e-12)
+    initial = run.network.tangent_kernel(run.patches, initial=True)
+    numpy.testing.assert_allclose(run.kernel_row(7, initial=True),
+                                  initial[:, :, 7].trace(axis1=0, axis2=1) / 3, rtol=1e-12)
+    assert run.kernel_movement() > 0
+
+
+def test_training_on_every_backend_matches_float64_on_the_cpu(device):
+    eigenvalue = ntk_eigenvalue(IMAGE)
+    reference = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue, dtype=numpy.float64)
+    single = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue, device=device)
+    assert isinstance(single.outputs[5], numpy.ndarray) and single.outputs[5].dtype == numpy.float32
+    assert relative(single.outputs[5], reference.outputs[5]) < 1e-4
+    assert single.kernel_movement() == pytest.approx(reference.kernel_movement(), rel=1e-3)
 
 
 def test_network_starts_from_zero_output():
@@ -66,16 +140,10 @@ def test_adam_moves_the_hidden_weights_further_than_gradient_descent():
     assert adam.movement[-1] > 3 * descent.movement[-1] > 0
 
 
-def test_bad_optimizer_and_missing_step_are_clear_errors():
+def test_bad_optimizer_dtype_and_missing_step_are_clear_errors():
     with pytest.raises(ValueError, match="optimizer"):
         train(IMAGE, width=8, optimizer="sgd")
+    with pytest.raises(ValueError, match="dtype"):
+        train(IMAGE, width=8, optimizer="adam", dtype=numpy.float16)
     with pytest.raises(ValueError, match="eigenvalue"):
         train(IMAGE, width=8)
-
-
-def test_float32_training_matches_float64():
-    eigenvalue = ntk_eigenvalue(IMAGE)
-    single = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue, dtype=numpy.float32)
-    double = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue)
-    assert single.outputs[5].dtype == numpy.float32
-    assert relative(single.outputs[5], double.outputs[5]) < 1e-4

@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy
 from tqdm import tqdm
 
-from nlfilt.images import ImageError, read_image
-from nlfilt.network import OPTIMIZERS, ntk_twicing, train
+import nlfilt
+from nlfilt.backend import DEVICES, get_backend, host_cores
+from nlfilt.cli.figures import check_figure_output, fit_tile, heat_map, tile_grid
+from nlfilt.images import ImageError, read_image, write_image
+from nlfilt.network import OPTIMIZERS, Training, ntk_twicing, train
 
 #: Largest image compare-network accepts (the closed-form filter is global: N^2 pairs per step).
 MAX_PIXELS = 64 * 64
-#: Floating-point operations per second assumed for the cost refusal (float64 GEMM on a small CPU).
-ASSUMED_FLOPS = 2e10
+#: Floating-point operations per second assumed for the cost refusal: per CPU core (dense products,
+#: about 2/3 of what one core of the 2-core development machine measured: 120 GFLOP/s float32, 47
+#: float64), and for a whole GPU (a fraction of a data-centre GPU's non-tensor-core rate).
+CPU_FLOPS_PER_CORE = {"float32": 8e10, "float64": 3e10}
+GPU_FLOPS = 1e13
+DTYPES = {"float32": numpy.float32, "float64": numpy.float64}
 
 
 def training_flops(pixels: int, dims: int, width: int, depth: int, channels: int, steps: int) -> float:
-    """Multiply-adds x 2 of ``steps`` forward and backward passes of both weight copies."""
+    """Floating-point operations of ``steps`` training steps (forward pass, gradients and
+    back-propagation through both weight copies: three products per layer) and of the empirical tangent
+    kernel at the start and the end (three weight sets; per layer one Gram matrix of its inputs and one
+    of its back-propagated signals per pair of output channels)."""
     per_pass = pixels * (dims * width + (depth - 1) * width * width + width * channels)
-    return steps * 2 * 3 * 2 * per_pass
+    kernel = 3 * pixels * pixels * (dims + depth * (1 + channels * channels) * width)
+    return steps * 2 * 3 * 2 * per_pass + 2 * kernel
+
+
+def flops_per_second(device: str, dtype: str) -> float:
+    """The assumed rate of :data:`CPU_FLOPS_PER_CORE` (times the cores) or :data:`GPU_FLOPS`."""
+    return GPU_FLOPS if device == "gpu" else CPU_FLOPS_PER_CORE[dtype] * host_cores()
 
 
 @click.command("compare-network")
@@ -36,12 +54,23 @@ def training_flops(pixels: int, dims: int, width: int, depth: int, channels: int
 @click.option("--patch", type=click.IntRange(min=1), default=3, show_default=True,
               help="Odd side of the first convolution (and of the kernel's patches).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Step size. [default: 1/lambda_max for gd, 1e-3 for adam]")
+              help="Step size of --optimizer. [default: 1/lambda_max for gd, 1e-2 for adam]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights.")
+@click.option("--dtype", type=click.Choice(tuple(DTYPES)), default="float32", show_default=True,
+              help="Precision of the network's weights and activations.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Train on the CPU, a CUDA GPU, or the GPU when one is usable.")
+@click.option("--filter-map", type=(int, int), default=None, metavar="ROW COL",
+              help="Also train with the other optimizer, and draw (-o) for this pixel its row of the "
+                   "closed-form kernel K and of the GD- and Adam-trained networks' tangent kernels.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG file for the --filter-map figure.")
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
-              help="Refuse a run whose estimated CPU time exceeds this (0: no limit).")
+              help="Refuse a run whose estimated time exceeds this (0: no limit).")
 def compare_network_command(image_path: Path, width: int, depth: int, optimizer: str, steps: int, patch: int,
-                            learning_rate: float | None, seed: int, max_minutes: float) -> None:
+                            learning_rate: float | None, seed: int, dtype: str, device: str,
+                            filter_map: tuple[int, int] | None, output: Path | None,
+                            max_minutes: float) -> None:
     """Train a ReLU CNN on IMAGE (input and target) and compare it with nlfilt's ntk filter.
 
     The network (nlfilt.network: one PATCH x PATCH convolution, DEPTH - 1 1x1
@@ -50,11 +79,24 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     After selected steps t the table shows the relative difference between
     its output f_t and nlfilt's twicing z_t (kernel ntk, global, same depth
     and patch), the relative residuals |y - f_t| / |y| and |y - z_t| / |y|,
-    and how far the hidden weights moved.  Images of up to 64 x 64 pixels
-    (crop larger ones); gray or colour (alpha is ignored).
+    and how far the hidden weights moved; then how far the network's
+    empirical tangent kernel moved from its initial value,
+    |Theta_T - Theta_0|_F / |Theta_0|_F (near 0 for gradient descent on a wide
+    network, which is why it follows the filter; larger for Adam, which
+    adapts the filter).  With --filter-map ROW COL -o FIG.png the network is
+    trained with both optimizers and the figure shows, left to right, the
+    pixel's row of the closed-form kernel K, of the GD-trained network's
+    kernel and of the Adam-trained network's kernel (each scaled to its own
+    maximum, printed).  Images of up to 64 x 64 pixels (crop larger ones);
+    gray or colour (alpha is ignored).
     """
     if patch % 2 == 0:
         raise click.BadParameter(f"must be odd; got {patch}", param_hint="--patch")
+    if (filter_map is None) != (output is None):
+        raise click.UsageError("--filter-map ROW COL and -o/--output go together (the figure's pixel and "
+                               "file)")
+    if output is not None:
+        check_figure_output(image_path, output)
     try:
         image = read_image(image_path)
     except ImageError as exc:
@@ -69,27 +111,82 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     if patch > min(height, width_pixels):
         raise click.BadParameter(f"must be at most min(H, W) = {min(height, width_pixels)} for this image",
                                  param_hint="--patch")
-    channels = noisy.shape[2] if noisy.ndim == 3 else 1
-    flops = training_flops(height * width_pixels, patch * patch * channels, width, depth, channels, steps)
-    if max_minutes > 0 and flops / ASSUMED_FLOPS > 60 * max_minutes:
-        raise click.ClickException(
-            f"{image_path}: width {width}, depth {depth}, {steps} steps would take about "
-            f"{flops / ASSUMED_FLOPS / 60:.0f} minutes on this CPU (over --max-minutes {max_minutes:g}); "
-            "use a smaller width, fewer steps or a smaller crop")
-    closed, eigenvalue = ntk_twicing(noisy, depth=depth, patch=patch, steps=steps)
-    bar = tqdm(total=steps, desc="training", unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+    if filter_map is not None and not (0 <= filter_map[0] < height and 0 <= filter_map[1] < width_pixels):
+        raise click.BadParameter(f"must be a pixel of the {height}x{width_pixels} image "
+                                 f"(0 <= ROW < {height}, 0 <= COL < {width_pixels}); got {filter_map}",
+                                 param_hint="--filter-map")
     try:
-        run = train(noisy, width=width, depth=depth, patch=patch, steps=steps, optimizer=optimizer,
-                    learning_rate=learning_rate, eigenvalue=eigenvalue, seed=seed,
-                    progress=lambda done, total: bar.update(done - bar.n))
-    finally:
-        bar.close()
+        backend = get_backend(device)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    channels = noisy.shape[2] if noisy.ndim == 3 else 1
+    runs = 1 if filter_map is None else 2
+    flops = runs * training_flops(height * width_pixels, patch * patch * channels, width, depth, channels,
+                                  steps)
+    seconds = flops / flops_per_second(backend.name, dtype)
+    if max_minutes > 0 and seconds > 60 * max_minutes:
+        raise click.ClickException(
+            f"{image_path}: width {width}, depth {depth}, {steps} steps would take about {seconds / 60:.0f} "
+            f"minutes on this {backend.name.upper()} in {dtype} (over --max-minutes {max_minutes:g}); use a "
+            "smaller width, fewer steps or a smaller crop" + (", or --device gpu" if backend.name == "cpu"
+                                                                 else ""))
+    closed, eigenvalue = ntk_twicing(noisy, depth=depth, patch=patch, steps=steps)
+    settings = dict(width=width, depth=depth, patch=patch, steps=steps, eigenvalue=eigenvalue, seed=seed,
+                    dtype=DTYPES[dtype], device=backend.name)
+    started = time.perf_counter()
+    run = _train_with_bar(noisy, optimizer, learning_rate, settings)
+    elapsed = time.perf_counter() - started
     norm = float(numpy.linalg.norm(noisy))
     click.echo(f"{image_path}: {height}x{width_pixels}, width {width}, depth {depth}, {optimizer}, "
-               f"learning rate {run.learning_rate:.4g} (1/lambda_max = {1 / eigenvalue:.4g})")
+               f"learning rate {run.learning_rate:.4g} (1/lambda_max = {1 / eigenvalue:.4g}); "
+               f"trained in {elapsed:.1f} s on the {backend.name.upper()} in {dtype}")
     click.echo("step  |f - z|/|z|  |y - f|/|y|  |y - z|/|y|  hidden-weight movement")
     shown = sorted({t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= steps} | {steps})
     for t in shown:
         difference = numpy.linalg.norm(run.outputs[t] - closed[t]) / max(numpy.linalg.norm(closed[t]), 1e-300)
         click.echo(f"{t:>4}  {difference:11.4f}  {numpy.linalg.norm(noisy - run.outputs[t]) / norm:11.4f}  "
                    f"{numpy.linalg.norm(noisy - closed[t]) / norm:11.4f}  {run.movement[t]:.5f}")
+    trained = {optimizer: run}
+    if filter_map is not None:
+        other = next(name for name in OPTIMIZERS if name != optimizer)
+        trained[other] = _train_with_bar(noisy, other, None, settings)
+    for name, result in trained.items():
+        click.echo(f"{name}: tangent kernel movement |Theta_T - Theta_0|/|Theta_0| = "
+                   f"{result.kernel_movement():.5f} (learning rate {result.learning_rate:.4g})")
+    if filter_map is not None:
+        _draw_filter_map(noisy, filter_map, output, trained, depth, patch, eigenvalue)
+
+
+def _train_with_bar(noisy: numpy.ndarray, optimizer: str, learning_rate: float | None,
+                    settings: dict[str, Any]) -> Training:
+    bar = tqdm(total=settings["steps"], desc=f"training ({optimizer})", unit="step", leave=False,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        return train(noisy, optimizer=optimizer, learning_rate=learning_rate,
+                     progress=lambda done, total: bar.update(done - bar.n), **settings)
+    finally:
+        bar.close()
+
+
+def _draw_filter_map(noisy: numpy.ndarray, pixel: tuple[int, int], output: Path, trained: dict[str, Training],
+                     depth: int, patch: int, eigenvalue: float) -> None:
+    """Write the rows of K, of the GD network's and of the Adam network's tangent kernel for ``pixel``,
+    side by side, and print their scales and differences."""
+    height, width = noisy.shape[:2]
+    index = pixel[0] * width + pixel[1]
+    closed = nlfilt.filter_row(noisy, pixel, kernel="ntk", patch=patch, window=None, depth=depth,
+                               device="cpu", dtype=numpy.float64) * eigenvalue  # W = K / lambda_max
+    rows = {"closed-form K": closed}
+    rows.update({f"{name} network": trained[name].kernel_row(index).reshape(height, width)
+                 for name in OPTIMIZERS})
+    tiles = [fit_tile(heat_map(row, pixel)) for row in rows.values()]
+    try:
+        write_image(output, tile_grid(tiles, len(tiles)))
+    except (ImageError, OSError) as exc:
+        raise click.ClickException(f"{output}: {exc}") from None
+    norm = float(numpy.linalg.norm(closed))
+    parts = []
+    for name, row in rows.items():
+        away = "" if row is closed else f", |row - K|/|K| {numpy.linalg.norm(row - closed) / norm:.4f}"
+        parts.append(f"{name} (max {row.max():.4g}{away})")
+    click.echo(f"{output}: pixel {pixel}, left to right: " + "; ".join(parts), err=True)

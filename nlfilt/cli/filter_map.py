@@ -9,53 +9,10 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.cli.options import (
-    api_options,
-    check_image_cost,
-    check_options,
-    filter_options,
-    resolve_for_image,
-)
+from nlfilt.cli.figures import check_figure_command, heat_map
+from nlfilt.cli.options import api_options, check_image_cost, filter_options, resolve_for_image
 from nlfilt.cli.progress import ProductBar
-from nlfilt.images import ImageError, read_header, read_image, storage_problem, write_image
-
-#: Colour map anchors from black through purple, red and orange to pale yellow
-#: (perceptually ordered, readable in gray scale), interpolated linearly.
-_ANCHORS = numpy.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], float)
-
-
-def heat_map(weights: numpy.ndarray, pixel: tuple[int, int] | None = None) -> numpy.ndarray:
-    """Colour ``weights`` (H, W) into an 8-bit RGB image, 0 (or the minimum) to the maximum.
-
-    With ``pixel``, a small cyan cross marks it.
-    """
-    low = min(float(weights.min()), 0.0)
-    high = float(weights.max())
-    scaled = (weights - low) / (high - low) if high > low else numpy.zeros_like(weights)
-    position = scaled * (len(_ANCHORS) - 1)
-    index = numpy.clip(position.astype(int), 0, len(_ANCHORS) - 2)
-    fraction = (position - index)[..., None]
-    colours = _ANCHORS[index] * (1 - fraction) + _ANCHORS[index + 1] * fraction
-    image = numpy.round(colours).astype(numpy.uint8)
-    if pixel is not None:
-        row, col = pixel
-        for delta in range(-3, 4):
-            if delta and 0 <= row + delta < image.shape[0]:
-                image[row + delta, col] = (0, 255, 255)
-            if delta and 0 <= col + delta < image.shape[1]:
-                image[row, col + delta] = (0, 255, 255)
-    return image
-
-
-def check_figure_command(options: dict[str, Any], image_path: Path, output: Path) -> None:
-    """The checks of a command that draws a figure of IMAGE into an RGB output (click.UsageError): the
-    filter options, an output that is not the input, and a format that holds 8-bit RGB."""
-    check_options(options)
-    if output.resolve() == image_path.resolve():
-        raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
-    problem = storage_problem(output.suffix, numpy.uint8, 3)
-    if problem:
-        raise click.UsageError(f"output {output}: {problem}")
+from nlfilt.images import ImageError, read_header, read_image, write_image
 
 
 @click.command("filter-map")

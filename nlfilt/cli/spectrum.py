@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -10,59 +9,36 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.cli.filter_map import check_figure_command
+from nlfilt.cli.figures import GAP, check_figure_command, diverging, fit_tile, tile_grid
 from nlfilt.cli.options import api_options, check_image_cost, filter_options, resolve_for_image
 from nlfilt.cli.progress import ProductBar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 
-#: Figure geometry (pixels): eigenvector tiles per row, the gap between panels, the largest tile side,
-#: and the height of the eigenvalue plot above them.
+#: Eigenvector tiles per row, and the height of the eigenvalue plot above them (figure pixels).
 COLUMNS = 4
-GAP = 6
-TILE = 128
 PLOT_HEIGHT = 120
-
-
-def diverging(values: numpy.ndarray) -> numpy.ndarray:
-    """Colour ``values`` into 8-bit RGB: blue for negative, white for 0, red for positive (scaled by the
-    largest magnitude), so an eigenvector's sign pattern reads at a glance."""
-    scale = float(numpy.abs(values).max()) or 1.0
-    level = numpy.clip(values / scale, -1, 1)[..., None]
-    white = numpy.array([255.0, 255, 255])
-    red, blue = numpy.array([178.0, 24, 43]), numpy.array([33.0, 102, 172])
-    colours = numpy.where(level >= 0, white + (red - white) * level, white + (blue - white) * -level)
-    return numpy.round(colours).astype(numpy.uint8)
 
 
 def spectrum_figure(eigenvalues: numpy.ndarray, eigenvectors: numpy.ndarray) -> numpy.ndarray:
     """One RGB figure: the eigenvalues against their rank (dots; gray lines at 0 and 1) above the
     eigenvectors as tiles (``diverging`` colours), in rank order, left to right and top to bottom."""
     count, height, width = eigenvectors.shape[0], *eigenvectors.shape[-2:]
-    step = max(1, math.ceil(max(height, width) / TILE))  # large images: every step-th pixel
-    zoom = max(1, TILE // (max(height, width) // step))  # small images: pixels repeated
-    tiles = [numpy.kron(diverging(vector.reshape(-1, width)[:height][::step, ::step]),
-                        numpy.ones((zoom, zoom, 1), numpy.uint8)) for vector in eigenvectors]
-    tile_height, tile_width = tiles[0].shape[:2]
-    columns = min(COLUMNS, count)
-    rows = -(-count // columns)
-    figure_width = GAP + columns * (tile_width + GAP)
-    figure = numpy.full((PLOT_HEIGHT + GAP + rows * (tile_height + GAP), figure_width, 3), 255, numpy.uint8)
+    grid = tile_grid([fit_tile(diverging(vector.reshape(-1, width)[:height])) for vector in eigenvectors],
+                     COLUMNS)
+    figure_width = grid.shape[1]
+    plot = numpy.full((PLOT_HEIGHT, figure_width, 3), 255, numpy.uint8)
     low = min(0.0, float(eigenvalues.min()))
 
     def y_of(value: float) -> int:
         return GAP + round((1.0 - value) / (1.0 - low) * (PLOT_HEIGHT - 2 * GAP)) if low < 1 else GAP
 
     for level, shade in ((1.0, 200), (0.0, 140)):
-        figure[y_of(level), GAP:figure_width - GAP] = shade
+        plot[y_of(level), GAP:figure_width - GAP] = shade
     for rank, value in enumerate(eigenvalues):
         x = GAP + round(rank * (figure_width - 3 * GAP) / max(count - 1, 1)) + GAP // 2
         y = y_of(float(value))
-        figure[max(0, y - 2):y + 3, max(0, x - 2):x + 3] = (20, 20, 20)
-    for index, tile in enumerate(tiles):
-        top = PLOT_HEIGHT + GAP + (index // columns) * (tile_height + GAP)
-        left = GAP + (index % columns) * (tile_width + GAP)
-        figure[top:top + tile_height, left:left + tile_width] = tile
-    return figure
+        plot[max(0, y - 2):y + 3, max(0, x - 2):x + 3] = (20, 20, 20)
+    return numpy.concatenate([plot, grid])
 
 
 @click.command("spectrum")
