@@ -54,6 +54,8 @@ from nlfilt.cost import estimate_cpu_seconds, expected_applications
 from nlfilt.filters import build_filter
 from nlfilt.kernels import kernel_class
 
+from measures import psnr
+
 ROOT = Path(__file__).resolve().parents[1]
 SET12 = ROOT.parent / "shared" / "data" / "set12"
 SIGMA = 25.0
@@ -327,10 +329,6 @@ def eight_bit(image: numpy.ndarray) -> numpy.ndarray:
     """``image`` rounded and clipped to 8 bits, as a camera stores it."""
     return numpy.clip(numpy.rint(image), 0, 255).astype(numpy.uint8)
 
-
-def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
-    error = numpy.mean((numpy.asarray(estimate, numpy.float64) - clean) ** 2)
-    return float(10 * numpy.log10(255.0**2 / error))
 
 
 def opencv_denoise(cv2, noisy: numpy.ndarray, h: float, patch: int, window: int) -> numpy.ndarray:

@@ -72,6 +72,8 @@ from nlfilt import cuda  # noqa: E402
 from nlfilt.api import prepare  # noqa: E402
 from nlfilt.filters import build_filter  # noqa: E402
 
+from measures import psnr  # noqa: E402
+
 #: Kernel evaluations per second on an H100 (exp throughput): the bound of the global mode.
 EXP_RATE_H100 = 3.9e12
 #: The issue's targets for one product on an H100, seconds.
@@ -137,9 +139,6 @@ def noisy_image(size: int, channels: int = 0, seed: int = 0) -> numpy.ndarray:
         clean = numpy.stack([clean * (0.8 + 0.1 * c) for c in range(channels)], axis=2)
     return (clean + numpy.random.default_rng(seed).normal(0, 20, clean.shape)).astype(numpy.float32)
 
-
-def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
-    return float(10 * numpy.log10(255.0**2 / numpy.mean((estimate - clean) ** 2)))
 
 
 def relative_error(actual, expected) -> float:
@@ -414,6 +413,38 @@ def batch_timing(device: str, count: int, cpu_count: int, size: int, lines: list
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def network_timing(device: str, width: int, steps: int, lines: list[str]) -> None:
+    """compare-network's training (nlfilt.network, depth 2, float32, 32x32 gray) on the device and on the
+    CPU: seconds per step, the speed-up, the outputs' agreement after 3 steps, and the kernel movement."""
+    from nlfilt.network import ntk_eigenvalue, train
+
+    image = noisy_image(32)
+    eigenvalue = ntk_eigenvalue(image, depth=2)
+    settings = dict(width=width, depth=2, eigenvalue=eigenvalue, seed=1)
+    train(image, steps=1, device=device, **settings)  # warm-up (CuPy's kernels and cuBLAS handles)
+    synchronize(device)
+    start = time.perf_counter()
+    run = train(image, steps=steps, device=device, **settings)
+    synchronize(device)
+    device_step = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    moved = run.kernel_change().movement
+    kernel_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = train(image, steps=3, device="cpu", **settings)
+    cpu_step = (time.perf_counter() - start) / 3
+    short = train(image, steps=3, device=device, **settings)
+    agreement = relative_error(short.outputs[3], reference.outputs[3])
+    lines += [f"\n## Tangent CNN training (compare-network): width {width}, depth 2, float32, 32x32 gray\n",
+              "| device | s per step | speed-up | kernel movement after the steps (s to form it) | "
+              "|f_3 device - f_3 CPU| / |f_3 CPU| |",
+              "| --- | --- | --- | --- | --- |",
+              f"| {device} ({steps} steps) | {device_step:.4f} | {cpu_step / device_step:.1f}x | "
+              f"{moved:.5f} ({kernel_seconds:.2f}) | {agreement:.2e} |",
+              f"| cpu (3 steps) | {cpu_step:.4f} | 1.0x | | |"]
+    print("\n".join(lines[-5:]), flush=True)
+
+
 def device_of(args: argparse.Namespace) -> str:
     return "cpu" if args.dry_run else "gpu"
 
@@ -475,6 +506,7 @@ def main() -> None:
                                                   24 if dry else 256, lines)),
         ("windowed timings", lambda: windowed_timings(device, [64, 96] if dry else [512, 2048, 4096], lines)),
         ("collaborative", lambda: collaborative_checks(device, [64] if dry else [512, 1024], lines)),
+        ("network", lambda: network_timing(device, 64 if dry else 4096, 3 if dry else 100, lines)),
         ("batch", lambda: batch_timing(device, 4 if dry else args.images, 2 if dry else 20,
                                        64 if dry else 512, lines)),
     ]

@@ -3,14 +3,19 @@
 On 32 x 32 crops of Set12 with noise sigma 25, trains nlfilt.network's ReLU
 CNN (input and target the noisy crop, squared loss, zero initial output) by
 full-batch gradient descent with learning rate 1 / lambda_max (nlfilt's step)
-and by Adam, and compares its output after t steps with nlfilt's closed-form
-twicing ``z_t`` (ntk kernel, global, patch 3):
+and by Adam, and compares it with nlfilt's closed-form twicing ``z_t`` (ntk
+kernel, global, patch 3):
 
 * the relative difference |f_t - z_t| / |z_t| at t = 10, 50, 200 for widths
   64 ... 4096 and depth 1 and 2, and how it shrinks with the width (the theory:
   about 1 / sqrt(C), a factor 0.5 per 4x width);
+* how far the network's empirical tangent kernel moved during training,
+  |Theta_T - Theta_0|_F / |Theta_0|_F, and how much of it is a change of
+  shape rather than of scale, against the width, for GD and for Adam
+  at each learning rate (the lazy regime: GD's kernel stays put, the more so
+  the wider the network);
 * PSNR against the clean crop over the steps for GD, Adam and the filter;
-* how far the hidden weights moved (|W - W_0| / |W_0|) under GD and Adam.
+* the training time per step (the device and precision of the run).
 
     python benchmarks/ntk_vs_network.py --write   # benchmarks/results/ntk_vs_network.md and .png
 """
@@ -27,39 +32,45 @@ import imageio.v3 as iio
 import numpy
 
 import nlfilt
+from nlfilt.backend import get_backend
 from nlfilt.network import ADAM_LEARNING_RATE, ntk_twicing, train
+
+from measures import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CROPS = ("01.png", "05.png", "08.png")
 
 
-def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
-    return float(10 * numpy.log10(255**2 / numpy.mean((estimate - clean) ** 2)))
-
 
 def relative(a: numpy.ndarray, b: numpy.ndarray) -> float:
     return float(numpy.linalg.norm(a - b) / numpy.linalg.norm(b))
+
+
+def integers(text: str) -> list[int]:
+    return [int(value) for value in text.split(",") if value]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "set12")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--widths", default="64,256,1024,4096")
-    parser.add_argument("--depth2-widths", default="64,256,1024",
-                        help="widths for depth 2 (4096 takes about 20 minutes per crop on 2 CPU cores)")
+    parser.add_argument("--widths", default="64,256,1024,4096", help="widths for depth 1")
+    parser.add_argument("--depth2-widths", default="64,256,1024,2048",
+                        help="widths for depth 2 (4096: about 5 minutes per run on 2 CPU cores)")
     parser.add_argument("--curve-width", type=int, default=1024, help="width of the GD and Adam PSNR curves")
-    parser.add_argument("--adam-lr", type=float, default=ADAM_LEARNING_RATE)
-    parser.add_argument("--float32", action="store_true", help="train in float32 (about 2x faster)")
+    parser.add_argument("--adam-lrs", default=f"1e-3,{ADAM_LEARNING_RATE:g}",
+                        help="Adam learning rates whose kernel movement is measured (the last: PSNR curve)")
+    parser.add_argument("--float64", action="store_true", help="train in float64 (float32 by default)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--output", default="ntk_vs_network", help="name of the result files")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     if not args.data.is_dir():
         parser.error(f"--data {args.data} is not a folder")
-    widths = {1: [int(w) for w in args.widths.split(",") if w],
-              2: [int(w) for w in args.depth2_widths.split(",") if w]}
-    dtype = numpy.float32 if args.float32 else numpy.float64
+    widths = {1: integers(args.widths), 2: integers(args.depth2_widths)}
+    rates = [float(value) for value in args.adam_lrs.split(",") if value]
+    dtype = numpy.float64 if args.float64 else numpy.float32
     checkpoints = [t for t in (10, 50, 200) if t <= args.steps]
     started = time.perf_counter()
     crops = []
@@ -72,90 +83,127 @@ def main() -> None:
 
     differences: dict[tuple[int, int], list[list[float]]] = {}
     curves: dict[tuple[str, int], list[list[float]]] = {}
-    movement: dict[tuple[str, int], list[float]] = {}
+    kernel_moved: dict[tuple[str, int, int], list[float]] = {}  # (optimizer label, depth, width)
+    kernel_shape: dict[tuple[str, int, int], list[float]] = {}
+    hidden_moved: dict[tuple[str, int, int], list[float]] = {}
+    step_time: dict[tuple[int, int], list[float]] = {}
+    settings = dict(steps=args.steps, seed=1, dtype=dtype, device=args.device)
     for depth in (1, 2):
-        if not widths[depth]:
-            continue
         for name, clean, noisy in crops:
+            if not widths[depth]:
+                continue
             closed, eigenvalue = ntk_twicing(noisy, depth=depth, steps=args.steps)
             curves.setdefault(("closed form", depth), []).append([psnr(z, clean) for z in closed[1:]])
             for width in widths[depth]:
-                run = train(noisy, width=width, depth=depth, steps=args.steps, eigenvalue=eigenvalue, seed=1,
-                            dtype=dtype)
+                clock = time.perf_counter()
+                run = train(noisy, width=width, depth=depth, eigenvalue=eigenvalue, **settings)
+                step_time.setdefault((depth, width), []).append((time.perf_counter() - clock) / args.steps)
                 differences.setdefault((depth, width), []).append(
                     [relative(run.outputs[t], closed[t]) for t in checkpoints])
+                change = run.kernel_change()
+                kernel_moved.setdefault(("GD", depth, width), []).append(change.movement)
+                kernel_shape.setdefault(("GD", depth, width), []).append(change.shape)
+                hidden_moved.setdefault(("GD", depth, width), []).append(run.movement[-1])
                 if width == args.curve_width:
                     curves.setdefault(("GD", depth), []).append([psnr(f, clean) for f in run.outputs[1:]])
-                    movement.setdefault(("GD", depth), []).append(run.movement[-1])
+                for rate in rates:
+                    adam = train(noisy, width=width, depth=depth, optimizer="adam", learning_rate=rate,
+                                 **settings)
+                    label = f"Adam {rate:g}"
+                    change = adam.kernel_change()
+                    kernel_moved.setdefault((label, depth, width), []).append(change.movement)
+                    kernel_shape.setdefault((label, depth, width), []).append(change.shape)
+                    hidden_moved.setdefault((label, depth, width), []).append(adam.movement[-1])
+                    if width == args.curve_width and rate == rates[-1]:
+                        curves.setdefault((label, depth), []).append(
+                            [psnr(f, clean) for f in adam.outputs[1:]])
                 print(f"depth {depth} {name} width {width}: difference at t={checkpoints[-1]} "
-                      f"{differences[(depth, width)][-1][-1]:.4f} ({time.perf_counter() - started:.0f} s)",
-                      flush=True)
-            if args.curve_width in widths[depth]:
-                adam = train(noisy, width=args.curve_width, depth=depth, steps=args.steps, optimizer="adam",
-                             learning_rate=args.adam_lr, seed=1, dtype=dtype)
-                curves.setdefault(("Adam", depth), []).append([psnr(f, clean) for f in adam.outputs[1:]])
-                movement.setdefault(("Adam", depth), []).append(adam.movement[-1])
+                      f"{differences[(depth, width)][-1][-1]:.4f}, kernel movement GD "
+                      f"{kernel_moved[('GD', depth, width)][-1]:.4f} "
+                      + " ".join(f"Adam {rate:g} {kernel_moved[(f'Adam {rate:g}', depth, width)][-1]:.4f}"
+                                 for rate in rates)
+                      + f" ({time.perf_counter() - started:.0f} s)", flush=True)
 
+    labels = ["GD"] + [f"Adam {rate:g}" for rate in rates]
+    backend = get_backend(args.device)
+    where = f"{platform.machine()} CPU, {backend.workers} threads" if args.device == "cpu" else "GPU"
     command = " ".join(sys.argv[1:])
-    lines = ["# Gradient descent on wide CNNs against nlfilt's ntk filter", "",
-             f"`python benchmarks/ntk_vs_network.py {command}` on {platform.machine()} "
-             f"(CPU, {numpy.dtype(dtype).name}), "
+    lines = ["# Wide CNNs against nlfilt's ntk filter: gradient descent follows it, Adam adapts it", "",
+             f"`python benchmarks/ntk_vs_network.py {command}` on {where} ({numpy.dtype(dtype).name}), "
              f"nlfilt {nlfilt.__version__}, {time.strftime('%Y-%m-%d')}. 32x32 centre crops of Set12 "
-             f"{', '.join(CROPS)}, noise sigma 25; patch 3; GD with learning rate 1 / lambda_max; Adam with "
-             f"learning rate {args.adam_lr:g}; means over the crops.", "",
+             f"{', '.join(CROPS)}, noise sigma 25; patch 3; {args.steps} steps; GD with learning rate "
+             f"1 / lambda_max; Adam with learning rates {', '.join(f'{rate:g}' for rate in rates)}; "
+             "means over the crops.", "",
              "## Relative difference |f_t - z_t| / |z_t| between the network (GD) and the filter", "",
              "| depth | width | " + " | ".join(f"t = {t}" for t in checkpoints)
-             + " | ratio to the previous width (theory ~0.5 per 4x) |",
-             "| --- | --- |" + " --- |" * (len(checkpoints) + 1)]
+             + " | ratio to the previous width (theory ~0.5 per 4x) | s per training step |",
+             "| --- | --- |" + " --- |" * (len(checkpoints) + 2)]
     for depth in (1, 2):
-        previous = None
+        previous = previous_width = None
         for width in widths[depth]:
             means = numpy.mean(differences[(depth, width)], axis=0)
-            ratio = "" if previous is None else f"{means[-1] / previous:.2f}"
+            ratio = "" if previous is None else f"{means[-1] / previous:.2f} (x{width // previous_width})"
             lines.append(f"| {depth} | {width} | " + " | ".join(f"{value:.4f}" for value in means)
-                         + f" | {ratio} |")
-            previous = means[-1]
-    lines += ["", f"## PSNR over the steps (width {args.curve_width} for GD and Adam)", "",
-              "| depth | trajectory | PSNR at t = 1 | best PSNR (at t) | PSNR at t = "
-              f"{args.steps} | hidden-weight movement at t = {args.steps} |",
-              "| --- | --- | --- | --- | --- | --- |"]
+                         + f" | {ratio} | {numpy.mean(step_time[(depth, width)]):.3f} |")
+            previous, previous_width = means[-1], width
+    lines += ["", f"## How far the empirical tangent kernel moved: |Theta_T - Theta_0|_F / |Theta_0|_F at "
+              f"T = {args.steps}", "",
+              "Theta is the finite network's own tangent kernel (from its Jacobians, all layers), at the end "
+              "of training and at initialisation. Each cell: the movement / its change of shape "
+              "|Theta_T / |Theta_T| - Theta_0 / |Theta_0|| (what is left once the scale is set aside) "
+              "(the hidden weights' movement |W - W_0| / |W_0|).",
+              "", "| depth | width | " + " | ".join(labels) + " |", "| --- | --- |" + " --- |" * len(labels)]
     for depth in (1, 2):
-        for kind in ("closed form", "GD", "Adam"):
-            if (kind, depth) not in curves:
-                continue
-            curve = numpy.mean(curves[(kind, depth)], axis=0)
-            best = int(numpy.argmax(curve))
-            moved = f"{numpy.mean(movement[(kind, depth)]):.4f}" if (kind, depth) in movement else ""
-            lines.append(f"| {depth} | {kind} | {curve[0]:.2f} | {curve[best]:.2f} ({best + 1}) | "
-                         f"{curve[-1]:.2f} | {moved} |")
+        for width in widths[depth]:
+            cells = [f"{numpy.mean(kernel_moved[(label, depth, width)]):.4f} / "
+                     f"{numpy.mean(kernel_shape[(label, depth, width)]):.4f} "
+                     f"({numpy.mean(hidden_moved[(label, depth, width)]):.4f})" for label in labels]
+            lines.append(f"| {depth} | {width} | " + " | ".join(cells) + " |")
+    lines += ["", f"## PSNR over the steps (width {args.curve_width} for GD and Adam {rates[-1]:g})", "",
+              f"| depth | trajectory | PSNR at t = 1 | best PSNR (at t) | PSNR at t = {args.steps} |",
+              "| --- | --- | --- | --- | --- |"]
+    for (kind, depth), runs in sorted(curves.items(), key=lambda item: item[0][1]):
+        curve = numpy.mean(runs, axis=0)
+        best = int(numpy.argmax(curve))
+        lines.append(f"| {depth} | {kind} | {curve[0]:.2f} | {curve[best]:.2f} ({best + 1}) | "
+                     f"{curve[-1]:.2f} |")
     lines += ["", f"Total time {time.perf_counter() - started:.0f} s.", ""]
     text = "\n".join(lines)
     print(text)
     if args.write:
         (RESULTS / f"{args.output}.md").write_text(text)
         if all(widths.values()) and curves:
-            plot(differences, curves, widths, checkpoints, args, RESULTS / f"{args.output}.png")
+            plot(differences, kernel_moved, labels, curves, widths, checkpoints, args,
+                 RESULTS / f"{args.output}.png")
 
 
-def plot(differences, curves, widths, checkpoints, args, path: Path) -> None:
+def plot(differences, kernel_moved, labels, curves, widths, checkpoints, args, path: Path) -> None:
     import matplotlib  # noqa: PLC0415 - the bench extra
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.4))
     for depth, marker in ((1, "o"), (2, "s")):
         sizes = widths[depth]
         values = [numpy.mean(differences[(depth, width)], axis=0)[-1] for width in sizes]
         left.loglog(sizes, values, marker=marker, label=f"depth {depth}, t = {checkpoints[-1]}")
         left.loglog(sizes, values[0] * numpy.sqrt(sizes[0] / numpy.array(sizes)), "k:", linewidth=0.8)
+        for index, label in enumerate(labels):
+            moved = [numpy.mean(kernel_moved[(label, depth, width)]) for width in sizes]
+            middle.loglog(sizes, moved, marker=marker, color=f"C{index}",
+                          linestyle="-" if depth == 1 else "--", label=f"{label}, depth {depth}")
     left.set_xlabel("width C")
     left.set_ylabel("|f_t - z_t| / |z_t|")
     left.set_title("network (GD) vs closed-form filter; dotted: 1/sqrt(C)")
     left.legend()
+    middle.set_xlabel("width C")
+    middle.set_ylabel("|Theta_T - Theta_0| / |Theta_0|")
+    middle.set_title(f"tangent kernel movement after {args.steps} steps")
+    middle.legend(fontsize=7)
     steps = numpy.arange(1, args.steps + 1)
     for (kind, depth), runs in curves.items():
-        style = {"closed form": "k-", "GD": "C0--", "Adam": "C3-"}[kind]
+        style = {"closed form": "k-", "GD": "C0--"}.get(kind, "C3-")
         right.plot(steps, numpy.mean(runs, axis=0), style, alpha=1.0 if depth == 1 else 0.5,
                    label=f"{kind}, depth {depth}")
     right.set_xscale("log")

@@ -49,14 +49,12 @@ from nlfilt.backend import get_backend
 from nlfilt.filters import build_filter
 from nlfilt.stopping import KrylovTrajectory
 
+from measures import psnr
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "quality.md"
 EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 
-
-def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
-    error = numpy.clip(estimate, 0, 255) - clean
-    return float(10 * numpy.log10(255**2 / numpy.mean(error**2)))
 
 
 def ssim(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
@@ -104,13 +102,13 @@ def oracle_curve(noisy: numpy.ndarray, guide: numpy.ndarray, options: dict, clea
         trajectory = KrylovTrajectory(filter_, flat, max_iterations=steps)
         while trajectory.horizon < steps and not trajectory.exhausted:
             trajectory.step()
-        return [psnr(backend.to_host(trajectory.estimate(t)).reshape(shape), clean)
+        return [psnr(backend.to_host(trajectory.estimate(t)).reshape(shape), clean, clip=True)
                 for t in range(1, trajectory.horizon + 1)]
     scores = []
     estimate = backend.xp.zeros_like(flat)
     for _ in range(steps):
         estimate += filter_.apply(flat - estimate)
-        scores.append(psnr(backend.to_host(estimate).reshape(shape), clean))
+        scores.append(psnr(backend.to_host(estimate).reshape(shape), clean, clip=True))
     return scores
 
 
@@ -237,13 +235,13 @@ def evaluate(images, sigmas, methods, device, log, clip: bool = False) -> dict:
                 if method.startswith("nlfilt"):
                     estimate, seconds, oracle, steps = run(noisy, clean, device)
                     if oracle is not None:
-                        row["gap"].append(oracle - psnr(estimate, clean))
+                        row["gap"].append(oracle - psnr(estimate, clean, clip=True))
                         row["steps"].append(steps)
                 else:
                     started = time.perf_counter()
                     estimate = run(noisy, sigma)
                     seconds = time.perf_counter() - started
-                row["psnr"].append(psnr(estimate, clean))
+                row["psnr"].append(psnr(estimate, clean, clip=True))
                 row["ssim"].append(ssim(estimate, clean))
                 row["seconds"].append(seconds)
                 log(f"sigma {sigma:g} {name} {method}: {row['psnr'][-1]:.2f} dB, {seconds:.2f} s")

@@ -29,15 +29,14 @@ import numpy
 
 import nlfilt
 
+from measures import psnr
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "time_series.md"
 SHIFTS = [(0, 0), (1, 2), (-2, 1), (3, -1), (-1, -3), (2, 3), (-3, -2), (1, -2)]
 SIGMA = 25.0
 CROP = 256
 
-
-def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
-    return float(10 * numpy.log10(255.0**2 / numpy.mean((estimate - clean) ** 2)))
 
 
 def main() -> None:

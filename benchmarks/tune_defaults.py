@@ -31,13 +31,12 @@ from nlfilt.backend import get_backend
 from nlfilt.filters import build_filter
 from nlfilt.noise import estimate_sigma
 
+from measures import psnr
+
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA = 25.0
 CHECKPOINTS = (1, 3, 10, 30, 100)
 
-
-def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
-    return float(10 * numpy.log10(255.0**2 / numpy.mean((estimate - clean) ** 2)))
 
 
 def load_set12(folder: Path) -> list[tuple[numpy.ndarray, numpy.ndarray]]:

@@ -29,14 +29,13 @@ import numpy
 
 import nlfilt
 
+from measures import psnr
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "window_shape.md"
 SIGMA = 25.0
 CROP = 128
 
-
-def psnr(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
-    return float(10 * numpy.log10(255.0**2 / numpy.mean((estimate - clean) ** 2)))
 
 
 def timed(image: numpy.ndarray, **options) -> tuple[numpy.ndarray, int, float]:

@@ -20,7 +20,7 @@ the squared loss ``|f - y|^2 / 2`` by full-batch gradient descent with
 learning rate ``1 / lambda_max(K)``, it follows nlfilt's twicing
 ``z_t = z_{t-1} + K / lambda_max (y - z_{t-1})`` ever more closely as the width
 grows; Adam moves the weights further and adapts the kernel, which
-:meth:`TangentCNN.kernel_movement` measures on the finite network's own
+:meth:`TangentCNN.kernel_change` measures on the finite network's own
 (empirical) tangent kernel.
 
 Explicit forward and backward passes, no deep-learning framework; the arrays
@@ -43,7 +43,7 @@ OPTIMIZERS = ("gd", "adam")
 #: prior's denoising setting.  At 1e-3 Adam's kernel moves about as little as gradient descent's and,
 #: like it, less the wider the network (benchmarks/results/ntk_vs_network.md).
 ADAM_LEARNING_RATE = 1e-2
-#: Rows of the empirical tangent kernel formed at once by :meth:`TangentCNN.kernel_movement`.
+#: Rows of the empirical tangent kernel formed at once by :meth:`TangentCNN.kernel_change`.
 KERNEL_ROW_BLOCK = 1024
 
 
@@ -225,21 +225,45 @@ class TangentCNN:
         sets = [self.initial] if initial else self.copies
         return self._tangent_block([self._tangent_layers(weights, patches) for weights in sets], rows)
 
-    def kernel_movement(self, patches: Any) -> float:
-        """``|Theta_t - Theta_0|_F / |Theta_0|_F``: how far the empirical tangent kernel (all channel
-        blocks) moved from its value at initialisation, formed in blocks of ``KERNEL_ROW_BLOCK`` rows."""
+    def kernel_change(self, patches: Any) -> KernelChange:
+        """How the empirical tangent kernel (all channel blocks) changed from its value at initialisation,
+        ``Theta_0``, to the current one, ``Theta_t`` (:class:`KernelChange`); formed in blocks of
+        ``KERNEL_ROW_BLOCK`` rows, never whole."""
         xp, scalar = self.backend.xp, self.backend.scalar
         start = [self._tangent_layers(self.initial, patches)]
         now = [self._tangent_layers(weights, patches) for weights in self.copies]
-        moved = size = 0.0
+        before_sq = after_sq = inner = 0.0
         for first in range(0, patches.shape[0], KERNEL_ROW_BLOCK):
             rows = slice(first, min(first + KERNEL_ROW_BLOCK, patches.shape[0]))
             before = self._tangent_block(start, rows)
             after = self._tangent_block(now, rows)
-            after -= before
-            moved += scalar(xp.sum(after * after))
-            size += scalar(xp.sum(before * before))
-        return math.sqrt(moved / size)
+            before_sq += scalar(xp.sum(before * before))
+            after_sq += scalar(xp.sum(after * after))
+            inner += scalar(xp.sum(before * after))
+        cosine = inner / math.sqrt(before_sq * after_sq)
+        return KernelChange(movement=math.sqrt(max(after_sq + before_sq - 2 * inner, 0.0) / before_sq),
+                            scale=math.sqrt(after_sq / before_sq),
+                            shape=math.sqrt(max(2 - 2 * cosine, 0.0)))
+
+
+@dataclass(frozen=True)
+class KernelChange:
+    """How a network's empirical tangent kernel changed during training, ``Theta_0`` to ``Theta_t``.
+
+    Attributes
+    ----------
+    movement : float
+        ``|Theta_t - Theta_0|_F / |Theta_0|_F``, the relative Frobenius change.
+    scale : float
+        ``|Theta_t|_F / |Theta_0|_F``: a change of scale alone acts like another step size.
+    shape : float
+        ``|Theta_t / |Theta_t|_F - Theta_0 / |Theta_0|_F|_F``: the change once both are scaled to unit
+        norm, i.e. of which pixels the filter averages, whatever its scale.
+    """
+
+    movement: float
+    scale: float
+    shape: float
 
 
 @dataclass
@@ -253,10 +277,10 @@ class Training:
     network: TangentCNN = field(repr=False)
     patches: Any = field(repr=False)  # the network's input, on its backend
 
-    def kernel_movement(self) -> float:
-        """How far the network's empirical tangent kernel moved during training
-        (:meth:`TangentCNN.kernel_movement` on the training image)."""
-        return self.network.kernel_movement(self.patches)
+    def kernel_change(self) -> KernelChange:
+        """How the network's empirical tangent kernel changed during training
+        (:meth:`TangentCNN.kernel_change` on the training image)."""
+        return self.network.kernel_change(self.patches)
 
     def kernel_row(self, index: int, *, initial: bool = False) -> numpy.ndarray:
         """Row ``index`` (a flat pixel index) of the empirical tangent kernel after training (or at the

@@ -84,7 +84,7 @@ def test_gradient_descent_keeps_its_kernel_and_adam_moves_it():
     for width in (64, 1024):
         for optimizer in ("gd", "adam"):
             run = train(IMAGE, width=width, steps=100, optimizer=optimizer, eigenvalue=eigenvalue, seed=1)
-            moved[optimizer, width] = run.kernel_movement()
+            moved[optimizer, width] = run.kernel_change().movement
     assert moved["gd", 1024] < 0.3 * moved["gd", 64]
     assert moved["adam", 1024] > 0.5 * moved["adam", 64]
     assert moved["adam", 1024] > 5 * moved["gd", 1024]
@@ -99,7 +99,22 @@ def test_kernel_row_is_the_channel_mean_of_the_diagonal_blocks():
     initial = run.network.tangent_kernel(run.patches, initial=True)
     numpy.testing.assert_allclose(run.kernel_row(7, initial=True),
                                   initial[:, :, 7].trace(axis1=0, axis2=1) / 3, rtol=1e-12)
-    assert run.kernel_movement() > 0
+
+
+def test_kernel_change_matches_the_dense_kernels_and_splits_scale_from_shape(monkeypatch):
+    image = RNG.random((6, 5, 2)) * 100
+    run = train(image, width=24, depth=2, steps=4, optimizer="adam", seed=5, dtype=numpy.float64)
+    before = run.network.tangent_kernel(run.patches, initial=True)
+    after = run.network.tangent_kernel(run.patches)
+    monkeypatch.setattr("nlfilt.network.KERNEL_ROW_BLOCK", 7)  # 30 rows: blocks of 7, 7, 7, 7, 2
+    change = run.kernel_change()
+    size = numpy.linalg.norm
+    assert change.movement == pytest.approx(size(after - before) / size(before), rel=1e-9)
+    assert change.scale == pytest.approx(size(after) / size(before), rel=1e-9)
+    assert change.shape == pytest.approx(size(after / size(after) - before / size(before)), rel=1e-7)
+    assert 0 < change.shape < change.movement
+    untrained = train(image, width=24, depth=2, steps=0, optimizer="adam", seed=5).kernel_change()
+    assert (untrained.movement, untrained.scale, untrained.shape) == pytest.approx((0, 1, 0), abs=1e-6)
 
 
 def test_training_on_every_backend_matches_float64_on_the_cpu(device):
@@ -108,7 +123,7 @@ def test_training_on_every_backend_matches_float64_on_the_cpu(device):
     single = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue, device=device)
     assert isinstance(single.outputs[5], numpy.ndarray) and single.outputs[5].dtype == numpy.float32
     assert relative(single.outputs[5], reference.outputs[5]) < 1e-4
-    assert single.kernel_movement() == pytest.approx(reference.kernel_movement(), rel=1e-3)
+    assert single.kernel_change().movement == pytest.approx(reference.kernel_change().movement, rel=1e-3)
 
 
 def test_network_starts_from_zero_output():

@@ -83,11 +83,13 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     empirical tangent kernel moved from its initial value,
     |Theta_T - Theta_0|_F / |Theta_0|_F (near 0 for gradient descent on a wide
     network, which is why it follows the filter; larger for Adam, which
-    adapts the filter).  With --filter-map ROW COL -o FIG.png the network is
-    trained with both optimizers and the figure shows, left to right, the
-    pixel's row of the closed-form kernel K, of the GD-trained network's
-    kernel and of the Adam-trained network's kernel (each scaled to its own
-    maximum, printed).  Images of up to 64 x 64 pixels (crop larger ones);
+    adapts the filter), split into a change of scale, |Theta_T| / |Theta_0|,
+    and of shape, |Theta_T / |Theta_T| - Theta_0 / |Theta_0||.  With
+    --filter-map ROW COL -o FIG.png the network is trained with both
+    optimizers and the figure shows, left to right, the pixel's row of the
+    closed-form kernel K, of the GD-trained network's kernel and of the
+    Adam-trained network's kernel (each scaled to its own maximum, printed).
+    Images of up to 64 x 64 pixels (crop larger ones);
     gray or colour (alpha is ignored).
     """
     if patch % 2 == 0:
@@ -151,8 +153,10 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
         other = next(name for name in OPTIMIZERS if name != optimizer)
         trained[other] = _train_with_bar(noisy, other, None, settings)
     for name, result in trained.items():
-        click.echo(f"{name}: tangent kernel movement |Theta_T - Theta_0|/|Theta_0| = "
-                   f"{result.kernel_movement():.5f} (learning rate {result.learning_rate:.4g})")
+        change = result.kernel_change()
+        click.echo(f"{name}: tangent kernel movement |Theta_T - Theta_0|/|Theta_0| = {change.movement:.5f} "
+                   f"(scale |Theta_T|/|Theta_0| {change.scale:.4f}, shape change {change.shape:.5f}; "
+                   f"learning rate {result.learning_rate:.4g})")
     if filter_map is not None:
         _draw_filter_map(noisy, filter_map, output, trained, depth, patch, eigenvalue)
 
@@ -171,7 +175,8 @@ def _train_with_bar(noisy: numpy.ndarray, optimizer: str, learning_rate: float |
 def _draw_filter_map(noisy: numpy.ndarray, pixel: tuple[int, int], output: Path, trained: dict[str, Training],
                      depth: int, patch: int, eigenvalue: float) -> None:
     """Write the rows of K, of the GD network's and of the Adam network's tangent kernel for ``pixel``,
-    side by side, and print their scales and differences."""
+    side by side, and print their maxima and differences to K's row (relative, and of shape: of the
+    rows scaled to unit norm)."""
     height, width = noisy.shape[:2]
     index = pixel[0] * width + pixel[1]
     closed = nlfilt.filter_row(noisy, pixel, kernel="ntk", patch=patch, window=None, depth=depth,
@@ -187,6 +192,9 @@ def _draw_filter_map(noisy: numpy.ndarray, pixel: tuple[int, int], output: Path,
     norm = float(numpy.linalg.norm(closed))
     parts = []
     for name, row in rows.items():
-        away = "" if row is closed else f", |row - K|/|K| {numpy.linalg.norm(row - closed) / norm:.4f}"
+        away = ""
+        if row is not closed:
+            shape = numpy.linalg.norm(row / numpy.linalg.norm(row) - closed / norm)
+            away = f", |row - K|/|K| {numpy.linalg.norm(row - closed) / norm:.4f}, shape {shape:.4f}"
         parts.append(f"{name} (max {row.max():.4g}{away})")
     click.echo(f"{output}: pixel {pixel}, left to right: " + "; ".join(parts), err=True)

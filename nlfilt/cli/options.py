@@ -227,6 +227,14 @@ def check_options(options: dict[str, Any]) -> None:
     if options.get("stack") == "volume" and options.get("method") == "collaborative":
         raise click.UsageError("--stack volume needs --method filter (the collaborative filter works on 2-D "
                                "images)")
+    if options.get("stack") != "volume":
+        for name in ("patch", "window"):
+            if isinstance(options.get(name), tuple) and len(options[name]) == 3:
+                remedy = ("add --stack volume, or give one side for 2-D images" if "stack" in options
+                          else "this command takes 2-D images: give one side")
+                sides = ",".join(map(str, options[name]))
+                raise click.UsageError(f"--{name} {sides}: three sides (Z,H,W) are for a stack filtered as "
+                                       f"one volume; {remedy}")
     shape = (2**30,) * 3 + (1,) if options.get("stack") == "volume" else (2**30, 2**30)
     try:
         resolve_options(shape, **_filter_options(options))
