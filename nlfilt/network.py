@@ -30,6 +30,7 @@ live on a :class:`~nlfilt.backend.Backend` (NumPy on the CPU, CuPy on a GPU).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,6 @@ import numpy
 
 from nlfilt.backend import Backend, get_backend
 
-OPTIMIZERS = ("gd", "adam")
 #: Adam's default learning rate (per-weight step; weights are standard Gaussian): the deep image
 #: prior's denoising setting.  At 1e-3 Adam's kernel moves about as little as gradient descent's and,
 #: like it, less the wider the network (benchmarks/results/ntk_vs_network.md).
@@ -47,7 +47,7 @@ ADAM_LEARNING_RATE = 1e-2
 KERNEL_ROW_BLOCK = 1024
 
 
-def image_patches(image: Any, patch: int, backend: Backend | None = None, dtype: Any = numpy.float64) -> Any:
+def image_patches(image: Any, patch: int, backend: Backend | None = None, dtype: Any = numpy.float32) -> Any:
     """(N, patch*patch*C) reflect-padded patches of an (H, W) or (H, W, C) image, the network's input
     (the same as nlfilt's filters use), as ``dtype`` on ``backend`` (default: the CPU)."""
     backend = backend or get_backend("cpu")
@@ -100,6 +100,9 @@ class TangentCNN:
         self.channels = channels
         self.copies = [[weight.copy() for weight in initial], [weight.copy() for weight in initial]]
         self.initial = initial
+        xp = self.backend.xp
+        self._hidden_size = 2 * sum(self.backend.scalar(xp.sum(xp.square(start, dtype=numpy.float64)))
+                                    for start in initial[:-1])  # |W_0|^2 of both copies' hidden layers
 
     @property
     def parameters(self) -> list[Any]:
@@ -159,25 +162,30 @@ class TangentCNN:
         second, _ = self._forward(self.copies[1], patches)
         return (first - second) / math.sqrt(2)
 
-    def loss_and_gradients(self, patches: Any, target: Any) -> tuple[float, Any, list[Any]]:
-        """(``|f - y|^2 / 2``, ``f``, gradients of the loss for :attr:`parameters`), all at the current
-        weights."""
+    def gradients(self, patches: Any, target: Any) -> tuple[Any, list[Any]]:
+        """(``f``, the gradients of the squared loss ``|f - y|^2 / 2`` for :attr:`parameters`), at the
+        current weights; nothing is read back from the device."""
         first, cache_a = self._forward(self.copies[0], patches)
         second, cache_b = self._forward(self.copies[1], patches)
         output = (first - second) / math.sqrt(2)
         residual = output - target
         grads_a = self._backward(self.copies[0], cache_a, residual / math.sqrt(2))
         grads_b = self._backward(self.copies[1], cache_b, residual / -math.sqrt(2))
-        loss = 0.5 * self.backend.scalar(self.backend.xp.sum(residual * residual))
-        return loss, output, grads_a + grads_b
+        return output, grads_a + grads_b
+
+    def loss_and_gradients(self, patches: Any, target: Any) -> tuple[float, Any, list[Any]]:
+        """(``|f - y|^2 / 2``, ``f``, the loss's gradients for :attr:`parameters`): :meth:`gradients` and
+        the loss, read back as a float."""
+        output, grads = self.gradients(patches, target)
+        residual = output - target
+        return 0.5 * self.backend.scalar(self.backend.xp.sum(residual * residual)), output, grads
 
     def hidden_movement(self) -> float:
         """``|W - W_0| / |W_0|`` over the hidden layers (all but the output layer) of both copies."""
         xp, scalar = self.backend.xp, self.backend.scalar
         moved = sum(scalar(xp.sum((layer - start) ** 2)) for copy in self.copies
                     for layer, start in zip(copy[:-1], self.initial[:-1], strict=True))
-        size = 2 * sum(scalar(xp.sum(start**2)) for start in self.initial[:-1])
-        return math.sqrt(moved / size)
+        return math.sqrt(moved / self._hidden_size)
 
     def _tangent_layers(self, weights: list[Any], patches: Any) -> list[_Layer]:
         """The factors of ``g``'s tangent kernel at ``weights``: one back-propagation per output channel."""
@@ -229,21 +237,14 @@ class TangentCNN:
         """How the empirical tangent kernel (all channel blocks) changed from its value at initialisation,
         ``Theta_0``, to the current one, ``Theta_t`` (:class:`KernelChange`); formed in blocks of
         ``KERNEL_ROW_BLOCK`` rows, never whole."""
-        xp, scalar = self.backend.xp, self.backend.scalar
         start = [self._tangent_layers(self.initial, patches)]
         now = [self._tangent_layers(weights, patches) for weights in self.copies]
-        before_sq = after_sq = inner = 0.0
+        sums = numpy.zeros(3)
         for first in range(0, patches.shape[0], KERNEL_ROW_BLOCK):
             rows = slice(first, min(first + KERNEL_ROW_BLOCK, patches.shape[0]))
-            before = self._tangent_block(start, rows)
-            after = self._tangent_block(now, rows)
-            before_sq += scalar(xp.sum(before * before))
-            after_sq += scalar(xp.sum(after * after))
-            inner += scalar(xp.sum(before * after))
-        cosine = inner / math.sqrt(before_sq * after_sq)
-        return KernelChange(movement=math.sqrt(max(after_sq + before_sq - 2 * inner, 0.0) / before_sq),
-                            scale=math.sqrt(after_sq / before_sq),
-                            shape=math.sqrt(max(2 - 2 * cosine, 0.0)))
+            after, before = self._tangent_block(now, rows), self._tangent_block(start, rows)
+            sums += squared_norms(self.backend, after, before)
+        return KernelChange.from_squared_norms(*sums)
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,27 @@ class KernelChange:
     movement: float
     scale: float
     shape: float
+
+    @classmethod
+    def from_squared_norms(cls, difference: float, after: float, before: float) -> KernelChange:
+        """The change from ``|Theta_t - Theta_0|^2``, ``|Theta_t|^2`` and ``|Theta_0|^2`` (the shape from
+        ``|a/|a| - b/|b||^2 = (|a - b|^2 - (|a| - |b|)^2) / (|a| |b|)``, without the cancellation of
+        ``2 - 2 cos``).  ValueError for a zero ``Theta_0`` (an all-zero image)."""
+        if not before > 0:
+            raise ValueError("the initial tangent kernel is zero (an all-zero image): nothing to compare")
+        norm_after, norm_before = math.sqrt(after), math.sqrt(before)
+        shape = (difference - (norm_after - norm_before) ** 2) / (norm_after * norm_before) if after else 1.0
+        return cls(movement=math.sqrt(difference / before), scale=norm_after / norm_before,
+                   shape=math.sqrt(max(shape, 0.0)))
+
+
+def squared_norms(backend: Backend, after: Any, before: Any) -> numpy.ndarray:
+    """``[|after - before|^2, |after|^2, |before|^2]``, summed in float64 (on ``backend``) whatever the
+    arrays' precision: a small change of a large kernel must not vanish in float32 rounding."""
+    xp = backend.xp
+    difference = after.astype(numpy.float64) - before.astype(numpy.float64)
+    return numpy.array([backend.scalar(xp.sum(xp.square(part, dtype=numpy.float64)))
+                        for part in (difference, after, before)])
 
 
 @dataclass
@@ -291,6 +313,64 @@ class Training:
         return self.network.backend.to_host(diagonal.mean(axis=0)).astype(numpy.float64)
 
 
+class GradientDescent:
+    """Full-batch gradient descent: ``W <- W - learning_rate * dL/dW`` (in place)."""
+
+    def __init__(self, parameters: list[Any], learning_rate: float, xp: Any) -> None:
+        self.learning_rate = learning_rate
+
+    @staticmethod
+    def default_learning_rate(eigenvalue: float | None) -> float:
+        """``1 / lambda_max`` of nlfilt's ntk kernel: the step with which it follows twicing."""
+        if eigenvalue is None:
+            raise ValueError("gradient descent needs learning_rate or eigenvalue (lambda_max of the ntk "
+                             "kernel, see ntk_eigenvalue)")
+        if not eigenvalue > 0:
+            raise ValueError(f"eigenvalue must be > 0 (lambda_max of the ntk kernel); got {eigenvalue!r}")
+        return 1 / eigenvalue
+
+    def update(self, step: int, parameters: list[Any], grads: list[Any]) -> None:
+        """Apply step ``step`` (from 1); ``grads`` are used as scratch."""
+        for weight, grad in zip(parameters, grads, strict=True):
+            grad *= self.learning_rate
+            weight -= grad
+
+
+class Adam:
+    """Adam (Kingma & Ba): moments with decay 0.9 and 0.999, bias-corrected, epsilon 1e-8."""
+
+    BETAS = (0.9, 0.999)
+    EPSILON = 1e-8
+
+    def __init__(self, parameters: list[Any], learning_rate: float, xp: Any) -> None:
+        self.learning_rate = learning_rate
+        self.xp = xp
+        self.moments = [(xp.zeros_like(weight), xp.zeros_like(weight)) for weight in parameters]
+
+    @staticmethod
+    def default_learning_rate(eigenvalue: float | None) -> float:
+        """:data:`ADAM_LEARNING_RATE`, whatever the kernel."""
+        return ADAM_LEARNING_RATE
+
+    def update(self, step: int, parameters: list[Any], grads: list[Any]) -> None:
+        """Apply step ``step`` (from 1); ``grads`` are used as scratch."""
+        beta, beta_square = self.BETAS
+        for weight, grad, (first, second) in zip(parameters, grads, self.moments, strict=True):
+            first *= beta
+            first += (1 - beta) * grad
+            second *= beta_square
+            grad *= grad
+            second += (1 - beta_square) * grad
+            denominator = self.xp.sqrt(second / (1 - beta_square**step))
+            denominator += self.EPSILON
+            weight -= (self.learning_rate / (1 - beta**step)) * first / denominator
+
+
+#: The optimisers :func:`train` offers, by name.
+OPTIMIZER_CLASSES: dict[str, type] = {"gd": GradientDescent, "adam": Adam}
+OPTIMIZERS = tuple(OPTIMIZER_CLASSES)
+
+
 def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, steps: int = 100,
           optimizer: str = "gd", learning_rate: float | None = None, eigenvalue: float | None = None,
           seed: int = 0, dtype: Any = numpy.float32, device: str = "cpu",
@@ -300,11 +380,13 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     Parameters
     ----------
     image : ndarray, shape (H, W) or (H, W, C)
-        The noisy image ``y``.
-    width, depth, patch : int
-        The network (see :class:`TangentCNN`).
+        The noisy image ``y`` (not all zero).
+    width, depth : int
+        Channels of every hidden layer and ReLU layers (>= 1; see :class:`TangentCNN`).
+    patch : int
+        Odd side of the first convolution, at most ``min(H, W)``.
     steps : int
-        Optimiser steps.
+        Optimiser steps (>= 0).
     optimizer : {'gd', 'adam'}
         Full-batch gradient descent, or Adam (beta 0.9 / 0.999, eps 1e-8).
     learning_rate : float, optional
@@ -323,57 +405,100 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     progress : callable, optional
         ``progress(t, steps)`` after each step.
 
+    Returns
+    -------
+    Training
+        ``outputs[t]``, ``f`` after ``t`` steps as NumPy arrays of the image's
+        shape (``outputs[0] = 0``), the hidden weights' movement after each
+        step, the learning rate used, and the trained network, whose
+        :meth:`Training.kernel_change` and :meth:`Training.kernel_row` read
+        its empirical tangent kernel.
+
+    Raises
+    ------
+    ValueError
+        For an invalid argument, or an all-zero image.
+    RuntimeError
+        For ``device='gpu'`` without a usable GPU.
+
     Notes
     -----
     A step costs three products of the (N, C) activations with every (C, C)
     hidden weight for each copy (forward, gradient, back-propagation):
     about ``12 N C^2 (depth - 1) + 12 N C (d + channels)`` floating-point
     operations; ``f_t`` is read from the forward pass of step ``t + 1``.
+
+    Examples
+    --------
+    >>> import numpy
+    >>> from nlfilt.network import ntk_eigenvalue, train
+    >>> y = numpy.random.default_rng(0).random((8, 8)) * 255
+    >>> run = train(y, width=256, steps=5, eigenvalue=ntk_eigenvalue(y))
+    >>> len(run.outputs), run.outputs[5].shape, run.kernel_change().movement < 0.1
+    (6, (8, 8), True)
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    if numpy.dtype(dtype) not in (numpy.float32, numpy.float64):
-        raise ValueError(f"dtype must be numpy.float32 or numpy.float64; got {dtype!r}")
-    if learning_rate is None:
-        if optimizer == "adam":
-            learning_rate = ADAM_LEARNING_RATE
-        elif eigenvalue is None:
-            raise ValueError("gradient descent needs learning_rate or eigenvalue (lambda_max of the ntk "
-                             "kernel, see ntk_eigenvalue)")
-        else:
-            learning_rate = 1 / eigenvalue
-    backend = get_backend(device)
-    xp = backend.xp
     array = numpy.asarray(image, dtype=numpy.float64)
+    _check_training(array, width, depth, patch, steps, optimizer, learning_rate)
+    try:
+        dtype = numpy.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in (numpy.float32, numpy.float64):
+        raise ValueError(f"dtype must be numpy.float32 or numpy.float64; got {dtype!r}")
+    kind = OPTIMIZER_CLASSES[optimizer]
+    if learning_rate is None:
+        learning_rate = kind.default_learning_rate(eigenvalue)
+    backend = get_backend(device)
     target = backend.asarray(array.reshape(array.shape[0] * array.shape[1], -1), dtype=dtype)
     patches = image_patches(array, patch, backend, dtype)
     network = TangentCNN(patches.shape[1], width, depth, target.shape[1], seed, dtype, backend)
-    moments = [(xp.zeros_like(w), xp.zeros_like(w)) for w in network.parameters]
+    rule = kind(network.parameters, learning_rate, backend.xp)
     outputs = [numpy.zeros(array.shape, dtype=dtype)]
     movement = [0.0]
     for step in range(1, steps + 1):
-        _, output, grads = network.loss_and_gradients(patches, target)
+        output, grads = network.gradients(patches, target)
         if step > 1:
             outputs.append(backend.to_host(output).reshape(array.shape))
-        for weight, grad, (first, second) in zip(network.parameters, grads, moments, strict=True):
-            if optimizer == "gd":
-                grad *= learning_rate
-                weight -= grad
-            else:
-                first *= 0.9
-                first += 0.1 * grad
-                second *= 0.999
-                grad *= grad
-                second += 0.001 * grad
-                denominator = xp.sqrt(second / (1 - 0.999**step))
-                denominator += 1e-8
-                weight -= (learning_rate / (1 - 0.9**step)) * first / denominator
+        rule.update(step, network.parameters, grads)
         movement.append(network.hidden_movement())
         if progress is not None:
             progress(step, steps)
     outputs.append(backend.to_host(network.output(patches)).reshape(array.shape))
     return Training(outputs=outputs, movement=movement, learning_rate=float(learning_rate), network=network,
                     patches=patches)
+
+
+def _check_training(array: numpy.ndarray, width: Any, depth: Any, patch: Any, steps: Any, optimizer: Any,
+                    learning_rate: Any) -> None:
+    """ValueError naming the first invalid argument of :func:`train`."""
+    if array.ndim not in (2, 3) or array.size == 0 or not numpy.all(numpy.isfinite(array)):
+        raise ValueError(f"image must be a finite (H, W) or (H, W, C) array; got shape {array.shape}")
+    if not numpy.any(array):
+        raise ValueError("image is all zeros: the network's input and its tangent kernel are zero")
+    for name, value, minimum in (("width", width, 1), ("depth", depth, 1), ("steps", steps, 0)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    if (not isinstance(patch, numbers.Integral) or isinstance(patch, bool) or patch < 1 or patch % 2 == 0
+            or patch > min(array.shape[:2])):
+        raise ValueError(f"patch must be an odd integer from 1 to min(H, W) = {min(array.shape[:2])}; "
+                         f"got {patch!r}")
+    if optimizer not in OPTIMIZER_CLASSES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
+    if learning_rate is not None and not (isinstance(learning_rate, numbers.Real) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
+
+
+@dataclass
+class ClosedForm:
+    """nlfilt's global ntk filter of an image and its twicing trajectory (:func:`ntk_closed_form`)."""
+
+    trajectory: list[numpy.ndarray]  # z_t for t = 0 .. steps, of the image's shape
+    eigenvalue: float  # lambda_max of K
+    filter: Any = field(repr=False)  # the Filter W = K / lambda_max
+
+    def kernel_row(self, index: int) -> numpy.ndarray:
+        """Row ``index`` (a flat pixel index) of ``K`` itself, ``lambda_max W[index, :]``: (N,)."""
+        return numpy.asarray(self.filter.row(index), dtype=numpy.float64).ravel() * self.eigenvalue
 
 
 def ntk_filter(image: numpy.ndarray, *, depth: int = 1, patch: int = 3) -> Any:
@@ -388,23 +513,27 @@ def ntk_filter(image: numpy.ndarray, *, depth: int = 1, patch: int = 3) -> Any:
     return build_filter(backend, array, options, reuse=True)
 
 
-def ntk_twicing(image: numpy.ndarray, *, depth: int = 1, patch: int = 3,
-                steps: int = 100) -> tuple[list[numpy.ndarray], float]:
-    """The closed-form trajectory ``z_t``, ``t = 0 .. steps``, of the global ntk filter, and ``lambda_max``.
-
-    Plain twicing with one filter (float64, CPU), so ``lambda_max`` is the one
-    :func:`train`'s gradient descent should use (``learning_rate = 1 / lambda_max``).
-    """
+def ntk_closed_form(image: numpy.ndarray, *, depth: int = 1, patch: int = 3, steps: int = 100) -> ClosedForm:
+    """nlfilt's global ntk filter of ``image`` (float64, CPU), its plain twicing trajectory ``z_t``,
+    ``t = 0 .. steps``, and ``lambda_max`` (the one :func:`train`'s gradient descent should use:
+    ``learning_rate = 1 / lambda_max``)."""
     filter_ = ntk_filter(image, depth=depth, patch=patch)
     array = numpy.asarray(image, dtype=numpy.float64)
     flat = array.reshape(array.shape[0] * array.shape[1], -1)
     estimates = [numpy.zeros_like(flat)]
     for _ in range(steps):
         estimates.append(estimates[-1] + filter_.apply(flat - estimates[-1]))
-    eigenvalue = filter_.compute_eigenvalue(numpy.float64)
-    return [estimate.reshape(array.shape) for estimate in estimates], eigenvalue
+    return ClosedForm(trajectory=[estimate.reshape(array.shape) for estimate in estimates],
+                      eigenvalue=filter_.compute_eigenvalue(numpy.float64), filter=filter_)
+
+
+def ntk_twicing(image: numpy.ndarray, *, depth: int = 1, patch: int = 3,
+                steps: int = 100) -> tuple[list[numpy.ndarray], float]:
+    """(the trajectory ``z_t``, ``lambda_max``) of :func:`ntk_closed_form`."""
+    closed = ntk_closed_form(image, depth=depth, patch=patch, steps=steps)
+    return closed.trajectory, closed.eigenvalue
 
 
 def ntk_eigenvalue(image: numpy.ndarray, *, depth: int = 1, patch: int = 3) -> float:
     """``lambda_max`` of nlfilt's global ntk kernel ``K`` of ``image`` (float64, CPU)."""
-    return ntk_twicing(image, depth=depth, patch=patch, steps=0)[1]
+    return ntk_closed_form(image, depth=depth, patch=patch, steps=0).eigenvalue

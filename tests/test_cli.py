@@ -410,7 +410,7 @@ def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path
     clean, noisy = noisy_pixels(numpy.uint8)
     iio.imwrite(tmp_path / "crop.png", noisy[:16, :16])
     result = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--width", "256",
-                                       "--steps", "10"])
+                                       "--steps", "10", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert "on the CPU in float32" in lines[0]
@@ -460,6 +460,12 @@ def test_compare_network_draws_the_kernel_rows_of_the_filter_and_both_networks(t
                                      "-o", str(image)])
     assert onto.exit_code == 2 and "refusing to overwrite" in onto.output
     assert not (tmp_path / "x.png").exists()
+    nowhere = CliRunner().invoke(main, ["compare-network", str(image), "--filter-map", "1", "1",
+                                        "-o", str(tmp_path / "missing" / "x.png")])
+    assert nowhere.exit_code == 2 and "does not exist" in nowhere.output
+    iio.imwrite(tmp_path / "black.png", numpy.zeros((8, 8), numpy.uint8))
+    black = CliRunner().invoke(main, ["compare-network", str(tmp_path / "black.png")])
+    assert black.exit_code == 1 and "all zeros" in black.output and "Traceback" not in black.output
 
 
 # Path safety: an input must never be overwritten, nor an output silently dropped

@@ -22,7 +22,7 @@ def test_backward_pass_matches_finite_differences(depth):
     network = TangentCNN(3 * 3 * 2, 12, depth, channels=2, seed=depth, dtype=numpy.float64)
     for layer in network.copies[1]:  # make the copies differ, so f != 0 and both get gradients
         layer += 0.3 * RNG.standard_normal(layer.shape)
-    patches, target = image_patches(image, 3), image.reshape(-1, 2)
+    patches, target = image_patches(image, 3, dtype=numpy.float64), image.reshape(-1, 2)
     _, _, grads = network.loss_and_gradients(patches, target)
     for weight, grad in zip(network.parameters, grads, strict=True):
         for _ in range(3):
@@ -43,7 +43,7 @@ def test_tangent_kernel_is_the_product_of_the_jacobians():
     network = TangentCNN(3 * 3 * 2, 7, 3, channels=2, seed=4, dtype=numpy.float64)
     for layer in network.copies[1]:
         layer += 0.3 * RNG.standard_normal(layer.shape)
-    patches = image_patches(image, 3)
+    patches = image_patches(image, 3, dtype=numpy.float64)
     size = patches.shape[0]
     _, cache_a = network._forward(network.copies[0], patches)
     _, cache_b = network._forward(network.copies[1], patches)
@@ -66,7 +66,7 @@ def test_tangent_kernel_is_the_product_of_the_jacobians():
 def test_initial_tangent_kernel_tends_to_the_ntk_kernel(depth):
     eigenvalue = ntk_eigenvalue(IMAGE, depth=depth)
     closed = nlfilt.filter_matrix(IMAGE, kernel="ntk", depth=depth, window=None) * eigenvalue  # K
-    patches = image_patches(IMAGE, 3)
+    patches = image_patches(IMAGE, 3, dtype=numpy.float64)
     distance = {}
     for width in (128, 4096):
         network = TangentCNN(9, width, depth, seed=3, dtype=numpy.float64)
@@ -117,6 +117,17 @@ def test_kernel_change_matches_the_dense_kernels_and_splits_scale_from_shape(mon
     assert (untrained.movement, untrained.scale, untrained.shape) == pytest.approx((0, 1, 0), abs=1e-6)
 
 
+def test_a_small_kernel_change_survives_float32():
+    """The change of a wide network's kernel under gradient descent is ~1e-3 of the kernel: summed in
+    float32 the difference of squared norms would lose most of it."""
+    eigenvalue = ntk_eigenvalue(IMAGE)
+    changes = [train(IMAGE, width=2048, steps=2, eigenvalue=eigenvalue, seed=3, dtype=dtype).kernel_change()
+               for dtype in (numpy.float32, numpy.float64)]
+    assert changes[1].movement < 3e-3
+    assert changes[0].movement == pytest.approx(changes[1].movement, rel=0.02)
+    assert changes[0].shape == pytest.approx(changes[1].shape, rel=0.05)
+
+
 def test_training_on_every_backend_matches_float64_on_the_cpu(device):
     eigenvalue = ntk_eigenvalue(IMAGE)
     reference = train(IMAGE, width=64, steps=5, eigenvalue=eigenvalue, dtype=numpy.float64)
@@ -128,7 +139,7 @@ def test_training_on_every_backend_matches_float64_on_the_cpu(device):
 
 def test_network_starts_from_zero_output():
     network = TangentCNN(9, 32, 2)
-    assert numpy.all(network.output(image_patches(IMAGE, 3)) == 0)
+    assert numpy.all(network.output(image_patches(IMAGE, 3, dtype=numpy.float64)) == 0)
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -155,10 +166,20 @@ def test_adam_moves_the_hidden_weights_further_than_gradient_descent():
     assert adam.movement[-1] > 3 * descent.movement[-1] > 0
 
 
-def test_bad_optimizer_dtype_and_missing_step_are_clear_errors():
-    with pytest.raises(ValueError, match="optimizer"):
-        train(IMAGE, width=8, optimizer="sgd")
-    with pytest.raises(ValueError, match="dtype"):
-        train(IMAGE, width=8, optimizer="adam", dtype=numpy.float16)
+@pytest.mark.parametrize(("arguments", "named"), [
+    (dict(optimizer="sgd"), "optimizer"), (dict(dtype=numpy.float16), "dtype"),
+    (dict(dtype="float16x"), "dtype"), (dict(width=0), "width"), (dict(depth=0), "depth"),
+    (dict(steps=-1), "steps"), (dict(patch=4), "patch"), (dict(patch=15), "patch"),
+    (dict(learning_rate=-1.0), "learning_rate"), (dict(eigenvalue=0.0), "eigenvalue"),
+])
+def test_bad_arguments_are_errors_naming_the_parameter(arguments, named):
+    settings = dict(width=8, optimizer="gd", eigenvalue=1e6) | arguments
+    with pytest.raises(ValueError, match=named):
+        train(IMAGE, **settings)
+
+
+def test_an_all_zero_image_and_a_missing_step_are_clear_errors():
+    with pytest.raises(ValueError, match="all zeros"):
+        train(numpy.zeros((6, 6)), width=8, optimizer="adam")
     with pytest.raises(ValueError, match="eigenvalue"):
         train(IMAGE, width=8)

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy
 from tqdm import tqdm
 
-import nlfilt
 from nlfilt.backend import DEVICES, get_backend, host_cores
 from nlfilt.cli.figures import check_figure_output, fit_tile, heat_map, tile_grid
 from nlfilt.images import ImageError, read_image, write_image
-from nlfilt.network import OPTIMIZERS, Training, ntk_twicing, train
+from nlfilt.network import (
+    OPTIMIZERS,
+    ClosedForm,
+    KernelChange,
+    Training,
+    ntk_closed_form,
+    squared_norms,
+    train,
+)
 
 #: Largest image compare-network accepts (the closed-form filter is global: N^2 pairs per step).
 MAX_PIXELS = 64 * 64
@@ -23,7 +31,7 @@ MAX_PIXELS = 64 * 64
 #: about 2/3 of what one core of the 2-core development machine measured: 120 GFLOP/s float32, 47
 #: float64), and for a whole GPU (a fraction of a data-centre GPU's non-tensor-core rate).
 CPU_FLOPS_PER_CORE = {"float32": 8e10, "float64": 3e10}
-GPU_FLOPS = 1e13
+GPU_FLOPS = {"float32": 1e13, "float64": 3e11}  # float64: a consumer GPU's 1/32 rate
 DTYPES = {"float32": numpy.float32, "float64": numpy.float64}
 
 
@@ -39,7 +47,7 @@ def training_flops(pixels: int, dims: int, width: int, depth: int, channels: int
 
 def flops_per_second(device: str, dtype: str) -> float:
     """The assumed rate of :data:`CPU_FLOPS_PER_CORE` (times the cores) or :data:`GPU_FLOPS`."""
-    return GPU_FLOPS if device == "gpu" else CPU_FLOPS_PER_CORE[dtype] * host_cores()
+    return GPU_FLOPS[dtype] if device == "gpu" else CPU_FLOPS_PER_CORE[dtype] * host_cores()
 
 
 @click.command("compare-network")
@@ -64,7 +72,7 @@ def flops_per_second(device: str, dtype: str) -> float:
               help="Also train with the other optimizer, and draw (-o) for this pixel its row of the "
                    "closed-form kernel K and of the GD- and Adam-trained networks' tangent kernels.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG file for the --filter-map figure.")
+              help="Image file for the --filter-map figure (8-bit RGB: PNG, TIFF, ...).")
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
               help="Refuse a run whose estimated time exceeds this (0: no limit).")
 def compare_network_command(image_path: Path, width: int, depth: int, optimizer: str, steps: int, patch: int,
@@ -117,6 +125,9 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
         raise click.BadParameter(f"must be a pixel of the {height}x{width_pixels} image "
                                  f"(0 <= ROW < {height}, 0 <= COL < {width_pixels}); got {filter_map}",
                                  param_hint="--filter-map")
+    if not numpy.any(noisy):
+        raise click.ClickException(f"{image_path}: the image is all zeros, so are the network's input and "
+                                   "its tangent kernel: nothing to compare")
     try:
         backend = get_backend(device)
     except RuntimeError as exc:
@@ -127,74 +138,74 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
                                   steps)
     seconds = flops / flops_per_second(backend.name, dtype)
     if max_minutes > 0 and seconds > 60 * max_minutes:
+        what = f"{steps} steps" + (" with each optimizer (--filter-map)" if runs == 2 else "")
+        remedy = ", or --device gpu" if backend.name == "cpu" else ""
         raise click.ClickException(
-            f"{image_path}: width {width}, depth {depth}, {steps} steps would take about {seconds / 60:.0f} "
-            f"minutes on this {backend.name.upper()} in {dtype} (over --max-minutes {max_minutes:g}); use a "
-            "smaller width, fewer steps or a smaller crop" + (", or --device gpu" if backend.name == "cpu"
-                                                                 else ""))
-    closed, eigenvalue = ntk_twicing(noisy, depth=depth, patch=patch, steps=steps)
-    settings = dict(width=width, depth=depth, patch=patch, steps=steps, eigenvalue=eigenvalue, seed=seed,
-                    dtype=DTYPES[dtype], device=backend.name)
+            f"{image_path}: width {width}, depth {depth}, {what} would take about {seconds / 60:.0f} minutes "
+            f"on this {backend.name.upper()} in {dtype} (over --max-minutes {max_minutes:g}); use a smaller "
+            f"width, fewer steps or a smaller crop{remedy}")
+    closed = ntk_closed_form(noisy, depth=depth, patch=patch, steps=steps)
+    training = partial(train, noisy, width=width, depth=depth, patch=patch, steps=steps,
+                       eigenvalue=closed.eigenvalue, seed=seed, dtype=DTYPES[dtype], device=backend.name)
     started = time.perf_counter()
-    run = _train_with_bar(noisy, optimizer, learning_rate, settings)
+    run = _train_with_bar(training, optimizer, learning_rate, steps)
     elapsed = time.perf_counter() - started
     norm = float(numpy.linalg.norm(noisy))
     click.echo(f"{image_path}: {height}x{width_pixels}, width {width}, depth {depth}, {optimizer}, "
-               f"learning rate {run.learning_rate:.4g} (1/lambda_max = {1 / eigenvalue:.4g}); "
+               f"learning rate {run.learning_rate:.4g} (1/lambda_max = {1 / closed.eigenvalue:.4g}); "
                f"trained in {elapsed:.1f} s on the {backend.name.upper()} in {dtype}")
     click.echo("step  |f - z|/|z|  |y - f|/|y|  |y - z|/|y|  hidden-weight movement")
     shown = sorted({t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= steps} | {steps})
     for t in shown:
-        difference = numpy.linalg.norm(run.outputs[t] - closed[t]) / max(numpy.linalg.norm(closed[t]), 1e-300)
+        z_t = closed.trajectory[t]
+        difference = numpy.linalg.norm(run.outputs[t] - z_t) / max(numpy.linalg.norm(z_t), 1e-300)
         click.echo(f"{t:>4}  {difference:11.4f}  {numpy.linalg.norm(noisy - run.outputs[t]) / norm:11.4f}  "
-                   f"{numpy.linalg.norm(noisy - closed[t]) / norm:11.4f}  {run.movement[t]:.5f}")
+                   f"{numpy.linalg.norm(noisy - z_t) / norm:11.4f}  {run.movement[t]:.5f}")
     trained = {optimizer: run}
     if filter_map is not None:
         other = next(name for name in OPTIMIZERS if name != optimizer)
-        trained[other] = _train_with_bar(noisy, other, None, settings)
+        trained[other] = _train_with_bar(training, other, None, steps)
     for name, result in trained.items():
         change = result.kernel_change()
         click.echo(f"{name}: tangent kernel movement |Theta_T - Theta_0|/|Theta_0| = {change.movement:.5f} "
                    f"(scale |Theta_T|/|Theta_0| {change.scale:.4f}, shape change {change.shape:.5f}; "
                    f"learning rate {result.learning_rate:.4g})")
     if filter_map is not None:
-        _draw_filter_map(noisy, filter_map, output, trained, depth, patch, eigenvalue)
+        _draw_filter_map(closed, filter_map, output, trained)
 
 
-def _train_with_bar(noisy: numpy.ndarray, optimizer: str, learning_rate: float | None,
-                    settings: dict[str, Any]) -> Training:
-    bar = tqdm(total=settings["steps"], desc=f"training ({optimizer})", unit="step", leave=False,
-               file=sys.stderr, dynamic_ncols=True)
+def _train_with_bar(training: Callable[..., Training], optimizer: str, learning_rate: float | None,
+                    steps: int) -> Training:
+    """``training(optimizer=..., learning_rate=...)`` with a progress bar on stderr."""
+    bar = tqdm(total=steps, desc=f"training ({optimizer})", unit="step", leave=False, file=sys.stderr,
+               dynamic_ncols=True)
     try:
-        return train(noisy, optimizer=optimizer, learning_rate=learning_rate,
-                     progress=lambda done, total: bar.update(done - bar.n), **settings)
+        return training(optimizer=optimizer, learning_rate=learning_rate,
+                        progress=lambda done, total: bar.update(done - bar.n))
     finally:
         bar.close()
 
 
-def _draw_filter_map(noisy: numpy.ndarray, pixel: tuple[int, int], output: Path, trained: dict[str, Training],
-                     depth: int, patch: int, eigenvalue: float) -> None:
+def _draw_filter_map(closed: ClosedForm, pixel: tuple[int, int], output: Path,
+                     trained: dict[str, Training]) -> None:
     """Write the rows of K, of the GD network's and of the Adam network's tangent kernel for ``pixel``,
     side by side, and print their maxima and differences to K's row (relative, and of shape: of the
-    rows scaled to unit norm)."""
-    height, width = noisy.shape[:2]
+    rows scaled to unit norm, as in :class:`~nlfilt.network.KernelChange`)."""
+    height, width = closed.trajectory[0].shape[:2]
     index = pixel[0] * width + pixel[1]
-    closed = nlfilt.filter_row(noisy, pixel, kernel="ntk", patch=patch, window=None, depth=depth,
-                               device="cpu", dtype=numpy.float64) * eigenvalue  # W = K / lambda_max
-    rows = {"closed-form K": closed}
-    rows.update({f"{name} network": trained[name].kernel_row(index).reshape(height, width)
-                 for name in OPTIMIZERS})
-    tiles = [fit_tile(heat_map(row, pixel)) for row in rows.values()]
+    reference = closed.kernel_row(index)
+    rows = {"closed-form K": reference}
+    rows.update({f"{name} network": trained[name].kernel_row(index) for name in OPTIMIZERS})
+    tiles = [fit_tile(heat_map(row.reshape(height, width), pixel)) for row in rows.values()]
     try:
         write_image(output, tile_grid(tiles, len(tiles)))
     except (ImageError, OSError) as exc:
         raise click.ClickException(f"{output}: {exc}") from None
-    norm = float(numpy.linalg.norm(closed))
     parts = []
     for name, row in rows.items():
         away = ""
-        if row is not closed:
-            shape = numpy.linalg.norm(row / numpy.linalg.norm(row) - closed / norm)
-            away = f", |row - K|/|K| {numpy.linalg.norm(row - closed) / norm:.4f}, shape {shape:.4f}"
+        if row is not reference:
+            change = KernelChange.from_squared_norms(*squared_norms(get_backend("cpu"), row, reference))
+            away = f", |row - K|/|K| {change.movement:.4f}, shape {change.shape:.4f}"
         parts.append(f"{name} (max {row.max():.4g}{away})")
     click.echo(f"{output}: pixel {pixel}, left to right: " + "; ".join(parts), err=True)

@@ -84,9 +84,12 @@ def tile_grid(tiles: list[numpy.ndarray], columns: int) -> numpy.ndarray:
 
 
 def check_figure_output(image_path: Path, output: Path) -> None:
-    """A figure's output (click.UsageError): not the input image, and a format that holds 8-bit RGB."""
+    """A figure's output (click.UsageError): not the input image, in a folder that exists, and a format
+    that holds 8-bit RGB."""
     if output.resolve() == image_path.resolve():
         raise click.UsageError(f"output {output} is the input image; refusing to overwrite it")
+    if not output.resolve().parent.is_dir():
+        raise click.UsageError(f"output {output}: the folder {output.parent} does not exist")
     problem = storage_problem(output.suffix, numpy.uint8, 3)
     if problem:
         raise click.UsageError(f"output {output}: {problem}")
