@@ -227,6 +227,7 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # outputs stay uninitialised
 def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
     """The Python side of each CUDA operator, run on the CPU with the kernels replaced by a recorder:
     every launch's arguments are checked against the kernel's declared parameters."""
