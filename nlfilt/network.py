@@ -30,14 +30,15 @@ live on a :class:`~nlfilt.backend.Backend` (NumPy on the CPU, CuPy on a GPU).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy
 
+from nlfilt.api import _box, _check_count, _check_dtype, _check_progress, _check_real, prepare
 from nlfilt.backend import Backend, get_backend
+from nlfilt.filters import build_filter
 
 #: Adam's default learning rate (per-weight step; weights are standard Gaussian): the deep image
 #: prior's denoising setting.  At 1e-3 Adam's kernel moves about as little as gradient descent's and,
@@ -325,8 +326,7 @@ class GradientDescent:
         if eigenvalue is None:
             raise ValueError("gradient descent needs learning_rate or eigenvalue (lambda_max of the ntk "
                              "kernel, see ntk_eigenvalue)")
-        if not eigenvalue > 0:
-            raise ValueError(f"eigenvalue must be > 0 (lambda_max of the ntk kernel); got {eigenvalue!r}")
+        _check_real("eigenvalue", eigenvalue, "> 0 (lambda_max of the ntk kernel)", lambda value: value > 0)
         return 1 / eigenvalue
 
     def update(self, step: int, parameters: list[Any], grads: list[Any]) -> None:
@@ -439,12 +439,8 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     """
     array = numpy.asarray(image, dtype=numpy.float64)
     _check_training(array, width, depth, patch, steps, optimizer, learning_rate)
-    try:
-        dtype = numpy.dtype(dtype)
-    except TypeError:
-        dtype = None
-    if dtype not in (numpy.float32, numpy.float64):
-        raise ValueError(f"dtype must be numpy.float32 or numpy.float64; got {dtype!r}")
+    _check_progress(progress)
+    dtype = _check_dtype(dtype)
     kind = OPTIMIZER_CLASSES[optimizer]
     if learning_rate is None:
         learning_rate = kind.default_learning_rate(eigenvalue)
@@ -476,16 +472,12 @@ def _check_training(array: numpy.ndarray, width: Any, depth: Any, patch: Any, st
     if not numpy.any(array):
         raise ValueError("image is all zeros: the network's input and its tangent kernel are zero")
     for name, value, minimum in (("width", width, 1), ("depth", depth, 1), ("steps", steps, 0)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    if (not isinstance(patch, numbers.Integral) or isinstance(patch, bool) or patch < 1 or patch % 2 == 0
-            or patch > min(array.shape[:2])):
-        raise ValueError(f"patch must be an odd integer from 1 to min(H, W) = {min(array.shape[:2])}; "
-                         f"got {patch!r}")
+        _check_count(name, value, minimum=minimum)
+    _box("patch", patch, array.shape[:2])
     if optimizer not in OPTIMIZER_CLASSES:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    if learning_rate is not None and not (isinstance(learning_rate, numbers.Real) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
+    if learning_rate is not None:
+        _check_real("learning_rate", learning_rate, "> 0", lambda value: value > 0)
 
 
 @dataclass
@@ -504,9 +496,6 @@ class ClosedForm:
 def ntk_filter(image: numpy.ndarray, *, depth: int = 1, patch: int = 3) -> Any:
     """nlfilt's global ntk filter ``W = K / lambda_max`` of ``image`` (float64, CPU): a
     :class:`~nlfilt.filters.Filter` that keeps ``K``."""
-    from nlfilt.api import prepare  # noqa: PLC0415 - avoids an import cycle at package import
-    from nlfilt.filters import build_filter  # noqa: PLC0415
-
     backend, array, options = prepare(image, kernel="ntk", patch=patch, window=None, h=None, sigma=None,
                                       depth=depth, device="cpu", dtype=numpy.float64,
                                       memory_budget=2**28)
