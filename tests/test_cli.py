@@ -426,6 +426,7 @@ def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path
     costly = CliRunner().invoke(main, ["compare-network", str(tmp_path / "large.png"), "--width", "8192",
                                        "--depth", "3", "--steps", "1000"])
     assert costly.exit_code == 1 and "--max-minutes" in costly.output
+    assert "--device gpu" not in costly.output or gpu_status()[0]  # offered only when a GPU is usable
     big = numpy.zeros((80, 80), numpy.uint8)
     iio.imwrite(tmp_path / "big.png", big)
     refused = CliRunner().invoke(main, ["compare-network", str(tmp_path / "big.png")])

@@ -12,7 +12,7 @@ import click
 import numpy
 from tqdm import tqdm
 
-from nlfilt.backend import DEVICES, get_backend, host_cores
+from nlfilt.backend import DEVICES, get_backend, gpu_status, host_cores
 from nlfilt.cli.figures import check_figure_output, fit_tile, heat_map, tile_grid
 from nlfilt.images import ImageError, read_image, write_image
 from nlfilt.network import (
@@ -139,7 +139,7 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     seconds = flops / flops_per_second(backend.name, dtype)
     if max_minutes > 0 and seconds > 60 * max_minutes:
         what = f"{steps} steps" + (" with each optimizer (--filter-map)" if runs == 2 else "")
-        remedy = ", or --device gpu" if backend.name == "cpu" else ""
+        remedy = ", or --device gpu" if backend.name == "cpu" and gpu_status()[0] else ""
         raise click.ClickException(
             f"{image_path}: width {width}, depth {depth}, {what} would take about {seconds / 60:.0f} minutes "
             f"on this {backend.name.upper()} in {dtype} (over --max-minutes {max_minutes:g}); use a smaller "
