@@ -26,6 +26,11 @@ DEVICES = ("auto", "cpu", "gpu")
 CPU_TILE_ELEMENTS = 1 << 23
 GPU_TILE_ELEMENTS = 1 << 28
 
+#: Elements of one batch of the collaborative filter's array code (CPU, GPU): about 20 launches per batch
+#: on a GPU, and the batch's temporaries at most about 16 bytes per element.
+CPU_BATCH_ELEMENTS = 1 << 23
+GPU_BATCH_ELEMENTS = 1 << 25
+
 #: On the CPU the kernel profile runs over a tile in pieces of this many elements, so that its dozen
 #: or more elementwise passes stay in the core's cache.
 CPU_PROFILE_CHUNK = 1 << 18
@@ -88,6 +93,12 @@ class Backend:
         return GPU_TILE_ELEMENTS if self.name == "gpu" else CPU_TILE_ELEMENTS
 
     @property
+    def batch_elements(self) -> int:
+        """Most elements of one batch of the collaborative filter's array code (a GPU batch is larger, to
+        keep its launches few)."""
+        return GPU_BATCH_ELEMENTS if self.name == "gpu" else CPU_BATCH_ELEMENTS
+
+    @property
     def profile_chunk(self) -> int | None:
         """Elements of a tile the profile handles at once: cache-sized pieces on the CPU, whole tiles
         (None) on the GPU."""
@@ -109,6 +120,21 @@ class Backend:
             return t
         return kernel.profile(self.xp, t, scratch)
 
+    def add_at(self, target: Any, index: Any, values: Any) -> None:
+        """``target[index] += values`` with repeated indices summed (``target`` flat, ``index`` int32).
+
+        On the CPU one ``bincount`` over the span of ``target`` that ``index``
+        touches, so the cost follows the values, not the target's size; on
+        the GPU ``cupyx.scatter_add`` (atomic additions, no synchronisation).
+        """
+        if self.name == "gpu":
+            import cupyx  # noqa: PLC0415 - GPU only
+
+            cupyx.scatter_add(target, index, values)
+            return
+        low, high = int(index.min()), int(index.max()) + 1
+        target[low:high] += numpy.bincount(index - low, weights=values, minlength=high - low)
+
     def patch_matrix(self, image: Any, patch: int) -> Any:
         """The (H*W, patch*patch*C) patch matrix of an (H, W, C) image on this device
         (:func:`nlfilt.patches.patch_matrix`; on the GPU its CUDA twin ``nlfilt_patches``)."""
@@ -122,10 +148,10 @@ class Backend:
                     numpy.int32(height), numpy.int32(width), numpy.int32(channels), numpy.int32(patch))
         return out
 
-    def accelerate(self, operator: Any, kernel: Any) -> Any:
-        """The operator to compute with: ``operator`` itself (the array code), or a fused operator that
-        serves it when one exists for ``kernel``: CUDA on the GPU (:func:`nlfilt.cuda.operators.select`),
-        compiled by numba on the CPU (:func:`nlfilt.jit.select`)."""
+    def accelerate(self, operator: Any, kernel: Any = None) -> Any:
+        """The operator to compute with: ``operator`` itself (the array code), or a compiled one that
+        serves it when one exists for it (and ``kernel``, for an affinity operator): CUDA on the GPU
+        (:func:`nlfilt.cuda.operators.select`), compiled by numba on the CPU (:func:`nlfilt.jit.select`)."""
         if self.name == "gpu":
             from nlfilt.cuda.operators import select  # noqa: PLC0415 - GPU only
         else:
@@ -185,6 +211,14 @@ def _tf32_refusal() -> str | None:
         return ("CUPY_TF32 is set: cuBLAS would compute in TF32, too coarse for the distances of the global "
                 "mode (unset CUPY_TF32 to use the GPU)")
     return None
+
+
+def gpu_free_bytes() -> int | None:
+    """Free memory of the current CUDA device in bytes, or None when no GPU is usable."""
+    cupy, _ = _cupy_or_reason()
+    if cupy is None:
+        return None
+    return int(cupy.cuda.Device().mem_info[0])
 
 
 def gpu_status() -> tuple[bool, str]:

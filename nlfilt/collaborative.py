@@ -1,61 +1,76 @@
 """Collaborative Wiener filtering: a two-stage non-local filter of grouped patches.
 
 The scheme of BM3D (Dabov, Foi, Katkovnik, Egiazarian, 2007), written here
-with nlfilt's own array code.  For reference patches on a grid (every
-``step`` pixels), the ``group`` patches nearest in squared distance within
-``radius`` pixels are stacked into a group; each group is transformed by an
-orthonormal 3-D transform (the 2-D DCT of every patch, then a DCT along the
-group), shrunk, transformed back, and every patch of it is added, weighted,
-into the image it came from:
+with nlfilt's own code.  For reference patches on a grid (every ``step``
+pixels), the ``group`` patches nearest in squared distance within ``radius``
+pixels are stacked into a group; each group is transformed by an orthonormal
+3-D transform (the 2-D DCT of every patch, then a DCT along the group),
+shrunk, transformed back, and every patch of it is added, weighted, into the
+image it came from:
 
 1. Hard thresholding: groups matched on the noisy image, coefficients below
    ``threshold * sigma`` set to 0 (the group mean kept); each group weighted
-   by ``1 / (sigma^2 N_kept)``.  This gives the pilot ``p``.
+   by ``1 / N_kept``.  This gives the pilot ``p``.
 2. Empirical Wiener filter: groups matched on the pilot, each coefficient
    ``c`` of the noisy group multiplied by ``P^2 / (P^2 + sigma^2)`` with
    ``P`` the same coefficient of the pilot's group; each group weighted by
-   ``1 / (sigma^2 |gains|^2)``.
+   ``1 / |gains|^2``.
 
-Both stages weight every patch by a Kaiser window (beta 2) before adding
-it, and divide by the summed weights.  A colour image (3 channels) is
-filtered in an orthonormal opponent colour space: groups are matched on its
-luminance and every channel is shrunk with the same groups (noise of standard
-deviation sigma in each RGB channel keeps that deviation there); other
-channel counts are matched on their mean and filtered channel by channel.
+Both stages weight every patch by a Kaiser window (beta 2) before adding it
+into one accumulator, and divide by the summed weights.  A colour image (3
+channels) is filtered in an orthonormal opponent colour space: groups are
+matched on its luminance and every channel is shrunk with the same groups
+(noise of standard deviation sigma in each RGB channel keeps that deviation
+there); other channel counts are matched on the sum of their channels.
 
-The parameters are BM3D's published ones for sigma up to 40 (patch 8, Kaiser
-beta 2, threshold 2.7) except those chosen for speed: step 4 rather than 3,
-search radius 12 (stage 1) and 9 (stage 2) rather than 19, and groups of 16
-in both stages rather than 16 and 32 (on four Set12 images at sigma 25 these
-cost 0.3 dB against BM3D's settings and save two thirds of the time; sigma
-15-50 kept patch 8: 10-12 did worse at sigma 50).  Results in
-benchmarks/results/quality.md.
+Groups are deterministic.  Matching runs on the guide quantised to integer
+levels, ``LEVELS_PER_SIGMA`` per standard deviation of its noise on a grid
+anchored at zero (so a crop of an image gets the levels of the whole), and
+every patch distance is then an exact integer whatever the order of its
+sums; each candidate is ranked by the key ``distance * offsets + offset
+index`` (offsets of the search window counted row by row), unique within a
+reference, so any selection routine, on any backend, picks the same members
+in the same order: the reference first, then the others by increasing key.
+A reference with fewer candidates inside the image than ``group`` (tiny
+images) repeats its members in that order.
+
+Three implementations compute the two primitives, matching and one stage of
+filtering: :class:`ArrayGroups`, array code on NumPy or CuPy (the twin the
+others are tested against), compiled CPU kernels (:mod:`nlfilt.jit_groups`)
+and CUDA kernels (:mod:`nlfilt.cuda.groups`), chosen by
+:meth:`nlfilt.backend.Backend.accelerate`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from nlfilt.backend import Backend
-from nlfilt.operators import _Workers
+if TYPE_CHECKING:
+    from nlfilt.backend import Backend
 
 #: Patch side, grid step of the reference patches, search radius (pixels) of the two stages' matching
-#: (on the noisy image, on the pilot), patches per group.
+#: (on the noisy image, on the pilot), patches per group in each stage.
 PATCH = 8
 STEP = 4
 RADIUS = (12, 9)
-GROUP = 16
+GROUP = (16, 16)
 #: Stage 1 keeps 3-D coefficients of magnitude at least THRESHOLD * sigma.
 THRESHOLD = 2.7
 #: The Kaiser window each patch is weighted by when it is added back.
 KAISER_BETA = 2.0
-#: Reference patches transformed at once (bounds the temporaries to about 100 MB in float32), and the
-#: bytes of patch distances one band of reference rows may hold while matching.
-CHUNK = 2048
-MATCH_BYTES = 64 * 2**20
+#: Levels per standard deviation of the guide's noise that matching quantises the guide to (the rounding
+#: adds a 3072nd of the noise's variance), and the largest level magnitude: a guide whose values exceed
+#: MAX_LEVEL levels gets coarser levels, so that patch distances stay exact integers in float64 and keys
+#: fit int64 (below 2^60 for 8 x 8 patches and search windows of up to 4096 offsets).
+LEVELS_PER_SIGMA = 16
+MAX_LEVEL = 2**20
+#: The key of a candidate outside the image (larger than every real key).
+INVALID_KEY = numpy.iinfo(numpy.int64).max
+#: Smallest sum of squared Wiener gains a group's weight divides by (a group of an all-zero pilot).
+GAIN_FLOOR = 1e-6
 
 #: Orthonormal opponent colour transform: luminance, red-blue, and green against red and blue.
 OPPONENT = numpy.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=numpy.float64)
@@ -71,8 +86,15 @@ def dct_matrix(size: int) -> numpy.ndarray:
     return matrix
 
 
+def kaiser_window(patch: int) -> numpy.ndarray:
+    """The (patch, patch) Kaiser window (beta ``KAISER_BETA``) each patch is weighted by."""
+    window = numpy.kaiser(patch, KAISER_BETA)
+    return numpy.outer(window, window)
+
+
 def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: int = PATCH, step: int = STEP,
-                         radius: tuple[int, int] = RADIUS, group: int = GROUP, threshold: float = THRESHOLD,
+                         radius: tuple[int, int] = RADIUS, group: tuple[int, int] = GROUP,
+                         threshold: float = THRESHOLD,
                          progress: Callable[[float, int], None] | None = None) -> Any:
     """Both stages on an (H, W, C) image on ``backend``; returns the estimate, same shape and dtype.
 
@@ -80,12 +102,12 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
     filtering, twice).  ``sigma`` 0 returns a copy of the image.
     """
     xp = backend.xp
-    height, width, channels = image.shape
     if sigma <= 0:
         return image.copy()
     check_shape(image.shape, patch)
-    colour = channels == 3
+    colour = image.shape[2] == 3
     work = image @ xp.asarray(OPPONENT.T, dtype=image.dtype) if colour else image
+    groups = backend.accelerate(ArrayGroups(backend, image.shape, patch=patch, step=step))
     done = [0]
 
     def advance() -> None:
@@ -93,16 +115,14 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
         if progress is not None:
             progress(float(done[0]), 4)
 
-    settings = {"patch": patch, "group": group}
-    guide = _guide(xp, work, colour)
-    rows, cols = _match(backend, guide, step=step, radius=radius[0], **settings)
+    noise = sigma if colour else sigma * image.shape[2] ** 0.5  # of the guide: luminance, or channel sum
+    members = groups.match(quantise(xp, guide(xp, work, colour), noise), radius=radius[0], group=group[0])
     advance()
-    pilot = _filter_groups(backend, work, None, rows, cols, sigma, threshold=threshold, **settings)
+    pilot = groups.filter(work, None, members, sigma, threshold=threshold)
     advance()
-    guide = _guide(xp, pilot, colour)
-    rows, cols = _match(backend, guide, step=step, radius=radius[1], **settings)
+    members = groups.match(quantise(xp, guide(xp, pilot, colour), noise), radius=radius[1], group=group[1])
     advance()
-    estimate = _filter_groups(backend, work, pilot, rows, cols, sigma, threshold=threshold, **settings)
+    estimate = groups.filter(work, pilot, members, sigma, threshold=threshold)
     advance()
     return estimate @ xp.asarray(OPPONENT, dtype=image.dtype) if colour else estimate
 
@@ -115,166 +135,233 @@ def check_shape(shape: tuple[int, ...], patch: int = PATCH) -> None:
                          f"{height}x{width}")
 
 
-def _guide(xp: Any, image: Any, colour: bool) -> Any:
-    """The image groups are matched on (luminance, or the channels' mean), in float64: float32 sums
-    of squared differences would round differently in different crops of the same image (chunks),
-    and near-ties would then choose different groups."""
-    guide = image[:, :, 0] if colour else image.mean(axis=2)
-    return guide.astype(xp.float64)
+def guide(xp: Any, image: Any, colour: bool) -> Any:
+    """The (H, W) image groups are matched on, a new float64 array: the luminance of an opponent-space
+    image, else the sum of the channels."""
+    return image[:, :, 0].astype(xp.float64) if colour else image.astype(xp.float64).sum(axis=2)
 
 
-def _grid(length: int, patch: int, step: int) -> numpy.ndarray:
+def quantise(xp: Any, values: Any, sigma: float) -> Any:
+    """``values`` (H, W, float64) as int32 levels ``rint(values / step)``, ``step = sigma /
+    LEVELS_PER_SIGMA`` (``sigma > 0``: the noise of ``values``), or coarser where the largest magnitude
+    would exceed ``MAX_LEVEL`` levels.  Element-wise float64 operations only, so NumPy and CuPy give the
+    same levels (``values`` is overwritten)."""
+    step = xp.maximum(sigma / LEVELS_PER_SIGMA, xp.abs(values).max() / MAX_LEVEL)
+    values /= step
+    return xp.rint(values, out=values).astype(xp.int32)
+
+
+def grid(length: int, patch: int, step: int) -> numpy.ndarray:
     """Top-left coordinates of the reference patches along one axis: every ``step``, and the last."""
     return numpy.unique(numpy.r_[numpy.arange(0, length - patch + 1, step), length - patch])
 
 
-def _match(backend: Backend, guide: Any, *, patch: int, step: int, radius: int,
-           group: int) -> tuple[Any, Any]:
-    """The groups: top-left (rows, cols), each (references, group), of the ``group`` patches of
-    ``guide`` (H, W) nearest to each reference patch in squared distance, within ``radius``.
+def search_offsets(radius: int) -> numpy.ndarray:
+    """The (offsets, 2) offsets (row, column) of a search window, row by row: a candidate's offset index
+    is its row here, and ranks it among candidates at the same distance."""
+    steps = numpy.arange(-radius, radius + 1)
+    return numpy.stack(numpy.meshgrid(steps, steps, indexing="ij"), axis=-1).reshape(-1, 2)
 
-    Reference rows are taken in bands whose distances (references x offsets)
-    fit in ``MATCH_BYTES``; within a band, for every offset of the search
-    window the squared-difference image of the overlap is box-summed over the
-    patch (a cumulative sum down the columns, read at the reference rows
-    only, then along those rows), a few passes over the band per offset.  The
-    offsets are shared out to the backend's workers.
+
+def fill_short_groups(xp: Any, order: Any, count: Any) -> Any:
+    """Columns ``j >= count`` of ``order`` (references, group) replaced by column ``j % count``: a
+    reference with fewer than ``group`` candidates repeats its members in order."""
+    columns = xp.arange(order.shape[1])[None, :]
+    count = count[:, None]
+    source = xp.where(columns < count, columns, columns % count)
+    return xp.take_along_axis(order, source, axis=1)
+
+
+class ArrayGroups:
+    """Matching and filtering as array code on ``backend.xp`` (NumPy or CuPy): the twin of the compiled
+    and CUDA implementations.
+
+    Parameters
+    ----------
+    backend : Backend
+        Array module; ``backend.batch_elements`` bounds the elements of one batch of work.
+    shape : tuple
+        The (H, W, C) shape of the images it filters.
+    patch, step : int
+        Patch side and grid step of the reference patches.
+
+    Matching takes reference rows in bands and the search window's row
+    offsets in blocks sized to the batch; for each block the squared
+    differences of the band against every offset of the block are summed
+    over the patch by cumulative sums (exact in int64), read at the
+    references only, and turned into keys.  Filtering takes references in
+    chunks: one gather of the groups' pixels per channel, GEMMs for the
+    transforms, and one scatter-add of the weighted patches into one
+    accumulator (:meth:`nlfilt.backend.Backend.add_at`, linear in the
+    chunk).  Both run a bounded number of array operations per batch (the
+    launches on a GPU: about 20 per block of offsets and 40 per chunk).
     """
-    xp = backend.xp
-    height, width = guide.shape
-    rows, cols = _grid(height, patch, step), _grid(width, patch, step)
-    offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-    shifts = xp.asarray(numpy.array(offsets))
-    band = max(1, MATCH_BYTES // (cols.size * len(offsets) * guide.dtype.itemsize))
-    top_rows, left_cols = [], []
-    with _Workers(backend) as workers:
+
+    def __init__(self, backend: Backend, shape: tuple[int, ...], *, patch: int, step: int) -> None:
+        self.backend = backend
+        self.shape = tuple(shape)
+        self.patch = patch
+        self.step = step
+        self.rows = grid(shape[0], patch, step)
+        self.cols = grid(shape[1], patch, step)
+
+    @property
+    def references(self) -> int:
+        """Reference patches (groups per stage)."""
+        return self.rows.size * self.cols.size
+
+    def match(self, levels: Any, *, radius: int, group: int) -> Any:
+        """The groups of ``levels`` (H, W; int32, from :func:`quantise`): (references, group) int32 flat
+        indices ``row * W + col`` of their members' top-left pixels, references row by row."""
+        xp = self.backend.xp
+        width = levels.shape[1]
+        side = 2 * radius + 1
+        offsets = side * side
+        padded = xp.pad(levels, radius)  # the padding is never read as a candidate: those keys are invalid
+        rows, cols = self.rows, self.cols
+        band, block = self._batch(side, width)
+        shifts = search_offsets(radius)
+        flat_shifts = xp.asarray(shifts[:, 0] * width + shifts[:, 1], dtype=xp.int32)
+        members = []
         for first in range(0, rows.size, band):
             band_rows = rows[first:first + band]
-            distances = _band_distances(backend, workers, guide, band_rows, cols, offsets, patch)
-            distances[:, offsets.index((0, 0))] = -1  # each reference heads its own group (ties: flat areas)
-            chosen = xp.argpartition(distances, group - 1, axis=1)[:, :group]
-            top_rows.append(xp.asarray(numpy.repeat(band_rows, cols.size))[:, None] + shifts[chosen, 0])
-            left_cols.append(xp.asarray(numpy.tile(cols, band_rows.size))[:, None] + shifts[chosen, 1])
-    return xp.concatenate(top_rows), xp.concatenate(left_cols)
+            keys = self._band_keys(padded, band_rows, radius, block)
+            keys[:, offsets // 2] = -1  # the reference itself heads its group
+            count = (keys != INVALID_KEY).sum(axis=1)
+            chosen = xp.argpartition(keys, min(group, offsets) - 1, axis=1)[:, :group]
+            chosen = xp.take_along_axis(chosen, xp.argsort(xp.take_along_axis(keys, chosen, axis=1), axis=1),
+                                        axis=1)
+            chosen = fill_short_groups(xp, chosen, xp.minimum(count, group))
+            tops = numpy.add.outer(band_rows * width, cols).astype(numpy.int32).ravel()
+            members.append(xp.asarray(tops)[:, None] + flat_shifts[chosen])
+        return xp.concatenate(members) if len(members) > 1 else members[0]
 
+    def _batch(self, side: int, width: int) -> tuple[int, int]:
+        """(reference rows per band, row offsets per block) for a search window of ``side`` x ``side``:
+        a block holds ``block * side * band rows * width`` squared differences (int64, with their sums
+        about 24 bytes each), at most a sixth of ``backend.batch_elements``."""
+        patch, step = self.patch, self.step
+        pixel_rows = max(1, self.backend.batch_elements // (6 * side * width))  # rows x row offsets
+        if pixel_rows < side * (patch + step):
+            return 1, max(1, min(side, pixel_rows // patch))
+        return max(1, (pixel_rows // side - patch) // step + 1), side
 
-def _band_distances(backend: Backend, workers: _Workers, guide: Any, rows: numpy.ndarray,
-                    cols: numpy.ndarray, offsets: list[tuple[int, int]], patch: int) -> Any:
-    """Squared distances (references, offsets) of the reference patches at ``rows`` x ``cols`` to the
-    patch at each offset; ``inf`` where that patch would leave the image."""
-    xp = backend.xp
-    height, width = guide.shape
-    dtype = guide.dtype
-    distances = xp.full((rows.size, cols.size, len(offsets)), xp.inf, dtype=dtype)
-
-    def measure(share: range) -> None:
-        for index in share:
-            dy, dx = offsets[index]
-            keep_rows = (rows + dy >= 0) & (rows + dy + patch <= height)
-            keep_cols = (cols + dx >= 0) & (cols + dx + patch <= width)
-            if not keep_rows.any() or not keep_cols.any():
-                continue
-            row_i, col_i = rows[keep_rows], cols[keep_cols]
-            top, bottom = int(row_i[0]), int(row_i[-1]) + patch
-            left, right = int(col_i[0]), int(col_i[-1]) + patch
-            difference = guide[top:bottom, left:right] - guide[top + dy:bottom + dy, left + dx:right + dx]
+    def _band_keys(self, padded: Any, band_rows: numpy.ndarray, radius: int, block: int) -> Any:
+        """(references of the band, offsets) int64 keys ``distance * offsets + offset index``;
+        ``INVALID_KEY`` where the candidate leaves the image."""
+        xp = self.backend.xp
+        height, width = self.shape[:2]
+        patch, side = self.patch, 2 * radius + 1
+        cols = self.cols
+        top, bottom = int(band_rows[0]), int(band_rows[-1]) + patch
+        centre = padded[top + radius:bottom + radius, radius:radius + width]
+        at_rows = xp.asarray(band_rows - top)
+        at_cols = xp.asarray(cols)
+        keys = xp.empty((band_rows.size, cols.size, side, side), dtype=xp.int64)
+        stride_row, stride_item = padded.strides
+        for first in range(0, side, block):
+            count = min(block, side - first)
+            # (row offsets, column offsets, band rows, W): the band shifted by every offset of the block
+            shifted = xp.lib.stride_tricks.as_strided(
+                padded[top + first:, :], shape=(count, side, bottom - top, width),
+                strides=(stride_row, stride_item, stride_row, stride_item))
+            difference = (centre - shifted).astype(xp.int64)  # |difference| <= 2 MAX_LEVEL
             difference *= difference
-            down = xp.zeros((difference.shape[0] + 1, difference.shape[1]), dtype=dtype)
-            xp.cumsum(difference, axis=0, out=down[1:])
-            at = xp.asarray(row_i - top)
-            column_sums = down[at + patch] - down[at]
-            across = xp.zeros((column_sums.shape[0], column_sums.shape[1] + 1), dtype=dtype)
-            xp.cumsum(column_sums, axis=1, out=across[:, 1:])
-            at = xp.asarray(col_i - left)
-            sums = across[:, at + patch] - across[:, at]
-            row_at = xp.asarray(numpy.flatnonzero(keep_rows))
-            col_at = xp.asarray(numpy.flatnonzero(keep_cols))
-            distances[row_at[:, None], col_at[None, :], index] = sums
+            down = xp.cumsum(difference, axis=2, dtype=xp.int64)
+            down = xp.concatenate([xp.zeros_like(down[:, :, :1]), down], axis=2)
+            column_sums = down[:, :, at_rows + patch] - down[:, :, at_rows]
+            across = xp.cumsum(column_sums, axis=3)
+            across = xp.concatenate([xp.zeros_like(across[..., :1]), across], axis=3)
+            distances = across[..., at_cols + patch] - across[..., at_cols]  # (count, side, rows, cols)
+            keys[:, :, first:first + count] = distances.transpose(2, 3, 0, 1)
+        index = xp.arange(side * side, dtype=xp.int64).reshape(side, side)
+        keys *= side * side
+        keys += index
+        # candidates inside the image: 0 <= row + dy <= H - patch, 0 <= col + dx <= W - patch
+        steps = numpy.arange(-radius, radius + 1)
+        candidate_rows = band_rows[:, None] + steps
+        row_ok = xp.asarray((candidate_rows >= 0) & (candidate_rows <= height - patch))
+        col_ok = xp.asarray((cols[:, None] + steps >= 0) & (cols[:, None] + steps <= width - patch))
+        inside = row_ok[:, None, :, None] & col_ok[None, :, None, :]
+        keys = xp.where(inside, keys, INVALID_KEY)
+        return keys.reshape(band_rows.size * cols.size, side * side)
 
-    workers.map(measure, workers.shares(len(offsets)))
-    return distances.reshape(-1, len(offsets))
-
-
-def _filter_groups(backend: Backend, image: Any, pilot: Any | None, rows: Any, cols: Any, sigma: float, *,
-                   patch: int, group: int, threshold: float) -> Any:
-    """One stage over all groups: hard thresholding (``pilot`` None) or the Wiener filter with the
-    pilot's coefficients; the patches added back with their weights and divided by the weights."""
-    xp = backend.xp
-    height, width, channels = image.shape
-    dtype = image.dtype
-    spatial = numpy.kron(dct_matrix(patch), dct_matrix(patch))
-    forward2 = xp.asarray(spatial.T, dtype=dtype)  # rows @ forward2: each patch's 2-D DCT
-    inverse2 = xp.asarray(spatial, dtype=dtype)
-    along = xp.asarray(dct_matrix(group), dtype=dtype)
-    window = numpy.kaiser(patch, KAISER_BETA)
-    window = xp.asarray(numpy.outer(window, window).ravel(), dtype=dtype)
-    within = xp.asarray((numpy.arange(patch)[:, None] * width + numpy.arange(patch)[None, :]).ravel())
-    variance = dtype.type(sigma * sigma)
-    level = dtype.type(threshold * sigma)
-    planes = _planes(xp, image)
-    guides = None if pilot is None else _planes(xp, pilot)
-    pixels = height * width
-
-    chunks = range(0, rows.shape[0], CHUNK)
-
-    def run(share: range) -> tuple[Any, Any]:
-        numerator = xp.zeros((channels, pixels), dtype=xp.float64)
-        denominator = xp.zeros(pixels, dtype=xp.float64)
-        for start in (chunks[index] for index in share):
-            stop = min(start + CHUNK, rows.shape[0])
-            index = ((rows[start:stop] * width + cols[start:stop])[:, :, None] + within).ravel()
-            count = stop - start
-            coefficients = [_transform(plane[index], count, group, forward2, along) for plane in planes]
+    def filter(self, image: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
+        """One stage over all groups of ``image`` (H, W, C): hard thresholding (``pilot`` None) or the
+        Wiener filter with the pilot's coefficients; the patches added back with their weights, divided
+        by the weights."""
+        xp = self.backend.xp
+        height, width, channels = image.shape
+        dtype = image.dtype
+        patch, group = self.patch, members.shape[1]
+        transforms = _Transforms(xp, patch, group, dtype)
+        within = xp.asarray((numpy.arange(patch)[:, None] * width + numpy.arange(patch)[None, :]).ravel(),
+                            dtype=xp.int32)
+        variance = dtype.type(sigma * sigma)
+        level = dtype.type(threshold * sigma)
+        planes = _planes(xp, image)
+        guides = None if pilot is None else _planes(xp, pilot)
+        numerator = xp.zeros((channels, height * width), dtype=dtype)
+        denominator = xp.zeros(height * width, dtype=dtype)
+        chunk = max(1, self.backend.batch_elements // (group * patch * patch * (channels + 2)))
+        for start in range(0, members.shape[0], chunk):
+            index = (members[start:start + chunk, :, None] + within).ravel()
+            count = index.size // (group * patch * patch)
+            coefficients = [transforms.forward(plane[index], count) for plane in planes]
             if guides is None:
                 kept = [xp.abs(values) >= level for values in coefficients]
                 for mask in kept:
                     mask[:, 0, 0] = True  # the group's mean
                 shrunk = [values * mask for values, mask in zip(coefficients, kept, strict=True)]
-                total = sum(mask.sum(axis=(1, 2)) for mask in kept)
-                weight = 1 / (variance * total.astype(dtype))
+                total = sum(mask.sum(axis=(1, 2), dtype=dtype) for mask in kept)
             else:
                 shrunk, total = [], 0
                 for values, plane in zip(coefficients, guides, strict=True):
-                    gains = _transform(plane[index], count, group, forward2, along)
+                    gains = transforms.forward(plane[index], count)
                     gains *= gains
                     gains /= gains + variance
                     shrunk.append(values * gains)
                     total = total + (gains * gains).sum(axis=(1, 2))
-                weight = 1 / (variance * total)
-            patch_weight = xp.broadcast_to(weight[:, None, None] * window, (count, group, window.size))
-            patch_weight = patch_weight.ravel()
+                total = xp.maximum(total, dtype.type(GAIN_FLOOR))
+            patch_weight = xp.broadcast_to((1 / total)[:, None, None] * transforms.window,
+                                           (count, group, patch * patch)).ravel()
             for channel, values in enumerate(shrunk):
-                restored = _inverse(values, group, inverse2, along).ravel()
+                restored = transforms.inverse(values).ravel()
                 restored *= patch_weight
-                numerator[channel] += xp.bincount(index, weights=restored, minlength=pixels)
-            denominator += xp.bincount(index, weights=patch_weight, minlength=pixels)
-        return numerator, denominator
+                self.backend.add_at(numerator[channel], index, restored)
+            self.backend.add_at(denominator, index, patch_weight)
+        out = numerator / denominator  # every pixel lies in some reference patch, itself in its group
+        return xp.ascontiguousarray(out.T.reshape(height, width, channels))
 
-    with _Workers(backend) as workers:  # fixed partial sums: the same rounding whatever the thread count
-        parts = workers.map_partials(run, len(chunks))
-    numerator = sum(part[0] for part in parts)
-    denominator = sum(part[1] for part in parts)
-    out = numerator / denominator  # every pixel lies in some reference patch, itself in its group
-    return xp.ascontiguousarray(out.T.reshape(height, width, channels).astype(dtype))
+
+class _Transforms:
+    """The 3-D transform of groups of flattened patches: the 2-D DCT of each patch, then the DCT along
+    the group; and the Kaiser window of one patch, flattened."""
+
+    def __init__(self, xp: Any, patch: int, group: int, dtype: Any) -> None:
+        spatial = numpy.kron(dct_matrix(patch), dct_matrix(patch))
+        self.forward2 = xp.asarray(spatial.T, dtype=dtype)  # rows @ forward2: each patch's 2-D DCT
+        self.inverse2 = xp.asarray(spatial, dtype=dtype)
+        self.along = xp.asarray(dct_matrix(group), dtype=dtype)
+        self.window = xp.asarray(kaiser_window(patch).ravel(), dtype=dtype)
+        self.group = group
+
+    def forward(self, values: Any, count: int) -> Any:
+        """(count, group, patch^2) 3-D DCT coefficients of ``count`` groups of flattened patches."""
+        size, group = self.forward2.shape[0], self.group
+        spectra = values.reshape(count * group, size) @ self.forward2
+        spectra = spectra.reshape(count, group, size).transpose(1, 0, 2).reshape(group, count * size)
+        spectra = self.along @ spectra
+        return spectra.reshape(group, count, size).transpose(1, 0, 2)
+
+    def inverse(self, coefficients: Any) -> Any:
+        """The patches (count, group, patch^2) of 3-D DCT coefficients (the inverse of :meth:`forward`)."""
+        count, group, size = coefficients.shape
+        values = self.along.T @ coefficients.transpose(1, 0, 2).reshape(group, count * size)
+        values = values.reshape(group, count, size).transpose(1, 0, 2).reshape(count * group, size)
+        return (values @ self.inverse2).reshape(count, group, size)
 
 
 def _planes(xp: Any, image: Any) -> list[Any]:
     """The channels of an (H, W, C) image, each flattened and contiguous."""
     return [xp.ascontiguousarray(image[:, :, channel]).ravel() for channel in range(image.shape[2])]
-
-
-def _transform(values: Any, count: int, group: int, forward2: Any, along: Any) -> Any:
-    """(count, group, patch^2) 3-D DCT coefficients of ``count`` groups of flattened patches."""
-    size = forward2.shape[0]
-    spectra = values.reshape(count * group, size) @ forward2
-    spectra = spectra.reshape(count, group, size).transpose(1, 0, 2).reshape(group, count * size)
-    spectra = along @ spectra
-    return spectra.reshape(group, count, size).transpose(1, 0, 2)
-
-
-def _inverse(coefficients: Any, group: int, inverse2: Any, along: Any) -> Any:
-    """The patches (count, group, patch^2) of 3-D DCT coefficients (the inverse of :func:`_transform`)."""
-    count, _, size = coefficients.shape
-    values = along.T @ coefficients.transpose(1, 0, 2).reshape(group, count * size)
-    values = values.reshape(group, count, size).transpose(1, 0, 2).reshape(count * group, size) @ inverse2
-    return values.reshape(count, group, size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from nlfilt.backend import CPU_TILE_ELEMENTS, get_backend
+from nlfilt.backend import CPU_TILE_ELEMENTS, GPU_BATCH_ELEMENTS, get_backend
 from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
@@ -240,18 +240,41 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
     return needed
 
 
-#: The collaborative filter (:mod:`nlfilt.collaborative`) on the development machine: seconds per call
-#: and per pixel (matching and the gray channel), and per pixel for each further channel.
-COLLABORATIVE_SECONDS_PER_CALL = 0.15
-COLLABORATIVE_SECONDS_PER_PIXEL = 5.5e-6
-COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 1.7e-6
+#: The collaborative filter (:mod:`nlfilt.collaborative`, its compiled kernels) on the 2-core development
+#: machine: seconds per call, per pixel (matching and the first channel) and per pixel and further channel
+#: (benchmarks/collaborative_speed.py measures them and the estimate's ratio to the time).
+COLLABORATIVE_SECONDS_PER_CALL = 0.004
+COLLABORATIVE_SECONDS_PER_PIXEL = 1.7e-6
+COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 1.1e-6
+#: On a GPU, per pixel and channel: the array code's memory traffic (matching: about 60 bytes per pixel
+#: and search offset, at 1 TB/s) with a margin of two; an arithmetic figure, not yet measured on a GPU
+#: (benchmarks/gpu_check.py prints the estimate against the time).
+COLLABORATIVE_GPU_SECONDS_PER_PIXEL = 1e-7
+#: Peak working memory besides the input (measured with tracemalloc on the CPU): bytes per pixel (gray)
+#: and per pixel and further channel; on a GPU the array code's batches add up to
+#: ``COLLABORATIVE_BATCH_BYTES_PER_ELEMENT`` bytes per element of ``Backend.batch_elements``.
+COLLABORATIVE_BYTES_PER_PIXEL = 32
+COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 30
+COLLABORATIVE_BATCH_BYTES_PER_ELEMENT = 16
 
 
-def estimate_collaborative_seconds(shape: tuple[int, ...]) -> float:
-    """Estimated CPU seconds of :func:`nlfilt.denoise_collaborative` on an image of ``shape``
-    (measured on 2 cores: about 0.7, 1.7 and 6 s at 256x256, 512x512 and 1024x1024 gray, 2.5 s at 512x512
-    RGB)."""
+def estimate_collaborative_seconds(shape: tuple[int, ...], device: str = "cpu") -> float:
+    """Estimated seconds of :func:`nlfilt.denoise_collaborative` on an image of ``shape`` (H, W) or
+    (H, W, C), on the CPU (compiled kernels, the development machine's 2 cores) or the GPU ('gpu')."""
     pixels = shape[0] * shape[1]
     channels = shape[2] if len(shape) == 3 else 1
+    if device == "gpu":
+        return COLLABORATIVE_SECONDS_PER_CALL + pixels * channels * COLLABORATIVE_GPU_SECONDS_PER_PIXEL
     return COLLABORATIVE_SECONDS_PER_CALL + pixels * (
         COLLABORATIVE_SECONDS_PER_PIXEL + (channels - 1) * COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL)
+
+
+def estimate_collaborative_bytes(shape: tuple[int, ...], device: str = "cpu") -> int:
+    """Estimated peak working bytes of :func:`nlfilt.denoise_collaborative` on an image of ``shape``
+    besides the image itself: linear in the pixels; on the GPU the array code's batches besides."""
+    pixels = shape[0] * shape[1]
+    channels = shape[2] if len(shape) == 3 else 1
+    needed = pixels * (COLLABORATIVE_BYTES_PER_PIXEL + (channels - 1) * COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL)
+    if device == "gpu":
+        needed += COLLABORATIVE_BATCH_BYTES_PER_ELEMENT * GPU_BATCH_ELEMENTS
+    return needed

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy
 
+from nlfilt.collaborative import ArrayGroups
 from nlfilt.kernels import weight_floor
 from nlfilt.operators import WindowedAffinity, _Workers
 
@@ -35,12 +36,16 @@ BAND_ROWS = 32
 CHUNK_COLUMNS = 1024
 
 
-def select(operator: Any, kernel: Any) -> Any:
+def select(operator: Any, kernel: Any = None) -> Any:
     """The operator to compute with on the CPU: a compiled operator serving ``operator`` when one exists
-    for ``kernel`` and its mode (see :func:`serves`; 2-D images), else ``operator`` itself (its array
-    code)."""
+    for it (and ``kernel`` and its mode, see :func:`serves`; 2-D images), else ``operator`` itself (its
+    array code).  The collaborative filter's groups: :class:`nlfilt.jit_groups.CompiledGroups`."""
     if isinstance(operator, WindowedAffinity) and len(operator.shape) == 2 and serves(kernel):
         return CompiledWindowedNLM(operator)
+    if isinstance(operator, ArrayGroups) and _numba() is not None:
+        from nlfilt.jit_groups import CompiledGroups  # noqa: PLC0415 - it imports this module's _numba
+
+        return CompiledGroups(operator)
     return operator
 
 

@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 import nlfilt
 from nlfilt import collaborative
-from nlfilt.backend import get_backend
+from nlfilt.backend import Backend, get_backend
 from nlfilt.cli import main
+from nlfilt.jit_groups import CompiledGroups
 
 from conftest import DATA_DIR
 
@@ -29,71 +30,196 @@ def scene(height: int = 64, width: int = 72) -> numpy.ndarray:
     return numpy.clip(image, 20, 235).astype(numpy.float64)
 
 
+def engines(shape, step=4, patch=8, workers=2):
+    """The array code and the compiled implementation for images of ``shape``."""
+    twin = collaborative.ArrayGroups(Backend("cpu", numpy, workers=workers), shape, patch=patch, step=step)
+    return {"array": twin, "compiled": CompiledGroups(twin)}
+
+
+def keys_by_brute_force(levels, row, col, patch, radius):
+    """Every candidate of the reference at (row, col): {(row, col): key}, the key computed directly."""
+    height, width = levels.shape
+    side = 2 * radius + 1
+    reference = levels[row:row + patch, col:col + patch].astype(numpy.int64)
+    keys = {}
+    for index, (dy, dx) in enumerate(collaborative.search_offsets(radius)):
+        r, c = row + dy, col + dx
+        if 0 <= r <= height - patch and 0 <= c <= width - patch:
+            distance = int(((levels[r:r + patch, c:c + patch] - reference) ** 2).sum())
+            keys[(r, c)] = -1 if (dy, dx) == (0, 0) else distance * side * side + index
+    return keys
+
+
+def clipped_flat_scene(height=48, width=52, seed=0):
+    """A noisy scene rounded and clipped to 8 bits, with saturated flat areas (many equal distances)."""
+    image = scene(height, width) + numpy.random.default_rng(seed).normal(0, 30, (height, width))
+    image[:, : width // 3] = 255.0
+    image[-12:, :] = 0.0
+    return numpy.clip(numpy.rint(image), 0, 255)
+
+
 def test_the_transforms_are_orthonormal_and_invert_each_other():
     for size in (4, 8, 16):
         matrix = collaborative.dct_matrix(size)
         numpy.testing.assert_allclose(matrix @ matrix.T, numpy.eye(size), atol=1e-12)
-    spatial = numpy.kron(collaborative.dct_matrix(8), collaborative.dct_matrix(8))
-    along = collaborative.dct_matrix(16)
+    transforms = collaborative._Transforms(numpy, 8, 16, numpy.dtype(numpy.float64))
     groups = RNG.normal(size=(5, 16, 64))
-    coefficients = collaborative._transform(groups, 5, 16, spatial.T, along)
+    coefficients = transforms.forward(groups, 5)
     assert numpy.isclose((coefficients**2).sum(), (groups**2).sum())  # Parseval: orthonormal in 3-D
-    restored = collaborative._inverse(coefficients, 16, spatial, along)
-    numpy.testing.assert_allclose(restored, groups, atol=1e-10)
+    numpy.testing.assert_allclose(transforms.inverse(coefficients), groups, atol=1e-10)
     numpy.testing.assert_allclose(collaborative.OPPONENT @ collaborative.OPPONENT.T, numpy.eye(3), atol=1e-12)
 
 
-def test_every_reference_patch_heads_its_own_group_of_nearest_patches():
-    image = RNG.normal(size=(40, 50))
-    image[:, :20] = 7.0  # a flat area: many patches at distance 0, ties
-    rows, cols = collaborative._match(CPU, image, patch=8, step=4, radius=5, group=8)
-    grid_rows, grid_cols = collaborative._grid(40, 8, 4), collaborative._grid(50, 8, 4)
-    references = [(row, col) for row in grid_rows for col in grid_cols]
-    assert rows.shape == cols.shape == (len(references), 8)
+def levels_of(image, sigma=10.0):
+    """The matching levels of a gray image (its copy quantised, as the filter does)."""
+    return collaborative.quantise(numpy, numpy.array(image, dtype=numpy.float64), sigma)
+
+
+def test_the_guide_is_quantised_in_steps_of_the_noise_on_a_grid_anchored_at_zero():
+    values = numpy.array([[2.0, 3.1], [-4.0, 6.49]])
+    levels = levels_of(values, sigma=16.0)  # one level per unit
+    numpy.testing.assert_array_equal(levels, [[2, 3], [-4, 6]])
+    assert levels.dtype == numpy.int32
+    numpy.testing.assert_array_equal(levels_of(values[1:], sigma=16.0), levels[1:])  # a crop: the same levels
+    huge = levels_of(numpy.array([[1e9, -5e8]]), sigma=1.0)  # beyond MAX_LEVEL levels: coarser steps
+    numpy.testing.assert_array_equal(huge, [[collaborative.MAX_LEVEL, -collaborative.MAX_LEVEL // 2]])
+
+
+@pytest.mark.parametrize("name", ["array", "compiled"])
+def test_groups_are_the_reference_then_candidates_by_distance_then_offset_index(name):
+    """Against keys computed one by one: the reference first, the others in increasing key, so equal
+    distances (the flat, clipped areas) are ranked by offset index."""
+    levels = levels_of(clipped_flat_scene())
+    height, width = levels.shape
+    engine = engines((height, width, 1), step=3)[name]
+    members = engine.match(levels, radius=5, group=12)
+    references = [(row, col) for row in engine.twin.rows for col in engine.twin.cols] if name == "compiled" \
+        else [(row, col) for row in engine.rows for col in engine.cols]
+    assert members.shape == (len(references), 12) and members.dtype == numpy.int32
     for index, (row, col) in enumerate(references):
-        members = set(zip(rows[index].tolist(), cols[index].tolist(), strict=True))
-        assert (row, col) in members and len(members) == 8
-        assert all(abs(r - row) <= 5 and abs(c - col) <= 5 for r, c in members)
-        assert all(0 <= r <= 32 and 0 <= c <= 42 for r, c in members)
-    # the chosen ones are the nearest: no candidate outside the group is closer than the farthest member
-    row, col = references[-1]
-    reference = image[row:row + 8, col:col + 8]
-
-    def distance(r, c):
-        return float(((image[r:r + 8, c:c + 8] - reference) ** 2).sum())
-
-    chosen = [distance(r, c) for r, c in zip(rows[-1], cols[-1], strict=True)]
-    others = [distance(r, c) for r in range(max(0, row - 5), min(32, row + 5) + 1)
-              for c in range(max(0, col - 5), min(42, col + 5) + 1)
-              if (r, c) not in set(zip(rows[-1].tolist(), cols[-1].tolist(), strict=True))]
-    assert max(chosen) <= min(others) + 1e-9
+        keys = keys_by_brute_force(levels, row, col, 8, 5)
+        expected = sorted(keys, key=keys.get)[:12]
+        got = [divmod(int(member), width) for member in members[index]]
+        assert got == expected, (row, col)
 
 
-def test_matching_in_bands_gives_the_same_groups(monkeypatch):
+def test_the_choice_does_not_depend_on_the_selection_routine():
+    """Keys are unique, so a stable full sort, argpartition (any tie order) and the compiled insertion
+    lists pick the same members in the same order on a clipped image with flat areas."""
+    levels = levels_of(clipped_flat_scene(seed=4))
+    twin = engines(levels.shape + (1,))["array"]
+    keys = twin._band_keys(numpy.pad(levels, 6), twin.rows, 6, 13)
+    keys[:, keys.shape[1] // 2] = -1
+    by_sort = numpy.argsort(keys, axis=1, kind="stable")[:, :10]
+    by_partition = numpy.argpartition(keys, 9, axis=1)[:, :10]
+    by_partition = numpy.take_along_axis(by_partition, numpy.argsort(
+        numpy.take_along_axis(keys, by_partition, axis=1), axis=1), axis=1)
+    numpy.testing.assert_array_equal(by_sort, by_partition)
+    offsets = collaborative.search_offsets(6)
+    tops = numpy.add.outer(twin.rows * levels.shape[1], twin.cols).ravel()
+    expected = tops[:, None] + (offsets[:, 0] * levels.shape[1] + offsets[:, 1])[by_sort]
+    for engine in engines(levels.shape + (1,)).values():
+        numpy.testing.assert_array_equal(engine.match(levels, radius=6, group=10), expected)
+
+
+def test_matching_in_bands_and_blocks_gives_the_same_groups(monkeypatch):
+    from nlfilt import backend
+
     image = RNG.normal(100, 20, size=(70, 60))
-    whole = collaborative._match(CPU, image, patch=8, step=4, radius=6, group=16)
-    monkeypatch.setattr(collaborative, "MATCH_BYTES", 1)  # one reference row per band
-    banded = collaborative._match(CPU, image, patch=8, step=4, radius=6, group=16)
-    for first, second in zip(whole, banded, strict=True):
-        numpy.testing.assert_array_equal(numpy.sort(first, axis=1), numpy.sort(second, axis=1))
+    levels = levels_of(image)
+    whole = engines((70, 60, 1))["array"].match(levels, radius=6, group=16)
+    # one reference row per band with every row offset, with 8 row offsets per block, one per block
+    for elements in (6 * 13 * 60 * 13 * 8, 6 * 13 * 60 * 8 * 8, 1):
+        monkeypatch.setattr(backend, "CPU_BATCH_ELEMENTS", elements)
+        twin = engines((70, 60, 1))["array"]
+        assert twin._batch(13, 60) == (1, max(1, min(13, elements // (6 * 13 * 60 * 8))))
+        numpy.testing.assert_array_equal(twin.match(levels, radius=6, group=16), whole)
 
 
-def test_keeping_every_coefficient_gives_back_the_image():
+def test_a_reference_with_few_candidates_repeats_its_members_in_order():
+    levels = levels_of(RNG.normal(size=(9, 10)), sigma=0.1)  # 2 x 3 patch positions
+    for engine in engines((9, 10, 1), step=1).values():
+        members = engine.match(levels, radius=4, group=8)
+        assert members.shape == (6, 8)
+        numpy.testing.assert_array_equal(members[:, 6:], members[:, :2])
+        assert all(len(set(row[:6].tolist())) == 6 for row in members)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_the_compiled_stages_match_the_array_code_within_float32_rounding(channels):
+    image = numpy.stack([clipped_flat_scene(40, 45, seed) for seed in range(channels)], axis=2)
+    image = image.astype(numpy.float32)
+    implementations = engines(image.shape, step=3)
+    levels = levels_of(collaborative.guide(numpy, image, channels == 3))
+    members = implementations["array"].match(levels, radius=5, group=8)
+    pilots = [engine.filter(image, None, members, 20.0, threshold=2.7) for engine in implementations.values()]
+    numpy.testing.assert_allclose(pilots[0], pilots[1], rtol=2e-6, atol=2e-4)
+    finals = [engine.filter(image, pilots[0], members, 20.0, threshold=2.7)
+              for engine in implementations.values()]
+    numpy.testing.assert_allclose(finals[0], finals[1], rtol=2e-6, atol=2e-4)
+    assert pilots[1].dtype == finals[1].dtype == numpy.float32
+
+
+def test_the_compiled_filter_does_not_read_its_scratch_before_writing_it(monkeypatch):
+    from nlfilt import jit_groups
+
+    image = clipped_flat_scene(40, 45).astype(numpy.float32)[:, :, None]
+    engine = engines(image.shape)["compiled"]
+    members = engine.match(levels_of(image[:, :, 0]), radius=5, group=8)
+    clean = [engine.filter(image, pilot, members, 20.0, threshold=2.7) for pilot in (None, image)]
+    monkeypatch.setattr(jit_groups, "_scratch", lambda shape, dtype: numpy.full(shape, numpy.nan, dtype))
+    for pilot, expected in zip((None, image), clean, strict=True):
+        numpy.testing.assert_array_equal(engine.filter(image, pilot, members, 20.0, threshold=2.7), expected)
+
+
+def test_the_compiled_result_does_not_depend_on_the_thread_count():
+    noisy = (scene(80, 90) + numpy.random.default_rng(8).normal(0, 20, (80, 90)))[:, :, None]
+    results = []
+    for workers in (1, 2, 3):
+        backend = Backend("cpu", numpy, workers=workers)
+        results.append(collaborative.collaborative_filter(backend, noisy.astype(numpy.float32), 20.0))
+    numpy.testing.assert_array_equal(results[0], results[1])
+    numpy.testing.assert_array_equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("name", ["array", "compiled"])
+def test_keeping_every_coefficient_gives_back_the_image(name):
     """Threshold 0: the groups pass unchanged, so the weighted aggregation must return the input."""
     image = RNG.normal(100, 20, size=(37, 45, 2))
-    rows, cols = collaborative._match(CPU, image.mean(axis=2), patch=8, step=3, radius=4, group=8)
-    out = collaborative._filter_groups(CPU, image, None, rows, cols, 10.0, patch=8, group=8,
-                                       threshold=0.0)
+    engine = engines(image.shape, step=3)[name]
+    members = engine.match(levels_of(image.sum(axis=2)), radius=4, group=8)
+    out = engine.filter(image, None, members, 10.0, threshold=0.0)
     numpy.testing.assert_allclose(out, image, rtol=1e-10)
 
 
-def test_a_noise_free_pilot_with_little_noise_gives_back_the_image():
+@pytest.mark.parametrize("name", ["array", "compiled"])
+def test_a_noise_free_pilot_with_little_noise_gives_back_the_image(name):
     """Wiener gains P^2 / (P^2 + sigma^2) tend to 1 as sigma does: the second stage then returns the image."""
     image = scene()[:, :, None]
-    rows, cols = collaborative._match(CPU, image[:, :, 0], patch=8, step=4, radius=4, group=8)
-    out = collaborative._filter_groups(CPU, image, image, rows, cols, 1e-4, patch=8, group=8,
-                                       threshold=2.7)
+    engine = engines(image.shape)[name]
+    members = engine.match(levels_of(image[:, :, 0]), radius=4, group=8)
+    out = engine.filter(image, image, members, 1e-4, threshold=2.7)
     numpy.testing.assert_allclose(out, image, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["array", "compiled"])
+def test_an_all_zero_pilot_gives_a_finite_result(name):
+    image = numpy.zeros((24, 24, 1), numpy.float32)
+    image[8:16, 8:16] = 1.0
+    engine = engines(image.shape)[name]
+    members = engine.match(levels_of(image[:, :, 0]), radius=4, group=8)
+    out = engine.filter(image, numpy.zeros_like(image), members, 5.0, threshold=2.7)
+    assert numpy.isfinite(out).all()
+
+
+def test_add_at_sums_repeated_indices_into_the_span_it_touches():
+    target = numpy.arange(20, dtype=numpy.float32)
+    index = numpy.array([7, 3, 7, 12, 3, 3], dtype=numpy.int32)
+    values = numpy.arange(1, 7, dtype=numpy.float32)
+    expected = target.copy()
+    numpy.add.at(expected, index, values)
+    CPU.add_at(target, index, values)
+    numpy.testing.assert_array_equal(target, expected)
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +326,37 @@ def test_the_command_line_bar_counts_the_four_steps(tmp_path, monkeypatch):
                                        "--device", "cpu", "--sigma", "10"])
     assert result.exit_code == 0, result.output
     assert "/4 steps" in result.stderr and "products with K" not in result.stderr
+
+
+def test_the_command_line_refuses_what_the_memory_cannot_hold_with_the_remedy(tmp_path, monkeypatch):
+    """From the header, before decoding: over half the machine's memory on the CPU, over the free memory
+    on the GPU, each with remedies that are real options."""
+    iio.imwrite(tmp_path / "a.png", scene(48, 56).astype(numpy.uint8))
+    denoise_options = {name for param in main.commands["denoise"].params for name in param.opts}
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**16)  # a 64 KiB machine
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                       "--device", "cpu"])
+    assert result.exit_code == 1 and "GiB of working memory" in result.output, result.output
+    assert "--chunk" in result.output and "--chunk" in denoise_options
+    assert not (tmp_path / "o.png").exists()
+    monkeypatch.setattr("nlfilt.cli.options.get_backend", lambda device: Backend("gpu", numpy))
+    monkeypatch.setattr("nlfilt.cli.options.gpu_free_bytes", lambda: 2**20)
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")])
+    assert result.exit_code == 1 and "GiB of GPU memory" in result.output and "--device cpu" in result.output
+    monkeypatch.setattr("nlfilt.cli.options.gpu_free_bytes", lambda: 2**40)
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                       "--max-minutes", "1e-9"])
+    assert result.exit_code == 1 and "on the GPU (an estimate" in result.output
+    assert "--device gpu" not in result.output and "--max-minutes" in result.output
+
+
+def test_the_cost_model_is_linear_in_the_pixels():
+    from nlfilt.cost import estimate_collaborative_bytes, estimate_collaborative_seconds
+
+    for device in ("cpu", "gpu"):
+        small = estimate_collaborative_seconds((1024, 1024), device)
+        large = estimate_collaborative_seconds((4096, 4096), device)
+        assert 15 < large / small <= 16
+        gray, colour = (estimate_collaborative_seconds(shape, device) for shape in ((64, 64), (64, 64, 3)))
+        assert colour > gray
+    assert estimate_collaborative_bytes((4096, 4096)) == 16 * estimate_collaborative_bytes((1024, 1024))

@@ -72,12 +72,12 @@ def test_single_worker_matches_threads(monkeypatch, window):
 
 @pytest.mark.parametrize("method", ["filter", "collaborative"])
 def test_results_do_not_depend_on_the_thread_count(monkeypatch, method):
-    """Reductions are summed in fixed partial sums (operators.PARTIALS), so 1, 2, 3 or 5 threads give the
-    same float32 bits (the batch on a dask cluster relies on it)."""
+    """Reductions are summed in fixed partial sums (operators.PARTIALS) or in bands of a fixed grid (the
+    compiled kernels), so 1, 2, 3 or 5 threads give the same float32 bits (the batch on a dask cluster
+    relies on it)."""
     from nlfilt import backend as backend_module
 
     image = (RNG.random((200, 190)) * 255).astype(numpy.float32)
-    monkeypatch.setattr("nlfilt.collaborative.CHUNK", 256)  # many chunks of groups
     results = []
     for threads in (1, 2, 3, 5):
         fixed = dataclasses.replace(get_backend("cpu"), workers=threads)

@@ -18,9 +18,10 @@ from nlfilt.api import (
     resolve_options,
     resolve_stopping,
 )
-from nlfilt.backend import DEVICES, get_backend, gpu_status
+from nlfilt.backend import DEVICES, get_backend, gpu_free_bytes, gpu_status
 from nlfilt.collaborative import PATCH as COLLABORATIVE_PATCH
 from nlfilt.cost import (
+    estimate_collaborative_bytes,
     estimate_collaborative_seconds,
     estimate_cpu_seconds,
     estimate_working_bytes,
@@ -346,7 +347,7 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     spatial = spatial_shape(shape)
     height, width = spatial[-2:]
     if options.get("method") == "collaborative":
-        _check_collaborative_cost(shape, options, max_minutes)
+        _check_collaborative_cost(shape, options, max_minutes, streamed)
         return
     kernel = options["kernel"]
     default_patch = kernel_class(kernel).patch
@@ -367,19 +368,41 @@ def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minute
     check_cost(tuple(shape), resolved, applications, device, max_minutes, steps, guided, streamed)
 
 
-def _check_collaborative_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float) -> None:
+def _check_collaborative_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float,
+                              streamed: bool) -> None:
+    """Refuse the collaborative filter on an image of ``shape`` that is smaller than its patches, that
+    would need more memory than the device has to spare (a streamed image holds a band at a time), or
+    that would take over ``max_minutes`` (0: no limit), with the remedies that help."""
     height, width = shape[:2]
     if min(height, width) < COLLABORATIVE_PATCH:
         raise ValueError(f"the image is {height}x{width}, smaller than the {COLLABORATIVE_PATCH}x"
                          f"{COLLABORATIVE_PATCH} patches of --method collaborative; use --method filter with "
                          "a smaller --patch")
-    if get_backend(options["device"]).name != "cpu" or max_minutes <= 0:
+    device = get_backend(options["device"]).name
+    gpu_usable = device == "gpu" or gpu_status()[0]
+    needed = estimate_collaborative_bytes(shape, device)
+    tiles = "crop the image or split it into tiles (a TIFF: --chunk 4096)"
+    if device == "gpu" and not streamed:
+        free = gpu_free_bytes()
+        if free is not None and needed > free:
+            raise ValueError(f"{height}x{width} with --method collaborative would need about "
+                             f"{needed / 2**30:.1f} GiB of GPU memory, over the {free / 2**30:.1f} GiB "
+                             f"free on the GPU; use --device cpu or {tiles}")
+    memory = physical_memory()
+    if device == "cpu" and not streamed and memory and needed > memory // 2:
+        remedies = (["use --device gpu"] if gpu_usable else []) + [tiles]
+        raise ValueError(f"{height}x{width} with --method collaborative would need about "
+                         f"{needed / 2**30:.1f} GiB of working memory, over half of this machine's "
+                         f"{memory / 2**30:.0f} GiB; {_either(remedies)}")
+    if max_minutes <= 0:
         return
-    seconds = estimate_collaborative_seconds(shape)
+    seconds = estimate_collaborative_seconds(shape, device)
     if seconds > 60 * max_minutes:
-        remedies = (["use --device gpu"] if gpu_status()[0] else []) + ["raise --max-minutes"]
+        where = "on the GPU (an estimate from the arithmetic, not yet measured)" if device == "gpu" else \
+            "on this CPU"
+        remedies = (["use --device gpu"] if device == "cpu" and gpu_usable else []) + ["raise --max-minutes"]
         raise ValueError(f"{height}x{width} with --method collaborative would take "
-                         f"{describe_seconds(seconds)} on this CPU (over --max-minutes {max_minutes:g}); "
+                         f"{describe_seconds(seconds)} {where} (over --max-minutes {max_minutes:g}); "
                          f"{_either(remedies)}")
 
 

@@ -1,0 +1,346 @@
+"""Compiled CPU kernels (numba) of the collaborative filter: block matching with the k nearest kept,
+and one stage of group filtering added into one accumulator.
+
+:class:`CompiledGroups` serves :class:`nlfilt.collaborative.ArrayGroups` (its
+twin, which the tests compare it with) and is chosen by
+:func:`nlfilt.jit.select`.  Both kernels work on rows of reference patches,
+shared out to the host threads in bands whose grid does not depend on the
+thread count, so neither do the results.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import numpy
+
+from nlfilt.collaborative import GAIN_FLOOR, INVALID_KEY, ArrayGroups, dct_matrix, kaiser_window
+from nlfilt.operators import _Workers
+
+
+class CompiledGroups:
+    """Block matching and group filtering, each one compiled kernel per band of reference rows.
+
+    Matching: for each reference row and each offset of the search window
+    (in offset order) the squared differences of the row's patches are
+    summed down the patch's rows for every column, then across the patch
+    for each reference (float64, exact: the levels are integers), and the
+    candidate's key is inserted into the reference's sorted list of the
+    ``group - 1`` smallest.  Filtering: per group, its patches gathered, the
+    separable 2-D DCT of each and the DCT along the group, shrinkage, the
+    inverse, and the weighted patches added into the accumulator.  A
+    group's patches reach ``reach`` rows above and below its reference
+    (the search radius) and ``patch - 1`` below, so bands of reference
+    rows at least ``2 reach + patch`` pixel rows high are filtered in two
+    phases (even bands side by side, then odd ones): no two threads add
+    into the same pixel, and every pixel receives its terms in an order
+    fixed by the band grid.
+
+    Parameters
+    ----------
+    twin : ArrayGroups
+        The array-code implementation this one serves (same image shape, patch and step).
+    """
+
+    def __init__(self, twin: ArrayGroups) -> None:
+        self.twin = twin
+        self.backend = twin.backend
+        self.shape = twin.shape
+        self.patch = twin.patch
+        self.references = twin.references
+
+    def match(self, levels: Any, *, radius: int, group: int) -> numpy.ndarray:
+        """The groups of ``levels`` (as :meth:`nlfilt.collaborative.ArrayGroups.match`)."""
+        rows, cols = self.twin.rows, self.twin.cols
+        members = numpy.empty((rows.size * cols.size, group), numpy.int32)
+        levels = numpy.ascontiguousarray(levels, dtype=numpy.int32)
+        kernel = _kernels()[0]
+        with _Workers(self.backend) as workers:
+            workers.map(lambda share: [kernel(levels, rows, cols, index, self.patch, radius, members)
+                                       for index in share], workers.shares(rows.size))
+        return members
+
+    def filter(self, image: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
+        """One stage over all groups (as :meth:`nlfilt.collaborative.ArrayGroups.filter`)."""
+        height, width, channels = image.shape
+        dtype = image.dtype
+        patch, group = self.patch, members.shape[1]
+        rows, cols = self.twin.rows, self.twin.cols
+        planes = numpy.ascontiguousarray(numpy.moveaxis(image, 2, 0))
+        guides = planes if pilot is None else numpy.ascontiguousarray(numpy.moveaxis(pilot, 2, 0))
+        numerator = numpy.zeros((channels, height, width), dtype)
+        denominator = numpy.zeros((height, width), dtype)
+        reach = int(numpy.abs(members // width - numpy.repeat(rows, cols.size)[:, None]).max())
+        band = -(-(2 * reach + patch) // self.twin.step)  # reference rows per band
+        bands = [(start, min(start + band, rows.size)) for start in range(0, rows.size, band)]
+        along = dct_matrix(group).astype(dtype)
+        constants = (dct_matrix(patch).astype(dtype), along, numpy.ascontiguousarray(along.T),
+                     kaiser_window(patch).astype(dtype))
+        scalars = (dtype.type(threshold * sigma), dtype.type(sigma * sigma), dtype.type(GAIN_FLOOR),
+                   pilot is None)
+        kernel = _kernels()[1]
+
+        def work(first: int, last: int) -> None:
+            buffers = _scratch((2 * channels + 2, patch * patch * group), dtype)
+            kernel(planes, guides, members, first * cols.size, last * cols.size, *constants, *scalars,
+                   buffers, numerator, denominator)
+
+        with _Workers(self.backend) as workers:
+            for phase in (bands[0::2], bands[1::2]):
+                workers.map(lambda share, phase=phase: [work(*phase[index]) for index in share],
+                            workers.shares(len(phase)))
+        return numpy.ascontiguousarray(numpy.moveaxis(numerator / denominator, 0, 2))
+
+
+def _scratch(shape: tuple[int, ...], dtype: Any) -> numpy.ndarray:
+    """A thread's scratch for the filtering kernel, uninitialised (the kernel writes before it reads)."""
+    return numpy.empty(shape, dtype)
+
+
+_COMPILING = threading.Lock()
+#: Indices cast to this type in the kernels' inner loops: numba then drops its negative-index checks, and
+#: the compiler vectorises the loops.
+_U = numpy.uint64
+
+
+def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
+    """The matching and filtering kernels, compiled once per process (numba's disk cache across
+    processes); threads that ask at the same time wait for the first."""
+    with _COMPILING:
+        return _compile()
+
+
+@lru_cache(maxsize=1)
+def _compile() -> tuple[Callable[..., None], Callable[..., None]]:
+    from nlfilt.jit import _numba  # noqa: PLC0415 - numba is imported on first use
+
+    numba = _numba()
+    # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
+    for helper in (_gather, _multiply_add, _zero):
+        numba.extending.register_jitable(inline="always")(helper)
+    for helper in (_filter_group, _forward, _inverse):
+        numba.extending.register_jitable(helper)
+    njit = numba.njit(nogil=True, cache=True)
+    return njit(_match_row), njit(_filter_groups)
+
+
+def _match_row(levels: Any, rows: Any, cols: Any, index: int, patch: int, radius: int, members: Any) -> None:
+    """Fill ``members`` for the references of grid row ``index`` (compiled by numba).
+
+    ``levels``: (H, W) int32; ``rows``, ``cols``: the reference grid;
+    ``members``: (references, group) int32, references row by row.  Each
+    reference heads its group; the other members are the ``group - 1``
+    candidates of smallest key ``distance * offsets + offset index`` within
+    the image, in that order, repeated in order when there are fewer.
+    """
+    height, width = levels.shape
+    group = members.shape[1]
+    side = 2 * radius + 1
+    offsets = side * side
+    top = rows[index]
+    count = cols.size
+    slots = group - 1
+    keys = numpy.full((count, max(slots, 1)), INVALID_KEY, numpy.int64)
+    column_sums = numpy.empty(width, numpy.float64)
+    for row_step in range(-radius, radius + 1):
+        if top + row_step < 0 or top + row_step > height - patch:
+            continue
+        for col_step in range(-radius, radius + 1):
+            if slots == 0 or (row_step == 0 and col_step == 0):
+                continue
+            low = max(0, -col_step)
+            high = min(width, width - col_step)
+            extent = high - low
+            for i in range(extent):
+                column_sums[low + i] = 0.0
+            for u in range(patch):
+                here = levels[top + u, low:high]
+                there = levels[top + row_step + u, low + col_step:high + col_step]
+                for i in range(extent):
+                    difference = numpy.float64(here[i]) - numpy.float64(there[i])
+                    column_sums[low + i] += difference * difference
+            offset_index = (row_step + radius) * side + col_step + radius
+            for j in range(count):
+                left = cols[j]
+                if left + col_step < 0 or left + col_step > width - patch:
+                    continue
+                distance = 0.0
+                for v in range(patch):
+                    distance += column_sums[left + v]
+                key = numpy.int64(distance) * offsets + offset_index
+                if key >= keys[j, slots - 1]:
+                    continue
+                position = slots - 1
+                while position > 0 and keys[j, position - 1] > key:
+                    keys[j, position] = keys[j, position - 1]
+                    position -= 1
+                keys[j, position] = key
+    for j in range(count):
+        reference = index * count + j
+        origin = top * width + cols[j]
+        members[reference, 0] = origin
+        found = 1
+        for slot in range(slots):
+            key = keys[j, slot]
+            if key == INVALID_KEY:
+                break
+            offset_index = key % offsets
+            members[reference, found] = (origin + (offset_index // side - radius) * width
+                                         + offset_index % side - radius)
+            found += 1
+        for slot in range(found, group):
+            members[reference, slot] = members[reference, slot % found]
+
+
+def _filter_groups(planes: Any, guides: Any, members: Any, first: int, last: int, dct_patch: Any,
+                   dct_group: Any, dct_group_t: Any, window: Any, level: Any, variance: Any,
+                   gain_floor: Any, hard: bool, buffers: Any, numerator: Any, denominator: Any) -> None:
+    """Filter groups ``first:last`` and add their weighted patches into ``numerator`` (C, H, W) and
+    ``denominator`` (H, W) (compiled by numba).
+
+    ``planes``: (C, H, W) image; ``guides``: the pilot's planes (Wiener
+    stage; ignored when ``hard``); ``buffers``: (2 C + 2, patch^2 * group)
+    scratch (see :func:`_filter_group`).
+    """
+    channels, height, width = planes.shape
+    flat_planes = planes.reshape(channels, height * width)
+    flat_guides = guides.reshape(channels, height * width)
+    flat_numerator = numerator.reshape(channels, height * width)
+    flat_denominator = denominator.reshape(height * width)
+    for reference in range(first, last):
+        _filter_group(flat_planes, flat_guides, members[reference], width, dct_patch, dct_group, dct_group_t,
+                      window, level, variance, gain_floor, hard, buffers, flat_numerator, flat_denominator)
+
+
+def _filter_group(planes: Any, guides: Any, origins: Any, width: int, dct_patch: Any, dct_group: Any,
+                  dct_group_t: Any, window: Any, level: Any, variance: Any, gain_floor: Any, hard: bool,
+                  buffers: Any, numerator: Any, denominator: Any) -> None:
+    """Filter the group whose members' top-left pixels are ``origins`` and add it into ``numerator``
+    (C, H * W) and ``denominator`` (H * W).
+
+    ``planes``, ``guides``: (C, H * W); ``buffers``: C coefficient blocks,
+    C pilot blocks and two work blocks, each a group stored coefficient by
+    coefficient (the group's members contiguous, so that every inner loop
+    runs along the group).  Hard thresholding keeps coefficients of
+    magnitude at least ``level`` (and the group's mean); the Wiener stage
+    multiplies each coefficient by ``P^2 / (P^2 + variance)``.  The group
+    weighs ``1 / kept`` or ``1 / max(sum of squared gains, gain_floor)``,
+    times the window.
+    """
+    channels = planes.shape[0]
+    group = origins.size
+    patch = dct_patch.shape[0]
+    values = patch * patch * group
+    work, spare = buffers[2 * channels], buffers[2 * channels + 1]
+    zero = level - level
+    total = zero
+    for channel in range(channels):
+        coefficients = buffers[channel]
+        _gather(planes[channel], origins, width, patch, work)
+        _forward(work, spare, coefficients, dct_patch, dct_group_t)
+        if hard:
+            for index in range(values):
+                if abs(coefficients[index]) >= level or index == 0:
+                    total += 1
+                else:
+                    coefficients[index] = zero
+        else:
+            gains = buffers[channels + channel]
+            _gather(guides[channel], origins, width, patch, work)
+            _forward(work, spare, gains, dct_patch, dct_group_t)
+            for index in range(values):
+                power = gains[index] * gains[index]
+                gain = power / (power + variance)
+                coefficients[index] *= gain
+                total += gain * gain
+    if not hard:
+        total = max(total, gain_floor)
+    weight = (zero + 1) / total
+    for channel in range(channels):
+        _inverse(buffers[channel], spare, work, dct_patch, dct_group)
+        for m in range(group):
+            for y in range(patch):
+                row = origins[m] + y * width
+                for x in range(patch):
+                    numerator[channel, row + x] += weight * window[y, x] * work[(y * patch + x) * group + m]
+    for m in range(group):
+        for y in range(patch):
+            row = origins[m] + y * width
+            for x in range(patch):
+                denominator[row + x] += weight * window[y, x]
+
+
+def _gather(plane: Any, origins: Any, width: int, patch: int, out: Any) -> None:
+    """``out``: the patches of the flat ``plane`` whose top-left pixels are ``origins``, stored pixel by
+    pixel (``out[(y * patch + x) * group + m]``)."""
+    group = origins.size
+    for m in range(group):
+        for y in range(patch):
+            row = origins[m] + y * width
+            for x in range(patch):
+                out[_U((y * patch + x) * group + m)] = plane[_U(row + x)]
+
+
+def _multiply_add(out: Any, target: int, values: Any, source: int, weight: Any, count: int) -> None:
+    """``out[target:target + count] += weight * values[source:source + count]`` (indices unsigned, so that
+    numba drops its negative-index checks and the loop vectorises)."""
+    for m in range(count):
+        out[_U(target + m)] += weight * values[_U(source + m)]
+
+
+def _zero(out: Any, target: int, count: int) -> None:
+    """``out[target:target + count] = 0`` (``out`` may hold anything, NaN included, before)."""
+    for m in range(count):
+        out[_U(target + m)] = 0
+
+
+def _forward(values: Any, spare: Any, out: Any, dct_patch: Any, dct_group_t: Any) -> None:
+    """``out``: the 3-D DCT of the group ``values`` (both stored as :func:`_gather` stores them): each
+    patch's rows, then its columns, then along the group (``dct_group_t``: the group's DCT matrix,
+    transposed; ``values`` and ``spare`` are overwritten)."""
+    patch = dct_patch.shape[0]
+    group = values.size // (patch * patch)
+    for y in range(patch):  # rows: spare[y, f] = sum_x D[f, x] values[y, x]
+        for f in range(patch):
+            target = (y * patch + f) * group
+            _zero(spare, target, group)
+            for x in range(patch):
+                _multiply_add(spare, target, values, (y * patch + x) * group, dct_patch[f, x], group)
+    for g in range(patch):  # columns: values[g, f] = sum_y D[g, y] spare[y, f]
+        for f in range(patch):
+            target = (g * patch + f) * group
+            _zero(values, target, group)
+            for y in range(patch):
+                _multiply_add(values, target, spare, (y * patch + f) * group, dct_patch[g, y], group)
+    for j in range(patch * patch):  # along the group: out[j, g] = sum_m A[g, m] values[j, m]
+        base = j * group
+        _zero(out, base, group)
+        for m in range(group):
+            _multiply_add(out, base, dct_group_t[m], 0, values[_U(base + m)], group)
+
+
+def _inverse(coefficients: Any, spare: Any, out: Any, dct_patch: Any, dct_group: Any) -> None:
+    """``out``: the group of the 3-D DCT ``coefficients`` (the inverse of :func:`_forward`;
+    ``coefficients`` and ``spare`` are overwritten)."""
+    patch = dct_patch.shape[0]
+    group = coefficients.size // (patch * patch)
+    for j in range(patch * patch):  # along the group: spare[j, m] = sum_g A[g, m] coefficients[j, g]
+        base = j * group
+        _zero(spare, base, group)
+        for g in range(group):
+            _multiply_add(spare, base, dct_group[g], 0, coefficients[_U(base + g)], group)
+    for g in range(patch):  # rows: coefficients[g, x] = sum_f D[f, x] spare[g, f]
+        for x in range(patch):
+            target = (g * patch + x) * group
+            _zero(coefficients, target, group)
+            for f in range(patch):
+                _multiply_add(coefficients, target, spare, (g * patch + f) * group, dct_patch[f, x], group)
+    for y in range(patch):  # columns: out[y, x] = sum_g D[g, y] coefficients[g, x]
+        for x in range(patch):
+            target = (y * patch + x) * group
+            _zero(out, target, group)
+            for g in range(patch):
+                _multiply_add(out, target, coefficients, (g * patch + x) * group, dct_patch[g, y], group)
