@@ -26,10 +26,10 @@ DEVICES = ("auto", "cpu", "gpu")
 CPU_TILE_ELEMENTS = 1 << 23
 GPU_TILE_ELEMENTS = 1 << 28
 
-#: Elements of one batch of the collaborative filter's array code (CPU, GPU): about 20 launches per batch
-#: on a GPU, and the batch's temporaries at most about 16 bytes per element.
-CPU_BATCH_ELEMENTS = 1 << 23
-GPU_BATCH_ELEMENTS = 1 << 25
+#: Bytes the temporaries of one batch of the collaborative filter's array code may take (CPU, GPU): on a
+#: GPU each batch costs about 15 launches, so a larger batch keeps them few.
+CPU_BATCH_BYTES = 1 << 27
+GPU_BATCH_BYTES = 1 << 29
 
 #: On the CPU the kernel profile runs over a tile in pieces of this many elements, so that its dozen
 #: or more elementwise passes stay in the core's cache.
@@ -93,10 +93,10 @@ class Backend:
         return GPU_TILE_ELEMENTS if self.name == "gpu" else CPU_TILE_ELEMENTS
 
     @property
-    def batch_elements(self) -> int:
-        """Most elements of one batch of the collaborative filter's array code (a GPU batch is larger, to
-        keep its launches few)."""
-        return GPU_BATCH_ELEMENTS if self.name == "gpu" else CPU_BATCH_ELEMENTS
+    def batch_bytes(self) -> int:
+        """Bytes the temporaries of one batch of the collaborative filter's array code may take (a GPU
+        batch is larger, to keep its launches few)."""
+        return GPU_BATCH_BYTES if self.name == "gpu" else CPU_BATCH_BYTES
 
     @property
     def profile_chunk(self) -> int | None:

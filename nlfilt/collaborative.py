@@ -179,7 +179,7 @@ class ArrayGroups:
     Parameters
     ----------
     backend : Backend
-        Array module; ``backend.batch_elements`` bounds the elements of one batch of work.
+        Array module; ``backend.batch_bytes`` bounds the temporaries of one batch of work.
     shape : tuple
         The (H, W, C) shape of the images it filters.
     patch, step : int
@@ -214,77 +214,80 @@ class ArrayGroups:
         """The groups of ``levels`` (H, W; int32, from :func:`quantise`): (references, group) int32 flat
         indices ``row * W + col`` of their members' top-left pixels, references row by row."""
         xp = self.backend.xp
-        width = levels.shape[1]
-        side = 2 * radius + 1
+        height, width = levels.shape
+        patch, side = self.patch, 2 * radius + 1
         offsets = side * side
-        padded = xp.pad(levels, radius)  # the padding is never read as a candidate: those keys are invalid
         rows, cols = self.rows, self.cols
+        # one more row and column before the image: the cumulative sums start there, so a box sum is
+        # the difference of two of them (the padding's own terms cancel; no candidate reads it)
+        padded = xp.pad(levels, ((radius + 1, radius), (radius + 1, radius)))
         band, block = self._batch(side, width)
         shifts = search_offsets(radius)
         flat_shifts = xp.asarray(shifts[:, 0] * width + shifts[:, 1], dtype=xp.int32)
+        index = xp.asarray(numpy.arange(offsets).reshape(side, side))
+        ends = xp.asarray(numpy.stack([cols, cols + patch]))  # box sums across: column ends
+        # candidates inside the image per reference row and column offset, and per reference (host)
+        steps = numpy.arange(-radius, radius + 1)
+        row_ok = (rows[:, None] + steps >= 0) & (rows[:, None] + steps <= height - patch)
+        col_ok = (cols[:, None] + steps >= 0) & (cols[:, None] + steps <= width - patch)
+        short = numpy.outer(row_ok.sum(axis=1), col_ok.sum(axis=1)).ravel()  # candidates, the reference too
         members = []
         for first in range(0, rows.size, band):
             band_rows = rows[first:first + band]
-            keys = self._band_keys(padded, band_rows, radius, block)
+            keys = xp.empty((band_rows.size, cols.size, side, side), dtype=xp.int64)
+            self._band_distances(padded, band_rows, side, block, ends, keys)
+            keys *= offsets
+            keys += index
+            inside = row_ok[first:first + band, None, :, None] & col_ok[None, :, None, :]
+            keys = xp.where(xp.asarray(inside), keys, INVALID_KEY).reshape(-1, offsets)
             keys[:, offsets // 2] = -1  # the reference itself heads its group
-            count = (keys != INVALID_KEY).sum(axis=1)
-            chosen = xp.argpartition(keys, min(group, offsets) - 1, axis=1)[:, :group]
+            chosen = xp.argpartition(keys, group - 1, axis=1)[:, :group]
             chosen = xp.take_along_axis(chosen, xp.argsort(xp.take_along_axis(keys, chosen, axis=1), axis=1),
                                         axis=1)
-            chosen = fill_short_groups(xp, chosen, xp.minimum(count, group))
+            count = short[first * cols.size:(first + band_rows.size) * cols.size]
+            if count.min() < group:  # decided on the host: tiny images only
+                chosen = fill_short_groups(xp, chosen, xp.asarray(numpy.minimum(count, group)))
             tops = numpy.add.outer(band_rows * width, cols).astype(numpy.int32).ravel()
             members.append(xp.asarray(tops)[:, None] + flat_shifts[chosen])
         return xp.concatenate(members) if len(members) > 1 else members[0]
 
     def _batch(self, side: int, width: int) -> tuple[int, int]:
         """(reference rows per band, row offsets per block) for a search window of ``side`` x ``side``:
-        a block holds ``block * side * band rows * width`` squared differences (int64, with their sums
-        about 24 bytes each), at most a sixth of ``backend.batch_elements``."""
+        a block holds ``block * side * (band rows + 1) * width`` int64 squared differences and as many
+        of their sums: about a twentieth of ``backend.batch_bytes`` with the other temporaries."""
         patch, step = self.patch, self.step
-        pixel_rows = max(1, self.backend.batch_elements // (6 * side * width))  # rows x row offsets
-        if pixel_rows < side * (patch + step):
-            return 1, max(1, min(side, pixel_rows // patch))
-        return max(1, (pixel_rows // side - patch) // step + 1), side
+        pixel_rows = max(1, self.backend.batch_bytes // (20 * side * width))  # rows x row offsets
+        if pixel_rows < side * (patch + step + 1):
+            return 1, max(1, min(side, pixel_rows // (patch + 1)))
+        return max(1, (pixel_rows // side - patch - 1) // step + 1), side
 
-    def _band_keys(self, padded: Any, band_rows: numpy.ndarray, radius: int, block: int) -> Any:
-        """(references of the band, offsets) int64 keys ``distance * offsets + offset index``;
-        ``INVALID_KEY`` where the candidate leaves the image."""
+    def _band_distances(self, padded: Any, band_rows: numpy.ndarray, side: int, block: int, ends: Any,
+                        out: Any) -> None:
+        """``out`` (references of the band by row and column, row offsets, column offsets): the squared
+        distance of each reference patch to the patch at each offset (an exact int64; meaningless where
+        that patch leaves the image)."""
         xp = self.backend.xp
-        height, width = self.shape[:2]
-        patch, side = self.patch, 2 * radius + 1
-        cols = self.cols
+        width = self.shape[1]
+        patch = self.patch
         top, bottom = int(band_rows[0]), int(band_rows[-1]) + patch
-        centre = padded[top + radius:bottom + radius, radius:radius + width]
-        at_rows = xp.asarray(band_rows - top)
-        at_cols = xp.asarray(cols)
-        keys = xp.empty((band_rows.size, cols.size, side, side), dtype=xp.int64)
+        radius = side // 2
+        # the band with the row above it, and its shifts, in padded coordinates
+        centre = padded[top + radius:bottom + radius + 1, radius:radius + width + 1]
+        at_rows = xp.asarray(numpy.stack([band_rows - top, band_rows - top + patch]))  # box sums down
         stride_row, stride_item = padded.strides
         for first in range(0, side, block):
             count = min(block, side - first)
             # (row offsets, column offsets, band rows, W): the band shifted by every offset of the block
             shifted = xp.lib.stride_tricks.as_strided(
-                padded[top + first:, :], shape=(count, side, bottom - top, width),
+                padded[top + first:, :], shape=(count, side, bottom - top + 1, width + 1),
                 strides=(stride_row, stride_item, stride_row, stride_item))
-            difference = (centre - shifted).astype(xp.int64)  # |difference| <= 2 MAX_LEVEL
-            difference *= difference
-            down = xp.cumsum(difference, axis=2, dtype=xp.int64)
-            down = xp.concatenate([xp.zeros_like(down[:, :, :1]), down], axis=2)
-            column_sums = down[:, :, at_rows + patch] - down[:, :, at_rows]
-            across = xp.cumsum(column_sums, axis=3)
-            across = xp.concatenate([xp.zeros_like(across[..., :1]), across], axis=3)
-            distances = across[..., at_cols + patch] - across[..., at_cols]  # (count, side, rows, cols)
-            keys[:, :, first:first + count] = distances.transpose(2, 3, 0, 1)
-        index = xp.arange(side * side, dtype=xp.int64).reshape(side, side)
-        keys *= side * side
-        keys += index
-        # candidates inside the image: 0 <= row + dy <= H - patch, 0 <= col + dx <= W - patch
-        steps = numpy.arange(-radius, radius + 1)
-        candidate_rows = band_rows[:, None] + steps
-        row_ok = xp.asarray((candidate_rows >= 0) & (candidate_rows <= height - patch))
-        col_ok = xp.asarray((cols[:, None] + steps >= 0) & (cols[:, None] + steps <= width - patch))
-        inside = row_ok[:, None, :, None] & col_ok[None, :, None, :]
-        keys = xp.where(inside, keys, INVALID_KEY)
-        return keys.reshape(band_rows.size * cols.size, side * side)
+            sums = xp.subtract(centre, shifted, dtype=xp.int64)  # |difference| <= 2 MAX_LEVEL
+            sums *= sums
+            sums = xp.cumsum(sums, axis=2)
+            down = sums[:, :, at_rows[1]] - sums[:, :, at_rows[0]]  # (count, side, band refs, W + 1)
+            down = xp.cumsum(down, axis=3)
+            distances = down[..., ends[1]] - down[..., ends[0]]  # (count, side, band refs, refs per row)
+            out[:, :, first:first + count] = distances.transpose(2, 3, 0, 1)
 
     def filter(self, image: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
         """One stage over all groups of ``image`` (H, W, C): hard thresholding (``pilot`` None) or the
@@ -303,7 +306,8 @@ class ArrayGroups:
         guides = None if pilot is None else _planes(xp, pilot)
         numerator = xp.zeros((channels, height * width), dtype=dtype)
         denominator = xp.zeros(height * width, dtype=dtype)
-        chunk = max(1, self.backend.batch_elements // (group * patch * patch * (channels + 2)))
+        # a chunk's temporaries: about 16 bytes per value of each channel and 16 besides
+        chunk = max(1, self.backend.batch_bytes // (16 * (channels + 1) * group * patch * patch))
         for start in range(0, members.shape[0], chunk):
             index = (members[start:start + chunk, :, None] + within).ravel()
             count = index.size // (group * patch * patch)

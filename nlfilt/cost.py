@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from nlfilt.backend import CPU_TILE_ELEMENTS, GPU_BATCH_ELEMENTS, get_backend
+from nlfilt.backend import CPU_TILE_ELEMENTS, GPU_BATCH_BYTES, get_backend
 from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
@@ -251,11 +251,9 @@ COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 1.1e-6
 #: (benchmarks/gpu_check.py prints the estimate against the time).
 COLLABORATIVE_GPU_SECONDS_PER_PIXEL = 1e-7
 #: Peak working memory besides the input (measured with tracemalloc on the CPU): bytes per pixel (gray)
-#: and per pixel and further channel; on a GPU the array code's batches add up to
-#: ``COLLABORATIVE_BATCH_BYTES_PER_ELEMENT`` bytes per element of ``Backend.batch_elements``.
+#: and per pixel and further channel; on a GPU the array code's batches add ``GPU_BATCH_BYTES``.
 COLLABORATIVE_BYTES_PER_PIXEL = 32
 COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 30
-COLLABORATIVE_BATCH_BYTES_PER_ELEMENT = 16
 
 
 def estimate_collaborative_seconds(shape: tuple[int, ...], device: str = "cpu") -> float:
@@ -276,5 +274,5 @@ def estimate_collaborative_bytes(shape: tuple[int, ...], device: str = "cpu") ->
     channels = shape[2] if len(shape) == 3 else 1
     needed = pixels * (COLLABORATIVE_BYTES_PER_PIXEL + (channels - 1) * COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL)
     if device == "gpu":
-        needed += COLLABORATIVE_BATCH_BYTES_PER_ELEMENT * GPU_BATCH_ELEMENTS
+        needed += GPU_BATCH_BYTES
     return needed

@@ -50,6 +50,17 @@ def keys_by_brute_force(levels, row, col, patch, radius):
     return keys
 
 
+def brute_force_key_matrix(levels, rows, cols, patch, radius):
+    """(references, offsets) keys by :func:`keys_by_brute_force`, INVALID_KEY for candidates outside."""
+    offsets = collaborative.search_offsets(radius)
+    matrix = numpy.full((rows.size * cols.size, len(offsets)), collaborative.INVALID_KEY, numpy.int64)
+    for reference, (row, col) in enumerate((row, col) for row in rows for col in cols):
+        keys = keys_by_brute_force(levels, row, col, patch, radius)
+        for index, (dy, dx) in enumerate(offsets):
+            matrix[reference, index] = keys.get((row + dy, col + dx), collaborative.INVALID_KEY)
+    return matrix
+
+
 def clipped_flat_scene(height=48, width=52, seed=0):
     """A noisy scene rounded and clipped to 8 bits, with saturated flat areas (many equal distances)."""
     image = scene(height, width) + numpy.random.default_rng(seed).normal(0, 30, (height, width))
@@ -108,8 +119,7 @@ def test_the_choice_does_not_depend_on_the_selection_routine():
     lists pick the same members in the same order on a clipped image with flat areas."""
     levels = levels_of(clipped_flat_scene(seed=4))
     twin = engines(levels.shape + (1,))["array"]
-    keys = twin._band_keys(numpy.pad(levels, 6), twin.rows, 6, 13)
-    keys[:, keys.shape[1] // 2] = -1
+    keys = brute_force_key_matrix(levels, twin.rows, twin.cols, 8, 6)
     by_sort = numpy.argsort(keys, axis=1, kind="stable")[:, :10]
     by_partition = numpy.argpartition(keys, 9, axis=1)[:, :10]
     by_partition = numpy.take_along_axis(by_partition, numpy.argsort(
@@ -129,10 +139,10 @@ def test_matching_in_bands_and_blocks_gives_the_same_groups(monkeypatch):
     levels = levels_of(image)
     whole = engines((70, 60, 1))["array"].match(levels, radius=6, group=16)
     # one reference row per band with every row offset, with 8 row offsets per block, one per block
-    for elements in (6 * 13 * 60 * 13 * 8, 6 * 13 * 60 * 8 * 8, 1):
-        monkeypatch.setattr(backend, "CPU_BATCH_ELEMENTS", elements)
+    for size in (20 * 13 * 60 * 13 * 9, 20 * 13 * 60 * 9 * 8, 1):
+        monkeypatch.setattr(backend, "CPU_BATCH_BYTES", size)
         twin = engines((70, 60, 1))["array"]
-        assert twin._batch(13, 60) == (1, max(1, min(13, elements // (6 * 13 * 60 * 8))))
+        assert twin._batch(13, 60) == (1, max(1, min(13, size // (20 * 13 * 60 * 9))))
         numpy.testing.assert_array_equal(twin.match(levels, radius=6, group=16), whole)
 
 
@@ -360,3 +370,23 @@ def test_the_cost_model_is_linear_in_the_pixels():
         gray, colour = (estimate_collaborative_seconds(shape, device) for shape in ((64, 64), (64, 64, 3)))
         assert colour > gray
     assert estimate_collaborative_bytes((4096, 4096)) == 16 * estimate_collaborative_bytes((1024, 1024))
+
+
+def test_the_array_code_makes_a_few_hundred_operations_per_stage_as_batched_on_a_gpu():
+    """The CuPy path's launches, counted on NumPy (nlfilt.launches): a 512 x 512 image in about 200
+    operations per stage, not one batch of operations per search offset."""
+    from nlfilt.launches import counting_backend
+
+    image = numpy.random.default_rng(3).normal(100, 25, (512, 512, 1)).astype(numpy.float32)
+    counts = []
+    with counting_backend() as (backend, counter):
+        groups = collaborative.ArrayGroups(backend, image.shape, patch=8, step=4)
+        work, pilot = backend.asarray(image), None
+        for radius in collaborative.RADIUS:
+            start = counter.operations
+            guide = collaborative.guide(backend.xp, work if pilot is None else pilot, False)
+            levels = collaborative.quantise(backend.xp, guide, 25.0)
+            members = groups.match(levels, radius=radius, group=16)
+            pilot = groups.filter(work, pilot, members, 25.0, threshold=2.7)
+            counts.append(counter.operations - start)
+    assert all(50 < count <= 300 for count in counts), counts
