@@ -314,17 +314,47 @@ def test_the_command_line_refuses_filter_options_and_tiny_images_with_the_remedy
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("alternatives", ["", "nlfilt_bm"], ids=["array code", "cuda kernels"])
 @pytest.mark.parametrize("channels", [0, 3])
-def test_the_gpu_gives_the_numpy_result(gpu, channels):
-    """CuPy runs the same array code; float32 near-ties may swap group members, so the final PSNRs are
-    compared (float64: the same groups, so the same image)."""
+def test_the_gpu_gives_the_cpu_result(gpu, channels, alternatives, monkeypatch):
+    """The same groups on both (exact integer keys), so float64 gives the same image; float32 differs by
+    rounding (and, rarely, a pilot value rounded across a matching level moves a near tie)."""
+    monkeypatch.setenv("NLFILT_CUDA_ALTERNATIVES", alternatives)
     clean = scene(64, 72) if not channels else numpy.stack([scene(64, 72)] * 3, axis=2) * [1.0, 0.8, 0.6]
-    noisy = clean + numpy.random.default_rng(5).normal(0, 20, clean.shape)
+    noisy = numpy.clip(numpy.rint(clean + numpy.random.default_rng(5).normal(0, 20, clean.shape)), 0, 255)
     expected = nlfilt.denoise_collaborative(noisy, sigma=20.0, device="cpu", dtype=numpy.float64)
     exact = nlfilt.denoise_collaborative(noisy, sigma=20.0, device=gpu, dtype=numpy.float64)
     numpy.testing.assert_allclose(exact, expected, rtol=1e-9, atol=1e-9)
     fast = nlfilt.denoise_collaborative(noisy, sigma=20.0, device=gpu)
-    assert abs(psnr(fast, clean) - psnr(expected, clean)) < 0.01
+    reference = nlfilt.denoise_collaborative(noisy, sigma=20.0, device="cpu")
+    assert numpy.mean(numpy.abs(fast - reference) > 1e-3) < 0.005
+    assert abs(psnr(fast, clean) - psnr(reference, clean)) < 0.01
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize(("channels", "group"), [(1, 8), (3, 16), (2, 24)])  # all within shared memory
+def test_the_cuda_kernels_give_the_array_codes_groups_and_stages(gpu, dtype, channels, group):
+    """nlfilt_bm_match's members equal the twin's; nlfilt_bm_filter's stages equal its within rounding."""
+    import cupy
+
+    from nlfilt.cuda.groups import CudaGroups
+
+    image = numpy.stack([clipped_flat_scene(40, 45, seed) for seed in range(channels)], axis=2).astype(dtype)
+    twin = engines(image.shape, step=3)["array"]
+    kernels = CudaGroups(collaborative.ArrayGroups(get_backend("gpu"), image.shape, patch=8, step=3))
+    levels = levels_of(collaborative.guide(numpy, image, channels == 3))
+    members = twin.match(levels, radius=6, group=group)
+    found = kernels.match(cupy.asarray(levels), radius=6, group=group)
+    numpy.testing.assert_array_equal(found.get(), members)
+    tolerance = {"rtol": 1e-10, "atol": 1e-9} if dtype == numpy.float64 else {"rtol": 2e-5, "atol": 2e-3}
+    pilot = twin.filter(image, None, members, 20.0, threshold=2.7)
+    on_gpu = kernels.filter(cupy.asarray(image), None, cupy.asarray(members), 20.0, threshold=2.7).get()
+    numpy.testing.assert_allclose(on_gpu, pilot, **tolerance)
+    final = twin.filter(image, pilot, members, 20.0, threshold=2.7)
+    on_gpu = kernels.filter(cupy.asarray(image), cupy.asarray(pilot), cupy.asarray(members), 20.0,
+                            threshold=2.7).get()
+    numpy.testing.assert_allclose(on_gpu, final, **tolerance)
 
 
 def test_the_command_line_bar_counts_the_four_steps(tmp_path, monkeypatch):

@@ -18,7 +18,8 @@ import reference
 
 KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
                 "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm", "nlfilt_global_fused_arccos",
-                "nlfilt_global_fused_ntk", "nlfilt_windowed_box", "nlfilt_windowed_nlm3d"}
+                "nlfilt_global_fused_ntk", "nlfilt_windowed_box", "nlfilt_windowed_nlm3d", "nlfilt_bm_match",
+                "nlfilt_bm_filter"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -35,6 +36,20 @@ def test_every_kernel_compiles_without_warnings(dtype, architecture):
     entries = re.split(r"\.entry ", ptx)[1:]
     in_local_memory = [entry.split("(")[0] for entry in entries if "__local_depot" in entry]
     assert in_local_memory == []
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_every_kernel_assembles_for_sm_90_without_spills_or_a_stack(dtype):
+    """ptxas (the cuda-check extra's nvidia-cuda-nvcc wheel) on the NVRTC output for compute_90: no kernel
+    spills registers or keeps a stack frame (local memory)."""
+    if os.environ.get("NLFILT_REQUIRE_NVRTC") != "1":
+        pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy's NVRTC binding is not installed")
+        if cuda.find_ptxas() is None:
+            pytest.skip("ptxas not installed (pip install -e '.[cuda-check]')")
+    ptx, _ = cuda.compile_to_ptx(dtype, "compute_90")
+    resources = cuda.assemble(ptx.decode() if isinstance(ptx, bytes) else ptx, "sm_90")
+    assert set(resources) == KERNEL_NAMES
+    assert {name: usage for name, usage in resources.items() if any(usage)} == {}
 
 
 def test_launch_geometry_is_defined_once_in_python():
@@ -197,6 +212,9 @@ def twin(kernel: str, window: int | None, patch: int = 3, dtype=numpy.float32):
 
 
 def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
+    from nlfilt.backend import Backend
+    from nlfilt.collaborative import ArrayGroups
+    from nlfilt.cuda.groups import CudaGroups
     from nlfilt.cuda.operators import (
         CudaBoxWindowedNLM,
         CudaFusedGlobal,
@@ -219,23 +237,28 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
     assert select(arccos, arccos.kernel) is arccos  # no windowed CUDA operator: its array code on CuPy
     volume = volume_twin()
     assert type(select(volume, volume.kernel)) is CudaWindowedNLM3D
+    groups = ArrayGroups(Backend("gpu", numpy), (40, 50, 1), patch=8, step=4)
+    assert select(groups) is groups  # the collaborative filter's array code on CuPy
     monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "all")
     assert type(select(windowed, windowed.kernel)) is CudaWindowedNLM
     for name in ("nlm", "arccos", "ntk"):
         operator = twin(name, None)
         assert type(select(operator, operator.kernel)) is CudaFusedGlobal
+    assert type(select(groups)) is CudaGroups
 
 
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # outputs stay uninitialised
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
     """The Python side of each CUDA operator, run on the CPU with the kernels replaced by a recorder:
     every launch's arguments are checked against the kernel's declared parameters."""
     from nlfilt.backend import Backend
+    from nlfilt.collaborative import ArrayGroups
     from nlfilt.cuda.operators import select
 
     launched = []
-    monkeypatch.setattr(cuda, "kernel", lambda name, dtype: lambda *launch: launched.append(name))
+    monkeypatch.setattr(cuda, "kernel", lambda name, dtype: lambda *launch, **options: launched.append(name))
     vectors = numpy.ones((COLOUR.shape[0] * COLOUR.shape[1], 2), dtype)
     chosen = [("", twin("nlm", 5, dtype=dtype)), ("all", twin("nlm", 5, dtype=dtype))]
     chosen += [("all", twin(name, None, dtype=dtype)) for name in KERNELS]
@@ -249,10 +272,16 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
     gpu_like.patch_matrix(COLOUR.astype(dtype), 3)
     volume = volume_twin(dtype)
     select(volume, volume.kernel).matmul(numpy.ones((volume.size, 3), dtype), row_sums=True)
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_bm")
+    image = COLOUR.astype(dtype)
+    groups = select(ArrayGroups(gpu_like, image.shape, patch=8, step=3))
+    members = groups.match(numpy.zeros(image.shape[:2], numpy.int32), radius=4, group=8)
+    for pilot in (None, image):
+        groups.filter(image, pilot, members, 10.0, threshold=2.7)
     assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm",
                         "nlfilt_global_fused_arccos", "nlfilt_global_fused_ntk", "nlfilt_profile_nlm",
                         "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
-                        "nlfilt_windowed_nlm3d"]
+                        "nlfilt_windowed_nlm3d", "nlfilt_bm_match", "nlfilt_bm_filter", "nlfilt_bm_filter"]
 
 
 def volume_twin(dtype=numpy.float64, patch=(1, 3, 3), window=(3, 5, 5)):

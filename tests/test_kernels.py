@@ -152,7 +152,7 @@ def test_a_registered_kernel_s_cuda_profile_is_compiled_with_the_package(cauchy)
     names = set(re.findall(r"__global__\s+void\s+(\w+)", cuda.source()))
     assert {"nlfilt_profile_cauchy_test", "nlfilt_global_fused_cauchy_test"} <= names
     kernel = make_kernel(cauchy, h=1.0, sigma=0.0, depth=1)
-    assert cuda.signatures()[cuda.profile_kernel(kernel)] == ("array", "int64", "int32", "real")
+    assert cuda.signatures()[cuda.profile_kernel(kernel)] == ("real*", "int64", "int32", "real")
     if os.environ.get("NLFILT_REQUIRE_NVRTC") != "1":
         pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy's NVRTC binding is not installed")
     ptx, log = cuda.compile_to_ptx(numpy.float32, "compute_90")

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from functools import cache, lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy
 
 #: The source files, compiled together into one module per device and dtype.
-SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu")
+SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu", "groups.cu")
 
 #: Most right-hand-side columns the windowed kernel accumulates in registers.
 MAX_COLUMNS = 8
@@ -36,14 +41,23 @@ FUSED_DIMS = 32
 BOX_WIDTH = 32
 BOX_HEIGHT = 8
 BOX_MAX_PATCH = 25
+#: ``nlfilt_bm_match``: references per block (rows x columns of the reference grid, a thread each);
+#: ``nlfilt_bm_filter``: threads per group (a multiple of 32).
+MATCH_ROWS = 8
+MATCH_COLS = 8
+GROUP_THREADS = 256
+#: Most dynamic shared memory a block may ask for without raising the kernel's limit.
+SHARED_MEMORY = 48 * 1024
 
 #: Alternative CUDA paths, each used instead of the default path named beside it only when listed in
-#: the environment variable ``NLFILT_CUDA_ALTERNATIVES`` (comma-separated, or 'all').  Both pairs
-#: were checked against the NumPy path on a GPU (benchmarks/results/gpu-*.md); the defaults are the
-#: faster ones measured there.
+#: the environment variable ``NLFILT_CUDA_ALTERNATIVES`` (comma-separated, or 'all').  The first two
+#: pairs were checked against the NumPy path on a GPU (benchmarks/results/gpu-*.md), the defaults being
+#: the faster ones measured there; ``nlfilt_bm`` (the collaborative filter's matching and filtering
+#: kernels) waits for its first GPU run and stays opt-in until then.
 ALTERNATIVES_VARIABLE = "NLFILT_CUDA_ALTERNATIVES"
 ALTERNATIVES = {"nlfilt_global_fused": "the global mode's GEMM tiles",
-                "nlfilt_windowed_nlm": "nlfilt_windowed_box"}
+                "nlfilt_windowed_nlm": "nlfilt_windowed_box",
+                "nlfilt_bm": "the collaborative filter's array code on CuPy"}
 
 
 def alternative(name: str) -> bool:
@@ -119,23 +133,22 @@ def fused_kernel(kernel: Any) -> str:
 _SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
 
 
-def _scalar_type(declaration: str) -> str:
-    """'array', 'real', 'int32' or 'int64' for one parameter declaration of a kernel."""
-    if "*" in declaration:
-        return "array"
-    if "NLFILT_REAL" in declaration:
-        return "real"
-    return "int64" if "long long" in declaration else "int32"
+def _parameter_kind(declaration: str) -> str:
+    """The kind of one parameter declaration of a kernel: its C type, 'real' (NLFILT_REAL), 'int32' or
+    'int64', with '*' after it for a pointer."""
+    kind = "real" if "NLFILT_REAL" in declaration else "int64" if "long long" in declaration else "int32"
+    return kind + "*" if "*" in declaration else kind
 
 
 def signatures(text: str | None = None) -> dict[str, tuple[str, ...]]:
-    """Every kernel's parameter kinds ('array', 'real', 'int32', 'int64'), read from the source."""
+    """Every kernel's parameter kinds ('real', 'int32', 'int64'; 'real*', 'int32*', 'int64*' for arrays),
+    read from the source."""
     return _signatures(source() if text is None else text)
 
 
 @lru_cache(maxsize=8)
 def _signatures(text: str) -> dict[str, tuple[str, ...]]:
-    return {name: tuple(_scalar_type(part) for part in params.split(","))
+    return {name: tuple(_parameter_kind(part) for part in params.split(","))
             for name, params in _SIGNATURE.findall(text)}
 
 
@@ -144,7 +157,8 @@ def options(dtype: Any) -> tuple[str, ...]:
     real = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}[numpy.dtype(dtype)]
     geometry = {"MAX_COLUMNS": MAX_COLUMNS, "FUSED_QUERIES": FUSED_QUERIES, "FUSED_KEYS": FUSED_KEYS,
                 "FUSED_DIMS": FUSED_DIMS, "BOX_WIDTH": BOX_WIDTH, "BOX_HEIGHT": BOX_HEIGHT,
-                "BOX_MAX_PATCH": BOX_MAX_PATCH}
+                "BOX_MAX_PATCH": BOX_MAX_PATCH, "MATCH_ROWS": MATCH_ROWS, "MATCH_COLS": MATCH_COLS,
+                "GROUP_THREADS": GROUP_THREADS}
     return (f"-DNLFILT_REAL={real}", *(f"-DNLFILT_{name}={value}" for name, value in geometry.items()),
             "--std=c++14")
 
@@ -170,6 +184,42 @@ def compile_to_ptx(dtype: Any, architecture: str) -> tuple[str, str]:
         nvrtc.destroyProgram(program)
 
 
+def find_ptxas() -> str | None:
+    """The path of CUDA's assembler ``ptxas``: from the ``nvidia-cuda-nvcc`` wheel of the ``cuda-check``
+    extra (the release of the NVRTC wheel beside it, so it reads that NVRTC's PTX), else on the PATH or
+    in a CUDA toolkit under /usr/local; None when there is none."""
+    candidates = [Path(entry) / "nvidia" / folder / "bin" / "ptxas" for entry in sys.path if entry
+                  for folder in ("cu13", "cuda_nvcc")]
+    found = shutil.which("ptxas")
+    candidates += [Path(found)] if found else []
+    candidates += sorted(Path("/usr/local").glob("cuda*/bin/ptxas"), reverse=True)
+    return next((str(path) for path in candidates if path.is_file()), None)
+
+
+#: One kernel's line of ``ptxas -v``'s report: its stack frame, spill stores and spill loads (bytes).
+_RESOURCES = re.compile(r"Function properties for (\w+)\n\s*(\d+) bytes stack frame, "
+                        r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def assemble(ptx: str, architecture: str = "sm_90") -> dict[str, tuple[int, int, int]]:
+    """Assemble ``ptx`` for ``architecture`` with :func:`find_ptxas` and return, per kernel, its stack
+    frame, spill stores and spill loads in bytes (``ptxas -v``).  RuntimeError with the assembler's
+    output when it fails or is not installed."""
+    ptxas = find_ptxas()
+    if ptxas is None:
+        raise RuntimeError("ptxas not found: install the nvidia-cuda-nvcc wheel (pip install -e "
+                           "'.[cuda-check]') or a CUDA toolkit")
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "nlfilt.ptx"
+        source.write_text(ptx)
+        command = [ptxas, f"-arch={architecture}", "-v", str(source), "-o", str(source) + ".cubin"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"ptxas failed for {architecture}:\n{done.stdout}{done.stderr}")
+    report = done.stdout + done.stderr
+    return {name: tuple(int(value) for value in values) for name, *values in _RESOURCES.findall(report)}
+
+
 @cache
 def _module(device_id: int, dtype_name: str, text: str) -> Any:
     import cupy  # noqa: PLC0415 - lazy by design
@@ -189,9 +239,9 @@ def check_arguments(name: str, dtype: Any, arguments: tuple[Any, ...], columns: 
     """Raise ValueError unless the arguments fit kernel ``name`` compiled for ``dtype``.
 
     The arguments must match the kernel's parameters as the source declares
-    them, one for one: every pointer a C-contiguous array of ``dtype`` (the
-    kernels index raw pointers of NLFILT_REAL), every ``NLFILT_REAL`` a scalar
-    of ``dtype``, every ``int`` a numpy.int32 and ``long long`` a numpy.int64
+    them, one for one: every pointer a C-contiguous array of its C type
+    (``NLFILT_REAL``: ``dtype``; ``int``: int32; ``long long``: int64; the
+    kernels index raw pointers), every scalar a NumPy scalar of its C type
     (never a Python number); and ``columns`` (the right-hand sides a kernel
     accumulates in registers) at most ``MAX_COLUMNS``.
     """
@@ -201,21 +251,21 @@ def check_arguments(name: str, dtype: Any, arguments: tuple[Any, ...], columns: 
         raise ValueError(f"{name}: no such kernel in nlfilt's CUDA source")
     if len(arguments) != len(kinds):
         raise ValueError(f"{name}: {len(arguments)} arguments for {len(kinds)} parameters")
-    expected = {"real": dtype, "int32": numpy.dtype(numpy.int32), "int64": numpy.dtype(numpy.int64)}
+    types = {"real": dtype, "int32": numpy.dtype(numpy.int32), "int64": numpy.dtype(numpy.int64)}
     for position, (value, kind) in enumerate(zip(arguments, kinds, strict=True)):
-        if kind != "array":
+        expected = types[kind.rstrip("*")]
+        if not kind.endswith("*"):
             if not isinstance(value, numpy.generic):
                 raise ValueError(f"{name}: argument {position} is a Python {type(value).__name__}; pass a "
-                                 f"NumPy scalar of the kernel's C type ({expected[kind]})")
-            if value.dtype != expected[kind]:
-                raise ValueError(f"{name}: argument {position} is {value.dtype}; the kernel takes "
-                                 f"{expected[kind]}")
+                                 f"NumPy scalar of the kernel's C type ({expected})")
+            if value.dtype != expected:
+                raise ValueError(f"{name}: argument {position} is {value.dtype}; the kernel takes {expected}")
             continue
         if isinstance(value, numpy.generic) or not (hasattr(value, "dtype") and hasattr(value, "flags")):
             raise ValueError(f"{name}: argument {position} is a {type(value).__name__}, not an array")
-        if value.dtype != dtype:
-            raise ValueError(f"{name}: argument {position} is {value.dtype}; the kernel is compiled for "
-                             f"{dtype}")
+        if value.dtype != expected:
+            compiled = "; the kernel is compiled for" if kind == "real*" else "; the kernel takes"
+            raise ValueError(f"{name}: argument {position} is {value.dtype}{compiled} {expected}")
         if not value.flags.c_contiguous:
             raise ValueError(f"{name}: argument {position} is not C-contiguous")
     if columns is not None and not 1 <= columns <= MAX_COLUMNS:
@@ -223,10 +273,11 @@ def check_arguments(name: str, dtype: Any, arguments: tuple[Any, ...], columns: 
 
 
 def run(name: str, dtype: Any, grid: tuple[int, ...], block: tuple[int, ...], arguments: tuple[Any, ...],
-        columns: int | None = None) -> None:
-    """Launch kernel ``name`` on ``grid`` x ``block`` after :func:`check_arguments`."""
+        columns: int | None = None, shared_memory: int = 0) -> None:
+    """Launch kernel ``name`` on ``grid`` x ``block`` (with ``shared_memory`` bytes of dynamic shared
+    memory per block) after :func:`check_arguments`."""
     check_arguments(name, dtype, arguments, columns)
-    kernel(name, dtype)(grid, block, arguments)
+    kernel(name, dtype)(grid, block, arguments, shared_mem=shared_memory)
 
 
 def launch(name: str, dtype: Any, count: int, *arguments: Any, columns: int | None = None) -> None:

@@ -16,14 +16,19 @@ from typing import Any
 import numpy
 
 from nlfilt import cuda
+from nlfilt.collaborative import ArrayGroups
+from nlfilt.cuda.groups import CudaGroups
 from nlfilt.kernels import weight_floor
 from nlfilt.operators import GlobalAffinity, WindowedAffinity, with_ones
 from nlfilt.patches import sides
 
 
-def select(operator: Any, kernel: Any) -> Any:
+def select(operator: Any, kernel: Any = None) -> Any:
     """The operator to compute with on the GPU: a CUDA operator serving ``operator`` when one exists
-    for ``kernel`` and its mode, else ``operator`` itself (its array code runs on CuPy).
+    for it (and ``kernel`` and its mode), else ``operator`` itself (its array code runs on CuPy).
+
+    The collaborative filter's groups: :class:`nlfilt.cuda.groups.CudaGroups` when ``nlfilt_bm`` is
+    named in ``NLFILT_CUDA_ALTERNATIVES``.
 
     Windowed NLM of a volume: ``nlfilt_windowed_nlm3d``.  Windowed NLM: ``nlfilt_windowed_box``
     (patches up to :data:`nlfilt.cuda.BOX_MAX_PATCH`), or ``nlfilt_windowed_nlm`` when named in
@@ -31,6 +36,8 @@ def select(operator: Any, kernel: Any) -> Any:
     Global mode: the GEMM tiles of ``operator``, or ``nlfilt_global_fused_<kernel>`` when named there
     (for kernels with a CUDA profile).
     """
+    if isinstance(operator, ArrayGroups):
+        return CudaGroups(operator) if cuda.alternative("nlfilt_bm") else operator
     if isinstance(operator, WindowedAffinity) and operator.window_shape != "box":
         return operator  # the CUDA windowed kernels have the box window built in
     if isinstance(operator, WindowedAffinity) and kernel.fused_windowed and len(operator.shape) == 3:

@@ -1,0 +1,226 @@
+// The collaborative filter's two primitives: block matching keeping the k nearest, and one stage of
+// group filtering added into one accumulator.
+// Twin: nlfilt/collaborative.py ArrayGroups (and nlfilt/jit_groups.py, the compiled CPU kernels).
+// NLFILT_REAL is float or double; the launch geometry (NLFILT_MATCH_*, NLFILT_GROUP_THREADS) comes from
+// nlfilt/cuda/__init__.py as -D options.
+
+extern "C" __global__ void nlfilt_bm_match(const int* levels, const int* rows, const int* cols, int* members,
+                                           const int height, const int width, const int row_count,
+                                           const int col_count, const int patch, const int radius,
+                                           const int group) {
+    // levels: (height, width) int32 quantised guide; rows, cols: the reference grid; members:
+    // (row_count * col_count, group) int32 flat top-left pixels, references row by row.
+    // Block (bx, by) serves the NLFILT_MATCH_ROWS x NLFILT_MATCH_COLS references of grid rows
+    // by * NLFILT_MATCH_ROWS... and columns bx * NLFILT_MATCH_COLS..., one thread each (threadIdx.x: row,
+    // threadIdx.y... flattened as threadIdx.x = row * NLFILT_MATCH_COLS + column).  The block's search
+    // region of levels is loaded once into shared memory, then each thread visits its window's offsets in
+    // index order, sums its patch distance exactly (int64) and keeps the group - 1 smallest keys
+    // distance * offsets + offset index in a sorted list in shared memory (unique keys: the order of the
+    // members does not depend on how they were found).  The reference heads its group; a reference with
+    // fewer candidates inside the image repeats its members in order.
+    extern __shared__ long long nlfilt_match_shared[];
+    const int local_row = threadIdx.x / NLFILT_MATCH_COLS, local_col = threadIdx.x % NLFILT_MATCH_COLS;
+    const int first_row = blockIdx.y * NLFILT_MATCH_ROWS, first_col = blockIdx.x * NLFILT_MATCH_COLS;
+    const int last_row = min(first_row + NLFILT_MATCH_ROWS, row_count) - 1;
+    const int last_col = min(first_col + NLFILT_MATCH_COLS, col_count) - 1;
+    // the region: every candidate patch of the block's references that lies in the image
+    const int top = max(rows[first_row] - radius, 0), left = max(cols[first_col] - radius, 0);
+    const int bottom = min(rows[last_row] + radius + patch, height);
+    const int right = min(cols[last_col] + radius + patch, width);
+    const int region_width = right - left;
+    const int slots = group - 1;
+    long long* keys = nlfilt_match_shared;  // [slot][thread]
+    int* region = (int*)(nlfilt_match_shared + (long long)slots * blockDim.x);
+    for (int e = threadIdx.x; e < (bottom - top) * region_width; e += blockDim.x) {
+        region[e] = levels[(long long)(top + e / region_width) * width + left + e % region_width];
+    }
+    __syncthreads();
+    const int grid_row = first_row + local_row, grid_col = first_col + local_col;
+    if (grid_row >= row_count || grid_col >= col_count) return;
+    const long long invalid = 0x7fffffffffffffffLL;
+    for (int slot = 0; slot < slots; ++slot) keys[slot * blockDim.x + threadIdx.x] = invalid;
+    const int row = rows[grid_row], col = cols[grid_col], side = 2 * radius + 1;
+    const long long offsets = (long long)side * side;
+    const int* reference = region + (row - top) * region_width + (col - left);
+    for (int dy = -radius; dy <= radius; ++dy) {
+        if (row + dy < 0 || row + dy > height - patch) continue;
+        for (int dx = -radius; dx <= radius; ++dx) {
+            if ((dy == 0 && dx == 0) || col + dx < 0 || col + dx > width - patch || slots == 0) continue;
+            const int* candidate = reference + dy * region_width + dx;
+            long long distance = 0;
+            for (int u = 0; u < patch; ++u) {
+                for (int v = 0; v < patch; ++v) {
+                    const long long difference = reference[u * region_width + v] - candidate[u * region_width + v];
+                    distance += difference * difference;
+                }
+            }
+            const long long key = distance * offsets + (long long)(dy + radius) * side + dx + radius;
+            int position = slots - 1;
+            if (key >= keys[position * blockDim.x + threadIdx.x]) continue;
+            while (position > 0 && keys[(position - 1) * blockDim.x + threadIdx.x] > key) {
+                keys[position * blockDim.x + threadIdx.x] = keys[(position - 1) * blockDim.x + threadIdx.x];
+                --position;
+            }
+            keys[position * blockDim.x + threadIdx.x] = key;
+        }
+    }
+    int* out = members + ((long long)grid_row * col_count + grid_col) * group;
+    const int origin = row * width + col;
+    out[0] = origin;
+    int found = 1;
+    for (int slot = 0; slot < slots; ++slot) {
+        const long long key = keys[slot * blockDim.x + threadIdx.x];
+        if (key == invalid) break;
+        const int index = (int)(key % offsets);
+        out[found++] = origin + (index / side - radius) * width + index % side - radius;
+    }
+    for (int slot = found; slot < group; ++slot) out[slot] = out[slot % found];
+}
+
+__device__ void nlfilt_group_forward(const NLFILT_REAL* plane, const int* origins, const int width,
+                                     const int patch, const int group, const NLFILT_REAL* dct_patch,
+                                     const NLFILT_REAL* dct_group, NLFILT_REAL* work, NLFILT_REAL* spare,
+                                     NLFILT_REAL* out) {
+    // out[g][j]: the 3-D DCT of the group of patches at origins (member-major: [member][row * patch +
+    // column]); work and spare are overwritten.  Every step is one pass of the block's threads over the
+    // group's values, with a barrier after it.
+    const int size = patch * patch, values = group * size;
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {
+        const int m = e / size, j = e % size;
+        work[e] = plane[origins[m] + (j / patch) * width + j % patch];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // rows: spare[m][y][f] = sum_x D[f][x] work
+        const int base = e - e % patch, f = e % patch;
+        NLFILT_REAL total = 0;
+        for (int x = 0; x < patch; ++x) total += dct_patch[f * patch + x] * work[base + x];
+        spare[e] = total;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // columns: work[m][g][f] = sum_y D[g][y] spare
+        const int m = e / size, g = (e % size) / patch, f = e % patch;
+        NLFILT_REAL total = 0;
+        for (int y = 0; y < patch; ++y) total += dct_patch[g * patch + y] * spare[m * size + y * patch + f];
+        work[e] = total;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // along the group: out[g][j] = sum_m A[g][m] work
+        const int g = e / size, j = e % size;
+        NLFILT_REAL total = 0;
+        for (int m = 0; m < group; ++m) total += dct_group[g * group + m] * work[m * size + j];
+        out[e] = total;
+    }
+    __syncthreads();
+}
+
+__device__ void nlfilt_group_inverse(const int patch, const int group, const NLFILT_REAL* dct_patch,
+                                     const NLFILT_REAL* dct_group, NLFILT_REAL* coefficients, NLFILT_REAL* spare,
+                                     NLFILT_REAL* out) {
+    // out[m][j]: the group of the 3-D DCT coefficients (the inverse of nlfilt_group_forward); coefficients
+    // and spare are overwritten.
+    const int size = patch * patch, values = group * size;
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // along: spare[m][j] = sum_g A[g][m] coefficients
+        const int m = e / size, j = e % size;
+        NLFILT_REAL total = 0;
+        for (int g = 0; g < group; ++g) total += dct_group[g * group + m] * coefficients[g * size + j];
+        spare[e] = total;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // rows: coefficients[m][g][x] = sum_f D[f][x] spare
+        const int base = e - e % patch, x = e % patch;
+        NLFILT_REAL total = 0;
+        for (int f = 0; f < patch; ++f) total += dct_patch[f * patch + x] * spare[base + f];
+        coefficients[e] = total;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // columns: out[m][y][x] = sum_g D[g][y] coefficients
+        const int m = e / size, y = (e % size) / patch, x = e % patch;
+        NLFILT_REAL total = 0;
+        for (int g = 0; g < patch; ++g) total += dct_patch[g * patch + y] * coefficients[m * size + g * patch + x];
+        out[e] = total;
+    }
+    __syncthreads();
+}
+
+__device__ NLFILT_REAL nlfilt_block_sum(NLFILT_REAL value, NLFILT_REAL* scratch) {
+    // The sum of value over the block's threads (NLFILT_GROUP_THREADS, a multiple of 32), in every thread.
+    for (int step = 16; step > 0; step /= 2) value += __shfl_down_sync(0xffffffffu, value, step);
+    if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
+    __syncthreads();
+    NLFILT_REAL total = 0;
+    for (int w = 0; w < NLFILT_GROUP_THREADS / 32; ++w) total += scratch[w];
+    __syncthreads();
+    return total;
+}
+
+extern "C" __global__ void nlfilt_bm_filter(const NLFILT_REAL* planes, const NLFILT_REAL* pilots,
+                                            const int* members, const NLFILT_REAL* dct_patch,
+                                            const NLFILT_REAL* dct_group, const NLFILT_REAL* window,
+                                            NLFILT_REAL* numerator, NLFILT_REAL* denominator,
+                                            const int references, const int channels, const int pixels,
+                                            const int width, const int patch, const int group,
+                                            const NLFILT_REAL level, const NLFILT_REAL variance,
+                                            const NLFILT_REAL gain_floor, const int hard) {
+    // planes, pilots: (channels, pixels); members: (references, group) top-left pixels; numerator:
+    // (channels, pixels) and denominator (pixels) receive every group's patches, weighted.  One block of
+    // NLFILT_GROUP_THREADS threads per group (grid-stride).  Hard thresholding (hard != 0) keeps the 3-D
+    // DCT coefficients of magnitude at least level, and the group's mean; the Wiener stage multiplies each
+    // by P^2 / (P^2 + variance), P the pilot's.  The group's weight, 1 / kept or 1 / max(sum of squared
+    // gains, gain_floor) over all channels, is found in a first pass over the channels; the second
+    // transforms again, shrinks, inverts and adds (atomically) weight * window * value.
+    extern __shared__ long long nlfilt_group_shared[];  // long long: aligned for double
+    NLFILT_REAL* work = (NLFILT_REAL*)nlfilt_group_shared;
+    const int values = group * patch * patch;
+    NLFILT_REAL* spare = work + values;
+    NLFILT_REAL* held = spare + values;  // the gains (Wiener) or the coefficients (hard)
+    NLFILT_REAL* scratch = held + values;
+    const int size = patch * patch;
+    for (int reference = blockIdx.x; reference < references; reference += gridDim.x) {
+        const int* origins = members + (long long)reference * group;
+        NLFILT_REAL total = 0;
+        for (int channel = 0; channel < channels; ++channel) {  // the weight
+            const NLFILT_REAL* plane = (hard ? planes : pilots) + (long long)channel * pixels;
+            nlfilt_group_forward(plane, origins, width, patch, group, dct_patch, dct_group, work, spare, held);
+            for (int e = threadIdx.x; e < values; e += blockDim.x) {
+                if (hard) {
+                    total += (fabs(held[e]) >= level || e == 0) ? 1 : 0;
+                } else {
+                    const NLFILT_REAL power = held[e] * held[e], gain = power / (power + variance);
+                    total += gain * gain;
+                }
+            }
+        }
+        total = nlfilt_block_sum(total, scratch);
+        const NLFILT_REAL weight = 1 / (hard ? total : fmax(total, gain_floor));
+        for (int channel = 0; channel < channels; ++channel) {
+            const long long offset = (long long)channel * pixels;
+            if (hard) {
+                nlfilt_group_forward(planes + offset, origins, width, patch, group, dct_patch, dct_group, work,
+                                     spare, held);
+                for (int e = threadIdx.x; e < values; e += blockDim.x) {
+                    if (!(fabs(held[e]) >= level || e == 0)) held[e] = 0;
+                }
+            } else {
+                nlfilt_group_forward(pilots + offset, origins, width, patch, group, dct_patch, dct_group, work,
+                                     spare, held);
+                for (int e = threadIdx.x; e < values; e += blockDim.x) {
+                    const NLFILT_REAL power = held[e] * held[e];
+                    held[e] = power / (power + variance);
+                }
+                nlfilt_group_forward(planes + offset, origins, width, patch, group, dct_patch, dct_group, work,
+                                     spare, spare);
+                for (int e = threadIdx.x; e < values; e += blockDim.x) held[e] *= spare[e];
+            }
+            __syncthreads();
+            nlfilt_group_inverse(patch, group, dct_patch, dct_group, held, spare, work);
+            for (int e = threadIdx.x; e < values; e += blockDim.x) {
+                const int m = e / size, j = e % size;
+                const int pixel = origins[m] + (j / patch) * width + j % patch;
+                const NLFILT_REAL weighted = weight * window[j];
+                atomicAdd(numerator + offset + pixel, weighted * work[e]);
+                if (channel == 0) atomicAdd(denominator + pixel, weighted);
+            }
+            __syncthreads();
+        }
+    }
+}
