@@ -92,7 +92,7 @@ def speed_table(gray: numpy.ndarray, sizes: list[int], bm3d_sizes: list[int], bm
     per_pixel = {}
     for side in sizes:
         noisy = noisy_of(mirrored(gray, side))
-        seconds, _ = best_seconds(lambda: ours(noisy), 3 if side <= 1024 else 1)  # noqa: B023
+        seconds, _ = best_seconds(lambda: ours(noisy), 3 if side <= 2048 else 2 if side <= 4096 else 1)  # noqa: B023
         per_pixel[side] = seconds / side**2
         estimate = estimate_collaborative_seconds(noisy.shape)
         theirs = "| not run | | "

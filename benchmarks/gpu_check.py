@@ -304,34 +304,80 @@ def windowed_timings(device: str, sizes: list[int], lines: list[str]) -> None:
         print(lines[-1], flush=True)
 
 
+#: The collaborative filter's GPU paths: the array code on CuPy (the default) and its CUDA kernels.
+COLLABORATIVE_PATHS = [("array code on CuPy", None), ("CUDA kernels (nlfilt_bm)", "nlfilt_bm")]
+
+
 def collaborative_checks(device: str, sizes: list[int], lines: list[str]) -> None:
-    """The collaborative filter: the GPU against NumPy float64 on the photographs, and its time."""
+    """The collaborative filter on both GPU paths: members and stages against the CPU's, the whole filter
+    against NumPy float64 on the photographs, and its time against NumPy and the cost model."""
+    from nlfilt import collaborative
+    from nlfilt.backend import get_backend
+    from nlfilt.cost import estimate_collaborative_seconds
+
     lines += ["\n## Collaborative filter (denoise_collaborative)\n",
-              "Conformance: 64x64 crops as above, sigma 25 given; timing: the synthetic gray image, sigma "
-              "given, float32, against NumPy on this host (target: 20x faster than its own CPU time).\n",
-              "| image | PSNR NumPy f64 | GPU f32 - NumPy | GPU f64 - NumPy | max relative difference f32 |",
-              "| --- | --- | --- | --- | --- |"]
+              "Groups: nlfilt_bm_match's members against the CPU's on the 64x64 photographs' guides "
+              "(identical is required); stage 1: nlfilt_bm_filter against the CPU's array code (max "
+              "relative difference).  Conformance: 64x64 crops as above, sigma 25 given; timing: the "
+              "synthetic gray image, sigma given, float32, against NumPy on this host and the cost model's "
+              "GPU estimate.\n",
+              "| image | members identical | stage 1 f32 | stage 1 f64 |", "| --- | --- | --- | --- |"]
     for colour in (False, True):
         clean = photo(64, colour)
         noisy = clean + numpy.random.default_rng(0).normal(0, NOISE, clean.shape)
-        expected = nlfilt.denoise_collaborative(noisy, sigma=NOISE, device="cpu", dtype=numpy.float64)
-        actual = [host(nlfilt.denoise_collaborative(noisy, sigma=NOISE, device=device, dtype=dtype))
-                  for dtype in (numpy.float32, numpy.float64)]
-        lines.append(f"| {'RGB' if colour else 'gray'} | {psnr(expected, clean):.2f} | "
-                     f"{psnr(actual[0], clean) - psnr(expected, clean):+.4f} | "
-                     f"{psnr(actual[1], clean) - psnr(expected, clean):+.4f} | "
-                     f"{relative_error(actual[0], expected):.1e} |")
+        image = noisy if colour else noisy[:, :, None]
+        twin = collaborative.ArrayGroups(get_backend("cpu"), image.shape, patch=8, step=4)
+        work = image @ collaborative.OPPONENT.T if colour else image
+        levels = collaborative.quantise(numpy, collaborative.guide(numpy, work, colour), NOISE)
+        members = twin.match(levels, radius=12, group=16)
+        row = f"| {'RGB' if colour else 'gray'} | "
+        if device == "gpu":
+            import cupy
+
+            from nlfilt.cuda.groups import CudaGroups
+
+            kernels = CudaGroups(collaborative.ArrayGroups(get_backend("gpu"), image.shape, patch=8, step=4))
+            found = kernels.match(cupy.asarray(levels), radius=12, group=16).get()
+            row += f"{bool((found == members).all())} | "
+            for dtype in (numpy.float32, numpy.float64):
+                expected = twin.filter(work.astype(dtype), None, members, NOISE, threshold=2.7)
+                actual = kernels.filter(cupy.asarray(work, dtype=dtype), None, cupy.asarray(members), NOISE,
+                                        threshold=2.7)
+                row += f"{relative_error(actual, expected):.1e} | "
+        else:
+            row += "(no GPU) | | |"
+        lines.append(row)
         print(lines[-1], flush=True)
-    lines += ["", "| image | GPU s | NumPy s | speedup |", "| --- | --- | --- | --- |"]
+    lines += ["", "| path | image | PSNR NumPy f64 | GPU f32 - NumPy | GPU f64 - NumPy | max relative "
+              "difference f32 |", "| --- | --- | --- | --- | --- | --- |"]
+    for path, choice in COLLABORATIVE_PATHS:
+        with alternative(choice):
+            for colour in (False, True):
+                clean = photo(64, colour)
+                noisy = clean + numpy.random.default_rng(0).normal(0, NOISE, clean.shape)
+                expected = nlfilt.denoise_collaborative(noisy, sigma=NOISE, device="cpu", dtype=numpy.float64)
+                actual = [host(nlfilt.denoise_collaborative(noisy, sigma=NOISE, device=device, dtype=dtype))
+                          for dtype in (numpy.float32, numpy.float64)]
+                lines.append(f"| {path} | {'RGB' if colour else 'gray'} | {psnr(expected, clean):.2f} | "
+                             f"{psnr(actual[0], clean) - psnr(expected, clean):+.4f} | "
+                             f"{psnr(actual[1], clean) - psnr(expected, clean):+.4f} | "
+                             f"{relative_error(actual[0], expected):.1e} |")
+                print(lines[-1], flush=True)
+    lines += ["", "| path | image | GPU s | NumPy s | speedup | GPU estimate s | estimate / time |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for size in sizes:
         image = noisy_image(size)
-        gpu = best_time(functools.partial(nlfilt.denoise_collaborative, image, sigma=20.0, device=device),
-                        device)
         started = time.perf_counter()
         nlfilt.denoise_collaborative(image, sigma=20.0, device="cpu")
         cpu = time.perf_counter() - started
-        lines.append(f"| {size}x{size} gray | {gpu:.3f} | {cpu:.2f} | {cpu / gpu:.0f}x |")
-        print(lines[-1], flush=True)
+        estimate = estimate_collaborative_seconds(image.shape, "gpu")
+        for path, choice in COLLABORATIVE_PATHS:
+            with alternative(choice):
+                gpu = best_time(functools.partial(nlfilt.denoise_collaborative, image, sigma=20.0,
+                                                  device=device), device)
+            lines.append(f"| {path} | {size}x{size} gray | {gpu:.4f} | {cpu:.2f} | {cpu / gpu:.0f}x | "
+                         f"{estimate:.4f} | {estimate / gpu:.2f} |")
+            print(lines[-1], flush=True)
 
 
 class TimedDenoise:
