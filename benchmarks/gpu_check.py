@@ -150,6 +150,7 @@ def relative_error(actual, expected) -> float:
 #: (path, kernel options, alternative CUDA path or None); every row runs on gray and RGB.
 PER_PIXEL = "nlfilt_windowed_nlm"
 FUSED = "nlfilt_global_fused"
+MMA = "nlfilt_global_mma"
 PATHS = [
     ("windowed box (nlfilt_windowed_box)", {"kernel": "nlm", "window": 7}, None),
     ("windowed box (nlfilt_windowed_box)", {"kernel": "nlm", "window": 21, "patch": 7}, None),
@@ -163,6 +164,9 @@ PATHS = [
     ("global fused (nlfilt_global_fused)", {"kernel": "nlm", "window": None}, FUSED),
     ("global fused (nlfilt_global_fused)", {"kernel": "arccos", "window": None}, FUSED),
     ("global fused (nlfilt_global_fused)", {"kernel": "ntk", "window": None, "depth": 2}, FUSED),
+    ("global tensor cores (nlfilt_global_mma; float32)", {"kernel": "nlm", "window": None}, MMA),
+    ("global tensor cores (nlfilt_global_mma; float32)", {"kernel": "arccos", "window": None}, MMA),
+    ("global tensor cores (nlfilt_global_mma; float32)", {"kernel": "ntk", "window": None, "depth": 2}, MMA),
     ("automatic stopping, stepwise (SURE)", {"kernel": "nlm", "iterations": "auto"}, None),
     ("automatic stopping, Krylov (SURE)", {"kernel": "nlm", "window": None, "iterations": "auto"}, None),
     ("automatic stopping, Krylov (SURE)", {"kernel": "arccos", "window": None, "iterations": "auto"}, None),
@@ -252,9 +256,9 @@ def global_timings(device: str, sizes: list[int], reference_size: int, lines: li
     lines += ["\n## Global mode, one product K V (gray, patch 7, float32, two columns)\n",
               f"NumPy: timed at {reference_size}² on this machine's host cores and scaled by pairs.  Bound: "
               "N² kernel evaluations at 3.9e12 exp per second.\n",
-              "| kernel | image | GEMM tiles ms | fused ms | tiles / bound | fused / bound | "
-              "best / target | NumPy s (scaled) | speedup (best) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| kernel | image | GEMM tiles ms | fused ms | tensor cores ms | tiles / bound | "
+              "fused / bound | tensor cores / bound | best / target | NumPy s (scaled) | speedup (best) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for kernel in ("nlm", "arccos"):
         cpu_seconds = operator_seconds(noisy_image(reference_size), "cpu", kernel, 7, None, 2**30, repeats=1)
         for size in sizes:
@@ -264,12 +268,14 @@ def global_timings(device: str, sizes: list[int], reference_size: int, lines: li
                 tiles = operator_seconds(image, device, kernel, 7, None, 16 * 2**30, repeats)
             with alternative(FUSED):
                 fused = operator_seconds(image, device, kernel, 7, None, 16 * 2**30, repeats)
+            with alternative(MMA):
+                mma = operator_seconds(image, device, kernel, 7, None, 16 * 2**30, repeats)
             pairs = float(size**2) ** 2
             bound = pairs / EXP_RATE_H100
-            best = min(tiles, fused)
+            best = min(tiles, fused, mma)
             cpu = cpu_seconds * pairs / float(reference_size**2) ** 2
             lines.append(f"| {kernel} | {size}x{size} | {tiles * 1e3:.2f} | {fused * 1e3:.2f} | "
-                         f"{tiles / bound:.2f} | {fused / bound:.2f} | "
+                         f"{mma * 1e3:.2f} | {tiles / bound:.2f} | {fused / bound:.2f} | {mma / bound:.2f} | "
                          f"{ratio_to_target('global', kernel, size, best)} | {cpu:.1f} | {cpu / best:.0f}x |")
             print(lines[-1], flush=True)
 

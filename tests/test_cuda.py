@@ -19,7 +19,8 @@ import reference
 KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
                 "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm", "nlfilt_global_fused_arccos",
                 "nlfilt_global_fused_ntk", "nlfilt_windowed_box", "nlfilt_windowed_nlm3d", "nlfilt_bm_match",
-                "nlfilt_bm_filter"}
+                "nlfilt_bm_filter", "nlfilt_global_mma_nlm", "nlfilt_global_mma_arccos",
+                "nlfilt_global_mma_ntk"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -93,6 +94,7 @@ def test_every_launch_in_the_package_matches_a_kernel_signature():
     assert {"nlfilt_patches", "nlfilt_windowed_nlm", "nlfilt_windowed_box"} <= launched
     launched |= {cuda.profile_kernel(kernel_class(name)) for name in ("nlm", "arccos", "ntk")}
     launched |= {cuda.fused_kernel(kernel_class(name)) for name in ("nlm", "arccos", "ntk")}
+    launched |= {cuda.mma_kernel(kernel_class(name)) for name in ("nlm", "arccos", "ntk")}
     assert launched <= set(cuda.signatures()), launched - set(cuda.signatures())
 
 
@@ -218,6 +220,7 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
     from nlfilt.cuda.operators import (
         CudaBoxWindowedNLM,
         CudaFusedGlobal,
+        CudaMmaGlobal,
         CudaWindowedNLM,
         CudaWindowedNLM3D,
         select,
@@ -240,10 +243,15 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
     groups = ArrayGroups(Backend("gpu", numpy), (40, 50, 1), patch=8, step=4)
     assert select(groups) is groups  # the collaborative filter's array code on CuPy
     monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "all")
+    monkeypatch.setattr(cuda, "compute_capability", lambda: 90)
     assert type(select(windowed, windowed.kernel)) is CudaWindowedNLM
     for name in ("nlm", "arccos", "ntk"):
         operator = twin(name, None)
+        assert type(select(operator, operator.kernel)) is CudaMmaGlobal  # float32
+        operator = twin(name, None, dtype=numpy.float64)
         assert type(select(operator, operator.kernel)) is CudaFusedGlobal
+    monkeypatch.setattr(cuda, "compute_capability", lambda: 75)  # no TF32 tensor cores
+    assert type(select(twin("nlm", None), twin("nlm", None).kernel)) is CudaFusedGlobal
     assert type(select(groups)) is CudaGroups
 
 
@@ -259,6 +267,7 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
 
     launched = []
     monkeypatch.setattr(cuda, "kernel", lambda name, dtype: lambda *launch, **options: launched.append(name))
+    monkeypatch.setattr(cuda, "compute_capability", lambda: 90)
     vectors = numpy.ones((COLOUR.shape[0] * COLOUR.shape[1], 2), dtype)
     chosen = [("", twin("nlm", 5, dtype=dtype)), ("all", twin("nlm", 5, dtype=dtype))]
     chosen += [("all", twin(name, None, dtype=dtype)) for name in KERNELS]
@@ -278,8 +287,10 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
     members = groups.match(numpy.zeros(image.shape[:2], numpy.int32), radius=4, group=8)
     for pilot in (None, image):
         groups.filter(image, pilot, members, 10.0, threshold=2.7)
-    assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm",
-                        "nlfilt_global_fused_arccos", "nlfilt_global_fused_ntk", "nlfilt_profile_nlm",
+    global_kind = "mma" if dtype == numpy.float32 else "fused"  # tensor cores for float32
+    assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", f"nlfilt_global_{global_kind}_nlm",
+                        f"nlfilt_global_{global_kind}_arccos", f"nlfilt_global_{global_kind}_ntk",
+                        "nlfilt_profile_nlm",
                         "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
                         "nlfilt_windowed_nlm3d", "nlfilt_bm_match", "nlfilt_bm_filter", "nlfilt_bm_filter"]
 
@@ -336,3 +347,66 @@ def test_gpu_box_windowed_nlm_matches_numpy(gpu, patch, window, monkeypatch):
     box = nlfilt.denoise(image, device="gpu", **options)
     cpu = nlfilt.denoise(image, device="cpu", **options)
     numpy.testing.assert_allclose(box, cpu, rtol=1e-9)
+
+
+def tf32(values: numpy.ndarray) -> numpy.ndarray:
+    """float32 values rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as the
+    tensor cores' ``cvt.rna.tf32.f32`` does."""
+    bits = numpy.ascontiguousarray(values, dtype=numpy.float32).view(numpy.uint32)
+    return ((bits + numpy.uint32(0x1000)) & numpy.uint32(0xFFFFE000)).view(numpy.float32)
+
+
+def test_three_tf32_products_keep_the_float32_accuracy_of_the_global_statistic():
+    """nlfilt_global_mma's arithmetic, emulated: NLM's t = 2 <a_i, a_j> - s_i - s_j is a difference of
+    large terms; one TF32 product (CUPY_TF32) misses it by far more than float32 does, three (a = a_hi +
+    a_lo, a b ~ a_hi b_hi + a_hi b_lo + a_lo b_hi) stay within a small factor of the float32 GEMM."""
+    from nlfilt.api import prepare
+    from nlfilt.filters import build_filter
+
+    rows, cols = numpy.mgrid[:40, :44]
+    image = 120 + 60 * numpy.sin(cols / 5.0) * (rows > 12) + 50 * ((rows - cols) % 24 < 12)
+    image = image + RNG.normal(0, 20, image.shape)
+    backend, array, options = prepare(image, kernel="nlm", patch=7, window=None, h=16.0, sigma=20.0, depth=1,
+                                      device="cpu", dtype=numpy.float32, memory_budget=2**26)
+    affinity = build_filter(backend, array, options, reuse=True).affinity
+    left, right = affinity.left, affinity.right_t
+    exact = left.astype(numpy.float64) @ right.astype(numpy.float64).T
+    float32 = numpy.abs(left @ right.T - exact).max()
+    one = numpy.abs(tf32(left).astype(numpy.float64) @ tf32(right).astype(numpy.float64).T - exact).max()
+    left_low, right_low = tf32(left - tf32(left)), tf32(right - tf32(right))
+    three = (left_low @ tf32(right).T + tf32(left) @ right_low.T + tf32(left) @ tf32(right).T)
+    three = numpy.abs(three - exact).max()
+    assert three < 4 * float32, (three, float32)
+    assert one > 50 * three, (one, three)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("options", [{"kernel": "nlm", "h": 30.0, "sigma": 10.0}, {"kernel": "arccos"},
+                                     {"kernel": "ntk", "depth": 3}], ids=["nlm", "arccos", "ntk"])
+@pytest.mark.parametrize("shape", [(20, 23, 3), (70, 41)], ids=["colour, one tile", "gray, 45 tiles"])
+def test_gpu_tensor_core_global_operator_matches_the_gemm_tiles(gpu, options, shape, monkeypatch):
+    """nlfilt_global_mma (float32, 3xTF32) against the GEMM tiles: 460 pixels fill one 64-row tile
+    partly; 2870 pixels make 45 tiles, runs of MMA_CHUNK key tiles, mirrored terms; 3 channels + the row
+    sums, and one product with 9 columns (the twin's)."""
+    image = RNG.random(shape) * 255
+    arguments = dict(options, patch=5, window=None, iterations=2, dtype=numpy.float32)
+    monkeypatch.delenv(cuda.ALTERNATIVES_VARIABLE, raising=False)
+    tiles = nlfilt.denoise(image, device="gpu", **arguments)
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_global_mma")
+    mma = nlfilt.denoise(image, device="gpu", **arguments)
+    numpy.testing.assert_allclose(mma, tiles, rtol=1e-4, atol=1e-4 * numpy.abs(tiles).max())
+    from nlfilt.api import prepare
+    from nlfilt.cuda.operators import CudaMmaGlobal
+    from nlfilt.filters import build_filter
+
+    extra = {key: options[key] for key in ("h", "sigma", "depth") if key in options}
+    backend, array, resolved = prepare(image, kernel=options["kernel"], patch=5, window=None, device="gpu",
+                                       dtype=numpy.float32, memory_budget=2**26,
+                                       **{"h": None, "sigma": None, "depth": 1, **extra})
+    affinity = build_filter(backend, array, resolved, reuse=True).affinity
+    affinity = getattr(affinity, "twin", affinity)
+    for columns in (1, 8, 9):  # 9: more than the kernel holds, the twin's product
+        vectors = backend.asarray(RNG.standard_normal((affinity.size, columns)), dtype=numpy.float32)
+        expected = affinity.matmul(vectors).get()
+        actual = CudaMmaGlobal(affinity).matmul(vectors).get()
+        numpy.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * numpy.abs(expected).max())

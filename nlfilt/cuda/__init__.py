@@ -21,7 +21,8 @@ from typing import Any
 import numpy
 
 #: The source files, compiled together into one module per device and dtype.
-SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu", "groups.cu")
+SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu", "groups.cu",
+           "global_mma.cu")
 
 #: Most right-hand-side columns the windowed kernel accumulates in registers.
 MAX_COLUMNS = 8
@@ -46,6 +47,11 @@ BOX_MAX_PATCH = 25
 MATCH_ROWS = 8
 MATCH_COLS = 8
 GROUP_THREADS = 256
+#: ``nlfilt_global_mma``: query rows and keys per tile (16 rows per warp), factor dimensions per shared-memory
+#: chunk, and key tiles per block (the blocks of one query tile split its row of tiles into chunks).
+MMA_TILE = 64
+MMA_DIMS = 32
+MMA_CHUNK = 16
 #: Most dynamic shared memory a block may ask for without raising the kernel's limit.
 SHARED_MEMORY = 48 * 1024
 
@@ -53,11 +59,27 @@ SHARED_MEMORY = 48 * 1024
 #: the environment variable ``NLFILT_CUDA_ALTERNATIVES`` (comma-separated, or 'all').  The first two
 #: pairs were checked against the NumPy path on a GPU (benchmarks/results/gpu-*.md), the defaults being
 #: the faster ones measured there; ``nlfilt_bm`` (the collaborative filter's matching and filtering
-#: kernels) waits for its first GPU run and stays opt-in until then.
+#: kernels) and ``nlfilt_global_mma`` (the global operator on tensor cores) wait for their first GPU run
+#: and stay opt-in until then.
 ALTERNATIVES_VARIABLE = "NLFILT_CUDA_ALTERNATIVES"
 ALTERNATIVES = {"nlfilt_global_fused": "the global mode's GEMM tiles",
                 "nlfilt_windowed_nlm": "nlfilt_windowed_box",
-                "nlfilt_bm": "the collaborative filter's array code on CuPy"}
+                "nlfilt_bm": "the collaborative filter's array code on CuPy",
+                "nlfilt_global_mma": "the global mode's GEMM tiles (float32)"}
+
+
+def compute_capability() -> int:
+    """The current CUDA device's compute capability as one number (80 for 8.0, 90 for 9.0)."""
+    import cupy  # noqa: PLC0415 - lazy by design
+
+    return _capability(cupy.cuda.Device().id)
+
+
+@cache
+def _capability(device_id: int) -> int:
+    import cupy  # noqa: PLC0415 - lazy by design
+
+    return int(cupy.cuda.Device(device_id).compute_capability)
 
 
 def alternative(name: str) -> bool:
@@ -87,12 +109,22 @@ extern "C" __global__ void nlfilt_global_fused_{id}(const NLFILT_REAL* left_t, c
     nlfilt_global_fused_all<nlfilt_kernel_{id}>(left_t, right, values, out, size, dims, columns, depth,
                                                floor_value);
 }}
+
+extern "C" __global__ void nlfilt_global_mma_{id}(const float* left, const float* right_t,
+                                                 const float* values, float* out, const int* work,
+                                                 const int items, const int size, const int dims,
+                                                 const int columns, const int depth,
+                                                 const float floor_value) {{
+    nlfilt_global_mma_all<nlfilt_kernel_{id}>(left, right_t, values, out, work, items, size, dims, columns,
+                                             depth, floor_value);
+}}
 """
 
 
 def kernel_source(identifier: str, body: str) -> str:
     """The CUDA code of one kernel's profile: its struct, ``nlfilt_profile_<identifier>`` (in place
-    on an array) and ``nlfilt_global_fused_<identifier>`` (the fused global operator)."""
+    on an array), ``nlfilt_global_fused_<identifier>`` (the fused global operator) and
+    ``nlfilt_global_mma_<identifier>`` (the global operator on tensor cores, float32)."""
     indented = "\n".join("        " + line if line.strip() else "" for line in body.strip().splitlines())
     return _KERNEL_TEMPLATE.format(id=identifier, body=indented)
 
@@ -130,19 +162,27 @@ def fused_kernel(kernel: Any) -> str:
     return f"nlfilt_global_fused_{kernel.cuda_name()}"
 
 
+def mma_kernel(kernel: Any) -> str:
+    """The name of ``kernel``'s global operator on tensor cores (for a kernel with ``cuda_profile``)."""
+    return f"nlfilt_global_mma_{kernel.cuda_name()}"
+
+
 _SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
 
 
+#: Parameter kinds by the C type a declaration names (the first found); ``int`` otherwise.
+_C_TYPES = (("NLFILT_REAL", "real"), ("long long", "int64"), ("double", "float64"), ("float", "float32"))
+
+
 def _parameter_kind(declaration: str) -> str:
-    """The kind of one parameter declaration of a kernel: its C type, 'real' (NLFILT_REAL), 'int32' or
-    'int64', with '*' after it for a pointer."""
-    kind = "real" if "NLFILT_REAL" in declaration else "int64" if "long long" in declaration else "int32"
+    """The kind of one parameter declaration of a kernel: 'real' (NLFILT_REAL), 'float32', 'float64',
+    'int32' or 'int64', with '*' after it for a pointer."""
+    kind = next((name for ctype, name in _C_TYPES if ctype in declaration), "int32")
     return kind + "*" if "*" in declaration else kind
 
 
 def signatures(text: str | None = None) -> dict[str, tuple[str, ...]]:
-    """Every kernel's parameter kinds ('real', 'int32', 'int64'; 'real*', 'int32*', 'int64*' for arrays),
-    read from the source."""
+    """Every kernel's parameter kinds (see :func:`_parameter_kind`), read from the source."""
     return _signatures(source() if text is None else text)
 
 
@@ -158,7 +198,8 @@ def options(dtype: Any) -> tuple[str, ...]:
     geometry = {"MAX_COLUMNS": MAX_COLUMNS, "FUSED_QUERIES": FUSED_QUERIES, "FUSED_KEYS": FUSED_KEYS,
                 "FUSED_DIMS": FUSED_DIMS, "BOX_WIDTH": BOX_WIDTH, "BOX_HEIGHT": BOX_HEIGHT,
                 "BOX_MAX_PATCH": BOX_MAX_PATCH, "MATCH_ROWS": MATCH_ROWS, "MATCH_COLS": MATCH_COLS,
-                "GROUP_THREADS": GROUP_THREADS}
+                "GROUP_THREADS": GROUP_THREADS, "MMA_TILE": MMA_TILE, "MMA_DIMS": MMA_DIMS,
+                "MMA_CHUNK": MMA_CHUNK}
     return (f"-DNLFILT_REAL={real}", *(f"-DNLFILT_{name}={value}" for name, value in geometry.items()),
             "--std=c++14")
 
@@ -251,7 +292,7 @@ def check_arguments(name: str, dtype: Any, arguments: tuple[Any, ...], columns: 
         raise ValueError(f"{name}: no such kernel in nlfilt's CUDA source")
     if len(arguments) != len(kinds):
         raise ValueError(f"{name}: {len(arguments)} arguments for {len(kinds)} parameters")
-    types = {"real": dtype, "int32": numpy.dtype(numpy.int32), "int64": numpy.dtype(numpy.int64)}
+    types = {"real": dtype, **{name: numpy.dtype(name) for name in ("int32", "int64", "float32", "float64")}}
     for position, (value, kind) in enumerate(zip(arguments, kinds, strict=True)):
         expected = types[kind.rstrip("*")]
         if not kind.endswith("*"):
