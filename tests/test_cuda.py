@@ -20,7 +20,7 @@ KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_n
                 "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm", "nlfilt_global_fused_arccos",
                 "nlfilt_global_fused_ntk", "nlfilt_windowed_box", "nlfilt_windowed_nlm3d", "nlfilt_bm_match",
                 "nlfilt_bm_filter", "nlfilt_global_mma_nlm", "nlfilt_global_mma_arccos",
-                "nlfilt_global_mma_ntk"}
+                "nlfilt_global_mma_ntk", "nlfilt_windowed_tiled"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -221,6 +221,7 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
         CudaBoxWindowedNLM,
         CudaFusedGlobal,
         CudaMmaGlobal,
+        CudaTiledWindowedNLM,
         CudaWindowedNLM,
         CudaWindowedNLM3D,
         select,
@@ -232,6 +233,8 @@ def test_the_gpu_operators_are_chosen_in_one_place(monkeypatch):
     assert type(windowed) is WindowedAffinity and type(global_) is GlobalAffinity  # array code
     assert type(select(windowed, windowed.kernel)) is CudaBoxWindowedNLM
     assert select(global_, global_.kernel) is global_
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_windowed_tiled")
+    assert type(select(windowed, windowed.kernel)) is CudaTiledWindowedNLM
     monkeypatch.setattr(cuda, "BOX_MAX_PATCH", 1)  # patches larger than the box kernel takes
     assert type(select(windowed, windowed.kernel)) is CudaWindowedNLM
     monkeypatch.undo()
@@ -269,7 +272,8 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
     monkeypatch.setattr(cuda, "kernel", lambda name, dtype: lambda *launch, **options: launched.append(name))
     monkeypatch.setattr(cuda, "compute_capability", lambda: 90)
     vectors = numpy.ones((COLOUR.shape[0] * COLOUR.shape[1], 2), dtype)
-    chosen = [("", twin("nlm", 5, dtype=dtype)), ("all", twin("nlm", 5, dtype=dtype))]
+    chosen = [("", twin("nlm", 5, dtype=dtype)), ("all", twin("nlm", 5, dtype=dtype)),
+              ("nlfilt_windowed_tiled", twin("nlm", 5, dtype=dtype))]
     chosen += [("all", twin(name, None, dtype=dtype)) for name in KERNELS]
     for alternatives, operator in chosen:
         monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, alternatives)
@@ -288,7 +292,8 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
     for pilot in (None, image):
         groups.filter(image, pilot, members, 10.0, threshold=2.7)
     global_kind = "mma" if dtype == numpy.float32 else "fused"  # tensor cores for float32
-    assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", f"nlfilt_global_{global_kind}_nlm",
+    assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", "nlfilt_windowed_tiled",
+                        f"nlfilt_global_{global_kind}_nlm",
                         f"nlfilt_global_{global_kind}_arccos", f"nlfilt_global_{global_kind}_ntk",
                         "nlfilt_profile_nlm",
                         "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
@@ -410,3 +415,20 @@ def test_gpu_tensor_core_global_operator_matches_the_gemm_tiles(gpu, options, sh
         expected = affinity.matmul(vectors).get()
         actual = CudaMmaGlobal(affinity).matmul(vectors).get()
         numpy.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * numpy.abs(expected).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [numpy.float64, numpy.float32])
+@pytest.mark.parametrize("patch", [1, 3, 7, 25])
+@pytest.mark.parametrize("window", [1, 5, 21])
+def test_gpu_tiled_windowed_nlm_matches_numpy(gpu, patch, window, dtype, monkeypatch):
+    """nlfilt_windowed_tiled against the array code: a 37 x 70 colour image gives partial tiles on both
+    axes (tiles of 33 - patch columns), windows wider than a tile, partners in the halo of every side;
+    three channels and the row sums (four columns) in float32, where the RGB tile of 16 rows does not fit
+    the shared memory with window 21 and 8 rows are used."""
+    image = RNG.random((37, 70, 3)) * 255
+    options = {"patch": patch, "window": window, "h": 30.0, "sigma": 10.0, "dtype": dtype, "iterations": 2}
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_windowed_tiled")
+    tiled = nlfilt.denoise(image, device="gpu", **options)
+    cpu = nlfilt.denoise(image, device="cpu", **options)
+    numpy.testing.assert_allclose(tiled, cpu, rtol=1e-9 if dtype == numpy.float64 else 2e-4)

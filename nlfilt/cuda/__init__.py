@@ -21,8 +21,8 @@ from typing import Any
 import numpy
 
 #: The source files, compiled together into one module per device and dtype.
-SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu", "groups.cu",
-           "global_mma.cu")
+SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu", "windowed_tiled.cu",
+           "groups.cu", "global_mma.cu")
 
 #: Most right-hand-side columns the windowed kernel accumulates in registers.
 MAX_COLUMNS = 8
@@ -52,6 +52,10 @@ GROUP_THREADS = 256
 MMA_TILE = 64
 MMA_DIMS = 32
 MMA_CHUNK = 16
+#: ``nlfilt_windowed_tiled``: threads per block (a warp per window offset at a time), and the tile heights
+#: tried, tallest first (the tile, its partners and their values must fit the shared memory).
+TILED_THREADS = 256
+TILED_ROWS = (16, 8)
 #: Most dynamic shared memory a block may ask for without raising the kernel's limit.
 SHARED_MEMORY = 48 * 1024
 
@@ -59,13 +63,14 @@ SHARED_MEMORY = 48 * 1024
 #: the environment variable ``NLFILT_CUDA_ALTERNATIVES`` (comma-separated, or 'all').  The first two
 #: pairs were checked against the NumPy path on a GPU (benchmarks/results/gpu-*.md), the defaults being
 #: the faster ones measured there; ``nlfilt_bm`` (the collaborative filter's matching and filtering
-#: kernels) and ``nlfilt_global_mma`` (the global operator on tensor cores) wait for their first GPU run
-#: and stay opt-in until then.
+#: kernels), ``nlfilt_global_mma`` (the global operator on tensor cores) and ``nlfilt_windowed_tiled``
+#: (windowed NLM by tiles, each pair once) wait for their first GPU run and stay opt-in until then.
 ALTERNATIVES_VARIABLE = "NLFILT_CUDA_ALTERNATIVES"
 ALTERNATIVES = {"nlfilt_global_fused": "the global mode's GEMM tiles",
                 "nlfilt_windowed_nlm": "nlfilt_windowed_box",
                 "nlfilt_bm": "the collaborative filter's array code on CuPy",
-                "nlfilt_global_mma": "the global mode's GEMM tiles (float32)"}
+                "nlfilt_global_mma": "the global mode's GEMM tiles (float32)",
+                "nlfilt_windowed_tiled": "nlfilt_windowed_box"}
 
 
 def compute_capability() -> int:
