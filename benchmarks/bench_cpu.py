@@ -22,7 +22,7 @@ the best of a few repeats, and only the ratios in one table mean something):
   channels and each right-hand-side column in the windowed mode; and the
   call overheads per offset and product;
 * the estimate against the measured time of ``nlfilt.denoise`` in every
-  mode (the runs of tests/test_cost.py);
+  mode;
 * a one-shot ``nlfilt.denoise`` (patch 7, window 21) and scikit-image's
   ``denoise_nl_means(fast_mode=True, patch_size=7, patch_distance=10)`` on the
   same 512 x 512 gray image, when scikit-image is installed.

@@ -106,7 +106,7 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
         return image.copy()
     check_shape(image.shape, patch)
     colour = image.shape[2] == 3
-    work = image @ xp.asarray(OPPONENT.T, dtype=image.dtype) if colour else image
+    work = _mix(xp, image, OPPONENT.T) if colour else image
     groups = backend.accelerate(ArrayGroups(backend, image.shape, patch=patch, step=step))
     done = [0]
 
@@ -124,7 +124,17 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
     advance()
     estimate = groups.filter(work, pilot, members, sigma, threshold=threshold)
     advance()
-    return estimate @ xp.asarray(OPPONENT, dtype=image.dtype) if colour else estimate
+    return _mix(xp, estimate, OPPONENT) if colour else estimate
+
+
+def _mix(xp: Any, image: Any, matrix: numpy.ndarray) -> Any:
+    """``image @ matrix`` for an (H, W, 3) image, in element-wise operations (a BLAS product's rounding
+    may depend on its threads; this does not)."""
+    rows = [image.dtype.type(value) for value in numpy.asarray(matrix).ravel()]
+    out = image[:, :, 0:1] * xp.asarray(rows[0:3], dtype=image.dtype)
+    out += image[:, :, 1:2] * xp.asarray(rows[3:6], dtype=image.dtype)
+    out += image[:, :, 2:3] * xp.asarray(rows[6:9], dtype=image.dtype)
+    return out
 
 
 def check_shape(shape: tuple[int, ...], patch: int = PATCH) -> None:
