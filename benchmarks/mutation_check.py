@@ -51,6 +51,7 @@ OPERATORS = "nlfilt/operators.py"
 NOISE = "nlfilt/noise.py"
 
 COLLABORATIVE = "nlfilt/collaborative.py"
+JIT_GROUPS = "nlfilt/jit_groups.py"
 CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
 
@@ -90,13 +91,32 @@ MUTATIONS = [
              (IMAGES, 'if suffix == ".webp" and layout_channels in (0, 1, 2):', "if False:")),
     # collaborative filter, dask, clusters, streaming (added 2026-11-27)
     mutation("collaborative: colour estimate not taken back to RGB", "collaborative",
-             (COLLABORATIVE, "estimate @ xp.asarray(OPPONENT, dtype=image.dtype) if colour",
-              "estimate @ xp.asarray(OPPONENT.T, dtype=image.dtype) if colour")),
-    mutation("collaborative: Wiener gains from the noisy group, not the pilot's", "collaborative",
-             (COLLABORATIVE, "gains = _transform(plane[index], count, group, forward2, along)",
-              "gains = values.copy()")),
-    mutation("collaborative: reference patch not forced into its own group", "collaborative",
-             (COLLABORATIVE, "distances[:, offsets.index((0, 0))] = -1", "pass")),
+             (COLLABORATIVE, "return _mix(xp, estimate, OPPONENT) if colour else estimate",
+              "return _mix(xp, estimate, OPPONENT.T) if colour else estimate")),
+    mutation("collaborative: Wiener gains from the noisy group, not the pilot's (array code)",
+             "collaborative",
+             (COLLABORATIVE, "gains = transforms.forward(plane[index], count)", "gains = values.copy()")),
+    mutation("collaborative: Wiener gains from the noisy group, not the pilot's (compiled)", "collaborative",
+             (JIT_GROUPS, "_gather(guides[channel], origins, width, patch, work)",
+              "_gather(planes[channel], origins, width, patch, work)")),
+    mutation("collaborative: reference patch not forced into its own group (array code)", "collaborative",
+             (COLLABORATIVE, "keys[:, offsets // 2] = -1  # the reference itself heads its group", "pass")),
+    mutation("collaborative: the reference also a candidate of its own group (compiled)", "collaborative",
+             (JIT_GROUPS, "if slots == 0 or (row_step == 0 and col_step == 0):", "if slots == 0:")),
+    mutation("collaborative: candidates ranked by distance alone (ties in the order found)", "collaborative",
+             (COLLABORATIVE, "keys *= offsets\n            keys += index",
+              "keys *= offsets\n            keys += index * 0")),
+    mutation("collaborative: guide quantised relative to its range (crops get other levels)", "collaborative",
+             (COLLABORATIVE, "step = xp.maximum(sigma / LEVELS_PER_SIGMA, xp.abs(values).max() / MAX_LEVEL)",
+              "step = xp.maximum(sigma / LEVELS_PER_SIGMA, (values.max() - values.min()) / 4096)\n"
+              "    values -= values.min()")),
+    mutation("collaborative: compiled bands filtered all at once (threads race)", "collaborative",
+             (JIT_GROUPS, "for phase in (bands[0::2], bands[1::2]):", "for phase in (bands,):")),
+    mutation("collaborative: scratch read before it is written", "collaborative",
+             (JIT_GROUPS, "        out[_U(target + m)] = 0",
+              "        out[_U(target + m)] = out[0] - out[0]")),
+    mutation("collaborative: an all-zero pilot divides by zero", "collaborative",
+             (JIT_GROUPS, "        total = max(total, gain_floor)", "        total = total")),
     mutation("partial sums follow the thread count", "operators",
              (OPERATORS, "shares = [range(start, count, PARTIALS) for start in range(min(PARTIALS, count))]",
               "shares = [range(start, count, self.count) for start in range(min(self.count, count))]")),

@@ -130,10 +130,10 @@ def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: i
 def _mix(xp: Any, image: Any, matrix: numpy.ndarray) -> Any:
     """``image @ matrix`` for an (H, W, 3) image, in element-wise operations (a BLAS product's rounding
     may depend on its threads; this does not)."""
-    rows = [image.dtype.type(value) for value in numpy.asarray(matrix).ravel()]
-    out = image[:, :, 0:1] * xp.asarray(rows[0:3], dtype=image.dtype)
-    out += image[:, :, 1:2] * xp.asarray(rows[3:6], dtype=image.dtype)
-    out += image[:, :, 2:3] * xp.asarray(rows[6:9], dtype=image.dtype)
+    rows = xp.asarray(matrix, dtype=image.dtype)
+    out = image[:, :, 0:1] * rows[0]
+    out += image[:, :, 1:2] * rows[1]
+    out += image[:, :, 2:3] * rows[2]
     return out
 
 
