@@ -76,9 +76,10 @@ class CompiledGroups:
         reach = int(numpy.abs(members // width - numpy.repeat(rows, cols.size)[:, None]).max())
         band = -(-(2 * reach + patch) // self.twin.step)  # reference rows per band
         bands = [(start, min(start + band, rows.size)) for start in range(0, rows.size, band)]
-        along = dct_matrix(group).astype(dtype)
-        constants = (dct_matrix(patch).astype(dtype), along, numpy.ascontiguousarray(along.T),
-                     kaiser_window(patch).astype(dtype))
+        # the 3-D DCT's factors and their transposes (the inverse's), contiguous
+        matrices = tuple(numpy.ascontiguousarray(matrix, dtype=dtype) for size in (patch, group)
+                         for matrix in (dct_matrix(size), dct_matrix(size).T))
+        constants = (matrices, kaiser_window(patch).astype(dtype))
         scalars = (dtype.type(threshold * sigma), dtype.type(sigma * sigma), dtype.type(GAIN_FLOOR),
                    pilot is None)
         kernel = _kernels()[1]
@@ -121,7 +122,7 @@ def _compile() -> tuple[Callable[..., None], Callable[..., None]]:
     # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
     for helper in (_gather, _multiply_add, _zero):
         numba.extending.register_jitable(inline="always")(helper)
-    for helper in (_filter_group, _forward, _inverse):
+    for helper in (_filter_group, _separable):
         numba.extending.register_jitable(helper)
     njit = numba.njit(nogil=True, cache=True)
     return njit(_match_row), njit(_filter_groups)
@@ -195,15 +196,16 @@ def _match_row(levels: Any, rows: Any, cols: Any, index: int, patch: int, radius
             members[reference, slot] = members[reference, slot % found]
 
 
-def _filter_groups(planes: Any, guides: Any, members: Any, first: int, last: int, dct_patch: Any,
-                   dct_group: Any, dct_group_t: Any, window: Any, level: Any, variance: Any,
-                   gain_floor: Any, hard: bool, buffers: Any, numerator: Any, denominator: Any) -> None:
+def _filter_groups(planes: Any, guides: Any, members: Any, first: int, last: int, matrices: Any, window: Any,
+                   level: Any, variance: Any, gain_floor: Any, hard: bool, buffers: Any, numerator: Any,
+                   denominator: Any) -> None:
     """Filter groups ``first:last`` and add their weighted patches into ``numerator`` (C, H, W) and
     ``denominator`` (H, W) (compiled by numba).
 
     ``planes``: (C, H, W) image; ``guides``: the pilot's planes (Wiener
-    stage; ignored when ``hard``); ``buffers``: (2 C + 2, patch^2 * group)
-    scratch (see :func:`_filter_group`).
+    stage; ignored when ``hard``); ``matrices``: (D, D^T, A, A^T), the DCT
+    matrices of a patch side and of the group and their transposes;
+    ``buffers``: (2 C + 2, patch^2 * group) scratch (see :func:`_filter_group`).
     """
     channels, height, width = planes.shape
     flat_planes = planes.reshape(channels, height * width)
@@ -211,13 +213,13 @@ def _filter_groups(planes: Any, guides: Any, members: Any, first: int, last: int
     flat_numerator = numerator.reshape(channels, height * width)
     flat_denominator = denominator.reshape(height * width)
     for reference in range(first, last):
-        _filter_group(flat_planes, flat_guides, members[reference], width, dct_patch, dct_group, dct_group_t,
-                      window, level, variance, gain_floor, hard, buffers, flat_numerator, flat_denominator)
+        _filter_group(flat_planes, flat_guides, members[reference], width, matrices, window, level, variance,
+                      gain_floor, hard, buffers, flat_numerator, flat_denominator)
 
 
-def _filter_group(planes: Any, guides: Any, origins: Any, width: int, dct_patch: Any, dct_group: Any,
-                  dct_group_t: Any, window: Any, level: Any, variance: Any, gain_floor: Any, hard: bool,
-                  buffers: Any, numerator: Any, denominator: Any) -> None:
+def _filter_group(planes: Any, guides: Any, origins: Any, width: int, matrices: Any, window: Any, level: Any,
+                  variance: Any, gain_floor: Any, hard: bool, buffers: Any, numerator: Any,
+                  denominator: Any) -> None:
     """Filter the group whose members' top-left pixels are ``origins`` and add it into ``numerator``
     (C, H * W) and ``denominator`` (H * W).
 
@@ -232,6 +234,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, dct_patch:
     """
     channels = planes.shape[0]
     group = origins.size
+    dct_patch, dct_patch_t, dct_group, dct_group_t = matrices
     patch = dct_patch.shape[0]
     values = patch * patch * group
     work, spare = buffers[2 * channels], buffers[2 * channels + 1]
@@ -240,7 +243,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, dct_patch:
     for channel in range(channels):
         coefficients = buffers[channel]
         _gather(planes[channel], origins, width, patch, work)
-        _forward(work, spare, coefficients, dct_patch, dct_group_t)
+        _separable(work, spare, coefficients, dct_patch, dct_patch, dct_group_t)
         if hard:
             for index in range(values):
                 if abs(coefficients[index]) >= level or index == 0:
@@ -250,7 +253,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, dct_patch:
         else:
             gains = buffers[channels + channel]
             _gather(guides[channel], origins, width, patch, work)
-            _forward(work, spare, gains, dct_patch, dct_group_t)
+            _separable(work, spare, gains, dct_patch, dct_patch, dct_group_t)
             for index in range(values):
                 power = gains[index] * gains[index]
                 gain = power / (power + variance)
@@ -260,7 +263,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, dct_patch:
         total = max(total, gain_floor)
     weight = (zero + 1) / total
     for channel in range(channels):
-        _inverse(buffers[channel], spare, work, dct_patch, dct_group)
+        _separable(buffers[channel], spare, work, dct_patch_t, dct_patch_t, dct_group)
         for m in range(group):
             for y in range(patch):
                 row = origins[m] + y * width
@@ -297,50 +300,27 @@ def _zero(out: Any, target: int, count: int) -> None:
         out[_U(target + m)] = 0
 
 
-def _forward(values: Any, spare: Any, out: Any, dct_patch: Any, dct_group_t: Any) -> None:
-    """``out``: the 3-D DCT of the group ``values`` (both stored as :func:`_gather` stores them): each
-    patch's rows, then its columns, then along the group (``dct_group_t``: the group's DCT matrix,
-    transposed; ``values`` and ``spare`` are overwritten)."""
-    patch = dct_patch.shape[0]
+def _separable(values: Any, spare: Any, out: Any, columns: Any, rows: Any, along_t: Any) -> None:
+    """``out``: the group ``values`` (stored as :func:`_gather` stores them) transformed along each
+    patch's columns by ``columns`` (``out[.., f] = sum_x columns[f, x] values[.., x]``), its rows by
+    ``rows``, and along the group by the transpose of ``along_t`` (``values`` and ``spare`` are
+    overwritten).  The 3-D DCT is (D, D, A^T); its inverse (D^T, D^T, A)."""
+    patch = columns.shape[0]
     group = values.size // (patch * patch)
-    for y in range(patch):  # rows: spare[y, f] = sum_x D[f, x] values[y, x]
+    for y in range(patch):  # columns: spare[y, f] = sum_x M[f, x] values[y, x]
         for f in range(patch):
             target = (y * patch + f) * group
             _zero(spare, target, group)
             for x in range(patch):
-                _multiply_add(spare, target, values, (y * patch + x) * group, dct_patch[f, x], group)
-    for g in range(patch):  # columns: values[g, f] = sum_y D[g, y] spare[y, f]
+                _multiply_add(spare, target, values, (y * patch + x) * group, columns[f, x], group)
+    for g in range(patch):  # rows: values[g, f] = sum_y M[g, y] spare[y, f]
         for f in range(patch):
             target = (g * patch + f) * group
             _zero(values, target, group)
             for y in range(patch):
-                _multiply_add(values, target, spare, (y * patch + f) * group, dct_patch[g, y], group)
-    for j in range(patch * patch):  # along the group: out[j, g] = sum_m A[g, m] values[j, m]
+                _multiply_add(values, target, spare, (y * patch + f) * group, rows[g, y], group)
+    for j in range(patch * patch):  # along the group: out[j, g] = sum_m along_t[m, g] values[j, m]
         base = j * group
         _zero(out, base, group)
         for m in range(group):
-            _multiply_add(out, base, dct_group_t[m], 0, values[_U(base + m)], group)
-
-
-def _inverse(coefficients: Any, spare: Any, out: Any, dct_patch: Any, dct_group: Any) -> None:
-    """``out``: the group of the 3-D DCT ``coefficients`` (the inverse of :func:`_forward`;
-    ``coefficients`` and ``spare`` are overwritten)."""
-    patch = dct_patch.shape[0]
-    group = coefficients.size // (patch * patch)
-    for j in range(patch * patch):  # along the group: spare[j, m] = sum_g A[g, m] coefficients[j, g]
-        base = j * group
-        _zero(spare, base, group)
-        for g in range(group):
-            _multiply_add(spare, base, dct_group[g], 0, coefficients[_U(base + g)], group)
-    for g in range(patch):  # rows: coefficients[g, x] = sum_f D[f, x] spare[g, f]
-        for x in range(patch):
-            target = (g * patch + x) * group
-            _zero(coefficients, target, group)
-            for f in range(patch):
-                _multiply_add(coefficients, target, spare, (g * patch + f) * group, dct_patch[f, x], group)
-    for y in range(patch):  # columns: out[y, x] = sum_g D[g, y] coefficients[g, x]
-        for x in range(patch):
-            target = (y * patch + x) * group
-            _zero(out, target, group)
-            for g in range(patch):
-                _multiply_add(out, target, coefficients, (g * patch + x) * group, dct_patch[g, y], group)
+            _multiply_add(out, base, along_t[m], 0, values[_U(base + m)], group)

@@ -77,66 +77,44 @@ extern "C" __global__ void nlfilt_bm_match(const int* levels, const int* rows, c
     for (int slot = found; slot < group; ++slot) out[slot] = out[slot % found];
 }
 
-__device__ void nlfilt_group_forward(const NLFILT_REAL* plane, const int* origins, const int width,
-                                     const int patch, const int group, const NLFILT_REAL* dct_patch,
-                                     const NLFILT_REAL* dct_group, NLFILT_REAL* work, NLFILT_REAL* spare,
-                                     NLFILT_REAL* out) {
-    // out[g][j]: the 3-D DCT of the group of patches at origins (member-major: [member][row * patch +
-    // column]); work and spare are overwritten.  Every step is one pass of the block's threads over the
-    // group's values, with a barrier after it.
-    const int size = patch * patch, values = group * size;
-    for (int e = threadIdx.x; e < values; e += blockDim.x) {
+__device__ void nlfilt_group_gather(const NLFILT_REAL* plane, const int* origins, const int width,
+                                    const int patch, const int group, NLFILT_REAL* out) {
+    // out[m][j]: the patch at origins[m] (member-major: [member][row * patch + column]), then a barrier
+    const int size = patch * patch;
+    for (int e = threadIdx.x; e < group * size; e += blockDim.x) {
         const int m = e / size, j = e % size;
-        work[e] = plane[origins[m] + (j / patch) * width + j % patch];
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // rows: spare[m][y][f] = sum_x D[f][x] work
-        const int base = e - e % patch, f = e % patch;
-        NLFILT_REAL total = 0;
-        for (int x = 0; x < patch; ++x) total += dct_patch[f * patch + x] * work[base + x];
-        spare[e] = total;
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // columns: work[m][g][f] = sum_y D[g][y] spare
-        const int m = e / size, g = (e % size) / patch, f = e % patch;
-        NLFILT_REAL total = 0;
-        for (int y = 0; y < patch; ++y) total += dct_patch[g * patch + y] * spare[m * size + y * patch + f];
-        work[e] = total;
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // along the group: out[g][j] = sum_m A[g][m] work
-        const int g = e / size, j = e % size;
-        NLFILT_REAL total = 0;
-        for (int m = 0; m < group; ++m) total += dct_group[g * group + m] * work[m * size + j];
-        out[e] = total;
+        out[e] = plane[origins[m] + (j / patch) * width + j % patch];
     }
     __syncthreads();
 }
 
-__device__ void nlfilt_group_inverse(const int patch, const int group, const NLFILT_REAL* dct_patch,
-                                     const NLFILT_REAL* dct_group, NLFILT_REAL* coefficients, NLFILT_REAL* spare,
-                                     NLFILT_REAL* out) {
-    // out[m][j]: the group of the 3-D DCT coefficients (the inverse of nlfilt_group_forward); coefficients
-    // and spare are overwritten.
-    const int size = patch * patch, values = group * size;
-    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // along: spare[m][j] = sum_g A[g][m] coefficients
-        const int m = e / size, j = e % size;
+__device__ void nlfilt_group_separable(const int patch, const int group, const NLFILT_REAL* columns,
+                                       const NLFILT_REAL* rows, const NLFILT_REAL* along, NLFILT_REAL* values,
+                                       NLFILT_REAL* spare, NLFILT_REAL* out) {
+    // out: the group values ([member][row * patch + column]) transformed along each patch's columns by
+    // columns (out[.., f] = sum_x columns[f][x] values[.., x]), its rows by rows, and along the group by
+    // along (out[g][j] = sum_m along[g][m] values[m][j]); values and spare are overwritten.  The 3-D DCT is
+    // (D, D, A), its inverse (D^T, D^T, A^T).  Each step is one pass of the block's threads over the
+    // group, with a barrier after it.
+    const int size = patch * patch, count = group * size;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {  // columns: spare[m][y][f] = sum_x M[f][x] values
+        const int base = e - e % patch, f = e % patch;
         NLFILT_REAL total = 0;
-        for (int g = 0; g < group; ++g) total += dct_group[g * group + m] * coefficients[g * size + j];
+        for (int x = 0; x < patch; ++x) total += columns[f * patch + x] * values[base + x];
         spare[e] = total;
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // rows: coefficients[m][g][x] = sum_f D[f][x] spare
-        const int base = e - e % patch, x = e % patch;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {  // rows: values[m][g][f] = sum_y M[g][y] spare
+        const int m = e / size, g = (e % size) / patch, f = e % patch;
         NLFILT_REAL total = 0;
-        for (int f = 0; f < patch; ++f) total += dct_patch[f * patch + x] * spare[base + f];
-        coefficients[e] = total;
+        for (int y = 0; y < patch; ++y) total += rows[g * patch + y] * spare[m * size + y * patch + f];
+        values[e] = total;
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < values; e += blockDim.x) {  // columns: out[m][y][x] = sum_g D[g][y] coefficients
-        const int m = e / size, y = (e % size) / patch, x = e % patch;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {  // along: out[g][j] = sum_m M[g][m] values[m][j]
+        const int g = e / size, j = e % size;
         NLFILT_REAL total = 0;
-        for (int g = 0; g < patch; ++g) total += dct_patch[g * patch + y] * coefficients[m * size + g * patch + x];
+        for (int m = 0; m < group; ++m) total += along[g * group + m] * values[m * size + j];
         out[e] = total;
     }
     __syncthreads();
@@ -155,13 +133,15 @@ __device__ NLFILT_REAL nlfilt_block_sum(NLFILT_REAL value, NLFILT_REAL* scratch)
 
 extern "C" __global__ void nlfilt_bm_filter(const NLFILT_REAL* planes, const NLFILT_REAL* pilots,
                                             const int* members, const NLFILT_REAL* dct_patch,
-                                            const NLFILT_REAL* dct_group, const NLFILT_REAL* window,
+                                            const NLFILT_REAL* dct_patch_t, const NLFILT_REAL* dct_group,
+                                            const NLFILT_REAL* dct_group_t, const NLFILT_REAL* window,
                                             NLFILT_REAL* numerator, NLFILT_REAL* denominator,
                                             const int references, const int channels, const int pixels,
                                             const int width, const int patch, const int group,
                                             const NLFILT_REAL level, const NLFILT_REAL variance,
                                             const NLFILT_REAL gain_floor, const int hard) {
-    // planes, pilots: (channels, pixels); members: (references, group) top-left pixels; numerator:
+    // planes, pilots: (channels, pixels); members: (references, group) top-left pixels; dct_*: the DCT
+    // matrices of a patch side and of the group, and their transposes (the inverse's); numerator:
     // (channels, pixels) and denominator (pixels) receive every group's patches, weighted.  One block of
     // NLFILT_GROUP_THREADS threads per group (grid-stride).  Hard thresholding (hard != 0) keeps the 3-D
     // DCT coefficients of magnitude at least level, and the group's mean; the Wiener stage multiplies each
@@ -180,7 +160,8 @@ extern "C" __global__ void nlfilt_bm_filter(const NLFILT_REAL* planes, const NLF
         NLFILT_REAL total = 0;
         for (int channel = 0; channel < channels; ++channel) {  // the weight
             const NLFILT_REAL* plane = (hard ? planes : pilots) + (long long)channel * pixels;
-            nlfilt_group_forward(plane, origins, width, patch, group, dct_patch, dct_group, work, spare, held);
+            nlfilt_group_gather(plane, origins, width, patch, group, work);
+            nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, held);
             for (int e = threadIdx.x; e < values; e += blockDim.x) {
                 if (hard) {
                     total += (fabs(held[e]) >= level || e == 0) ? 1 : 0;
@@ -195,24 +176,24 @@ extern "C" __global__ void nlfilt_bm_filter(const NLFILT_REAL* planes, const NLF
         for (int channel = 0; channel < channels; ++channel) {
             const long long offset = (long long)channel * pixels;
             if (hard) {
-                nlfilt_group_forward(planes + offset, origins, width, patch, group, dct_patch, dct_group, work,
-                                     spare, held);
+                nlfilt_group_gather(planes + offset, origins, width, patch, group, work);
+                nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, held);
                 for (int e = threadIdx.x; e < values; e += blockDim.x) {
                     if (!(fabs(held[e]) >= level || e == 0)) held[e] = 0;
                 }
             } else {
-                nlfilt_group_forward(pilots + offset, origins, width, patch, group, dct_patch, dct_group, work,
-                                     spare, held);
+                nlfilt_group_gather(pilots + offset, origins, width, patch, group, work);
+                nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, held);
                 for (int e = threadIdx.x; e < values; e += blockDim.x) {
                     const NLFILT_REAL power = held[e] * held[e];
                     held[e] = power / (power + variance);
                 }
-                nlfilt_group_forward(planes + offset, origins, width, patch, group, dct_patch, dct_group, work,
-                                     spare, spare);
+                nlfilt_group_gather(planes + offset, origins, width, patch, group, work);
+                nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, spare);
                 for (int e = threadIdx.x; e < values; e += blockDim.x) held[e] *= spare[e];
             }
             __syncthreads();
-            nlfilt_group_inverse(patch, group, dct_patch, dct_group, held, spare, work);
+            nlfilt_group_separable(patch, group, dct_patch_t, dct_patch_t, dct_group_t, held, spare, work);
             for (int e = threadIdx.x; e < values; e += blockDim.x) {
                 const int m = e / size, j = e % size;
                 const int pixel = origins[m] + (j / patch) * width + j % patch;

@@ -93,8 +93,10 @@ class CudaGroups:
         pilots = planes if pilot is None else xp.ascontiguousarray(xp.moveaxis(pilot, 2, 0))
         numerator = xp.zeros((channels, height, width), dtype=dtype)
         denominator = xp.zeros((height, width), dtype=dtype)
-        constants = [xp.asarray(matrix, dtype=dtype)
-                     for matrix in (dct_matrix(self.patch), dct_matrix(group), kaiser_window(self.patch))]
+        # the DCT matrices of a patch side and of the group and their transposes (the inverse's), the window
+        constants = [xp.ascontiguousarray(xp.asarray(matrix, dtype=dtype)) for matrix in (
+            dct_matrix(self.patch), dct_matrix(self.patch).T, dct_matrix(group), dct_matrix(group).T,
+            kaiser_window(self.patch))]
         sizes = map(numpy.int32, (members.shape[0], channels, height * width, width, self.patch, group))
         scalars = map(dtype.type, (threshold * sigma, sigma * sigma, GAIN_FLOOR))
         arguments = (planes, pilots, xp.ascontiguousarray(members, dtype=xp.int32), *constants, numerator,
