@@ -25,6 +25,7 @@ from typing import Any
 import numpy
 
 from nlfilt.collaborative import ArrayGroups
+from nlfilt.jit_groups import CompiledGroups
 from nlfilt.kernels import weight_floor
 from nlfilt.operators import WindowedAffinity, _Workers
 
@@ -43,8 +44,6 @@ def select(operator: Any, kernel: Any = None) -> Any:
     if isinstance(operator, WindowedAffinity) and len(operator.shape) == 2 and serves(kernel):
         return CompiledWindowedNLM(operator)
     if isinstance(operator, ArrayGroups) and _numba() is not None:
-        from nlfilt.jit_groups import CompiledGroups  # noqa: PLC0415 - it imports this module's _numba
-
         return CompiledGroups(operator)
     return operator
 
