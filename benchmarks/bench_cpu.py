@@ -36,8 +36,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -48,16 +46,15 @@ import numpy
 import nlfilt
 from nlfilt import backend as backend_module
 from nlfilt import cost, filters, jit
-from nlfilt.api import prepare
 from nlfilt.backend import get_backend
 from nlfilt.cost import estimate_cpu_seconds, expected_applications
 from nlfilt.filters import build_filter
 from nlfilt.kernels import kernel_class
+from nlfilt.resolve import prepare
 
-from measures import psnr
+from harness import DATA, machine, psnr, write
 
-ROOT = Path(__file__).resolve().parents[1]
-SET12 = ROOT.parent / "shared" / "data" / "set12"
+SET12 = DATA / "set12"
 SIGMA = 25.0
 PATCH = 7
 
@@ -312,12 +309,12 @@ def host_threads(count: int):
 @contextlib.contextmanager
 def array_code_only():
     """Inside the block nlfilt computes with its array code (as without numba)."""
-    original = jit._numba
-    jit._numba = lambda: None
+    original = jit.load_numba
+    jit.load_numba = lambda: None
     try:
         yield
     finally:
-        jit._numba = original
+        jit.load_numba = original
 
 
 #: Seconds to wait before each timing: OpenCV's worker threads keep spinning for a moment after a call,
@@ -434,7 +431,7 @@ def peak_memory_child(which: str, size: int, channels: int) -> None:
     else:
         image = noisy
         if which == "array code":
-            jit._numba = lambda: None  # for the rest of this child process
+            jit.load_numba = lambda: None  # for the rest of this child process
         run = lambda: nlfilt.denoise(image, patch=7, window=21, sigma=SIGMA, device="cpu")  # noqa: E731
         nlfilt.denoise(image[:64, :64], patch=7, window=21, sigma=SIGMA, device="cpu")
     del noisy
@@ -524,7 +521,7 @@ def against_opencv(sizes: list[int]) -> list[str]:
 
 
 def numba_version() -> str:
-    numba = jit._numba()
+    numba = jit.load_numba()
     return numba.__version__ if numba is not None else "not installed"
 
 
@@ -544,9 +541,7 @@ def main() -> None:
         return
 
     lines = ["# CPU benchmark\n",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-             f"NumPy {numpy.__version__}, nlfilt {nlfilt.__version__}; "
-             "produced by `python benchmarks/bench_cpu.py --write`.\n"]
+             machine("bench_cpu.py")]
     gemm, exps = gemm_rate(), exp_rate()
     lines.append(f"Measured in this run: float32 GEMM {gemm / 1e9:.1f} GFLOP/s, "
                  f"NumPy float32 exp {exps / 1e6:.0f} M/s.\n")
@@ -610,9 +605,7 @@ def main() -> None:
                      f"{theirs:.3f} | 1.00 |")
     print("\n".join(lines[first_of_last_section:]), flush=True)
     if args.write:
-        out = ROOT / "benchmarks" / "results" / "cpu.md"
-        out.write_text("\n".join(lines) + "\n")
-        print(f"\nwritten to {out}")
+        write("cpu.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ to benchmarks/results/collaborative_speed.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 import tracemalloc
@@ -44,10 +42,8 @@ from nlfilt import collaborative
 from nlfilt.cost import estimate_collaborative_bytes, estimate_collaborative_seconds
 from nlfilt.launches import counting_backend
 
-from measures import psnr
+from harness import DATA, add_noise, machine, psnr, write
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 SIGMA = 25.0
 
 
@@ -60,8 +56,7 @@ def mirrored(image: numpy.ndarray, side: int) -> numpy.ndarray:
 
 
 def noisy_of(clean: numpy.ndarray, seed: int = 0) -> numpy.ndarray:
-    noise = numpy.random.default_rng(seed).normal(0, SIGMA, clean.shape)
-    return (clean + noise).astype(numpy.float32)
+    return add_noise(clean, SIGMA, seed).astype(numpy.float32)
 
 
 def best_seconds(function, repeats: int) -> tuple[float, object]:
@@ -206,21 +201,19 @@ def main() -> None:
         import bm3d
     except ImportError:
         bm3d = None
-    versions = f"NumPy {numpy.__version__}"
+    versions = ""
     try:
         import numba
 
-        versions += f", numba {numba.__version__}"
+        versions += f"numba {numba.__version__}"
     except ImportError:
-        versions += ", no numba (array code)"
+        versions += "no numba (array code)"
     if bm3d is not None:
         from importlib.metadata import version
 
         versions += f", bm3d {version('bm3d')}"
     lines = ["# The collaborative filter's speed\n",
-             f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, Python "
-             f"{platform.python_version()}, {versions}, nlfilt {nlfilt.__version__}; produced by "
-             "`python benchmarks/collaborative_speed.py --write`.\n"]
+             machine("collaborative_speed.py", versions)]
     print("\n".join(lines), flush=True)
     ours(noisy_of(gray[:64, :64]))  # the compiled kernels: loaded (or compiled) once
     if colour is not None:
@@ -230,9 +223,7 @@ def main() -> None:
     lines += memory_lines(gray)
     lines += launch_table(gray, colour)
     if args.write:
-        out = ROOT / "benchmarks" / "results" / "collaborative_speed.md"
-        out.write_text("\n".join(lines) + "\n")
-        print(f"\nwritten to {out}")
+        write("collaborative_speed.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

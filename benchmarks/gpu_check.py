@@ -69,10 +69,10 @@ sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
 
 import nlfilt  # noqa: E402
 from nlfilt import cuda  # noqa: E402
-from nlfilt.api import prepare  # noqa: E402
 from nlfilt.filters import build_filter  # noqa: E402
+from nlfilt.resolve import prepare  # noqa: E402
 
-from measures import psnr  # noqa: E402
+from harness import psnr, write  # noqa: E402
 
 #: Kernel evaluations per second on an H100 (exp throughput): the bound of the global mode.
 EXP_RATE_H100 = 3.9e12
@@ -587,8 +587,7 @@ def main() -> None:
     print("\n" + "\n".join(lines))
     if args.write:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
-        out = ROOT / "benchmarks" / "results" / f"gpu-{slug}.md"
-        out.write_text("\n".join(lines) + "\n")
+        out = write(f"gpu-{slug}.md", "\n".join(lines))
         print(f"written to {out}")
     sys.exit(1 if failures else 0)
 

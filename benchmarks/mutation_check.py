@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "mutations.md"
+from harness import ROOT, machine, write
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,7 @@ DENOISE = "nlfilt/cli/denoise.py"
 IMAGES = "nlfilt/images.py"
 STOPPING = "nlfilt/stopping.py"
 OPERATORS = "nlfilt/operators.py"
+WORKERS = "nlfilt/workers.py"
 NOISE = "nlfilt/noise.py"
 
 COLLABORATIVE = "nlfilt/collaborative.py"
@@ -56,7 +55,7 @@ CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
 
 JIT = "nlfilt/jit.py"
-API = "nlfilt/api.py"
+ARGUMENTS = "nlfilt/arguments.py"
 
 MUTATIONS = [
     # compiled CPU operator, channel_axis, formats and stacks (added 2026-11-27, second session)
@@ -76,9 +75,9 @@ MUTATIONS = [
                    "                                for i in range(count):\n"
                    "                                    flat_out[unsigned(there + i)] += weights[i]\n", "")),
     mutation("channel_axis: a long last axis taken as channels", "api",
-             (API, "        if shape[2] > MAX_AUTO_CHANNELS:", "        if False:")),
+             (ARGUMENTS, "        if shape[2] > MAX_AUTO_CHANNELS:", "        if False:")),
     mutation("channel_axis: result left channels-last", "api",
-             (API, "    return numpy.moveaxis(result, -1, axis)", "    return result")),
+             (ARGUMENTS, "    return numpy.moveaxis(result, -1, axis)", "    return result")),
     mutation("16-bit colour PNG written by Pillow", "io",
              (IMAGES, 'if path.suffix.lower() == ".png" and pixels.dtype == numpy.uint16 and pixels.ndim '
                       '== 3:', "if False:")),
@@ -86,7 +85,7 @@ MUTATIONS = [
              (IMAGES, 'options.update(imagej=True, metadata={"axes": layout.axes, **layout.imagej})',
               'options.update(metadata={"axes": layout.axes})')),
     mutation("stack: written to a single-image format", "io",
-             (IMAGES, 'if frames and suffix not in (".tif", ".tiff"):', "if False:")),
+             (IMAGES, 'if frames and suffix not in (".tif", ".tiff", ".png"):', "if False:")),
     mutation("WebP: gray written as RGB", "io",
              (IMAGES, 'if suffix == ".webp" and layout_channels in (0, 1, 2):', "if False:")),
     # collaborative filter, dask, clusters, streaming (added 2026-11-27)
@@ -118,8 +117,10 @@ MUTATIONS = [
     mutation("collaborative: an all-zero pilot divides by zero", "collaborative",
              (JIT_GROUPS, "        total = max(total, gain_floor)", "        total = total")),
     mutation("partial sums follow the thread count", "operators",
-             (OPERATORS, "shares = [range(start, count, PARTIALS) for start in range(min(PARTIALS, count))]",
+             (WORKERS, "shares = [range(start, count, PARTIALS) for start in range(min(PARTIALS, count))]",
               "shares = [range(start, count, self.count) for start in range(min(self.count, count))]")),
+    mutation("streamed and dask chunks drop --window-shape (the box window runs)", "dask",
+             (DASK, '"window_shape": options.window_shape, ', "")),
     mutation("dask: halo of one twicing step only", "dask",
              (DASK, "return patch // 2 + iterations * (window // 2)", "return patch // 2 + window // 2")),
     mutation("cluster: unfinished files get no interrupted line", "cli",
@@ -177,10 +178,11 @@ MUTATIONS = [
     mutation("partial files of live writers removed", "io",
              (IMAGES, 'or _process_alive(int(match["pid"])):', ":")),
     mutation("multi-page TIFF read as one image", "io",
-             (IMAGES, "    if pages > 1:\n", "    if False:\n")),
+             (IMAGES, "    if _tiff_pages(path) > 1:\n", "    if False:\n")),
     # automatic stopping
     mutation("SURE stops at the first rise (no patience)", "stopping",
-             (STOPPING, "steps >= best + max(PATIENCE, math.ceil(best / 4))", "steps >= best + 1")),
+             (STOPPING, "len(residual) >= best + max(PATIENCE, math.ceil(best / 4))",
+              "len(residual) >= best + 1")),
     mutation("SURE's constant has the wrong sign", "stopping",
              (STOPPING, "return residual - sigma**2 + 2 * sigma**2 * divergence / count",
               "return residual + sigma**2 + 2 * sigma**2 * divergence / count")),
@@ -188,10 +190,10 @@ MUTATIONS = [
              (STOPPING, "return residual - sigma**2 + 2 * sigma**2 * divergence / count",
               "return residual - sigma**2 + sigma**2 * divergence / count")),
     mutation("windowed SURE always stops at t = 1", "stopping",
-             (STOPPING, "chosen = choose(rule, residual, divergence, sigma, count, final=step == "
+             (STOPPING, "chosen = chooser.choose(residual, divergence, sigma, count, final=step == "
                         "max_iterations)", "chosen = 1")),
     mutation("global (Krylov) SURE always stops at t = 1", "stopping",
-             (STOPPING, "chosen = choose(rule, residual, divergence, sigma, count, final) if horizon "
+             (STOPPING, "chosen = chooser.choose(residual, divergence, sigma, count, final) if horizon "
                         "else None", "chosen = 1")),
     mutation("discrepancy takes the last step below sigma^2", "stopping",
              (STOPPING, "return int(below[0]) + 1", "return int(below[-1]) + 1")),
@@ -289,8 +291,7 @@ def main() -> None:
     table = [
         "# Mutation check",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        "produced by `python benchmarks/mutation_check.py --write`.",
+        machine("mutation_check.py"),
         "",
         f"Each bug is planted alone in a copy of the checkout and `pytest -x {' '.join(args.tests)}` is run: "
         f"**{caught} of {len(rows)} caught**.",
@@ -304,7 +305,7 @@ def main() -> None:
     text = "\n".join(table) + "\n"
     print(text)
     if args.write:
-        RESULTS.write_text(text)
+        write("mutations.md", text)
     if caught != len(rows):
         sys.exit(1)
 

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -42,13 +40,11 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy
 
-import nlfilt
 from nlfilt.noise import estimate_sigma
 from nlfilt.patches import box_sum
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "noise_level.md"
-EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+from harness import DATA, IMAGE_EXTENSIONS, machine, write
+
 SIGMAS = (5, 15, 25, 50)
 
 #: scikit-image's shipped images left out of the held-out set, and why.
@@ -117,7 +113,7 @@ def read(path: Path) -> numpy.ndarray:
 
 def load(folder: Path, skip: dict[str, str] | None = None) -> list[tuple[str, numpy.ndarray]]:
     return [(path.name, read(path)) for path in sorted(folder.iterdir())
-            if path.suffix.lower() in EXTENSIONS and path.name not in (skip or {})]
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.name not in (skip or {})]
 
 
 def held_out_folder() -> Path:
@@ -226,10 +222,10 @@ def timing(repeats: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
+    parser.add_argument("--data", type=Path, default=DATA,
                         help="folder holding set12/ and set5/, or a folder of images")
     parser.add_argument("--repeats", type=int, default=30, help="calls per timing")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/noise_level.md")
     args = parser.parse_args()
     if not args.data.is_dir():
         parser.error(f"--data {args.data} is not a folder")
@@ -241,7 +237,7 @@ def main() -> None:
     else:
         title, images = args.data.name, load(args.data)
     if not images:
-        parser.error(f"no images ({', '.join(EXTENSIONS)}) in {args.data}")
+        parser.error(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {args.data}")
     held_out = load(held_out_folder(), HELD_OUT_SKIPPED)
 
     def log(message: str) -> None:
@@ -251,10 +247,7 @@ def main() -> None:
 
     started = time.perf_counter()
     lines = ["# Noise level estimate", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-             f"NumPy {numpy.__version__}, scikit-image {skimage.__version__}, nlfilt {nlfilt.__version__}, "
-             f"{time.strftime('%Y-%m-%d')}; produced by `python benchmarks/noise_level.py "
-             f"{' '.join(sys.argv[1:])}`.", "",
+             machine("noise_level.py", f"scikit-image {skimage.__version__}", time.strftime("%Y-%m-%d")),
              "White Gaussian noise of sigma (8-bit levels; seed 1000 sigma + image index; the same noise for "
              "both estimators). Error = estimate / sigma - 1. \"vs own noise\": error against "
              "[sigma, sqrt(sigma^2 + own^2)], own = the estimator's figure for the clean image (0 inside). "
@@ -279,8 +272,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+        write("noise_level.md", text)
 
 
 if __name__ == "__main__":

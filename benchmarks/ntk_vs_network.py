@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy
 
-import nlfilt
 from nlfilt.backend import get_backend
 from nlfilt.network import ADAM_LEARNING_RATE, ntk_twicing, train
 
-from measures import psnr
+from harness import DATA, RESULTS, add_noise, machine, psnr, write
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 CROPS = ("01.png", "05.png", "08.png")
 
 
@@ -53,7 +49,7 @@ def integers(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "set12")
+    parser.add_argument("--data", type=Path, default=DATA / "set12")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--widths", default="64,256,1024,4096", help="widths for depth 1")
     parser.add_argument("--depth2-widths", default="64,256,1024,2048",
@@ -78,7 +74,7 @@ def main() -> None:
         clean = iio.imread(args.data / name).astype(numpy.float64)
         top = (clean.shape[0] - 32) // 2
         clean = clean[top : top + 32, top : top + 32]
-        noisy = clean + 25 * numpy.random.default_rng(index).standard_normal(clean.shape)
+        noisy = add_noise(clean, 25.0, index)
         crops.append((name, clean, noisy))
 
     differences: dict[tuple[int, int], list[list[float]]] = {}
@@ -127,10 +123,9 @@ def main() -> None:
     labels = ["GD"] + [f"Adam {rate:g}" for rate in rates]
     backend = get_backend(args.device)
     where = f"{platform.machine()} CPU, {backend.workers} threads" if args.device == "cpu" else "GPU"
-    command = " ".join(sys.argv[1:])
     lines = ["# Wide CNNs against nlfilt's ntk filter: gradient descent follows it, Adam adapts it", "",
-             f"`python benchmarks/ntk_vs_network.py {command}` on {where} ({numpy.dtype(dtype).name}), "
-             f"nlfilt {nlfilt.__version__}, {time.strftime('%Y-%m-%d')}. 32x32 centre crops of Set12 "
+             machine("ntk_vs_network.py", time.strftime("%Y-%m-%d")),
+             f"On {where} ({numpy.dtype(dtype).name}). 32x32 centre crops of Set12 "
              f"{', '.join(CROPS)}, noise sigma 25; patch 3; {args.steps} steps; GD with learning rate "
              f"1 / lambda_max; Adam with learning rates {', '.join(f'{rate:g}' for rate in rates)}; "
              "means over the crops.", "",
@@ -171,7 +166,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        (RESULTS / f"{args.output}.md").write_text(text)
+        write(f"{args.output}.md", text)
         if all(widths.values()) and curves:
             plot(differences, kernel_moved, labels, curves, widths, checkpoints, args,
                  RESULTS / f"{args.output}.png")

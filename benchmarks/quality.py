@@ -34,27 +34,20 @@ image by nlfilt; the peers get the true sigma).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy
 
 import nlfilt
-from nlfilt.api import guided_options, prepare
 from nlfilt.backend import get_backend
 from nlfilt.filters import build_filter
+from nlfilt.resolve import guided_options, prepare
 from nlfilt.stopping import KrylovTrajectory
 
-from measures import psnr
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "quality.md"
-EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
-
+from harness import DATA, IMAGE_EXTENSIONS, add_noise, load_images, machine, psnr, write
 
 
 def ssim(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
@@ -62,23 +55,6 @@ def ssim(estimate: numpy.ndarray, clean: numpy.ndarray) -> float:
     channel_axis = 2 if clean.ndim == 3 else None
     return float(structural_similarity(clean, numpy.clip(estimate, 0, 255), data_range=255,
                                        channel_axis=channel_axis))
-
-
-def load(folder: Path) -> list[tuple[str, numpy.ndarray]]:
-    images = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in EXTENSIONS:
-            image = iio.imread(path).astype(numpy.float64)
-            if image.ndim == 3:
-                image = image[:, :, :3]
-            images.append((path.name, image))
-    return images
-
-
-def noisy_copy(clean: numpy.ndarray, sigma: float, index: int, clip: bool = False) -> numpy.ndarray:
-    rng = numpy.random.default_rng(1000 * int(sigma) + index)
-    noisy = clean + sigma * rng.standard_normal(clean.shape)
-    return numpy.clip(numpy.round(noisy), 0, 255) if clip else noisy
 
 
 def centre_crop(image: numpy.ndarray, side: int) -> numpy.ndarray:
@@ -228,7 +204,7 @@ def evaluate(images, sigmas, methods, device, log, clip: bool = False) -> dict:
     table: dict = {}
     for sigma in sigmas:
         for index, (name, clean) in enumerate(images):
-            noisy = noisy_copy(clean, sigma, index, clip)
+            noisy = add_noise(clean, sigma, 1000 * int(sigma) + index, clip=clip)
             for method, run in methods.items():
                 row = table.setdefault(method, {}).setdefault(sigma, {"psnr": [], "ssim": [], "seconds": [],
                                                                        "gap": [], "steps": []})
@@ -332,7 +308,7 @@ def collaborative_targets(title: str, table: dict, sigmas: list[float]) -> list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
+    parser.add_argument("--data", type=Path, default=DATA,
                         help="folder holding set12/ and set5/, or a folder of images")
     parser.add_argument("--sigmas", default="15,25,50", help="noise levels, 8-bit units")
     parser.add_argument("--global-sigmas", default="25", help="noise levels for the global modes")
@@ -342,7 +318,8 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--clip", action="store_true",
                         help="round and clip the noisy images to 8 bits (writes results/quality_clipped.md)")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true",
+                        help="write benchmarks/results/quality.md (quality_clipped.md with --clip)")
     args = parser.parse_args()
     sigmas = [float(value) for value in args.sigmas.split(",")]
     global_sigmas = [float(value) for value in args.global_sigmas.split(",") if value]
@@ -350,25 +327,24 @@ def main() -> None:
         parser.error(f"--data {args.data} is not a folder")
     device = get_backend(args.device).name
     if (args.data / "set12").is_dir():
-        sets = [("Set12 (gray)", load(args.data / "set12"))]
+        sets = [("Set12 (gray)", load_images(args.data / "set12"))]
         if (args.data / "set5").is_dir():
-            sets.append(("Set5 (colour)", load(args.data / "set5")))
+            sets.append(("Set5 (colour)", load_images(args.data / "set5")))
     else:
-        sets = [(args.data.name, load(args.data))]
+        sets = [(args.data.name, load_images(args.data))]
     if not any(images for _, images in sets):
-        parser.error(f"no images ({', '.join(EXTENSIONS)}) in {args.data}")
+        parser.error(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {args.data}")
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     peer_methods = {} if args.no_peers else peers()
     started = time.perf_counter()
-    lines = ["# Denoising quality", "",
-             f"`python benchmarks/quality.py {' '.join(sys.argv[1:])}` on {platform.machine()} "
-             f"({device}), nlfilt {nlfilt.__version__}, {time.strftime('%Y-%m-%d')}.  White Gaussian "
-             "noise" + (", rounded and clipped to 8 bits (0-255)," if args.clip else ",") + " fixed seeds, "
-             "the same noisy images for every method; PSNR / SSIM on estimates clipped "
-             "to [0, 255]; sigma estimated per image by nlfilt, the true sigma given to the peers.", ""]
+    header = machine("quality.py", f"computing on the {device}", time.strftime("%Y-%m-%d"))
+    lines = ["# Denoising quality", "", header,
+             "White Gaussian noise" + (", rounded and clipped to 8 bits (0-255)," if args.clip else ",")
+             + " fixed seeds, the same noisy images for every method; PSNR / SSIM on estimates clipped to "
+             "[0, 255]; sigma estimated per image by nlfilt, the true sigma given to the peers.", ""]
     targets: list[str] = []
     for title, images in sets:
         methods = dict(WINDOWED_MODES, **peer_methods)
@@ -392,9 +368,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        results = RESULTS.with_name("quality_clipped.md") if args.clip else RESULTS
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(text)
+        write("quality_clipped.md" if args.clip else "quality.md", text)
 
 
 if __name__ == "__main__":

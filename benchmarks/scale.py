@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -36,14 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 os.environ["NLFILT_THREADS"] = "1"  # one core per process: in this process as in each worker
-import nlfilt  # noqa: E402
 from nlfilt.cli.cluster import Scheduler, connect, run_batch  # noqa: E402
 from nlfilt.cli.denoise import Job, cluster_job  # noqa: E402
+from nlfilt.cli.options import RunOptions  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "scale.md"
-OPTIONS = {"method": "filter", "kernel": "nlm", "patch": None, "window": "auto", "h": None, "sigma": None,
-           "depth": 1, "normalize": None, "device": "cpu", "memory_budget": nlfilt.DEFAULT_MEMORY_BUDGET,
-           "iterations": 1, "stop": None, "max_iterations": None, "guide": None}
+from harness import add_noise, machine, write  # noqa: E402
+
+#: The run's options: windowed NLM with the defaults, on the CPU.
+OPTIONS = RunOptions.from_params({"method": "filter", "device": "cpu"})
 
 
 def write_images(folder: Path, count: int, side: int) -> list[Path]:
@@ -51,7 +50,7 @@ def write_images(folder: Path, count: int, side: int) -> list[Path]:
     paths = []
     for index in range(count):
         clean = 128 + 60 * numpy.sin((rows + 5 * index) / 11.0) * numpy.cos(cols / 13.0)
-        noisy = clean + numpy.random.default_rng(index).normal(0, 20, clean.shape)
+        noisy = add_noise(clean, 20.0, index)
         paths.append(folder / f"{index:03d}.png")
         iio.imwrite(paths[-1], numpy.clip(noisy, 0, 255).astype(numpy.uint8))
     return paths
@@ -89,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/scale.md")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="nlfilt-scale-"))
     try:
@@ -105,8 +104,7 @@ def main() -> None:
     efficiency = one / (2 * two)
     overhead = (one - here) / count * 1e3
     lines = ["# Batches on dask", "",
-             f"`python benchmarks/scale.py {' '.join(sys.argv[1:])}` on {platform.machine()}, "
-             f"{os.cpu_count()} cores, nlfilt {nlfilt.__version__}, {time.strftime('%Y-%m-%d')}: "
+             machine("scale.py", time.strftime("%Y-%m-%d")),
              f"{count} gray {args.size}x{args.size} PNG images, windowed NLM (--method filter, patch 5, "
              "window 11), each read, filtered and written by the function every dask task runs.", "",
              "Every process runs nlfilt on one thread (NLFILT_THREADS=1).", "",
@@ -120,7 +118,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        RESULTS.write_text(text)
+        write("scale.md", text)
 
 
 if __name__ == "__main__":

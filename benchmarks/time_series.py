@@ -19,20 +19,15 @@ side by side in one run.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy
 
 import nlfilt
 
-from measures import psnr
+from harness import DATA, add_noise, load_images, machine, psnr, write
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "time_series.md"
 SHIFTS = [(0, 0), (1, 2), (-2, 1), (3, -1), (-1, -3), (2, 3), (-3, -2), (1, -2)]
 SIGMA = 25.0
 CROP = 256
@@ -41,14 +36,13 @@ CROP = 256
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "set12",
+    parser.add_argument("--data", type=Path, default=DATA / "set12",
                         help="folder of clean gray images")
     parser.add_argument("--clip", action="store_true", help="round and clip the noisy frames to 8 bits")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/time_series.md")
     args = parser.parse_args()
     lines = ["# Time series: 3-D filter against frame by frame\n",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, nlfilt {nlfilt.__version__}; produced "
-             f"by `python benchmarks/time_series.py{' --clip' if args.clip else ''} --write`.\n",
+             machine("time_series.py"),
              f"8 frames of each image ({CROP}x{CROP} top-left crop) shifted by up to 3 pixels, noise sigma "
              f"{SIGMA:g}{', rounded and clipped to 8 bits' if args.clip else ''}, sigma estimated by "
              "nlfilt.\n",
@@ -56,15 +50,12 @@ def main() -> None:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
     gains = []
-    for index, path in enumerate(sorted(args.data.glob("*.png"))):
-        image = iio.imread(path).astype(numpy.float64)
+    for index, (name, image) in enumerate(load_images(args.data)):
         if image.ndim == 3:
             image = image[..., :3].mean(axis=2)
         image = image[:CROP, :CROP]
         clean = numpy.stack([numpy.roll(image, shift, axis=(0, 1)) for shift in SHIFTS])
-        noisy = clean + numpy.random.default_rng(index).normal(0, SIGMA, clean.shape)
-        if args.clip:
-            noisy = numpy.clip(numpy.rint(noisy), 0, 255)
+        noisy = add_noise(clean, SIGMA, index, clip=args.clip)
         started = time.perf_counter()
         frames = numpy.stack([nlfilt.denoise(frame, device="cpu") for frame in noisy])
         frame_seconds = time.perf_counter() - started
@@ -72,7 +63,7 @@ def main() -> None:
         volume = nlfilt.denoise(noisy, channel_axis=None, patch=(1, 5, 5), window=(15, 11, 11), device="cpu")
         volume_seconds = time.perf_counter() - started
         gains.append(psnr(volume, clean) - psnr(frames, clean))
-        lines.append(f"| {path.name} | {psnr(noisy, clean):.2f} | {psnr(frames, clean):.2f} | "
+        lines.append(f"| {name} | {psnr(noisy, clean):.2f} | {psnr(frames, clean):.2f} | "
                      f"{frame_seconds:.2f} | {psnr(volume, clean):.2f} | {volume_seconds:.2f} | "
                      f"{gains[-1]:+.2f} |")
         print(lines[-1], flush=True)
@@ -81,8 +72,7 @@ def main() -> None:
                      f"(smallest {min(gains):+.2f} dB).")
         print(lines[-1])
     if args.write:
-        RESULTS.write_text("\n".join(lines) + "\n")
-        print(f"written to {RESULTS}")
+        write("time_series.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

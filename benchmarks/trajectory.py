@@ -10,19 +10,17 @@ the seconds and the largest relative difference over t side by side.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy
 
 import nlfilt
-from nlfilt.api import prepare
 from nlfilt.filters import build_filter
+from nlfilt.resolve import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "trajectory.md"
+from harness import DATA, add_noise, machine, write
+
 CASES = {
     "arccos, patch 3": {"kernel": "arccos"},
     "ntk depth 2, patch 3": {"kernel": "ntk", "depth": 2},
@@ -37,17 +35,16 @@ def main() -> None:
     parser.add_argument("--steps", default="100,1000", help="largest t")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    source = ROOT.parent / "shared" / "data" / "set12" / "01.png"
+    source = DATA / "set12" / "01.png"
     if source.exists():
         clean = iio.imread(source).astype(numpy.float64)
         top = (clean.shape[0] - args.size) // 2
         clean = clean[top : top + args.size, top : top + args.size]
     else:
         clean = numpy.add.outer(numpy.arange(args.size), numpy.arange(args.size)) * 2.0
-    noisy = clean + 25 * numpy.random.default_rng(0).standard_normal(clean.shape)
-    lines = ["# Twicing trajectories: Krylov against plain iteration", "",
-             f"`python benchmarks/trajectory.py` on {platform.machine()} (CPU), global mode, "
-             f"{args.size}x{args.size} crop of Set12 01.png with noise sigma 25, float32, "
+    noisy = add_noise(clean, 25.0, 0)
+    lines = ["# Twicing trajectories: Krylov against plain iteration", "", machine("trajectory.py"),
+             f"CPU, global mode, {args.size}x{args.size} crop of Set12 01.png with noise sigma 25, float32, "
              f"{time.strftime('%Y-%m-%d')}.", "",
              "| filter | T | Krylov: products with K | Krylov s | plain: products | plain s | "
              "max over t of relative difference |",
@@ -81,7 +78,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        RESULTS.write_text(text)
+        write("trajectory.md", text)
 
 
 if __name__ == "__main__":

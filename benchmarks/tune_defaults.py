@@ -18,34 +18,25 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy
 
-from nlfilt.api import prepare
 from nlfilt.backend import get_backend
 from nlfilt.filters import build_filter
 from nlfilt.noise import estimate_sigma
+from nlfilt.resolve import prepare
 
-from measures import psnr
+from harness import DATA, add_noise, load_images, machine, psnr, write
 
-ROOT = Path(__file__).resolve().parents[1]
 SIGMA = 25.0
 CHECKPOINTS = (1, 3, 10, 30, 100)
 
 
 
 def load_set12(folder: Path) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
-    pairs = []
-    for seed, path in enumerate(sorted(folder.glob("*.png"))):
-        clean = iio.imread(path).astype(numpy.float64)
-        noisy = clean + numpy.random.default_rng(seed).normal(0, SIGMA, clean.shape)
-        pairs.append((clean, noisy))
-    return pairs
+    return [(clean, add_noise(clean, SIGMA, seed)) for seed, (_, clean) in enumerate(load_images(folder))]
 
 
 def tune_nlm(pairs, lines: list[str]) -> None:
@@ -116,16 +107,14 @@ def tune_tangent(pairs, kernel: str, lines: list[str], crop: int = 48) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "set12")
+    parser.add_argument("--data", type=Path, default=DATA / "set12")
     parser.add_argument("--write", action="store_true", help="store the tables in benchmarks/results/")
     parser.add_argument("--skip-nlm", action="store_true")
     args = parser.parse_args()
     pairs = load_set12(args.data)
     started = time.perf_counter()
     lines = ["# Default parameters, measured on Set12 (AWGN sigma = 25, seeds 0..11)\n",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-             f"Python {platform.python_version()}, NumPy {numpy.__version__}; "
-             "produced by `python benchmarks/tune_defaults.py --write`.\n"]
+             machine("tune_defaults.py")]
     if not args.skip_nlm:
         lines.append("## nlm: mean PSNR (dB) of the one-shot filter, sigma estimated per image\n")
         tune_nlm(pairs, lines)
@@ -136,9 +125,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        out = ROOT / "benchmarks" / "results" / "defaults.md"
-        out.write_text(text)
-        print(f"written to {out}")
+        write("defaults.md", text)
 
 
 if __name__ == "__main__":

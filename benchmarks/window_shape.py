@@ -19,20 +19,15 @@ PSNR (dB), the chosen step t and seconds, measured side by side in one run.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy
 
 import nlfilt
 
-from measures import psnr
+from harness import DATA, add_noise, load_images, machine, psnr, write
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "window_shape.md"
 SIGMA = 25.0
 CROP = 128
 
@@ -46,10 +41,10 @@ def timed(image: numpy.ndarray, **options) -> tuple[numpy.ndarray, int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "set12",
+    parser.add_argument("--data", type=Path, default=DATA / "set12",
                         help="folder of clean gray images")
     parser.add_argument("--clip", action="store_true", help="round and clip the noisy images to 8 bits")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/window_shape.md")
     args = parser.parse_args()
     tangent = {"arccos": {"kernel": "arccos"}, "ntk 2": {"kernel": "ntk", "depth": 2}}
     whole = ["| image | NLM box | NLM tent | " + " | ".join(f"{name} tent auto: dB, t, s" for name in tangent)
@@ -58,14 +53,11 @@ def main() -> None:
              + " | ".join(f"{name} tent auto: dB, t, s | {name} global auto: dB, t, s" for name in tangent)
              + " |", "| --- | --- | --- | --- | --- |"]
     sums: dict[str, list[float]] = {}
-    for index, path in enumerate(sorted(args.data.glob("*.png"))):
-        clean = iio.imread(path).astype(numpy.float64)
+    for index, (image_name, clean) in enumerate(load_images(args.data)):
         if clean.ndim == 3:
-            clean = clean[..., :3].mean(axis=2)
-        noisy = clean + numpy.random.default_rng(index).normal(0, SIGMA, clean.shape)
-        if args.clip:
-            noisy = numpy.clip(numpy.rint(noisy), 0, 255)
-        cells = [path.name + f" ({clean.shape[0]}x{clean.shape[1]})"]
+            clean = clean.mean(axis=2)
+        noisy = add_noise(clean, SIGMA, index, clip=args.clip)
+        cells = [image_name + f" ({clean.shape[0]}x{clean.shape[1]})"]
         for shape in ("box", "tent"):
             estimate, _, seconds = timed(noisy, window_shape=shape)
             cells.append(f"{psnr(estimate, clean):.2f} ({seconds:.2f} s)")
@@ -79,7 +71,7 @@ def main() -> None:
         print(whole[-1], flush=True)
         top, left = (clean.shape[0] - CROP) // 2, (clean.shape[1] - CROP) // 2
         crop, noisy_crop = clean[top:top + CROP, left:left + CROP], noisy[top:top + CROP, left:left + CROP]
-        cells = [path.name]
+        cells = [image_name]
         for name, options in tangent.items():
             for mode, window in (("tent", 11), ("global", None)):
                 extra = {"window_shape": "tent"} if window else {}
@@ -91,16 +83,14 @@ def main() -> None:
         print(crops[-1], flush=True)
     means = ", ".join(f"{name} {numpy.mean(values):.2f}" for name, values in sums.items())
     lines = ["# Search-window shape: tent against box\n",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, nlfilt {nlfilt.__version__}; produced "
-             f"by `python benchmarks/window_shape.py{' --clip' if args.clip else ''} --write`.\n",
+             machine("window_shape.py"),
              f"Noise sigma {SIGMA:g}{', rounded and clipped to 8 bits' if args.clip else ''}, estimated by "
              "nlfilt; windows of 11, tangent filters with automatic stopping (SURE).\n",
              "## Whole images\n", *whole, "\n## Crops: tapered windowed against global\n", *crops,
              f"\nMean PSNR (dB): {means}."]
     print(lines[-1])
     if args.write:
-        RESULTS.write_text("\n".join(lines) + "\n")
-        print(f"written to {RESULTS}")
+        write("window_shape.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy
 
+from nlfilt.kernels import weight_floor
 from nlfilt.patches import patch_matrix
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -113,7 +114,6 @@ class Backend:
         GPU when it has one, else its array code (``scratch``: :meth:`profile_scratch_blocks` arrays)."""
         if self.name == "gpu" and kernel.cuda_profile is not None:
             from nlfilt import cuda  # noqa: PLC0415 - GPU only
-            from nlfilt.kernels import weight_floor  # noqa: PLC0415 - the kernels build on the backend
 
             cuda.launch(cuda.profile_kernel(kernel), t.dtype, t.size, t, numpy.int64(t.size),
                         numpy.int32(kernel.layers), cuda.real(weight_floor(t.dtype), t.dtype))
@@ -147,16 +147,6 @@ class Backend:
         cuda.launch("nlfilt_patches", image.dtype, out.size, self.xp.ascontiguousarray(image), out,
                     numpy.int32(height), numpy.int32(width), numpy.int32(channels), numpy.int32(patch))
         return out
-
-    def accelerate(self, operator: Any, kernel: Any = None) -> Any:
-        """The operator to compute with: ``operator`` itself (the array code), or a compiled one that
-        serves it when one exists for it (and ``kernel``, for an affinity operator): CUDA on the GPU
-        (:func:`nlfilt.cuda.operators.select`), compiled by numba on the CPU (:func:`nlfilt.jit.select`)."""
-        if self.name == "gpu":
-            from nlfilt.cuda.operators import select  # noqa: PLC0415 - GPU only
-        else:
-            from nlfilt.jit import select  # noqa: PLC0415 - numba is imported on first use
-        return select(operator, kernel)
 
 
 def host_array(array: Any) -> numpy.ndarray:

@@ -38,7 +38,7 @@ Three implementations compute the two primitives, matching and one stage of
 filtering: :class:`ArrayGroups`, array code on NumPy or CuPy (the twin the
 others are tested against), compiled CPU kernels (:mod:`nlfilt.jit_groups`)
 and CUDA kernels (:mod:`nlfilt.cuda.groups`), chosen by
-:meth:`nlfilt.backend.Backend.accelerate`.
+:func:`nlfilt.accelerate.accelerate`.
 """
 
 from __future__ import annotations
@@ -92,22 +92,22 @@ def kaiser_window(patch: int) -> numpy.ndarray:
     return numpy.outer(window, window)
 
 
-def collaborative_filter(backend: Backend, image: Any, sigma: float, *, patch: int = PATCH, step: int = STEP,
-                         radius: tuple[int, int] = RADIUS, group: tuple[int, int] = GROUP,
-                         threshold: float = THRESHOLD,
+def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple[int, int] = RADIUS,
+                         group: tuple[int, int] = GROUP, threshold: float = THRESHOLD,
                          progress: Callable[[float, int], None] | None = None) -> Any:
-    """Both stages on an (H, W, C) image on ``backend``; returns the estimate, same shape and dtype.
+    """Both stages on an (H, W, C) image with ``groups`` (an :class:`ArrayGroups` of its shape, or the
+    compiled implementation serving it: :func:`nlfilt.accelerate.accelerate`); returns the estimate,
+    same shape and dtype.
 
     ``progress(done, 4)`` after each of the four steps (matching and
     filtering, twice).  ``sigma`` 0 returns a copy of the image.
     """
-    xp = backend.xp
+    xp = groups.backend.xp
     if sigma <= 0:
         return image.copy()
-    check_shape(image.shape, patch)
+    check_shape(image.shape, groups.patch)
     colour = image.shape[2] == 3
     work = _mix(xp, image, OPPONENT.T) if colour else image
-    groups = backend.accelerate(ArrayGroups(backend, image.shape, patch=patch, step=step))
     done = [0]
 
     def advance() -> None:

@@ -2,9 +2,9 @@
 
 Used to refuse runs that would take too long or need too much memory before
 they start (the command line checks every file from its header), to size
-progress bars, and by benchmarks/bench_cpu.py, which measures the constants
-(benchmarks/results/cpu.md); tests/test_cost.py holds the estimate to within a
-factor of two of measured runs in every mode.
+progress bars.  benchmarks/bench_cpu.py measures the constants and the
+estimate against the time of every mode (benchmarks/results/cpu.md);
+benchmarks/collaborative_speed.py those of the collaborative filter.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
 from nlfilt.patches import sides, spatial_shape
+from nlfilt.stopping import stop_rule, stop_rule_names
 
 #: Products with ``K`` that Lanczos needs for ``lambda_max`` (tolerance 1e-3): the global arc-cosine
 #: and NTK matrices have one dominant eigenvalue (2-3 products on Set12 crops of 48-96 pixels), the
@@ -41,10 +42,12 @@ class _Plan:
     steps: int
 
 
-def _plan(options: FilterOptions, iterations: int | str, guided: bool, runs: int | None) -> _Plan:
+def _plan(options: FilterOptions, iterations: int | str, guided: bool, runs: int | None,
+          stop: str | None = None) -> _Plan:
     auto = iterations == "auto"
     krylov = auto and options.window is None
-    runs = (2 if auto else 1) if runs is None else runs
+    if runs is None:  # with 'auto', the image's run and, for a rule that needs one, its twin's
+        runs = 1 + (auto and stop_rule(stop or stop_rule_names()[0]).needs_twin)
     steps = AUTO_APPLICATIONS["krylov" if krylov else "stepping"] if auto else int(iterations)
     if options.normalize == "eigenvalue":  # lambda_max; a Krylov trajectory finds it itself
         setup = 0 if krylov else EIGENVALUE_APPLICATIONS["global" if options.window is None else "windowed"]
@@ -56,16 +59,16 @@ def _plan(options: FilterOptions, iterations: int | str, guided: bool, runs: int
 
 
 def expected_applications(options: FilterOptions, iterations: int | str, guided: bool, *,
-                          runs: int | None = None) -> int:
+                          runs: int | None = None, stop: str | None = None) -> int:
     """Typical products with ``K`` for :func:`nlfilt.denoise` with these options (for cost estimates).
 
     ``iterations`` is a count (0 for one row of ``W``, as :func:`nlfilt.filter_row` needs) or 'auto';
-    ``guided`` doubles the count (two passes).  ``runs`` is the number of twicing runs per pass (default
-    2 with 'auto', the image and its SURE twin, else 1).  The normalisation adds its own products:
-    ``lambda_max`` (``EIGENVALUE_APPLICATIONS``), Sinkhorn scaling (``SINKHORN_APPLICATIONS``) or,
-    for a Krylov trajectory, the row sums.
+    ``guided`` doubles the count (two passes).  ``runs`` is the number of twicing runs per pass (default:
+    with 'auto', the image's and, when the ``stop`` rule needs one, its twin's; else 1).  The
+    normalisation adds its own products: ``lambda_max`` (``EIGENVALUE_APPLICATIONS``), Sinkhorn scaling
+    (``SINKHORN_APPLICATIONS``) or, for a Krylov trajectory, the row sums.
     """
-    plan = _plan(options, iterations, guided, runs)
+    plan = _plan(options, iterations, guided, runs, stop)
     return plan.filters * (plan.setup + plan.steps)
 
 
@@ -106,7 +109,8 @@ SECONDS_PER_VALUE = 20e-9
 
 
 def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applications: int, *,
-                         iterations: int | str | None = None, guided: bool = False) -> float:
+                         iterations: int | str | None = None, guided: bool = False,
+                         stop: str | None = None) -> float:
     """Estimated CPU seconds of ``applications`` products with ``K`` on an image of ``shape``.
 
     Global mode: every product evaluates about N^2 / 2 pixel pairs, each at
@@ -116,14 +120,13 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     every product, or once per filter when the operator keeps them (it is
     applied more than once and they fit the memory budget); the compiled
     operator, where it serves, computes its weights at every product.  With
-    ``iterations`` and ``guided`` (as given to :func:`expected_applications`,
+    ``iterations``, ``guided`` and ``stop`` (as given to :func:`expected_applications`,
     which gives the count for a call of :func:`nlfilt.denoise`) the products
     are split as the call makes them: filters built (the SURE twin, the
     pilot pass), normalisation products of one column, twicing steps of C
-    columns; without them, one filter making ``applications`` steps.  Within
-    a factor of two of the measured time on the development machine for
-    every mode (tests/test_cost.py); the constants are wall-clock seconds
-    on its 2 cores.
+    columns; without them, one filter making ``applications`` steps.  The
+    constants are wall-clock seconds on the 2 cores of the development
+    machine (benchmarks/bench_cpu.py compares the estimate with the time).
     """
     spatial, channels = _spatial(shape)
     pixels = math.prod(spatial)
@@ -132,7 +135,7 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     if iterations is None:
         plan = _Plan(filters=1, setup=0, steps=applications)
     else:
-        plan = _plan(options, iterations, guided, None)
+        plan = _plan(options, iterations, guided, None, stop)
         plan = _Plan(plan.filters, min(plan.setup, applications // plan.filters),
                      max(0, applications // plan.filters - plan.setup))
     products = plan.filters * (plan.setup + plan.steps)
@@ -207,7 +210,7 @@ TYPICAL_KRYLOV_STEPS = 100
 
 
 def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, workers: int,
-                           iterations: int | str = 1) -> int:
+                           iterations: int | str = 1, stop: str | None = None) -> int:
     """Rough peak bytes of a :func:`nlfilt.denoise` call on an image of ``shape`` (float32).
 
     Global mode: the operator is bounded by ``options.memory_budget`` (it
@@ -218,25 +221,26 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
     their channel planes), the right-hand sides with the row sums, the
     product and twicing's estimate and residual (3 x the image measured for a
     one-shot 4096 x 4096 gray filter, benchmarks/results/cpu.md).
-    ``iterations='auto'`` adds the SURE twin (a second operator and its
-    cached weights, up to the budget) and, in the global mode, the Lanczos
-    bases of both runs (``TYPICAL_KRYLOV_STEPS`` vectors of N x C numbers
-    each, together at most the memory budget, which bounds them).
+    ``iterations='auto'`` adds, when the ``stop`` rule needs one, the twin
+    (a second operator and its cached weights, up to the budget) and, in the
+    global mode, the Lanczos bases of the runs (``TYPICAL_KRYLOV_STEPS``
+    vectors of N x C numbers each, together at most the memory budget, which
+    bounds them).
     """
     spatial, channels = _spatial(shape)
     pixels = math.prod(spatial)
+    runs = 1 + (iterations == "auto" and stop_rule(stop or stop_rule_names()[0]).needs_twin)
     if options.window is None:
         needed = options.memory_budget
         if iterations == "auto":
-            bases = min(2 * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
-            needed += options.memory_budget + bases
+            bases = min(runs * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
+            needed += (runs - 1) * options.memory_budget + bases
         return needed
     if compiled_serves(kernel_class(options.kernel)) and len(spatial) == 2:
         needed = 4 * pixels * (4 * channels + 2 * (channels + 1))
     else:
         needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))
-    if iterations == "auto":
-        needed += options.memory_budget  # the twin's cached weights; its work buffers are shared in time
+    needed += (runs - 1) * options.memory_budget  # a twin's cached weights (its buffers are shared in time)
     return needed
 
 

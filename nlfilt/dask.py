@@ -11,9 +11,10 @@ from typing import Any
 import numpy
 
 import nlfilt
-from nlfilt.api import DEFAULT_MEMORY_BUDGET, resolve_options
+from nlfilt.collaborative import STEP, check_shape
 from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
+from nlfilt.resolve import DEFAULT_MEMORY_BUDGET, resolve_options, resolve_stopping
 
 #: Side of the centred crop the noise level is estimated from when ``sigma`` is not given.
 SIGMA_SAMPLE = 2048
@@ -30,9 +31,10 @@ def halo(patch: int, window: int, iterations: int) -> int:
 
 
 def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window: int | str | None = "auto",
-            h: float | None = None, sigma: float | None = None, depth: int = 1, iterations: int = 1,
-            device: str = "auto", dtype: Any = numpy.float32,
-            memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Any:
+            window_shape: str = "box", h: float | None = None, sigma: float | None = None, depth: int = 1,
+            normalize: str | None = None, iterations: int = 1, stop: str | None = None,
+            max_iterations: int | None = None, guide: str | None = None, device: str = "auto",
+            dtype: Any = numpy.float32, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Any:
     """Denoise a dask array (H, W) or (H, W, C) chunk by chunk; returns a lazy dask array.
 
     Each chunk is filtered with :func:`nlfilt.denoise` together with a halo
@@ -44,10 +46,12 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
     the channel axis is kept in one chunk.
 
     Only the windowed filters whose result is local qualify: NLM with row
-    normalisation and a fixed number of twicing steps.  The global mode,
-    ``iterations='auto'``, Sinkhorn scaling and the 'arccos' and 'ntk'
-    filters (normalised by the largest eigenvalue of the whole ``K``) depend
-    on the whole image and are refused (ValueError with the reason).
+    normalisation and a fixed number of twicing steps, under either window
+    shape.  The global mode, ``iterations='auto'`` (and so ``stop`` and
+    ``max_iterations``), ``guide='pilot'``, Sinkhorn scaling and the 'arccos'
+    and 'ntk' filters (normalised by the largest eigenvalue of the whole
+    ``K``) depend on the whole image and are refused (ValueError with the
+    reason).
 
     ``sigma`` is estimated, when not given, from the centred crop of at most
     ``SIGMA_SAMPLE`` x ``SIGMA_SAMPLE`` pixels (computed at once; the rest
@@ -64,19 +68,25 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
     if iterations == "auto":
         raise ValueError("iterations='auto' chooses the step from the whole image's risk, which no chunk "
                          "knows: pass a number of steps")
+    resolve_stopping(iterations, stop, max_iterations)  # both only with iterations='auto'
+    if guide is not None:
+        raise ValueError("guide='pilot' filters with the affinities of a first pass over the whole image, "
+                         "which no chunk has: leave it out")
     options = resolve_options(array.shape[:2] + array.shape[2:], kernel=kernel, patch=patch, window=window,
-                              h=h, sigma=sigma, depth=depth, memory_budget=memory_budget, normalize=None,
-                              iterations=iterations)
+                              h=h, sigma=sigma, depth=depth, memory_budget=memory_budget, normalize=normalize,
+                              iterations=iterations, window_shape=window_shape)
     if options.window is None:
         raise ValueError("the global mode pairs every pixel with every other: pass a search window (an odd "
                          "integer) to filter chunk by chunk")
     if options.normalize != "rows":
-        raise ValueError(f"kernel {kernel!r} is normalised by the largest eigenvalue of the whole image's K, "
-                         "which no chunk knows: only 'nlm' (rows normalised) is local")
+        raise ValueError(f"normalize={options.normalize!r} scales K with the whole image (Sinkhorn's "
+                         "scaling, or the largest eigenvalue of 'arccos' and 'ntk'), which no chunk knows: "
+                         "only row normalisation ('nlm') is local")
     if sigma is None and kernel_class(kernel).h_per_sigma is not None:
         sigma = sample_sigma(array)
-    call = {"kernel": kernel, "patch": options.patch, "window": options.window, "h": h, "sigma": sigma,
-            "depth": depth, "iterations": int(iterations), "device": device, "dtype": dtype,
+    call = {"kernel": kernel, "patch": options.patch, "window": options.window,
+            "window_shape": options.window_shape, "h": h, "sigma": sigma, "depth": depth,
+            "normalize": options.normalize, "iterations": int(iterations), "device": device, "dtype": dtype,
             "memory_budget": memory_budget}
     return _chunk_by_chunk(array, lambda chunk: nlfilt.denoise(chunk, **call),
                            halo(options.patch, options.window, int(iterations)), dtype)
@@ -102,7 +112,6 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, device: str
     128-pixel chunks: at most 2e-4 of 255 apart).  ``sigma`` as in
     :func:`denoise`.
     """
-    from nlfilt.collaborative import STEP, check_shape  # noqa: PLC0415
 
     _check_image(array, "nlfilt.denoise_collaborative")
     check_shape(array.shape)

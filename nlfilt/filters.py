@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nlfilt.accelerate import accelerate
 from nlfilt.backend import Backend
 from nlfilt.kernels import make_kernel, safe_reciprocal
 from nlfilt.linalg import largest_eigenvalue
@@ -292,7 +293,7 @@ def build_filter(backend: Backend, image: Any, options: FilterOptions, *, reuse:
         affinity = WindowedAffinity(backend, features, kernel, options.patch, options.window,
                                     options.memory_budget, reuse=keeps_weights(options, reuse),
                                     shape=options.window_shape)
-    affinity = backend.accelerate(affinity, kernel)
+    affinity = accelerate(backend, affinity, kernel)
     return Filter(backend, affinity, options.normalize, meter)
 
 

@@ -336,7 +336,7 @@ def _read_stack(path: Path, header: ImageHeader) -> Image:
                 warnings.simplefilter("ignore")
                 pixels = numpy.asarray(iio.imread(path, index=None))
         else:
-            import tifffile  # noqa: PLC0415
+            import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
 
             pixels = numpy.asarray(tifffile.imread(path, series=0))
     except Exception as exc:
@@ -352,7 +352,7 @@ def write_stack(path: Path, stack: Stack, *, replace: bool = True) -> None:
     """Write ``stack`` to the TIFF ``path`` atomically, in its input's layout: the same series shape,
     dtype and photometric interpretation, and the ImageJ or OME metadata (axes, spacing, pixel sizes,
     units) and resolution the input had, where tifffile can write them with this dtype."""
-    import tifffile  # noqa: PLC0415
+    import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
 
     layout = stack.layout
     data = stack.pixels.reshape(layout.shape)

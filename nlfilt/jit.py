@@ -27,13 +27,14 @@ import numpy
 from nlfilt.collaborative import ArrayGroups
 from nlfilt.jit_groups import CompiledGroups
 from nlfilt.kernels import weight_floor
-from nlfilt.operators import WindowedAffinity, _Workers
+from nlfilt.operators import WindowedAffinity
+from nlfilt.workers import Workers
 
 #: Rows of the bands of the compiled windowed operator (at least the window's radius): the threads' units
 #: of work.  The band grid does not depend on the thread count, so neither do the results.
 BAND_ROWS = 32
 #: Columns of the chunks a band is done in, one after the other (the rows a chunk reads, for every column
-#: offset, stay in the core's cache: 4096x4096 RGB took 1.5x the time per pixel of 512x512 without them).
+#: offset, stay in the core's cache on wide images).
 CHUNK_COLUMNS = 1024
 
 
@@ -43,7 +44,7 @@ def select(operator: Any, kernel: Any = None) -> Any:
     array code).  The collaborative filter's groups: :class:`nlfilt.jit_groups.CompiledGroups`."""
     if isinstance(operator, WindowedAffinity) and len(operator.shape) == 2 and serves(kernel):
         return CompiledWindowedNLM(operator)
-    if isinstance(operator, ArrayGroups) and _numba() is not None:
+    if isinstance(operator, ArrayGroups) and load_numba() is not None:
         return CompiledGroups(operator)
     return operator
 
@@ -51,19 +52,19 @@ def select(operator: Any, kernel: Any = None) -> Any:
 def serves(kernel: Any) -> bool:
     """Whether the compiled windowed operator serves ``kernel`` (a kernel class or instance): NLM's
     weights (``fused_windowed``), and numba importable."""
-    return bool(kernel.fused_windowed) and _numba() is not None
+    return bool(kernel.fused_windowed) and load_numba() is not None
 
 
 def compiled_status() -> str:
     """numba's version and what it serves, or why the array code runs (for ``nlfilt info``)."""
-    numba = _numba()
+    numba = load_numba()
     if numba is None:
         return "not installed (windowed NLM on the CPU runs as NumPy array code, 3-5x slower)"
     return f"{numba.__version__} (the compiled windowed NLM operator on the CPU)"
 
 
 @lru_cache(maxsize=1)
-def _numba() -> ModuleType | None:
+def load_numba() -> ModuleType | None:
     """numba, imported on first use (it takes a few hundred milliseconds), or None without it."""
     try:
         import numba  # noqa: PLC0415 - deliberately lazy
@@ -138,7 +139,7 @@ class CompiledWindowedNLM:
         floor = dtype.type(weight_floor(dtype))
         radius = twin.window // 2
         tent = twin.window_shape == "tent"
-        with _Workers(self.backend) as workers:
+        with Workers(self.backend) as workers:
             shares = [workers.shares(len(bands)) for bands in self._phases]
             own = sum(len(phase[0]) for phase in shares if phase)  # the bands of the calling thread
             done = 0
@@ -204,7 +205,7 @@ def _windowed_nlm_kernel() -> Callable[..., None]:
 
 @lru_cache(maxsize=1)
 def _compile_windowed_nlm_kernel() -> Callable[..., None]:
-    numba = _numba()
+    numba = load_numba()
 
     @numba.extending.overload(_exp)
     def _exp_overload(t: Any) -> Callable[[Any], Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy
 
 from nlfilt.collaborative import GAIN_FLOOR, INVALID_KEY, ArrayGroups, dct_matrix, kaiser_window
-from nlfilt.operators import _Workers
+from nlfilt.workers import Workers
 
 
 class CompiledGroups:
@@ -58,7 +58,7 @@ class CompiledGroups:
         members = numpy.empty((rows.size * cols.size, group), numpy.int32)
         levels = numpy.ascontiguousarray(levels, dtype=numpy.int32)
         kernel = _kernels()[0]
-        with _Workers(self.backend) as workers:
+        with Workers(self.backend) as workers:
             workers.map(lambda share: [kernel(levels, rows, cols, index, self.patch, radius, members)
                                        for index in share], workers.shares(rows.size))
         return members
@@ -89,7 +89,7 @@ class CompiledGroups:
             kernel(planes, guides, members, first * cols.size, last * cols.size, *constants, *scalars,
                    buffers, numerator, denominator)
 
-        with _Workers(self.backend) as workers:
+        with Workers(self.backend) as workers:
             for phase in (bands[0::2], bands[1::2]):
                 workers.map(lambda share, phase=phase: [work(*phase[index]) for index in share],
                             workers.shares(len(phase)))
@@ -116,9 +116,9 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
 
 @lru_cache(maxsize=1)
 def _compile() -> tuple[Callable[..., None], Callable[..., None]]:
-    from nlfilt.jit import _numba  # noqa: PLC0415 - numba is imported on first use
+    from nlfilt.jit import load_numba  # noqa: PLC0415 - jit imports this module
 
-    numba = _numba()
+    numba = load_numba()
     # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
     for helper in (_gather, _multiply_add, _zero):
         numba.extending.register_jitable(inline="always")(helper)

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy
 
-from nlfilt.api import _box, _check_count, _check_dtype, _check_progress, _check_real, prepare
+from nlfilt.arguments import check_box, check_count, check_dtype, check_progress, check_real
 from nlfilt.backend import Backend, get_backend
 from nlfilt.filters import build_filter
+from nlfilt.resolve import prepare
 
 #: Adam's default learning rate (per-weight step; weights are standard Gaussian): the deep image
 #: prior's denoising setting.  At 1e-3 Adam's kernel moves about as little as gradient descent's and,
@@ -326,7 +327,7 @@ class GradientDescent:
         if eigenvalue is None:
             raise ValueError("gradient descent needs learning_rate or eigenvalue (lambda_max of the ntk "
                              "kernel, see ntk_eigenvalue)")
-        _check_real("eigenvalue", eigenvalue, "> 0 (lambda_max of the ntk kernel)", lambda value: value > 0)
+        check_real("eigenvalue", eigenvalue, "> 0 (lambda_max of the ntk kernel)", lambda value: value > 0)
         return 1 / eigenvalue
 
     def update(self, step: int, parameters: list[Any], grads: list[Any]) -> None:
@@ -398,8 +399,7 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     seed : int
         Seed of the initial weights.
     dtype : numpy.float32 or numpy.float64
-        Precision of the weights and activations (float32: about 2.5x faster
-        on a CPU, far more on a GPU).
+        Precision of the weights and activations (float32 is the faster).
     device : {'cpu', 'gpu', 'auto'}
         Where the network trains (as in :func:`nlfilt.denoise`).
     progress : callable, optional
@@ -439,8 +439,8 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     """
     array = numpy.asarray(image, dtype=numpy.float64)
     _check_training(array, width, depth, patch, steps, optimizer, learning_rate)
-    _check_progress(progress)
-    dtype = _check_dtype(dtype)
+    check_progress(progress)
+    dtype = check_dtype(dtype)
     kind = OPTIMIZER_CLASSES[optimizer]
     if learning_rate is None:
         learning_rate = kind.default_learning_rate(eigenvalue)
@@ -472,12 +472,12 @@ def _check_training(array: numpy.ndarray, width: Any, depth: Any, patch: Any, st
     if not numpy.any(array):
         raise ValueError("image is all zeros: the network's input and its tangent kernel are zero")
     for name, value, minimum in (("width", width, 1), ("depth", depth, 1), ("steps", steps, 0)):
-        _check_count(name, value, minimum=minimum)
-    _box("patch", patch, array.shape[:2])
+        check_count(name, value, minimum=minimum)
+    check_box("patch", patch, array.shape[:2])
     if optimizer not in OPTIMIZER_CLASSES:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
     if learning_rate is not None:
-        _check_real("learning_rate", learning_rate, "> 0", lambda value: value > 0)
+        check_real("learning_rate", learning_rate, "> 0", lambda value: value > 0)
 
 
 @dataclass

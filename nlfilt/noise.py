@@ -92,19 +92,12 @@ def estimate_sigma(xp: Any, image: Any) -> float:
     512 x 512 gray image and 7 ms in colour on one CPU core, twice the
     estimator that ignored clipping.
 
-    Accuracy, measured by ``benchmarks/noise_level.py`` on Set12 and Set5 with
-    Gaussian noise of sigma = 5, 15, 25, 50 (8-bit levels) added, rounded and
-    clipped to 8 bits: mean absolute error 4.9, 2.2, 2.0, 1.3 % (ignoring
-    clipping: 6.5, 9.1, 13.2, 22.1 %), every image within 8 % at sigma >= 15
-    (ignoring clipping: up to 43 % low); the same at 16 bits and in [0, 1].
-    Unclipped noise gives the figures of the estimator that ignored clipping
-    (4.9, 1.9, 1.8, 2.2 %).  On photographs no choice was tuned on
-    (scikit-image's sample images) the clipped errors are 7.5, 2.0, 1.8,
-    1.6 %.  At sigma = 5 the images' own noise and textures read as noise
-    (Set12's 10.png carries about 3 levels of noise: +24 %), and the residual
-    of integer data lies on a grid of 1/6 level, which moves the median by up
-    to 2.5 % of sigma.  Rounding adds its variance of 1/12 level^2 to the
-    noise estimated (0.2 % at sigma = 5).
+    Its accuracy on clipped and unclipped noise, at 8 and 16 bits and in
+    [0, 1], is measured by ``benchmarks/noise_level.py``
+    (benchmarks/results/noise_level.md).  At small sigma an image's own noise
+    and textures read as noise, and the residual of integer data lies on a
+    grid of 1/6 level, which moves the median by up to a few percent of
+    sigma; rounding adds its variance of 1/12 level^2 to the noise estimated.
 
     The correction assumes the signal is flat within a block (the flattest
     blocks are chosen), and the median of the clipped residual follows

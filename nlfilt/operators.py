@@ -31,71 +31,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nlfilt.backend import Backend
 from nlfilt.kernels import safe_reciprocal
 from nlfilt.patches import box_sum, pad_reflect, sides
-
-#: Partial sums a reduction over many items (window offsets, groups of patches) is split into, whatever
-#: the thread count (at most this many threads share one reduction).
-PARTIALS = 4
-
-
-class _Workers:
-    """Host threads for independent array work (NumPy releases the GIL in large operations).
-
-    A context manager; ``map(function, items)`` runs serially when the backend
-    has a single worker (always on the GPU).
-    """
-
-    def __init__(self, backend: Backend) -> None:
-        self.count = max(1, backend.workers)
-        self._pool: ThreadPoolExecutor | None = None
-
-    def __enter__(self) -> _Workers:
-        if self.count > 1:
-            self._pool = ThreadPoolExecutor(max_workers=self.count - 1)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-    def map(self, function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        """``[function(item) for item in items]``, the first in the calling thread, the others on the pool.
-
-        So the work of the first item (the first of :meth:`shares`) may report
-        progress: it runs in the caller's thread, one call after another.
-        """
-        if self._pool is None or len(items) < 2:
-            return [function(item) for item in items]
-        others = [self._pool.submit(function, item) for item in items[1:]]
-        first = function(items[0])
-        return [first] + [future.result() for future in others]
-
-    def shares(self, count: int) -> list[range]:
-        """``range(count)`` dealt out round-robin, one share per worker."""
-        return [range(start, count, self.count) for start in range(min(self.count, count))]
-
-    def map_partials(self, function: Callable[[range], Any], count: int) -> list[Any]:
-        """``function(share)`` for ``range(count)`` dealt round-robin into :data:`PARTIALS` shares, the
-        shares dealt out to the workers; the results in share order.
-
-        For reductions: summing the results in that order gives the same
-        rounding whatever the number of threads, so results do not depend on
-        the machine's cores (nor on ``NLFILT_THREADS``).  The first share runs
-        in the calling thread.
-        """
-        shares = [range(start, count, PARTIALS) for start in range(min(PARTIALS, count))]
-        groups = [range(start, len(shares), self.count) for start in range(min(self.count, len(shares)))]
-        results: list[Any] = [None] * len(shares)
-        for pairs in self.map(lambda group: [(index, function(shares[index])) for index in group], groups):
-            for index, result in pairs:
-                results[index] = result
-        return results
-
+from nlfilt.workers import Workers
 
 #: Window shapes: 'box' (every offset weighs 1) and 'tent', the separable taper
 #: ``prod_axes (1 - |offset| / (r + 1))``, r the window's radius on that axis: its Fourier transform is
@@ -181,7 +122,7 @@ class GlobalAffinity:
         return [(start, min(start + step, self.size)) for start in range(0, self.size, step)]
 
     def _profile_tile(self, start: int, stop: int, tile: Any, scratch: list[list[Any]],
-                      workers: _Workers) -> tuple[Any, Any]:
+                      workers: Workers) -> tuple[Any, Any]:
         """Return ``f(t)`` for rows ``start:stop``: the diagonal block (columns ``start:stop``) and
         the off-diagonal block (columns ``stop:``), two C-contiguous arrays carved from ``tile``.
 
@@ -212,7 +153,7 @@ class GlobalAffinity:
         workers.map(profile, workers.shares(len(pieces)))
         return diagonal, off
 
-    def _buffers(self, workers: _Workers) -> tuple[Any, list[list[Any]]]:
+    def _buffers(self, workers: Workers) -> tuple[Any, list[list[Any]]]:
         """A tile and, for each worker, the kernel's scratch blocks of one piece."""
         xp = self.backend.xp
         dtype = self.left.dtype
@@ -237,7 +178,7 @@ class GlobalAffinity:
         tiles = self._tiles()
         pairs = [(stop - start) * (self.size - start) for start, stop in tiles]
         total, done = sum(pairs), 0
-        with _Workers(self.backend) as workers:
+        with Workers(self.backend) as workers:
             tile, scratch = self._buffers(workers)
             for (start, stop), tile_pairs in zip(tiles, pairs, strict=True):
                 diagonal, off = self._profile_tile(start, stop, tile, scratch, workers)
@@ -269,7 +210,7 @@ class GlobalAffinity:
         """Return the whole matrix ``K`` (for small images only)."""
         xp = self.backend.xp
         matrix = xp.empty((self.size, self.size), dtype=self.left.dtype)
-        with _Workers(self.backend) as workers:
+        with Workers(self.backend) as workers:
             tile, scratch = self._buffers(workers)
             for start, stop in self._tiles():
                 diagonal, off = self._profile_tile(start, stop, tile, scratch, workers)
@@ -451,7 +392,7 @@ class WindowedAffinity:
                     report(done / len(share))
             return total
 
-        with _Workers(self.backend) as workers:
+        with Workers(self.backend) as workers:
             parts = workers.map_partials(work, len(self.offsets))
         out = parts[0]
         for part in parts[1:]:

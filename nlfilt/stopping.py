@@ -1,7 +1,8 @@
 """Twicing that chooses its own number of steps, and whole twicing trajectories from Krylov bases.
 
 Twicing with a filter ``W`` gives ``z_t = A_t y`` with ``A_t = I - (I - W)^t``.
-Two rules pick ``t`` without the clean image:
+Rules that pick ``t`` without the clean image are classes registered by name
+(:func:`register_stop_rule`, :func:`stop_rule`); the built-in ones:
 
 * ``'sure'``: Stein's unbiased risk estimate of the mean squared error::
 
@@ -11,9 +12,8 @@ Two rules pick ``t`` without the clean image:
   the Jacobian) of ``y -> z_t``.  For a ``W`` that did not depend on ``y``
   it would be ``C tr(A_t)``, which Hutchinson's method estimates with random
   probes pushed through the same steps.  But every filter here is built from
-  ``y`` itself, and ignoring that is far off: on Set12 at sigma = 25 the
-  fixed-``W`` estimate chooses 7-8 NLM steps (23 dB against 28.4 dB for one
-  step) and the largest ``t`` allowed for 'arccos'.  So the probe ``b``
+  ``y`` itself, and ignoring that is far off (it chooses far too many
+  steps, for 'arccos' the largest ``t`` allowed).  So the probe ``b``
   (Rademacher) is pushed through a twin run on ``y + eps b``, filter
   rebuilt, and ``div_t = b . (z_t(y + eps b) - z_t(y)) / eps`` (Monte-Carlo
   SURE, Ramani, Blu and Unser 2008), with ``eps = EPSILON_PER_SIGMA sigma``.
@@ -39,7 +39,6 @@ import numpy
 from nlfilt.filters import Filter
 from nlfilt.linalg import BlockLanczos
 
-STOP_RULES = ("sure", "discrepancy")
 #: The discrepancy rule stops at the first t with |y - z_t|^2 / (N C) <= DISCREPANCY_FACTOR sigma^2
 #: (chosen on Set12, benchmarks/results/quality.md).
 DISCREPANCY_FACTOR = 1.0
@@ -84,22 +83,101 @@ def sure(residual: numpy.ndarray, divergence: numpy.ndarray, sigma: float, count
     return residual - sigma**2 + 2 * sigma**2 * divergence / count
 
 
-def choose(rule: str, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float, count: int,
-           final: bool) -> int | None:
-    """The step the rule picks from curves over ``t = 1 .. len(residual)``, or None if it needs more.
+class StopRule:
+    """A rule that picks the twicing step from the curves over ``t = 1, 2, ...``.
 
-    ``final`` says no more steps will come: then the rule picks the best it has.
+    A subclass sets :attr:`name`, :attr:`summary` (one line, for help texts)
+    and :attr:`needs_twin` (whether it needs the divergence of ``y -> z_t``,
+    from a twin run on perturbed data: a second filter, whose products with
+    ``K`` the cost model counts), and implements :meth:`choose`.
     """
-    steps = len(residual)
-    if rule == "discrepancy":
+
+    name: str
+    summary: str
+    needs_twin: bool = False
+
+    def choose(self, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float, count: int,
+               final: bool) -> int | None:
+        """The step picked from curves over ``t = 1 .. len(residual)``, or None while it needs more;
+        ``final`` says no more steps will come (then the best so far)."""
+        raise NotImplementedError
+
+    def newest_is_best(self, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float,
+                       count: int) -> bool:
+        """Whether the newest step is the best so far (the stepping driver keeps its estimate)."""
+        return True
+
+    def risk(self, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float,
+             count: int) -> numpy.ndarray | None:
+        """The risk curve the rule minimises, per ``t`` (None when it has none)."""
+        return None
+
+
+_STOP_RULES: dict[str, StopRule] = {}
+
+
+def register_stop_rule(cls: type[StopRule]) -> type[StopRule]:
+    """Register a :class:`StopRule` subclass under its :attr:`~StopRule.name` (a class decorator)."""
+    _STOP_RULES[cls.name] = cls()
+    return cls
+
+
+def stop_rule(name: str, parameter: str = "stop") -> StopRule:
+    """The registered rule ``name``; ValueError naming ``parameter`` and the registered rules otherwise."""
+    try:
+        return _STOP_RULES[name]
+    except (KeyError, TypeError):
+        names = ", ".join(map(repr, stop_rule_names()))
+        raise ValueError(f"{parameter} must be one of {names}; got {name!r}") from None
+
+
+def stop_rule_names() -> tuple[str, ...]:
+    """The registered rules, the default first."""
+    return tuple(_STOP_RULES)
+
+
+@register_stop_rule
+class SureRule(StopRule):
+    """Stein's unbiased risk estimate (the default): the minimum, once it has risen for
+    ``max(PATIENCE, t / 4)`` steps past it."""
+
+    name = "sure"
+    summary = "Stein's unbiased risk estimate"
+    needs_twin = True
+
+    def choose(self, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float, count: int,
+               final: bool) -> int | None:
+        best = int(numpy.argmin(sure(residual, divergence, sigma, count))) + 1
+        if final or len(residual) >= best + max(PATIENCE, math.ceil(best / 4)):
+            return best
+        return None
+
+    def newest_is_best(self, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float,
+                       count: int) -> bool:
+        return bool(numpy.argmin(sure(residual, divergence, sigma, count)) == len(residual) - 1)
+
+    def risk(self, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float,
+             count: int) -> numpy.ndarray | None:
+        return sure(residual, divergence, sigma, count)
+
+
+@register_stop_rule
+class DiscrepancyRule(StopRule):
+    """The first step whose mean squared residual is at most ``DISCREPANCY_FACTOR sigma^2``."""
+
+    name = "discrepancy"
+    summary = "the first step whose mean squared residual is at most sigma^2"
+
+    def choose(self, residual: numpy.ndarray, divergence: numpy.ndarray | None, sigma: float, count: int,
+               final: bool) -> int | None:
         below = numpy.flatnonzero(residual <= DISCREPANCY_FACTOR * sigma**2)
         if below.size:
             return int(below[0]) + 1
-        return steps if final else None
-    best = int(numpy.argmin(sure(residual, divergence, sigma, count))) + 1
-    if final or steps >= best + max(PATIENCE, math.ceil(best / 4)):
-        return best
-    return None
+        return len(residual) if final else None
+
+
+#: The registered rules' names, the default first.
+STOP_RULES = stop_rule_names()
 
 
 def rademacher(xp: Any, shape: tuple[int, ...], dtype: Any, seed: int = 0) -> Any:
@@ -291,10 +369,10 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
     count = image.size
     if sigma <= 0:
         max_iterations, twin, rule = 1, None, "discrepancy"
-    if rule not in STOP_RULES:
-        raise ValueError(f"rule must be one of {', '.join(map(repr, STOP_RULES))}; got {rule!r}")
-    if rule == "sure" and twin is None:
-        raise ValueError("rule='sure' needs a twin run on perturbed data (twin=Twin(...)), unless sigma is 0")
+    chooser = stop_rule(rule, "rule")
+    if chooser.needs_twin and twin is None:
+        raise ValueError(f"rule={rule!r} needs a twin run on perturbed data (twin=Twin(...)), unless sigma "
+                         "is 0")
     runs = [(filter_, image)] + ([] if twin is None else [(twin.filter, twin.image)])
     if krylov:
         share = None if basis_budget is None else basis_budget // len(runs)
@@ -310,7 +388,7 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
             if twin is not None:
                 divergence = (trajectories[1].inner(twin.probe)[:horizon]
                               - trajectories[0].inner(twin.probe)[:horizon]) / twin.epsilon
-            chosen = choose(rule, residual, divergence, sigma, count, final) if horizon else None
+            chosen = chooser.choose(residual, divergence, sigma, count, final) if horizon else None
             if chosen is not None or final:
                 break
         chosen = chosen or 1
@@ -331,13 +409,13 @@ def auto_twicing(filter_: Filter, image: Any, *, sigma: float, rule: str = "sure
                 divergences.append(float(xp.sum(twin.probe * (current[1] - current[0]))) / twin.epsilon)
             residual = numpy.array(residuals)
             divergence = numpy.array(divergences) if twin is not None else None
-            chosen = choose(rule, residual, divergence, sigma, count, final=step == max_iterations)
-            newest_best = rule != "sure" or numpy.argmin(sure(residual, divergence, sigma, count)) == step - 1
+            chosen = chooser.choose(residual, divergence, sigma, count, final=step == max_iterations)
+            newest_best = chooser.newest_is_best(residual, divergence, sigma, count)
             if chosen == step or (chosen is None and newest_best):
                 best = [estimate.copy() for estimate in current]
             if chosen is not None:
                 break
         estimates = best
-    risk = None if divergence is None else sure(residual, divergence, sigma, count)
+    risk = None if divergence is None else chooser.risk(residual, divergence, sigma, count)
     report = StopReport(iterations=int(chosen), rule=rule, risk=risk, residual=residual)
     return estimates[0], (estimates[1] if twin is not None else None), report

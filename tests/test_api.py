@@ -6,8 +6,8 @@ import numpy
 import pytest
 
 import nlfilt
-from nlfilt.api import prepare
 from nlfilt.filters import build_filter
+from nlfilt.resolve import prepare
 
 import reference
 from conftest import to_host

@@ -23,42 +23,7 @@ from click.testing import CliRunner
 from nlfilt.backend import get_backend, gpu_status
 from nlfilt.cli import main
 
-RNG = numpy.random.default_rng(12)
-
-
-@pytest.fixture(autouse=True)
-def filter_method_by_default(monkeypatch):
-    """These tests exercise the command line's mechanics with ``--method filter``, whose result
-    nlfilt.denoise reproduces; the collaborative default has tests of its own (test_collaborative.py)."""
-    from nlfilt.cli.denoise import denoise_command
-
-    (method,) = [param for param in denoise_command.params if param.name == "method"]
-    monkeypatch.setattr(method, "default", "filter")
-
-
-def noisy_image(height: int = 40, width: int = 48, channels: int = 0) -> numpy.ndarray:
-    clean = numpy.linspace(40, 200, width)[None, :].repeat(height, axis=0)
-    if channels:
-        clean = numpy.stack([clean] * channels, axis=2)
-    return numpy.clip(numpy.round(clean + RNG.normal(0, 20, clean.shape)), 0, 255).astype(numpy.uint8)
-
-
-def invoke(*args: object) -> object:
-    return CliRunner().invoke(main, [str(arg) for arg in args])
-
-
-def entries(text: str) -> list[dict]:
-    return [record for record in map(json.loads, text.splitlines()) if "run" not in record]
-
-
-def forbid_denoising(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make any call of nlfilt.denoise (or any decoding) fail the test: checks must come first."""
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("computed or decoded before the check")
-
-    monkeypatch.setattr("nlfilt.denoise", refuse)
-    monkeypatch.setattr("nlfilt.images.iio.imread", refuse)
-
+from clitools import forbid_denoising, noisy_image, replace_denoising, report_entries, run
 
 # Files and processes
 
@@ -66,10 +31,10 @@ def test_outputs_get_the_umask_mode_and_overwrite_keeps_the_existing_mode(tmp_pa
     iio.imwrite(tmp_path / "a.png", noisy_image())
     previous = os.umask(0o027)
     try:
-        assert invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "out.png", "--quiet").exit_code == 0
+        assert run("denoise", tmp_path / "a.png", "-o", tmp_path / "out.png", "--quiet").exit_code == 0
         assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o640
         (tmp_path / "out.png").chmod(0o604)
-        result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "out.png", "--quiet", "--overwrite")
+        result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "out.png", "--quiet", "--overwrite")
         assert result.exit_code == 0
         assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o604
     finally:
@@ -109,32 +74,17 @@ def test_signals_stop_the_batch_cleanly_with_their_own_exit_status(tmp_path, sig
     assert 0 < len(written) < 40
     for name in written:
         assert iio.imread(out / name).shape == (48, 48)
-    lines = entries(report.read_text())
+    lines = report_entries(report.read_text())
     assert lines[-1]["status"] == "interrupted" and len(lines) == len(written) + 1
-
-
-def test_an_interrupt_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
-    """write_image itself: interrupted inside the encoder, it removes its partial file."""
-    from nlfilt.images import write_image
-
-    def interrupted_write(path, *args, **kwargs):
-        Path(path).write_bytes(b"half an image")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("nlfilt.images.iio.imwrite", interrupted_write)
-    with pytest.raises(KeyboardInterrupt):
-        write_image(tmp_path / "a.png", noisy_image())
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_outputs_being_written_when_a_signal_comes_are_finished_and_reported(tmp_path, monkeypatch):
     """Writes run on threads while the next file is filtered: a signal then lets them finish."""
-    import nlfilt
     from nlfilt.cli.interrupts import Interrupted
 
     for name in ("a.png", "b.png", "c.png"):
         iio.imwrite(tmp_path / name, noisy_image())
-    real_write, real_denoise = iio.imwrite, nlfilt.denoise
+    real_write = iio.imwrite
     writing = threading.Event()
 
     def slow_write(*args, **kwargs):
@@ -144,22 +94,22 @@ def test_outputs_being_written_when_a_signal_comes_are_finished_and_reported(tmp
 
     calls = []
 
-    def denoise_then_signal(image, **kwargs):
+    def denoise_then_signal(real, image):
         calls.append(1)
         if len(calls) == 2:  # while the first output is being written, the signal comes
             assert writing.wait(10)
             raise Interrupted(signal.SIGTERM)
-        return real_denoise(image, **kwargs)
+        return real()
 
     monkeypatch.setattr("nlfilt.images.iio.imwrite", slow_write)
-    monkeypatch.setattr("nlfilt.denoise", denoise_then_signal)
-    result = invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png",
-                    "-o", tmp_path / "out", "--report", tmp_path / "report.jsonl")
+    replace_denoising(monkeypatch, denoise_then_signal)
+    result = run("denoise", tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png",
+                 "-o", tmp_path / "out", "--report", tmp_path / "report.jsonl")
     assert result.exit_code == 143, result.output
     assert "1 denoised, 0 failed, 0 skipped; interrupted by SIGTERM" in result.output
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png"]
     assert iio.imread(tmp_path / "out" / "a.png").shape == noisy_image().shape
-    lines = entries((tmp_path / "report.jsonl").read_text())
+    lines = report_entries((tmp_path / "report.jsonl").read_text())
     assert [(Path(line["input"]).name, line["status"]) for line in lines] == [("a.png", "denoised"),
                                                                             ("b.png", "interrupted")]
 
@@ -182,7 +132,7 @@ def test_stale_partial_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_
         foreign = out / ".notes.partial.png"
         for path in (dead, alive, other_host, foreign):
             path.write_bytes(b"partial")
-        assert invoke("denoise", tmp_path / "a.png", "-o", out, "--quiet").exit_code == 0
+        assert run("denoise", tmp_path / "a.png", "-o", out, "--quiet").exit_code == 0
         assert not dead.exists()
         assert alive.exists() and other_host.exists() and foreign.exists()
         assert remove_stale_partials(out) == []
@@ -195,20 +145,16 @@ def test_stale_partial_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_
 def test_a_concurrent_run_never_replaces_an_output_another_run_finished(tmp_path, monkeypatch):
     iio.imwrite(tmp_path / "a.png", noisy_image())
     out = tmp_path / "out"
-    import nlfilt
-
-    real_denoise = nlfilt.denoise
-
-    def denoise_while_another_run_finishes(*args, **kwargs):
+    def denoise_while_another_run_finishes(real, image):
         out.mkdir(exist_ok=True)
         (out / "a.png").write_bytes(b"the other run's result")
-        return real_denoise(*args, **kwargs)
+        return real()
 
-    monkeypatch.setattr("nlfilt.denoise", denoise_while_another_run_finishes)
-    result = invoke("denoise", tmp_path / "a.png", "-o", out, "--report", "-")
+    replace_denoising(monkeypatch, denoise_while_another_run_finishes)
+    result = run("denoise", tmp_path / "a.png", "-o", out, "--report", "-")
     assert result.exit_code == 0
     assert (out / "a.png").read_bytes() == b"the other run's result"
-    (entry,) = entries(result.stdout)
+    (entry,) = report_entries(result.stdout)
     assert entry["status"] == "skipped" and "another run" in entry["error"]
     assert [path.name for path in out.iterdir()] == ["a.png"]
 
@@ -217,9 +163,9 @@ def test_report_appends_a_run_line_and_one_line_per_input(tmp_path):
     for name in ("a.png", "b.png"):
         iio.imwrite(tmp_path / name, noisy_image())
     report = tmp_path / "report.jsonl"
-    assert invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "out", "--report", report).exit_code == 0
-    assert invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out",
-                  "--report", report, "--window", "7").exit_code == 0
+    assert run("denoise", tmp_path / "a.png", "-o", tmp_path / "out", "--report", report).exit_code == 0
+    assert run("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out",
+               "--report", report, "--method", "filter", "--window", "7").exit_code == 0
     records = [json.loads(line) for line in report.read_text().splitlines()]
     assert ["run" in record for record in records] == [True, False, True, False, False]
     first, second = records[0], records[2]
@@ -257,9 +203,9 @@ def test_recursive_run_with_the_output_inside_the_input_resumes(tmp_path):
     iio.imwrite(folder / "a.png", noisy_image())
     iio.imwrite(folder / "sub" / "b.png", noisy_image())
     out = folder / "denoised"
-    first = invoke("denoise", folder, "-o", out, "--recursive")
+    first = run("denoise", folder, "-o", out, "--recursive")
     assert first.exit_code == 0 and "2 denoised, 0 failed, 0 skipped" in first.output
-    second = invoke("denoise", folder, "-o", out, "--recursive")
+    second = run("denoise", folder, "-o", out, "--recursive")
     assert second.exit_code == 0 and "0 denoised, 0 failed, 2 skipped" in second.output
     assert not (out / "denoised").exists()
 
@@ -276,10 +222,10 @@ def test_recursive_run_with_the_output_inside_the_input_resumes(tmp_path):
 def test_output_formats_are_checked_before_computing(tmp_path, monkeypatch, name, pixels, output, reason):
     iio.imwrite(tmp_path / name, pixels)
     if reason is None:
-        assert invoke("denoise", tmp_path / name, "-o", tmp_path / output, "--quiet").exit_code == 0
+        assert run("denoise", tmp_path / name, "-o", tmp_path / output, "--quiet").exit_code == 0
         return
     forbid_denoising(monkeypatch)
-    result = invoke("denoise", tmp_path / name, "-o", tmp_path / output)
+    result = run("denoise", tmp_path / name, "-o", tmp_path / output)
     assert result.exit_code == 2 and reason in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / output).exists()
 
@@ -288,10 +234,10 @@ def test_an_output_folder_that_cannot_be_created_is_a_usage_error(tmp_path, monk
     iio.imwrite(tmp_path / "a.png", noisy_image())
     (tmp_path / "plain").write_text("a file, not a folder")
     forbid_denoising(monkeypatch)
-    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "plain" / "out" / "a.png")
+    result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "plain" / "out" / "a.png")
     assert result.exit_code == 2 and "is a file" in result.output
     monkeypatch.setattr("nlfilt.cli.denoise.os.access", lambda path, mode: not mode & os.W_OK)  # not ours
-    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "locked" / "a.png")
+    result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "locked" / "a.png")
     assert result.exit_code == 2 and "permission denied" in result.output
 
 
@@ -299,9 +245,9 @@ def test_an_image_too_large_for_memory_is_refused_from_its_header(tmp_path, monk
     iio.imwrite(tmp_path / "a.png", noisy_image())
     monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**16)  # a 64 KiB machine
     forbid_denoising(monkeypatch)
-    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--device", "cpu")
+    result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--device", "cpu")
     assert result.exit_code == 1 and "working memory" in result.output
-    assert "crop the image" in result.output
+    assert "crop the image" in result.output and not (tmp_path / "o.png").exists()
 
 
 # Messages whose suggestions work
@@ -317,43 +263,49 @@ def denoise_options() -> set[str]:
 @pytest.mark.parametrize("kernel", ["arccos", "ntk", "nlm"])
 def test_a_costly_run_suggests_only_remedies_that_exist_and_work(tmp_path, kernel):
     iio.imwrite(tmp_path / "a.png", noisy_image())
-    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--kernel", kernel,
-                    "--window", "global", "--device", "cpu", "--max-minutes", "0.00001")
+    result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--method", "filter",
+                 "--kernel", kernel, "--window", "global", "--device", "cpu", "--max-minutes", "0.00001")
     assert result.exit_code == 1 and "would take about" in result.output and "seconds" in result.output
     named = options_named(result.output)
     assert named <= denoise_options(), named
     assert ("--window" in named) == (kernel == "nlm")  # windowed tangent filters are indefinite
     assert ("--device" in named) == gpu_status()[0]
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_a_memory_refusal_names_existing_options(tmp_path, monkeypatch):
     iio.imwrite(tmp_path / "a.png", noisy_image())
     monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**20)
-    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--window", "global",
-                    "--iterations", "auto", "--device", "cpu")
+    result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--method", "filter",
+                 "--window", "global", "--iterations", "auto", "--device", "cpu")
     assert result.exit_code == 1 and "working memory" in result.output
     named = options_named(result.output)
     assert "--memory-budget" in named and named <= denoise_options(), named
-    smaller = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--window", "global",
-                     "--iterations", "auto", "--device", "cpu", "--memory-budget", "1M")
+    smaller = run("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--method", "filter",
+                  "--window", "global", "--iterations", "auto", "--device", "cpu", "--memory-budget", "1M")
     assert smaller.exit_code == 1 and "working memory" in smaller.output  # still too much for 1 MiB
-    assert invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--memory-budget",
-                  "lots").exit_code == 2
+    assert run("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--method", "filter",
+               "--memory-budget", "lots").exit_code == 2
 
 
 def test_an_image_smaller_than_the_default_patch_says_how_to_set_it(tmp_path):
     iio.imwrite(tmp_path / "tiny.png", noisy_image(3, 6))
-    result = invoke("denoise", tmp_path / "tiny.png", "-o", tmp_path / "o.png", "--sigma", "10")
+    result = run("denoise", tmp_path / "tiny.png", "-o", tmp_path / "o.png", "--sigma", "10")
+    assert result.exit_code == 1  # the default method's 8x8 patches: the filter's smaller patch is named
+    assert "smaller than the 8x8 patches of --method collaborative" in result.output
+    assert "--method filter with a smaller --patch" in result.output
+    result = run("denoise", tmp_path / "tiny.png", "-o", tmp_path / "o.png", "--sigma", "10",
+                 "--method", "filter")
     assert result.exit_code == 1
     assert "smaller than the default patch 5" in result.output and "--patch" in result.output
-    assert invoke("denoise", tmp_path / "tiny.png", "-o", tmp_path / "o.png", "--sigma", "10",
-                  "--patch", "3").exit_code == 0
+    assert run("denoise", tmp_path / "tiny.png", "-o", tmp_path / "o.png", "--sigma", "10",
+               "--method", "filter", "--patch", "3").exit_code == 0
 
 
 def test_a_stack_in_a_batch_is_denoised_and_an_empty_file_says_so(tmp_path):
     tifffile.imwrite(tmp_path / "stack.tif", numpy.zeros((5, 16, 16), numpy.uint8))  # one series of 5 pages
     (tmp_path / "empty.png").write_bytes(b"")
-    result = invoke("denoise", tmp_path / "stack.tif", tmp_path / "empty.png", "-o", tmp_path / "out")
+    result = run("denoise", tmp_path / "stack.tif", tmp_path / "empty.png", "-o", tmp_path / "out")
     assert result.exit_code == 1
     assert "empty file" in result.output and "1 denoised, 1 failed" in result.output
     assert tifffile.imread(tmp_path / "out" / "stack.tif").shape == (5, 16, 16)
@@ -362,7 +314,7 @@ def test_a_stack_in_a_batch_is_denoised_and_an_empty_file_says_so(tmp_path):
 def test_an_image_file_name_as_the_output_of_several_inputs_is_a_usage_error(tmp_path):
     for name in ("a.png", "b.png"):
         iio.imwrite(tmp_path / name, noisy_image())
-    result = invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "name.png")
+    result = run("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "name.png")
     assert result.exit_code == 2 and "output folder" in result.output
     assert not (tmp_path / "name.png").exists()
 
@@ -370,7 +322,7 @@ def test_an_image_file_name_as_the_output_of_several_inputs_is_a_usage_error(tmp
 def test_the_window_error_speaks_of_global(tmp_path):
     iio.imwrite(tmp_path / "a.png", noisy_image())
     for window in ("4", "0", "wide"):
-        result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--window", window)
+        result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "o.png", "--window", window)
         assert result.exit_code == 2 and "'global'" in result.output and "None" not in result.output
 
 
@@ -379,9 +331,9 @@ def test_an_existing_output_is_skipped_without_computing_it(tmp_path, monkeypatc
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a.png").write_bytes(b"an earlier result")
     forbid_denoising(monkeypatch)
-    result = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "out", "--report", "-")
+    result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "out", "--report", "-")
     assert result.exit_code == 0
-    (entry,) = entries(result.stdout)
+    (entry,) = report_entries(result.stdout)
     assert entry["status"] == "skipped" and entry["error"].startswith("output exists")
     assert (tmp_path / "out" / "a.png").read_bytes() == b"an earlier result"
 
@@ -399,11 +351,11 @@ def test_gpu_failures_are_reported_per_file_with_gpu_advice(tmp_path, monkeypatc
     for name in ("a.png", "b.png"):
         iio.imwrite(tmp_path / name, noisy_image())
 
-    def failing(*args, **kwargs):
+    def failing(real, image):
         raise error
 
-    monkeypatch.setattr("nlfilt.denoise", failing)
-    result = invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out")
+    replace_denoising(monkeypatch, failing)
+    result = run("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.count(advice) == 2 and "--device cpu" in result.output
     assert "0 denoised, 2 failed" in result.output
@@ -412,10 +364,10 @@ def test_gpu_failures_are_reported_per_file_with_gpu_advice(tmp_path, monkeypatc
 def test_other_exceptions_are_not_disguised_as_gpu_failures(tmp_path, monkeypatch):
     iio.imwrite(tmp_path / "a.png", noisy_image())
 
-    def failing(*args, **kwargs):
+    def failing(real, image):
         raise KeyError("a bug")
 
-    monkeypatch.setattr("nlfilt.denoise", failing)
+    replace_denoising(monkeypatch, failing)
     with pytest.raises(KeyError):
         CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")],
                            catch_exceptions=False)
@@ -427,12 +379,12 @@ def test_auto_device_says_once_why_an_installed_gpu_stack_is_not_used(tmp_path, 
     monkeypatch.setattr("nlfilt.cli.denoise.gpu_status",
                         lambda: (False, "CuPy 14.2.0 cannot use CUDA (no CUDA-capable device is detected)"))
     monkeypatch.setattr("nlfilt.cli.denoise.get_backend", lambda device: get_backend("cpu"))
-    result = invoke("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out")
+    result = run("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out")
     assert result.exit_code == 0 and result.output.count("notice: computing on the CPU") == 1
-    quiet = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "quiet.png", "--quiet")
+    quiet = run("denoise", tmp_path / "a.png", "-o", tmp_path / "quiet.png", "--quiet")
     assert quiet.exit_code == 0 and quiet.output == ""
     monkeypatch.setattr("nlfilt.cli.denoise.gpu_status", lambda: (False, "CuPy is not installed (...)"))
-    plain = invoke("denoise", tmp_path / "a.png", "-o", tmp_path / "plain.png")
+    plain = run("denoise", tmp_path / "a.png", "-o", tmp_path / "plain.png")
     assert "notice" not in plain.output
 
 

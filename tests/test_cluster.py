@@ -17,6 +17,8 @@ from click.testing import CliRunner
 
 from nlfilt.cli import main
 
+from clitools import report_entries
+
 distributed = pytest.importorskip("distributed", reason="needs nlfilt[dask]")
 
 BIN = Path(sys.executable).parent
@@ -31,10 +33,6 @@ def photos(folder: Path, count: int, side: int = 96) -> Path:
         noisy = clean + numpy.random.default_rng(index).normal(0, 20, clean.shape)
         iio.imwrite(folder / f"{index:02d}.png", numpy.clip(noisy, 0, 255).astype(numpy.uint8))
     return folder
-
-
-def entries(text: str) -> list[dict]:
-    return [record for record in map(json.loads, text.splitlines()) if "input" in record]
 
 
 #: The outputs are compared bit for bit, so the tests filter with NLM (``--method filter``), whose
@@ -53,7 +51,7 @@ def test_a_local_cluster_gives_the_single_process_outputs(tmp_path):
     assert there.exit_code == 0, there.output
     for path in sorted((tmp_path / "here").iterdir()):
         numpy.testing.assert_array_equal(iio.imread(tmp_path / "there" / path.name), iio.imread(path))
-    lines = entries(report.read_text())
+    lines = report_entries(report.read_text())
     assert sorted(Path(line["input"]).name for line in lines) == sorted(p.name for p in inputs.iterdir())
     assert {line["status"] for line in lines} == {"denoised"}
     # resume: a second run skips every output that exists
@@ -69,7 +67,7 @@ def test_bad_files_are_named_and_the_rest_go_on(tmp_path):
                                        "local:2", "--report", "-"])
     assert result.exit_code == 1
     assert "broken.png" in result.stderr and "3 denoised, 1 failed, 0 skipped" in result.stderr
-    assert len(entries(result.stdout)) == 4
+    assert len(report_entries(result.stdout)) == 4
 
 
 @pytest.mark.parametrize(("value", "message"), [
@@ -141,7 +139,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path):
         for name in written:
             expected = iio.imread(tmp_path / "reference" / name)
             numpy.testing.assert_array_equal(iio.imread(out / name), expected)
-        lines = entries(report.read_text())
+        lines = report_entries(report.read_text())
         assert sorted(Path(line["input"]).name for line in lines) == written  # one line per input
     finally:
         for process in processes:
@@ -175,7 +173,7 @@ def test_a_signal_stops_a_cluster_run_cleanly(tmp_path):
     assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
     written = sorted(p.name for p in out.iterdir())
     assert all(not name.startswith(".") for name in written) and 0 < len(written) < 30
-    lines = entries(report.read_text())
+    lines = report_entries(report.read_text())
     assert sorted(Path(line["input"]).name for line in lines) == sorted(p.name for p in inputs.iterdir())
     assert {line["status"] for line in lines} <= {"denoised", "interrupted"}
     assert any(line["status"] == "interrupted" for line in lines)

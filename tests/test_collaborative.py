@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 import nlfilt
 from nlfilt import collaborative
+from nlfilt.accelerate import accelerate
 from nlfilt.backend import Backend, get_backend
 from nlfilt.cli import main
 from nlfilt.jit_groups import CompiledGroups
@@ -187,7 +188,8 @@ def test_the_compiled_result_does_not_depend_on_the_thread_count():
     results = []
     for workers in (1, 2, 3):
         backend = Backend("cpu", numpy, workers=workers)
-        results.append(collaborative.collaborative_filter(backend, noisy.astype(numpy.float32), 20.0))
+        groups = accelerate(backend, collaborative.ArrayGroups(backend, noisy.shape, patch=8, step=4))
+        results.append(collaborative.collaborative_filter(groups, noisy.astype(numpy.float32), 20.0))
     numpy.testing.assert_array_equal(results[0], results[1])
     numpy.testing.assert_array_equal(results[0], results[2])
 
@@ -379,7 +381,7 @@ def test_the_command_line_refuses_what_the_memory_cannot_hold_with_the_remedy(tm
     assert result.exit_code == 1 and "GiB of working memory" in result.output, result.output
     assert "--chunk" in result.output and "--chunk" in denoise_options
     assert not (tmp_path / "o.png").exists()
-    monkeypatch.setattr("nlfilt.cli.options.get_backend", lambda device: Backend("gpu", numpy))
+    monkeypatch.setattr("nlfilt.cli.denoise.get_backend", lambda device: Backend("gpu", numpy))
     monkeypatch.setattr("nlfilt.cli.options.gpu_free_bytes", lambda: 2**20)
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")])
     assert result.exit_code == 1 and "GiB of GPU memory" in result.output and "--device cpu" in result.output

@@ -15,7 +15,6 @@ import numpy
 import pytest
 
 import nlfilt
-from nlfilt.api import prepare
 from nlfilt.cost import (
     EIGENVALUE_APPLICATIONS,
     SINKHORN_APPLICATIONS,
@@ -23,6 +22,7 @@ from nlfilt.cost import (
     estimate_working_bytes,
     expected_applications,
 )
+from nlfilt.resolve import prepare
 
 
 def resolved(shape: tuple[int, ...], **call):

@@ -202,8 +202,8 @@ def test_alternative_kernels_are_used_only_when_asked(monkeypatch):
 
 def twin(kernel: str, window: int | None, patch: int = 3, dtype=numpy.float32):
     """The array-code operator of COLOUR, built on the CPU (the twin of the compiled one, if any)."""
-    from nlfilt.api import prepare
     from nlfilt.filters import build_filter
+    from nlfilt.resolve import prepare
 
     extra = {"h": 20.0, "sigma": 5.0} if kernel == "nlm" else {"h": None, "sigma": None}
     backend, image, options = prepare(COLOUR, kernel=kernel, patch=patch, window=window,
@@ -302,8 +302,8 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
 
 def volume_twin(dtype=numpy.float64, patch=(1, 3, 3), window=(3, 5, 5)):
     """The array-code windowed NLM operator of a small (Z, H, W, 2) volume, built on the CPU."""
-    from nlfilt.api import prepare
     from nlfilt.filters import build_filter
+    from nlfilt.resolve import prepare
 
     volume = RNG.random((4, 9, 11, 2)) * 100
     backend, array, options = prepare(volume, kernel="nlm", patch=patch, window=window, h=20.0, sigma=5.0,
@@ -365,8 +365,8 @@ def test_three_tf32_products_keep_the_float32_accuracy_of_the_global_statistic()
     """nlfilt_global_mma's arithmetic, emulated: NLM's t = 2 <a_i, a_j> - s_i - s_j is a difference of
     large terms; one TF32 product (CUPY_TF32) misses it by far more than float32 does, three (a = a_hi +
     a_lo, a b ~ a_hi b_hi + a_hi b_lo + a_lo b_hi) stay within a small factor of the float32 GEMM."""
-    from nlfilt.api import prepare
     from nlfilt.filters import build_filter
+    from nlfilt.resolve import prepare
 
     rows, cols = numpy.mgrid[:40, :44]
     image = 120 + 60 * numpy.sin(cols / 5.0) * (rows > 12) + 50 * ((rows - cols) % 24 < 12)
@@ -400,9 +400,9 @@ def test_gpu_tensor_core_global_operator_matches_the_gemm_tiles(gpu, options, sh
     monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_global_mma")
     mma = nlfilt.denoise(image, device="gpu", **arguments)
     numpy.testing.assert_allclose(mma, tiles, rtol=1e-4, atol=1e-4 * numpy.abs(tiles).max())
-    from nlfilt.api import prepare
     from nlfilt.cuda.operators import CudaMmaGlobal
     from nlfilt.filters import build_filter
+    from nlfilt.resolve import prepare
 
     extra = {key: options[key] for key in ("h", "sigma", "depth") if key in options}
     backend, array, resolved = prepare(image, kernel=options["kernel"], patch=5, window=None, device="gpu",

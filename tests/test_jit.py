@@ -10,9 +10,9 @@ import pytest
 
 import nlfilt
 from nlfilt import jit
-from nlfilt.api import prepare
 from nlfilt.filters import build_filter
 from nlfilt.operators import WindowedAffinity, with_ones
+from nlfilt.resolve import prepare
 
 import reference
 
@@ -116,7 +116,7 @@ def test_the_array_code_serves_without_numba_and_for_other_kernels(monkeypatch):
     image = RNG.random((12, 12)) * 100
     _, twin = operators(image, patch=3, window=5)
     assert type(jit.select(twin, twin.kernel)) is jit.CompiledWindowedNLM
-    monkeypatch.setattr(jit, "_numba", lambda: None)
+    monkeypatch.setattr(jit, "load_numba", lambda: None)
     assert jit.select(twin, twin.kernel) is twin
     backend, array, options = prepare(image, kernel="arccos", patch=3, window=5, h=None, sigma=None, depth=1,
                                       device="cpu", dtype=numpy.float64, memory_budget=2**26)
@@ -133,6 +133,6 @@ def test_denoise_paths_agree_with_the_array_code(monkeypatch, call):
     image = RNG.random((40, 36, 3)) * 255
     options = {"patch": 5, "window": 9, "sigma": 25.0, "dtype": numpy.float64, "device": "cpu", **call}
     compiled = nlfilt.denoise(image, **options)
-    monkeypatch.setattr(jit, "_numba", lambda: None)
+    monkeypatch.setattr(jit, "load_numba", lambda: None)
     numpy.testing.assert_allclose(compiled, nlfilt.denoise(image, **options), rtol=1e-9, atol=1e-9)
 

@@ -65,7 +65,7 @@ def test_single_worker_matches_threads(monkeypatch, window):
     monkeypatch.setattr("nlfilt.backend.CPU_PROFILE_CHUNK", 64)  # many pieces per tile
     threaded = nlfilt.denoise(image, **options)
     single = dataclasses.replace(get_backend("cpu"), workers=1)
-    monkeypatch.setattr("nlfilt.api.get_backend", lambda device: single)
+    monkeypatch.setattr("nlfilt.resolve.get_backend", lambda device: single)
     serial = nlfilt.denoise(image, **options)
     numpy.testing.assert_allclose(serial, threaded, rtol=1e-12)
 

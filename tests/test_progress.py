@@ -8,22 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 import nlfilt
-from nlfilt.api import prepare
 from nlfilt.cli import main
 from nlfilt.cli import progress as cli_progress
 from nlfilt.filters import ProgressMeter, build_filter
+from nlfilt.resolve import prepare
 
 RNG = numpy.random.default_rng(11)
-
-
-@pytest.fixture(autouse=True)
-def filter_method_by_default(monkeypatch):
-    """These tests exercise the command line's mechanics with ``--method filter``, whose result
-    nlfilt.denoise reproduces; the collaborative default has tests of its own (test_collaborative.py)."""
-    from nlfilt.cli.denoise import denoise_command
-
-    (method,) = [param for param in denoise_command.params if param.name == "method"]
-    monkeypatch.setattr(method, "default", "filter")
 
 
 def scene(size: int, channels: int = 0) -> numpy.ndarray:
@@ -79,7 +69,7 @@ def test_progress_counts_products_with_k_in_every_mode(mode):
 
 
 def test_windowed_products_report_their_offsets(monkeypatch):
-    monkeypatch.setattr("nlfilt.jit._numba", lambda: None)  # the array code
+    monkeypatch.setattr("nlfilt.jit.load_numba", lambda: None)  # the array code
     calls, _ = record(image=scene(32), patch=3, window=9)  # 41 offsets, one product
     parts = [done for done, _ in calls if not float(done).is_integer()]
     assert len(parts) >= 10 and all(0 < part < 1 for part in parts)
@@ -187,7 +177,8 @@ def write_png(path, channels=0):
 def test_cli_shows_a_bar_for_a_slow_single_file_unless_quiet(tmp_path, monkeypatch, quiet):
     monkeypatch.setattr(cli_progress, "BAR_DELAY", 0.0)  # every file is "slow"
     source = write_png(tmp_path / "in.png")
-    args = ["denoise", str(source), "-o", str(tmp_path / "out.png"), "--kernel", "arccos"]  # one-shot
+    args = ["denoise", str(source), "-o", str(tmp_path / "out.png"), "--method", "filter", "--kernel",
+            "arccos"]  # one-shot
     result = CliRunner().invoke(main, args + (["--quiet"] if quiet else []), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     shown = "products with K" in result.stderr

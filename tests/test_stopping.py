@@ -9,10 +9,10 @@ import numpy
 import pytest
 
 import nlfilt
-from nlfilt.api import GUIDE_H_PER_SIGMA, prepare
 from nlfilt.filters import SINKHORN_TOL, build_filter
 from nlfilt.linalg import BlockLanczos
-from nlfilt.stopping import KrylovTrajectory, auto_twicing, choose
+from nlfilt.resolve import GUIDE_H_PER_SIGMA, prepare
+from nlfilt.stopping import KrylovTrajectory, auto_twicing, stop_rule
 
 import reference
 from conftest import to_host
@@ -219,11 +219,11 @@ def test_sure_waits_out_a_local_rise_before_taking_the_minimum():
     # risk = residual - sigma^2 + 2 sigma^2 div / count; with div = 0 the risk is residual - 1
     risk = numpy.array([5, 4, 3, 3.1, 2.5, 2, 1.9, 2.2, 2.5, 2.8, 3.0, 3.2, 3.4]) + 1.0
     divergence = numpy.zeros_like(risk)
-    picks = [choose("sure", risk[:steps], divergence[:steps], 1.0, 1, final=False)
+    picks = [stop_rule("sure").choose(risk[:steps], divergence[:steps], 1.0, 1, final=False)
              for steps in range(1, len(risk) + 1)]
     first = next(index for index, pick in enumerate(picks) if pick is not None)
     assert picks[first] == 7 and first + 1 == 10  # t = 7, decided once SURE rose for 3 steps past it
-    assert choose("sure", risk[:5], divergence[:5], 1.0, 1, final=True) == 5
+    assert stop_rule("sure").choose(risk[:5], divergence[:5], 1.0, 1, final=True) == 5
 
 
 def test_sure_on_natural_crops(set12):

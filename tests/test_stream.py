@@ -67,7 +67,8 @@ def test_tiffs_over_the_size_limit_are_streamed_without_asking(tmp_path, monkeyp
 
 def test_what_needs_the_whole_image_is_refused_per_file_with_the_reason(tmp_path):
     tifffile.imwrite(tmp_path / "in.tif", scene16(300, 280))
-    for extra, reason in [(["--guide", "pilot"], "need the whole image"),
+    for extra, reason in [(["--guide", "pilot"], "which no chunk has"),
+                          (["--normalize", "sinkhorn"], "which no chunk knows"),
                           (["--window", "global"], "global mode")]:
         result = denoise(tmp_path / "in.tif", "-o", tmp_path / "o.tif", "--method", "filter",
                          "--chunk", "256", *extra)

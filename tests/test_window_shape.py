@@ -76,12 +76,12 @@ def test_the_compiled_operator_applies_the_tent():
     options = {"window": 9, "window_shape": "tent", "sigma": 20.0, "dtype": numpy.float64, "device": "cpu",
                "iterations": 2}
     compiled = nlfilt.denoise(image, **options)
-    original = jit._numba
-    jit._numba = lambda: None
+    original = jit.load_numba
+    jit.load_numba = lambda: None
     try:
         array = nlfilt.denoise(image, **options)
     finally:
-        jit._numba = original
+        jit.load_numba = original
     numpy.testing.assert_allclose(compiled, array, rtol=1e-10)
     assert not numpy.allclose(compiled, nlfilt.denoise(image, **dict(options, window_shape="box")))
 

@@ -114,7 +114,7 @@ def connect(scheduler: Scheduler, threads: int | None = None) -> Iterator[Any]:
                 share = threads or max(1, host_cores() // scheduler.workers)
                 # dask's nannies set MALLOC_TRIM_THRESHOLD_ in the workers they spawn, which turns off
                 # glibc's adaptive mmap threshold: every image-sized array is then mapped and faulted in
-                # anew (measured: 26 ms more per 512x512 image); nlfilt's workers keep the default
+                # anew; nlfilt's workers keep the default
                 environ = {key: value for key, value in
                            dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                            if key != "MALLOC_TRIM_THRESHOLD_"}

@@ -22,15 +22,7 @@ import nlfilt
 from nlfilt.backend import get_backend, gpu_status
 from nlfilt.cli.cluster import Scheduler, SchedulerType, connect, import_distributed, run_batch
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
-from nlfilt.cli.options import (
-    api_options,
-    check_image_cost,
-    check_options,
-    filter_options,
-    method_option,
-    resolve_for_image,
-    stopping_options,
-)
+from nlfilt.cli.options import RunOptions, check_plan, filter_options, method_option, stopping_options
 from nlfilt.cli.progress import product_bar
 from nlfilt.cli.report import Report
 from nlfilt.cli.stream import should_stream, stream_tiff
@@ -46,6 +38,7 @@ from nlfilt.images import (
     storage_problem,
     write_image,
 )
+from nlfilt.methods import method
 
 
 @dataclass
@@ -188,19 +181,18 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
     interrupted.
     """
-    options = dict(api_options(filter_params), chunk=chunk, stack=stack)
-    check_options(options)
+    run = RunOptions.from_params(filter_params, stack=stack, chunk=chunk)
     if scheduler is not None:
         import_distributed()  # a usage error now, before any work, when the extra is missing
     try:
-        backend = get_backend(options["device"])
+        backend = get_backend(run.device)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     jobs = plan_jobs(inputs, output, recursive)
     if not jobs:
         raise click.UsageError("no image files found in the inputs")
     check_jobs(jobs)
-    if options["device"] == "auto" and backend.name == "cpu" and not quiet and scheduler is None:
+    if run.device == "auto" and backend.name == "cpu" and not quiet and scheduler is None:
         usable, reason = gpu_status()
         if not reason.startswith("CuPy is not installed"):  # a GPU was meant to be there
             click.echo(f"notice: computing on the CPU; the GPU cannot be used: {reason}", err=True)
@@ -209,9 +201,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         remove_stale_partials(folder)
     report = Report(report_path)
     report.header(nlfilt.__version__, "denoise", inputs, output,
-                  dict(filter_params, recursive=recursive, overwrite=overwrite, max_minutes=max_minutes,
-                       stack=stack,
-                       scheduler=None if scheduler is None else str(scheduler)))
+                  dict(run.described(), recursive=recursive, overwrite=overwrite, max_minutes=max_minutes,
+                       chunk=chunk, scheduler=None if scheduler is None else str(scheduler)))
     counts = {"denoised": 0, "failed": 0, "skipped": 0}
     bar = tqdm(total=len(jobs), desc="images", unit="image", disable=quiet or len(jobs) < 2, file=sys.stderr,
                dynamic_ncols=True)
@@ -229,10 +220,10 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
 
     try:
         if scheduler is None:
-            interrupted = _run_here(jobs, options, backend.name, overwrite, max_minutes, quiet, record,
+            interrupted = _run_here(jobs, run, backend.name, overwrite, max_minutes, quiet, record,
                                     mark_interrupted)
         else:
-            interrupted = _run_on_cluster(scheduler, jobs, options, overwrite, max_minutes, record,
+            interrupted = _run_on_cluster(scheduler, jobs, run, overwrite, max_minutes, record,
                                           mark_interrupted)
             for folder in folders:  # what workers killed on this host left behind
                 remove_stale_partials(folder)
@@ -251,7 +242,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         sys.exit(1)
 
 
-def _run_here(jobs: list[Job], options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
+def _run_here(jobs: list[Job], run: RunOptions, device: str, overwrite: bool, max_minutes: float,
               quiet: bool, record: Callable[[dict[str, Any]], None],
               mark_interrupted: Callable[..., None]) -> Interrupted | None:
     """The batch in this process (outputs written on background threads); the signal that stopped it,
@@ -264,8 +255,7 @@ def _run_here(jobs: list[Job], options: dict[str, Any], device: str, overwrite: 
                 for job in jobs:
                     current = job
                     gate.check()
-                    entry, pixels = _filter_job(job, options, device, overwrite, max_minutes, quiet,
-                                                gate.watch)
+                    entry, pixels = _filter_job(job, run, device, overwrite, max_minutes, quiet, gate.watch)
                     writer.submit(job, entry, pixels)
                     current = None
                 writer.drain()
@@ -281,7 +271,7 @@ def _run_here(jobs: list[Job], options: dict[str, Any], device: str, overwrite: 
     return None
 
 
-def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], options: dict[str, Any], overwrite: bool,
+def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], run: RunOptions, overwrite: bool,
                     max_minutes: float, record: Callable[[dict[str, Any]], None],
                     mark_interrupted: Callable[[Job, Interrupted, str], None]) -> Interrupted | None:
     """The batch as tasks on a dask cluster (:mod:`nlfilt.cli.cluster`); the signal that stopped it, or
@@ -291,7 +281,7 @@ def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], options: dict[str, An
     interrupted, unfinished = None, []
     with connect(scheduler) as client, signals_interrupt() as gate:
         try:
-            arguments = (options, overwrite, max_minutes)
+            arguments = (run, overwrite, max_minutes)
             run_batch(client, jobs, cluster_job, arguments, record, gate.check)
         except (Interrupted, KeyboardInterrupt) as exc:
             interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
@@ -303,35 +293,34 @@ def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], options: dict[str, An
     return interrupted
 
 
-def cluster_job(job: Job, options: dict[str, Any], overwrite: bool, max_minutes: float) -> dict[str, Any]:
+def cluster_job(job: Job, run: RunOptions, overwrite: bool, max_minutes: float) -> dict[str, Any]:
     """One file on a dask worker: read, filter, write; its report entry (never raises for a bad file)."""
     try:
-        device = get_backend(options["device"]).name
+        device = get_backend(run.device).name
     except RuntimeError as exc:
-        return _entry(job, options["device"], status="failed", error=str(exc))
-    entry, pixels = _filter_job(job, options, device, overwrite, max_minutes, quiet=True)
+        return _entry(job, run.device, status="failed", error=str(exc))
+    entry, pixels = _filter_job(job, run, device, overwrite, max_minutes, quiet=True)
     return entry if pixels is None else _write_job(job, entry, pixels, overwrite)
 
 
 def _entry(job: Job, device: str, **fields: Any) -> dict[str, Any]:
     """A report entry for ``job`` with every field present."""
     entry: dict[str, Any] = {"input": str(job.source), "output": str(job.target), "status": "denoised",
-                             "error": None, "sigma": None, "iterations": None, "pilot_iterations": None,
-                             "seconds": None, "device": device}
+                             "error": None, "sigma": None, "seconds": None, "device": device}
     entry.update(fields)
     return entry
 
 
-def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool, max_minutes: float,
-                quiet: bool, watch: Callable[[Any], Callable[[float, int], None]] | None = None
+def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_minutes: float, quiet: bool,
+                watch: Callable[[Any], Callable[[float, int], None]] | None = None
                 ) -> tuple[dict[str, Any], Any]:
     """Read and denoise one file: (its report entry, the output pixels to write, or None when the
     entry is already final: skipped or failed).  Never raises for a bad file.  ``watch`` wraps the
     progress callback (:meth:`nlfilt.cli.interrupts.SignalGate.watch`: a signal stops the filter at its
     next progress report).
 
-    The file is refused from its header (size, cost, memory) before its
-    pixels are decoded.
+    The file's plan is built from its header, and the file refused from it
+    (size, cost, memory), before its pixels are decoded.
     """
     entry = _entry(job, device)
     if job.target.exists() and not overwrite:
@@ -342,52 +331,50 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
     pixels = None
     try:
         header = read_header(job.source)
-        chunk = options.get("chunk", 0)
-        streamed = should_stream(job.source, header, chunk)  # read, filtered and written chunk by chunk
+        chosen = method(run.method)
+        streamed = chosen.streams and should_stream(job.source, header, run.chunk)  # in chunks
         frames = max(1, header.frames)
-        volume = bool(header.frames) and options.get("stack") == "volume"
+        volume = bool(header.frames) and run.stack == "volume"
+        shape = header.colour_shape
         if volume:  # one 3-D filter: its cost is that of a (Z, H, W, C) image
-            shape = header.colour_shape
-            check_image_cost((frames, *shape[:2], shape[2] if len(shape) == 3 else 1), options, max_minutes)
-        else:
-            check_image_cost(header.colour_shape, options, max_minutes / frames, streamed=streamed)
+            shape = (frames, *shape[:2], shape[2] if len(shape) == 3 else 1)
+        plan = run.plan(shape, header.dtype, device)
+        check_plan(shape, plan, max_minutes if volume else max_minutes / frames, streamed=streamed)
         image = None if streamed else read_image(job.source, header, stacks=True)
-        collaborative = options["method"] == "collaborative"
         unit = ("bands of rows" if streamed else "frames" if header.frames and not volume
-                else "steps" if collaborative else "products with K")
+                else chosen.progress_unit)
         bar = product_bar(job.source.name, quiet, unit=unit)
         progress = bar if watch is None else watch(bar)
         try:
             if streamed:
                 job.target.parent.mkdir(parents=True, exist_ok=True)
-                entry["sigma"] = stream_tiff(job.source, job.target, header, options, chunk, overwrite,
+                entry["sigma"] = stream_tiff(job.source, job.target, header, plan, run.chunk, overwrite,
                                              progress)
-                entry["iterations"] = 1 if collaborative else options["iterations"]
+                entry.update(chosen.report(None, plan))
             else:
-                colour = image.colour.astype(numpy.float64 if image.dtype.itemsize > 4 else numpy.float32)
+                colour = image.colour.astype(plan.dtype)
                 if volume:  # the stack as one (Z, H, W, C) volume
-                    result, info = _denoise_one(colour.reshape(*colour.shape[:3], -1), options, progress)
+                    result, info = chosen.denoise(colour.reshape(*colour.shape[:3], -1), plan, progress)
                     result = result.reshape(colour.shape)
+                    infos = [info]
                     entry["frames"] = frames
-                    entry["sigma"] = info.sigma
-                    entry["iterations"] = info.iterations
                 elif header.frames:  # each frame its own image, the bar counting frames
                     results, infos = [], []
                     for index, frame in enumerate(colour):
                         within = None if progress is None else _frame_progress(progress, index, frames)
-                        result, info = _denoise_one(frame, options, within)
+                        result, info = chosen.denoise(frame, plan, within)
                         results.append(result)
                         infos.append(info)
                     result = numpy.stack(results)
                     entry["frames"] = frames
-                    info = infos[0]
-                    entry["sigma"] = float(numpy.median([item.sigma for item in infos]))
-                    entry["iterations"] = [item.iterations for item in infos] if not collaborative else 1
                 else:
-                    result, info = _denoise_one(colour, options, progress)
-                    entry["sigma"] = info.sigma
-                    entry["iterations"] = info.iterations
-                entry["pilot_iterations"] = info.pilot_iterations
+                    result, info = chosen.denoise(colour, plan, progress)
+                    infos = [info]
+                sigmas = [item.sigma for item in infos if item.sigma is not None]
+                entry["sigma"] = float(numpy.median(sigmas)) if sigmas else None
+                fields = [chosen.report(item, plan) for item in infos]
+                entry.update({key: fields[0][key] if len(fields) == 1 else [field[key] for field in fields]
+                              for key in fields[0]})
                 pixels = image.assemble(result)
                 if image.stack is not None:
                     pixels = Stack(pixels, image.stack)
@@ -410,21 +397,6 @@ def _filter_job(job: Job, options: dict[str, Any], device: str, overwrite: bool,
     if pixels is None:
         entry["seconds"] = round(entry["seconds"], 3)
     return entry, pixels
-
-
-def _denoise_one(colour: numpy.ndarray, options: dict[str, Any],
-                 progress: Callable[[float, int], None] | None) -> tuple[numpy.ndarray, Any]:
-    """Denoise one 2-D image (H, W[, C]), or a volume (Z, H, W, C), with the command's options:
-    (result, DenoiseInfo)."""
-    if options["method"] == "collaborative":
-        return nlfilt.denoise_collaborative(colour, sigma=options["sigma"], device=options["device"],
-                                            progress=progress, return_info=True)
-    _, call = resolve_for_image(colour, options)
-    for key in ("method", "chunk", "stack"):
-        call.pop(key, None)
-    if colour.ndim == 4:  # a volume (Z, H, W, C)
-        call["channel_axis"] = -1
-    return nlfilt.denoise(colour, progress=progress, return_info=True, **call)
 
 
 def _frame_progress(progress: Callable[[float, int], None], index: int,

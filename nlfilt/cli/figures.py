@@ -12,7 +12,7 @@ from typing import Any
 import click
 import numpy
 
-from nlfilt.cli.options import check_options
+from nlfilt.cli.options import RunOptions
 from nlfilt.images import storage_problem
 
 #: Gap between tiles, and the side a tile is brought near (small images are repeated, large ones
@@ -95,8 +95,9 @@ def check_figure_output(image_path: Path, output: Path) -> None:
         raise click.UsageError(f"output {output}: {problem}")
 
 
-def check_figure_command(options: dict[str, Any], image_path: Path, output: Path) -> None:
-    """The checks of a command that draws a figure of a filter of IMAGE: the filter options
-    (click.UsageError) and :func:`check_figure_output`."""
-    check_options(options)
+def filter_run(params: dict[str, Any], image_path: Path, output: Path) -> RunOptions:
+    """The checks of a command that draws a figure of a filter of IMAGE: its filter options (click.UsageError)
+    and :func:`check_figure_output`; returns the run's options (method 'filter')."""
+    run = RunOptions.from_params(params, method_name="filter")
     check_figure_output(image_path, output)
+    return run

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy
 
 import nlfilt
-from nlfilt.cli.figures import check_figure_command, heat_map
-from nlfilt.cli.options import api_options, check_image_cost, filter_options, resolve_for_image
+from nlfilt.backend import get_backend
+from nlfilt.cli.figures import filter_run, heat_map
+from nlfilt.cli.options import check_plan, filter_options
 from nlfilt.cli.progress import ProductBar
 from nlfilt.images import ImageError, read_header, read_image, write_image
+from nlfilt.methods import FilterMethod
 
 
 @click.command("filter-map")
@@ -32,21 +33,20 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
     The row is computed without forming W, so full-size images work in the
     global mode too (--window global).
     """
-    options = api_options(filter_params)
-    check_figure_command(options, image_path, output)
+    run = filter_run(filter_params, image_path, output)
     try:
         header = read_header(image_path)
-        check_image_cost(header.colour_shape, options, max_minutes, steps=0)  # one row of W
+        plan = run.plan(header.colour_shape, header.dtype, get_backend(run.device).name)
+        check_plan(header.colour_shape, plan.with_settings(iterations=0), max_minutes)  # one row of W
         image = read_image(image_path, header)
-        colour = image.colour.astype(numpy.float32)
-        _, call = resolve_for_image(colour, options)
+        colour = image.colour.astype(plan.dtype)
         bar = ProductBar(image_path.name)  # lambda_max or Sinkhorn: products with K over the whole image
         try:
-            weights = nlfilt.filter_row(colour, pixel, progress=bar, **call)
+            weights = nlfilt.filter_row(colour, pixel, progress=bar, **FilterMethod.filter_arguments(plan))
         finally:
             bar.close()
         write_image(output, heat_map(weights, None if no_marker else pixel))
-    except (ImageError, ValueError, RuntimeError) as exc:
+    except (ImageError, ValueError, RuntimeError) as exc:  # RuntimeError: --device gpu without a GPU
         raise click.ClickException(f"{image_path}: {exc}") from None
     click.echo(f"{output}: weights of pixel {pixel} (max {weights.max():.4g}, sum {weights.sum():.4g})",
                err=True)

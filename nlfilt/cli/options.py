@@ -1,39 +1,29 @@
-"""Filter options shared by the commands, as click decorators, and their conversion to API arguments."""
+"""The options shared by the commands, as click decorators; :class:`RunOptions`, the validated options of
+one run, which give each image its :class:`nlfilt.methods.Plan`; and the checks of an image's time and
+memory against the plan, before it is decoded."""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 import numpy
 
-from nlfilt.api import (
+from nlfilt.arguments import check_real
+from nlfilt.backend import DEVICES, gpu_free_bytes, gpu_status
+from nlfilt.kernels import KERNELS
+from nlfilt.methods import Plan, make_plan, method, method_names
+from nlfilt.patches import spatial_shape
+from nlfilt.resolve import (
     DEFAULT_MEMORY_BUDGET,
     GUIDES,
     NORMALIZE_CHOICES,
-    prepare,
-    resolve_options,
-    resolve_stopping,
 )
-from nlfilt.backend import DEVICES, get_backend, gpu_free_bytes, gpu_status
-from nlfilt.collaborative import PATCH as COLLABORATIVE_PATCH
-from nlfilt.cost import (
-    estimate_collaborative_bytes,
-    estimate_collaborative_seconds,
-    estimate_cpu_seconds,
-    estimate_working_bytes,
-    expected_applications,
-)
-from nlfilt.kernels import KERNELS, kernel_class
-from nlfilt.patches import spatial_shape
-from nlfilt.stopping import STOP_RULES
-
-#: The options of :func:`nlfilt.api.prepare` (the filter); the others belong to :func:`nlfilt.denoise`.
-PREPARE_KEYS = ("kernel", "patch", "window", "window_shape", "h", "sigma", "depth", "device", "normalize",
-                "iterations", "memory_budget")
+from nlfilt.stopping import stop_rule, stop_rule_names
 
 
 class _WordOrNumber(click.ParamType):
@@ -133,23 +123,32 @@ class IterationsType(_WordOrNumber):
     expected = "an integer or 'auto'"
 
 
-#: ``--method``: the collaborative Wiener filter (:func:`nlfilt.denoise_collaborative`), or one filter
-#: ``W`` with twicing (:func:`nlfilt.denoise`), which the other filter options configure.
-METHODS = ("collaborative", "filter")
+class RegistryChoice(click.ParamType):
+    """One of the names a registry holds when the command runs (a method or a stopping rule registered
+    after the command line was imported is a choice too)."""
 
-#: The options that configure ``--method filter`` only, with their defaults.
-FILTER_ONLY = {"kernel": "nlm", "patch": None, "window": "auto", "window_shape": "box", "h": None, "depth": 1,
-               "normalize": None,
-               "iterations": 1, "stop": None, "max_iterations": None, "guide": None,
-               "memory_budget": DEFAULT_MEMORY_BUDGET}
+    def __init__(self, names: Callable[[], tuple[str, ...]]) -> None:
+        self.names = names
+
+    @property
+    def name(self) -> str:
+        return "|".join(self.names())
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
+        return f"[{self.name}]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or value in self.names():
+            return value
+        self.fail(f"{value!r} is not one of {', '.join(map(repr, self.names()))}", param, ctx)
 
 
 def method_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--method`` (``nlfilt denoise``): the collaborative filter, or a filter ``W`` with twicing."""
-    return click.option(
-        "--method", type=click.Choice(METHODS), default="collaborative", show_default=True,
-        help="collaborative: two-stage Wiener filter of grouped patches (the best quality; takes --sigma and "
-             "--device); filter: one non-local filter W with twicing, set by the options below.")(function)
+    """Add ``--method`` (``nlfilt denoise``): its choices from the registered methods, its help from
+    their summaries."""
+    described = "; ".join(f"{name}: {method(name).summary}" for name in method_names())
+    return click.option("--method", type=RegistryChoice(method_names), default=method_names()[0],
+                        show_default=True, help=f"{described}.")(function)
 
 
 def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -192,9 +191,10 @@ def stopping_options(function: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         click.option("--iterations", type=IterationsType(), default=1, show_default=True,
                      help="Twicing steps (1 is the one-shot filter), or 'auto' to choose them per image."),
-        click.option("--stop", type=click.Choice(STOP_RULES), default=None,
-                     help="Rule of --iterations auto: Stein's unbiased risk estimate, or the first step "
-                          "whose mean squared residual is at most sigma^2. [default: sure]"),
+        click.option("--stop", type=RegistryChoice(stop_rule_names), default=None,
+                     help="Rule of --iterations auto: "
+                          + "; ".join(f"{name}: {stop_rule(name).summary}" for name in stop_rule_names())
+                          + f". [default: {stop_rule_names()[0]}]"),
         click.option("--max-iterations", type=int, default=None,
                      help="Most steps --iterations auto may choose. [default: 1000]"),
         click.option("--guide", type=click.Choice(("none",) + GUIDES), default="none", show_default=True,
@@ -205,54 +205,100 @@ def stopping_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def api_options(params: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of :func:`nlfilt.denoise` (or filter_row) for the command-line options."""
-    options = dict(params)
-    if options.get("guide") == "none":
-        options["guide"] = None
-    return options
+#: Options of a command that every method takes, or that are the command's own (everything not a method's).
+_GENERAL = ("sigma", "device")
 
 
-def check_options(options: dict[str, Any]) -> None:
-    """Validate the options once, before any file is read; raise click.UsageError naming the problem.
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of one run of a command, validated once before any file: the method and its own
+    options, and those every method takes.  Immutable and picklable: a dask worker gets it as it is.
 
-    Image-dependent limits (a patch larger than an image) are checked per file.
+    Attributes
+    ----------
+    method : str
+        The method's name.
+    own : tuple of (str, value)
+        The method's own options as given (defaults included).
+    sigma : float or None
+        The noise level given, or None to estimate it per image.
+    device : str
+        As asked: 'auto', 'cpu' or 'gpu'.
+    stack : str or None
+        How a multi-page TIFF is filtered: 'frames' or 'volume' (None: the command takes 2-D images).
+    chunk : int
+        Side of the chunks a TIFF is read in (0: only very large ones).
     """
-    if options.get("method") == "collaborative":
-        changed = [name for name, default in FILTER_ONLY.items() if options.get(name, default) != default]
+
+    method: str
+    own: tuple[tuple[str, Any], ...]
+    sigma: float | None
+    device: str
+    stack: str | None = None
+    chunk: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], *, method_name: str | None = None, stack: str | None = None,
+                    chunk: int = 0) -> RunOptions:
+        """The run's options from a command's parameters (``method_name``: the method when the command
+        has no ``--method``); click.UsageError for options of another method, or that do not fit."""
+        params = dict(params, guide=None if params.get("guide") == "none" else params.get("guide"))
+        name = params.get("method", method_name) or method_names()[0]
+        chosen = method(name)
+        own = tuple((option, params.get(option, default)) for option, default in chosen.options.items())
+        others = {option: default for other in map(method, method_names()) if other is not chosen
+                  for option, default in other.options.items() if option not in chosen.options}
+        changed = [option for option, default in others.items() if params.get(option, default) != default]
         if changed:
-            flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+            flags = ", ".join("--" + option.replace("_", "-") for option in changed)
             verb, pronoun = ("configures", "it") if len(changed) == 1 else ("configure", "them")
-            raise click.UsageError(f"{flags} {verb} --method filter; add --method filter to use {pronoun} "
-                                   "(the default method, collaborative, takes only --sigma and --device)")
-    if options.get("stack") == "volume" and options.get("method") == "collaborative":
-        raise click.UsageError("--stack volume needs --method filter (the collaborative filter works on 2-D "
-                               "images)")
-    if options.get("stack") != "volume":
-        for name in ("patch", "window"):
-            if isinstance(options.get(name), tuple) and len(options[name]) == 3:
-                remedy = ("add --stack volume, or give one side for 2-D images" if "stack" in options
-                          else "this command takes 2-D images: give one side")
-                sides = ",".join(map(str, options[name]))
-                raise click.UsageError(f"--{name} {sides}: three sides (Z,H,W) are for a stack filtered as "
-                                       f"one volume; {remedy}")
-    shape = (2**30,) * 3 + (1,) if options.get("stack") == "volume" else (2**30, 2**30)
-    try:
-        resolve_options(shape, **_filter_options(options))
-        resolve_stopping(options.get("iterations", 1), options.get("stop"), options.get("max_iterations"))
-    except ValueError as exc:
-        raise click.UsageError(f"invalid option: {exc}") from None
+            takes = ", ".join("--" + option.replace("_", "-") for option in (*chosen.options, *_GENERAL))
+            owner = next(other.name for other in map(method, method_names()) if changed[0] in other.options)
+            raise click.UsageError(f"{flags} {verb} --method {owner}; add --method {owner} to use {pronoun} "
+                                   f"(--method {name} takes {takes})")
+        device = params.get("device", "auto")
+        if not chosen.gpu:
+            if device == "gpu":
+                raise click.UsageError(f"--method {name} runs on the CPU only: leave out --device gpu")
+            device = "cpu"
+        run = cls(method=name, own=own, sigma=params.get("sigma"), device=device, stack=stack, chunk=chunk)
+        run.check()
+        return run
 
+    def check(self) -> None:
+        """click.UsageError for options that do not fit together or are invalid (image sizes aside)."""
+        chosen = method(self.method)
+        volume = self.stack == "volume"
+        if volume and not chosen.volumes:
+            raise click.UsageError(f"--stack volume needs a method that filters volumes (--method filter); "
+                                   f"--method {self.method} works on 2-D images")
+        own = dict(self.own)
+        if not volume:
+            for name in ("patch", "window"):
+                if isinstance(own.get(name), tuple) and len(own[name]) == 3:
+                    remedy = ("add --stack volume, or give one side for 2-D images" if self.stack
+                              else "this command takes 2-D images: give one side")
+                    sides = ",".join(map(str, own[name]))
+                    raise click.UsageError(f"--{name} {sides}: three sides (Z,H,W) are for a stack filtered "
+                                           f"as one volume; {remedy}")
+        try:
+            if self.sigma is not None:
+                check_real("sigma", self.sigma, ">= 0", lambda value: value >= 0)
+            chosen.check(own, self.sigma, 3 if volume else 2)
+        except ValueError as exc:
+            raise click.UsageError(f"invalid option: {exc}") from None
 
-def _filter_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The options of :func:`nlfilt.api.resolve_options`: those of prepare but the device."""
-    chosen = _prepare_options(options)
-    chosen.pop("device", None)
-    return chosen
+    def plan(self, shape: tuple[int, ...], dtype: Any, device: str) -> Plan:
+        """The plan of an image of ``shape`` (H, W, C) or (Z, H, W, C) and pixel ``dtype`` on ``device``
+        ('cpu' or 'gpu'): float64 work for pixels of more than 32 bits (ValueError when an option does
+        not fit the image)."""
+        work = numpy.float64 if numpy.dtype(dtype).itemsize > 4 else numpy.float32
+        return make_plan(self.method, dict(self.own), shape, device=device, dtype=work, sigma=self.sigma)
 
-
-def _prepare_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in options.items() if key in PREPARE_KEYS}
+    def described(self) -> dict[str, Any]:
+        """The options for a report: the method, its own options, sigma and the device."""
+        return {"method": self.method, **dict(self.own), "sigma": self.sigma, "device": self.device,
+                "stack": self.stack}
 
 
 def describe_seconds(seconds: float) -> str:
@@ -262,59 +308,6 @@ def describe_seconds(seconds: float) -> str:
     if seconds < 3600:
         return f"about {round(seconds / 60)} minutes"
     return f"about {seconds / 3600:.1f} hours"
-
-
-def check_cost(shape: tuple[int, ...], resolved: Any, applications: int, device: str,
-               max_minutes: float, iterations: int | str = 1, guided: bool = False,
-               streamed: bool = False) -> None:
-    """Raise ValueError with the estimate and working remedies when a CPU run would take too long
-    (over ``max_minutes``; 0 disables) or need over half of the machine's memory.
-
-    ``applications`` counts products with ``K``; ``iterations`` ('auto' or a
-    count) and ``guided`` say how they split between filters, normalisation
-    and twicing steps, and what automatic stopping holds in memory.  The
-    suggestions are only ones that help: a search window only for NLM (the
-    windowed tangent filters are indefinite), the GPU only when one is usable.
-    """
-    if device != "cpu":
-        return
-    gpu_usable = gpu_status()[0]
-    global_mode = resolved.window is None
-    memory = physical_memory()
-    needed = estimate_working_bytes(shape, resolved, get_backend("cpu").workers, iterations)
-    if memory and needed > memory // 2 and not streamed:  # a streamed image holds a band at a time
-        remedies = []
-        if global_mode and iterations == "auto":
-            remedies.append("set a fixed --iterations count (auto keeps Lanczos bases of the whole image)")
-        if global_mode or iterations == "auto":
-            remedies.append(f"lower --memory-budget (now {resolved.memory_budget / 2**20:.0f}M)")
-        if gpu_usable:
-            remedies.append("use --device gpu")
-        remedies.append("crop the image or split it into tiles")
-        raise ValueError(
-            f"{_extent(shape)} would need about {needed / 2**30:.1f} GiB of working memory, over half "
-            f"of this machine's {memory / 2**30:.0f} GiB; {_either(remedies)}"
-        )
-    if max_minutes <= 0:
-        return
-    seconds = estimate_cpu_seconds(shape, resolved, applications, iterations=iterations, guided=guided)
-    if seconds > 60 * max_minutes:
-        remedies = []
-        if global_mode and kernel_class(resolved.kernel).window_denoises:
-            remedies.append("use a search window (--window 21)")
-        elif global_mode:
-            remedies.append("crop the image (the global mode's time grows as the square of the pixel count)")
-        elif isinstance(resolved.window, int) and resolved.window > 7:
-            remedies.append(f"use a smaller search window (--window {max(7, resolved.window // 2 | 1)})")
-        if gpu_usable:
-            remedies.append("use --device gpu")
-        remedies.append("raise --max-minutes")
-        mode = "global mode" if global_mode else f"window {resolved.window}"
-        raise ValueError(
-            f"{_extent(shape)} in {mode} with kernel {resolved.kernel} would take "
-            f"{describe_seconds(seconds)} on this CPU (over --max-minutes {max_minutes:g}); "
-            f"{_either(remedies)}"
-        )
 
 
 def _extent(shape: tuple[int, ...]) -> str:
@@ -334,89 +327,34 @@ def physical_memory() -> int:
         return 0
 
 
-def check_image_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float,
-                     steps: int | str | None = None, streamed: bool = False) -> None:
-    """Refuse an image of ``shape`` (its filtered channels) before it is decoded (ValueError).
-
-    Checks the options against the image size (a default patch larger than
-    the image is named with the option to set) and the time and memory
-    estimates of ``steps`` twicing steps (default: the options' iterations;
-    0 for one row of ``W``), counting the products with ``K`` that
-    normalisation and guiding add.
-    """
-    spatial = spatial_shape(shape)
-    height, width = spatial[-2:]
-    if options.get("method") == "collaborative":
-        _check_collaborative_cost(shape, options, max_minutes, streamed)
-        return
-    kernel = options["kernel"]
-    default_patch = kernel_class(kernel).patch
-    smallest = min(spatial)
-    if options["patch"] is None and default_patch > smallest:
-        largest = smallest - (1 - smallest % 2)
-        raise ValueError(f"the image is {_extent(shape)}, smaller than the default patch {default_patch} of "
-                         f"--kernel {kernel}; pass --patch with an odd value up to {largest}"
-                         + (" or a box Z,H,W such as 1,5,5" if len(spatial) == 3 else ""))
-    needs_sigma = kernel_class(kernel).h_per_sigma is not None or options.get("iterations") == "auto"
-    if options["sigma"] is None and min(height, width) < 4 and needs_sigma:
-        raise ValueError(f"the noise level cannot be estimated from a {height}x{width} image; pass --sigma")
-    resolved = resolve_options(shape, **_filter_options(options))
-    steps = options.get("iterations", 1) if steps is None else steps
-    guided = options.get("guide") is not None
-    applications = expected_applications(resolved, steps, guided)
-    device = get_backend(options["device"]).name
-    check_cost(tuple(shape), resolved, applications, device, max_minutes, steps, guided, streamed)
-
-
-def _check_collaborative_cost(shape: tuple[int, ...], options: dict[str, Any], max_minutes: float,
-                              streamed: bool) -> None:
-    """Refuse the collaborative filter on an image of ``shape`` that is smaller than its patches, that
-    would need more memory than the device has to spare (a streamed image holds a band at a time), or
-    that would take over ``max_minutes`` (0: no limit), with the remedies that help."""
-    height, width = shape[:2]
-    if min(height, width) < COLLABORATIVE_PATCH:
-        raise ValueError(f"the image is {height}x{width}, smaller than the {COLLABORATIVE_PATCH}x"
-                         f"{COLLABORATIVE_PATCH} patches of --method collaborative; use --method filter with "
-                         "a smaller --patch")
-    device = get_backend(options["device"]).name
-    gpu_usable = device == "gpu" or gpu_status()[0]
-    needed = estimate_collaborative_bytes(shape, device)
-    tiles = "crop the image or split it into tiles (a TIFF: --chunk 4096)"
-    if device == "gpu" and not streamed:
+def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed: bool = False) -> None:
+    """Refuse an image of ``shape`` (its filtered channels; (Z, H, W, C) for a volume) before it is
+    decoded (ValueError): over half the machine's memory on the CPU, over the free memory on a GPU (a
+    streamed image holds a band at a time), or over ``max_minutes`` (0: no limit), with the remedies that
+    help (the method's own, the GPU where one is usable, tiles, a larger limit)."""
+    chosen = method(plan.method)
+    gpu_usable = plan.device == "gpu" or gpu_status()[0]
+    what = f"{_extent(shape)} with {chosen.describe(plan)}"
+    needed = chosen.working_bytes(shape, plan)
+    tiles = "crop the image or split it into tiles" + (" (a TIFF: --chunk 4096)" if chosen.streams else "")
+    if plan.device == "gpu" and not streamed:
         free = gpu_free_bytes()
         if free is not None and needed > free:
-            raise ValueError(f"{height}x{width} with --method collaborative would need about "
-                             f"{needed / 2**30:.1f} GiB of GPU memory, over the {free / 2**30:.1f} GiB "
-                             f"free on the GPU; use --device cpu or {tiles}")
+            raise ValueError(f"{what} would need about {needed / 2**30:.1f} GiB of GPU memory, over the "
+                             f"{free / 2**30:.1f} GiB free on the GPU; use --device cpu or {tiles}")
     memory = physical_memory()
-    if device == "cpu" and not streamed and memory and needed > memory // 2:
-        remedies = (["use --device gpu"] if gpu_usable else []) + [tiles]
-        raise ValueError(f"{height}x{width} with --method collaborative would need about "
-                         f"{needed / 2**30:.1f} GiB of working memory, over half of this machine's "
-                         f"{memory / 2**30:.0f} GiB; {_either(remedies)}")
+    if plan.device == "cpu" and not streamed and memory and needed > memory // 2:
+        remedies = chosen.remedies(shape, plan, "memory") + (["use --device gpu"] if gpu_usable else [])
+        raise ValueError(f"{what} would need about {needed / 2**30:.1f} GiB of working memory, over half of "
+                         f"this machine's {memory / 2**30:.0f} GiB; {_either([*remedies, tiles])}")
     if max_minutes <= 0:
         return
-    seconds = estimate_collaborative_seconds(shape, device)
+    seconds = chosen.seconds(shape, plan)
     if seconds > 60 * max_minutes:
-        where = "on the GPU (an estimate from the arithmetic, not yet measured)" if device == "gpu" else \
-            "on this CPU"
-        remedies = (["use --device gpu"] if device == "cpu" and gpu_usable else []) + ["raise --max-minutes"]
-        raise ValueError(f"{height}x{width} with --method collaborative would take "
-                         f"{describe_seconds(seconds)} {where} (over --max-minutes {max_minutes:g}); "
-                         f"{_either(remedies)}")
-
-
-def resolve_for_image(colour: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Resolve one image's defaults (sigma estimated once).
-
-    Returns the resolved options and the keyword arguments for the API call,
-    with the estimated sigma (and NLM's h) filled in so they are not
-    estimated twice.
-    """
-    volume = {"channel_axis": -1} if colour.ndim == 4 else {}  # (Z, H, W, C)
-    _, _, resolved = prepare(colour, dtype=numpy.float32, **_prepare_options(options), **volume)
-    if resolved.sigma is not None:
-        options = dict(options, sigma=resolved.sigma)
-    if resolved.h is not None:
-        options = dict(options, h=resolved.h)
-    return resolved, options
+        where = "on the GPU (an estimate from the arithmetic, not yet measured)" if plan.device == "gpu" \
+            else "on this CPU"
+        remedies = chosen.remedies(shape, plan, "time")
+        if plan.device == "cpu" and gpu_usable:
+            remedies.append("use --device gpu")
+        raise ValueError(f"{what} would take {describe_seconds(seconds)} {where} (over --max-minutes "
+                         f"{max_minutes:g}); {_either([*remedies, 'raise --max-minutes'])}")

@@ -9,10 +9,12 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.cli.figures import GAP, check_figure_command, diverging, fit_tile, tile_grid
-from nlfilt.cli.options import api_options, check_image_cost, filter_options, resolve_for_image
+from nlfilt.backend import get_backend
+from nlfilt.cli.figures import GAP, diverging, filter_run, fit_tile, tile_grid
+from nlfilt.cli.options import check_plan, filter_options
 from nlfilt.cli.progress import ProductBar
 from nlfilt.images import ImageError, read_header, read_image, write_image
+from nlfilt.methods import FilterMethod
 
 #: Eigenvector tiles per row, and the height of the eigenvalue plot above them (figure pixels).
 COLUMNS = 4
@@ -59,20 +61,18 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
     of products with K: global on small images, windowed at any size.  The
     eigenvalues are also printed.
     """
-    options = api_options(filter_params)
-    options.pop("iterations", None)
-    check_figure_command(options, image_path, output)
+    run = filter_run(filter_params, image_path, output)
     try:
         header = read_header(image_path)
-        steps = max(3 * count, count + 30)
-        check_image_cost(header.colour_shape, dict(options, iterations=steps), max_minutes)
+        plan = run.plan(header.colour_shape, header.dtype, get_backend(run.device).name)
+        steps = max(3 * count, count + 30)  # Lanczos: about as many products with K
+        check_plan(header.colour_shape, plan.with_settings(iterations=steps), max_minutes)
         image = read_image(image_path, header)
-        colour = image.colour.astype(numpy.float32)
-        _, call = resolve_for_image(colour, options)
-        call = {key: value for key, value in call.items() if key not in ("stop", "max_iterations", "guide")}
+        colour = image.colour.astype(plan.dtype)
         bar = ProductBar(image_path.name)
         try:
-            spectrum = nlfilt.filter_spectrum(colour, count, progress=bar, **call)
+            arguments = FilterMethod.filter_arguments(plan)
+            spectrum = nlfilt.filter_spectrum(colour, count, progress=bar, **arguments)
         finally:
             bar.close()
         write_image(output, spectrum_figure(spectrum.eigenvalues, spectrum.eigenvectors))

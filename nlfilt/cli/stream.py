@@ -11,13 +11,14 @@ grows with the chunk side times the image width, not with the image.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy
 
 from nlfilt.images import ImageError, ImageHeader, cast_like, write_atomically
+from nlfilt.methods import Plan, method
 
 #: TIFF inputs with more pixels than this are streamed (8192 x 8192).
 STREAM_PIXELS = 2**26
@@ -37,21 +38,22 @@ def should_stream(path: Path, header: ImageHeader, chunk: int) -> bool:
     return bool(chunk) or header.shape[0] * header.shape[1] > STREAM_PIXELS
 
 
-def stream_tiff(source: Path, target: Path, header: ImageHeader, options: dict[str, Any], chunk: int,
-                replace: bool, progress: Callable[[float, int], None] | None) -> float:
-    """Filter ``source`` into ``target`` chunk by chunk; returns the noise level used.
+def stream_tiff(source: Path, target: Path, header: ImageHeader, plan: Plan, chunk: int, replace: bool,
+                progress: Callable[[float, int], None] | None) -> float:
+    """Filter ``source`` into ``target`` chunk by chunk with ``plan`` (its method's
+    :meth:`~nlfilt.methods.Method.denoise_dask`); returns the noise level used.
 
     Raises ImageError (the extra is missing, or the file cannot be read or
     written), ValueError (options that need the whole image), OutputExists.
     """
     try:
         import dask.array as da  # noqa: PLC0415 - optional extra
-        import tifffile  # noqa: PLC0415
+        import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
         import zarr  # noqa: PLC0415, F401 - tifffile's chunked reads need it
     except ImportError as exc:
         raise ImageError(f"a {header.shape[0]}x{header.shape[1]} TIFF is read in chunks, which needs "
                          f"pip install 'nlfilt[dask]' ({exc.name} is missing)") from None
-    from nlfilt import dask as nlfilt_dask  # noqa: PLC0415
+    from nlfilt import dask as nlfilt_dask  # noqa: PLC0415 - needs the optional extra
 
     side = max(TILE, -(-(chunk or CHUNK) // TILE) * TILE)
     try:
@@ -61,19 +63,9 @@ def stream_tiff(source: Path, target: Path, header: ImageHeader, options: dict[s
         raise ImageError(f"cannot read in chunks ({exc})") from None
     try:
         array = array.rechunk((side, side) + ((-1,) if array.ndim == 3 else ()))
-        work = array.astype(numpy.float64 if array.dtype.itemsize > 4 else numpy.float32)
-        sigma = options.get("sigma")
-        if sigma is None:
-            sigma = nlfilt_dask.sample_sigma(work)
-        if options["method"] == "collaborative":
-            result = nlfilt_dask.denoise_collaborative(work, sigma=sigma, device=options["device"])
-        else:
-            keys = ("kernel", "patch", "window", "h", "depth", "iterations", "device", "memory_budget")
-            call = {key: options[key] for key in keys}
-            if options.get("normalize") not in (None, "rows") or options.get("guide") is not None:
-                raise ValueError("--normalize sinkhorn and --guide pilot need the whole image, which is read "
-                                 "in chunks here; leave them out")
-            result = nlfilt_dask.denoise(work, sigma=sigma, **call)
+        work = array.astype(plan.dtype)
+        sigma = nlfilt_dask.sample_sigma(work) if plan.sigma is None else plan.sigma
+        result = method(plan.method).denoise_dask(work, dataclasses.replace(plan, sigma=sigma))
         height = array.shape[0]
         bands = -(-height // side)
 

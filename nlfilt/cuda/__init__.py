@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy
 
+from nlfilt.kernels import kernel_class, kernel_names
+
 #: The source files, compiled together into one module per device and dtype.
 SOURCES = ("profiles.cu", "patches.cu", "windowed.cu", "fused.cu", "windowed_box.cu", "windowed_tiled.cu",
            "groups.cu", "global_mma.cu")
@@ -137,8 +139,6 @@ def kernel_source(identifier: str, body: str) -> str:
 def source() -> str:
     """The CUDA source: the package's .cu files, then the profile of every registered kernel that has
     one (so a kernel registered from outside the package is compiled with the rest)."""
-    from nlfilt.kernels import kernel_class, kernel_names  # noqa: PLC0415 - kernels imports this module
-
     profiles = tuple((kernel.cuda_name(), kernel.cuda_profile) for kernel in map(kernel_class, kernel_names())
                      if kernel.cuda_profile is not None)
     return _source(profiles)

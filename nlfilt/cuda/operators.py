@@ -128,9 +128,8 @@ class CudaBoxWindowedNLM(CudaWindowedNLM):
     over the patch come from warp prefix scans (rows, then columns), so the
     cost per pixel and offset does not grow with the patch (up to
     :data:`nlfilt.cuda.BOX_MAX_PATCH`).  Opposite offsets are not shared (each
-    pixel gathers over its whole window, without atomics).  1.3-1.4x faster
-    than ``nlfilt_windowed_nlm`` at patch 7, window 21 on an H100
-    (benchmarks/results/gpu-*.md).
+    pixel gathers over its whole window, without atomics).  Faster than
+    ``nlfilt_windowed_nlm`` at patch 7, window 21 (benchmarks/results/gpu-*.md).
     """
 
     def _launch(self, values: Any, out: Any) -> None:
@@ -142,8 +141,7 @@ class CudaTiledWindowedNLM(CudaWindowedNLM):
     into shared memory once, the box sums slid down the tile in registers (a warp per window offset, a
     lane per patch column, a prefix scan across the patch), and each pair of opposite offsets evaluated
     once, its two terms added into a shared accumulator flushed atomically at the end.  Tiles of 16 rows,
-    or 8 where those do not fit the shared memory; the box kernel where neither does.  Arithmetic puts
-    a 4096 x 4096 product at patch 7, window 21 at 3-6 ms on an H100; not yet run on a GPU.
+    or 8 where those do not fit the shared memory; the box kernel where neither does.
     """
 
     def _launch(self, values: Any, out: Any) -> None:
@@ -195,8 +193,8 @@ class CudaFusedGlobal(_Served):
     stay in registers, so neither ``K`` nor a tile of it is ever stored.
     Exact arithmetic in the working dtype on CUDA cores; every pair is
     evaluated (symmetry is not used).  The alternative to the GEMM tiles: it
-    needs no tile memory, but measured on an H100 it is as fast as the tiles
-    for NLM and 1.2-1.4x slower for 'arccos' (benchmarks/results/gpu-*.md).
+    needs no tile memory; benchmarks/results/gpu-*.md compares its speed
+    with the tiles'.
     """
 
     def __init__(self, twin: GlobalAffinity) -> None:
@@ -243,8 +241,7 @@ class CudaMmaGlobal(_Served):
     passes (float32 accuracy), applies the profile in registers and, through
     shared memory, multiplies the weights with the keys' values and, mirrored,
     with its own rows' values.  Terms are added atomically, so a pixel's
-    last bits vary between runs.  Arithmetic puts one 512 x 512 NLM product at
-    patch 7 at 20-60 ms on an H100; not yet run on a GPU.
+    last bits vary between runs.
     """
 
     def __init__(self, twin: GlobalAffinity) -> None:

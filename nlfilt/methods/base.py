@@ -1,0 +1,172 @@
+"""What every denoising method is: its declaration (options, what it supports, its cost) and the plan of
+one image.
+
+A method is a :class:`Method` subclass registered by name
+(:func:`register_method`); the command line builds ``--method``'s choices and
+its refusals of options a method does not take from the registry, checks each
+file's time and memory through the method's model, and every path (one
+process, a streamed TIFF, a dask cluster, :mod:`nlfilt.dask`) denoises
+through :meth:`Method.denoise` or :meth:`Method.denoise_dask` with one
+:class:`Plan`, built once per image by :func:`make_plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy
+
+#: ``progress(done, total)``, in the unit of :attr:`Method.progress_unit`.
+Progress = Callable[[float, int], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one image is denoised, resolved once from the options and the image's header.
+
+    Immutable and picklable (a dask worker receives it as it is).
+
+    Attributes
+    ----------
+    method : str
+        The method's name.
+    settings : tuple of (str, value)
+        The method's own options, resolved for the image (defaults filled in
+        from its shape: a patch, a window), in the method's order.
+    device : str
+        'cpu' or 'gpu'.
+    dtype : str
+        The working dtype ('float32', or 'float64' for pixels of more than 32 bits).
+    sigma : float or None
+        The noise level; None until estimated from the pixels.
+    """
+
+    method: str
+    settings: tuple[tuple[str, Any], ...]
+    device: str
+    dtype: str
+    sigma: float | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return dict(self.settings)[name]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The settings as keyword arguments (a new dict)."""
+        return dict(self.settings)
+
+    def with_settings(self, **changes: Any) -> Plan:
+        """The plan with some settings changed."""
+        return replace(self, settings=tuple(dict(self.settings, **changes).items()))
+
+
+class Method:
+    """A denoising method: a subclass sets the class attributes and implements the methods.
+
+    Attributes
+    ----------
+    name : str
+        Its name (``--method NAME``).
+    summary : str
+        One line for help texts.
+    options : dict
+        Its own options (the API's keyword names) and their defaults; the
+        options every method takes (sigma, the device) are not among them.
+    volumes : bool
+        Whether it filters a 3-D volume (Z, H, W, C) as one.
+    streams : bool
+        Whether it filters a large image chunk by chunk with a halo
+        (:meth:`denoise_dask`), as streamed TIFFs need.
+    gpu : bool
+        Whether it runs on a GPU (CuPy arrays); without, ``--device auto``
+        means the CPU and ``--device gpu`` is refused.
+    progress_unit : str
+        What its progress counts.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    options: ClassVar[dict[str, Any]]
+    volumes: ClassVar[bool] = False
+    streams: ClassVar[bool] = False
+    gpu: ClassVar[bool] = True
+    progress_unit: ClassVar[str] = "steps"
+
+    def check(self, options: Mapping[str, Any], sigma: float | None, axes: int) -> None:
+        """Validate ``options`` (its own) with the noise level ``sigma`` (None: estimated) for images of
+        ``axes`` spatial axes, before any image is read (ValueError naming the option)."""
+
+    def settings(self, shape: tuple[int, ...], options: Mapping[str, Any],
+                 sigma: float | None) -> dict[str, Any]:
+        """Its options resolved for an image of ``shape`` (H, W, C) or (Z, H, W, C) (ValueError naming the
+        option when one does not fit the image)."""
+        return {name: options.get(name, default) for name, default in self.options.items()}
+
+    def seconds(self, shape: tuple[int, ...], plan: Plan) -> float:
+        """Estimated seconds of :meth:`denoise` on an image of ``shape`` on ``plan.device``."""
+        raise NotImplementedError
+
+    def working_bytes(self, shape: tuple[int, ...], plan: Plan) -> int:
+        """Estimated peak working bytes of :meth:`denoise` on an image of ``shape``."""
+        raise NotImplementedError
+
+    def describe(self, plan: Plan) -> str:
+        """The method and its plan in a few words, for messages."""
+        return f"--method {self.name}"
+
+    def remedies(self, shape: tuple[int, ...], plan: Plan, problem: str) -> list[str]:
+        """Changes of its own options that would help when an image is refused for ``problem`` ('time' or
+        'memory'), as the command line words them."""
+        return []
+
+    def denoise(self, image: Any, plan: Plan, progress: Progress | None) -> tuple[Any, Any]:
+        """(the estimate, a :class:`nlfilt.DenoiseInfo`) of ``image``: (H, W, C), or a volume
+        (Z, H, W, C) when :attr:`volumes`."""
+        raise NotImplementedError
+
+    def denoise_dask(self, array: Any, plan: Plan) -> Any:
+        """The lazy estimate of a dask array (H, W) or (H, W, C), chunk by chunk (when :attr:`streams`)."""
+        raise NotImplementedError(f"--method {self.name} does not filter chunk by chunk")
+
+    def report(self, info: Any, plan: Plan) -> dict[str, Any]:
+        """The fields of a report entry that say what it did with one image: from its
+        :class:`nlfilt.DenoiseInfo`, or from the plan alone (``info`` None: an image streamed)."""
+        return {}
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Register a :class:`Method` subclass under its :attr:`~Method.name` (a class decorator)."""
+    _METHODS[cls.name] = cls()
+    return cls
+
+
+def method(name: str) -> Method:
+    """The registered method ``name``; ValueError listing the registered ones otherwise."""
+    try:
+        return _METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"method must be one of {', '.join(map(repr, method_names()))}; got "
+                         f"{name!r}") from None
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered methods, the default first."""
+    return tuple(_METHODS)
+
+
+def make_plan(name: str, options: Mapping[str, Any], shape: tuple[int, ...], *, device: str,
+              dtype: Any = numpy.float32, sigma: float | None = None) -> Plan:
+    """The plan of an image of ``shape`` (H, W, C) or (Z, H, W, C) for method ``name`` with its
+    ``options`` (the others' are ignored), on ``device`` ('cpu' or 'gpu'); ValueError naming the
+    option that does not fit."""
+    chosen = method(name)
+    if len(shape) == 4 and not chosen.volumes:
+        raise ValueError(f"--method {name} works on 2-D images, not volumes")
+    settings = chosen.settings(shape, options, sigma)
+    return Plan(method=name, settings=tuple(settings.items()), device=device,
+                dtype=numpy.dtype(dtype).name, sigma=sigma)

@@ -1,0 +1,208 @@
+"""Image formats through the command line: round trips keeping dtype, layout and alpha, 16-bit colour,
+WebP, outputs that would lose data, unreadable files, and outputs that are the library's result."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy
+import pytest
+from click.testing import CliRunner
+
+import nlfilt
+from nlfilt.cli import main
+
+from clitools import error, noisy_pixels, run
+
+ROUND_TRIPS = [
+    ("gray8.png", numpy.uint8, 0),
+    ("gray16.png", numpy.uint16, 0),
+    ("grayalpha8.png", numpy.uint8, 2),
+    ("rgb8.png", numpy.uint8, 3),
+    ("rgba8.png", numpy.uint8, 4),
+    ("rgb16.tif", numpy.uint16, 3),
+    ("rgba16.tif", numpy.uint16, 4),
+    ("gray32.tif", numpy.float32, 0),
+    ("rgb32.tif", numpy.float32, 3),
+    ("rgb8.jpg", numpy.uint8, 3),
+    ("gray8.bmp", numpy.uint8, 0),
+    ("rgb8.bmp", numpy.uint8, 3),
+]
+
+
+@pytest.mark.parametrize(("name", "dtype", "channels"), ROUND_TRIPS, ids=[r[0] for r in ROUND_TRIPS])
+def test_format_round_trip_keeps_dtype_layout_and_alpha(tmp_path, name, dtype, channels):
+    clean, noisy = noisy_pixels(dtype, channels)
+    source = tmp_path / name
+    iio.imwrite(source, noisy)
+    noisy = iio.imread(source)  # what the file really holds (JPEG is lossy)
+    target = tmp_path / "out" / name
+    result = run("denoise", source, "-o", target, "--quiet")
+    assert result.exit_code == 0, result.output
+    out = iio.imread(target)
+    assert out.dtype == noisy.dtype and out.shape == noisy.shape
+    colour = slice(None) if channels in (0, 1, 3) else slice(0, channels - 1)
+    if channels in (2, 4):
+        numpy.testing.assert_array_equal(out[..., -1], noisy[..., -1])  # alpha untouched
+    # JPEG's own compression makes the noise correlated, which non-local means removes less of
+    gain = 0.95 if name.endswith(".jpg") else 0.7
+    assert error(clean[..., colour], out[..., colour]) < gain * error(clean[..., colour], noisy[..., colour])
+
+
+def write_png_16bit_rgb(path: Path, pixels: numpy.ndarray) -> None:
+    """A valid 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + pixels[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_sixteen_bit_colour_png_is_read_and_written_exactly(tmp_path, channels):
+    """Gray+alpha, RGB and RGBA 16-bit PNG through imagecodecs: the file's values exactly, the output the
+    library's result rounded, alpha untouched (Pillow would cut all of it to 8 bits)."""
+    from nlfilt.images import read_image
+
+    pytest.importorskip("imagecodecs")
+    pixels = noisy_pixels(numpy.uint16, channels)[1]
+    source = tmp_path / "deep.png"
+    if channels == 3:
+        write_png_16bit_rgb(source, pixels)  # an encoder of its own, not the one under test
+    else:
+        import imagecodecs
+
+        source.write_bytes(imagecodecs.png_encode(pixels))
+    image = read_image(source)
+    numpy.testing.assert_array_equal(image.assemble(image.colour), pixels)
+    target = tmp_path / "out" / "deep.png"
+    assert run("denoise", source, "-o", target, "--method", "filter", "--quiet").exit_code == 0
+    written = read_image(target)
+    colour = pixels[..., :-1] if channels in (2, 4) else pixels
+    filtered = nlfilt.denoise(colour.astype(numpy.float32), device="cpu")
+    expected = numpy.clip(numpy.rint(filtered), 0, 65535).astype(numpy.uint16)
+    numpy.testing.assert_array_equal(written.colour, expected)
+    if channels in (2, 4):
+        numpy.testing.assert_array_equal(written.alpha, pixels[..., -1])
+    assert target.read_bytes()[24:26] == bytes([16, {2: 4, 3: 2, 4: 6}[channels]])  # 16-bit, same colour type
+
+
+def test_sixteen_bit_colour_png_without_imagecodecs_is_refused_with_the_reason(tmp_path, monkeypatch):
+    from nlfilt import images
+
+    monkeypatch.setattr(images, "_imagecodecs", lambda: None)
+    source = tmp_path / "deep.png"
+    write_png_16bit_rgb(source, numpy.zeros((8, 8, 3), numpy.uint16))
+    result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 1, result.output
+    assert "16-bit" in result.output and "imagecodecs" in result.output
+    iio.imwrite(tmp_path / "rgb16.tif", noisy_pixels(numpy.uint16, 3)[1])
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "rgb16.tif"), "-o", str(tmp_path / "o.png")])
+    assert result.exit_code == 2 and "imagecodecs" in result.output, result.output
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "good.png", noisy)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("hello")
+    (folder / "truncated.png").write_bytes((folder / "good.png").read_bytes()[:200])
+    nan_image = numpy.ones((20, 20), numpy.float32)
+    nan_image[3, 3] = numpy.nan
+    iio.imwrite(folder / "nan.tif", nan_image)
+    iio.imwrite(folder / "alpha.bmp", numpy.zeros((8, 8, 4), numpy.uint8))
+    result = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    for name in ("empty.png", "text.png", "truncated.png", "nan.tif", "alpha.bmp"):
+        assert f"{folder / name}:" in result.output, name
+    assert "NaN" in result.output
+    assert "empty file" in result.output
+    assert "alpha channel" in result.output
+    assert "1 denoised, 5 failed, 0 skipped" in result.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+REFUSED_OUTPUTS = [
+    ("rgba8.png", numpy.uint8, 4, ".bmp", "alpha"),
+    ("rgba8.png", numpy.uint8, 4, ".jpg", "alpha"),
+    ("grayalpha8.png", numpy.uint8, 2, ".jpeg", "alpha"),
+    ("gray32.tif", numpy.float32, 0, ".png", "TIFF"),
+    ("gray32.tif", numpy.float32, 0, ".jpg", "TIFF"),
+    ("gray16.png", numpy.uint16, 0, ".jpg", "8-bit"),
+    ("gray16.png", numpy.uint16, 0, ".bmp", "8-bit"),
+]
+
+
+@pytest.mark.parametrize(("name", "dtype", "channels", "suffix", "reason"), REFUSED_OUTPUTS,
+                         ids=[f"{row[0]}-to-{row[3][1:]}" for row in REFUSED_OUTPUTS])
+def test_every_output_that_would_lose_data_is_refused(tmp_path, name, dtype, channels, suffix, reason):
+    iio.imwrite(tmp_path / name, noisy_pixels(dtype, channels)[1])
+    target = tmp_path / f"out{suffix}"
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / name), "-o", str(target)])
+    assert result.exit_code == 2 and reason in result.output, result.output
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(("name", "dtype", "channels"), ROUND_TRIPS, ids=[row[0] for row in ROUND_TRIPS])
+def test_the_output_is_the_library_result_rounded_and_clipped(tmp_path, name, dtype, channels):
+    source = tmp_path / name
+    iio.imwrite(source, noisy_pixels(dtype, channels)[1])
+    pixels = iio.imread(source)
+    lossless = ".tif" if numpy.dtype(dtype).kind == "f" or (dtype == numpy.uint16 and channels) else ".png"
+    target = tmp_path / f"out{lossless}"
+    assert run("denoise", source, "-o", target, "--quiet").exit_code == 0  # the default method
+    colour = pixels[..., :-1] if channels in (2, 4) else pixels
+    filtered = nlfilt.denoise_collaborative(colour.astype(numpy.float32), device="cpu")
+    if numpy.dtype(dtype).kind == "u":
+        limit = numpy.iinfo(dtype).max
+        expected = numpy.clip(numpy.rint(filtered), 0, limit).astype(dtype)
+    else:
+        expected = filtered.astype(dtype)
+    if channels in (2, 4):
+        expected = numpy.concatenate([expected, pixels[..., -1:]], axis=2)
+    numpy.testing.assert_array_equal(iio.imread(target), expected)
+
+
+def test_integer_outputs_are_rounded_and_clipped_not_truncated(tmp_path):
+    from nlfilt.images import cast_like
+
+    values = numpy.array([[-3.2, 0.49, 0.51, 1.7, 127.8, 254.6, 255.4, 300.0]])
+    assert cast_like(values, numpy.uint8).tolist() == [[0, 0, 1, 2, 128, 255, 255, 255]]
+    values = numpy.array([[-1.0, 0.3, 0.7, 40000.6, 65534.6, 65535.4, 70000.0]])
+    assert cast_like(values, numpy.uint16).tolist() == [[0, 0, 1, 40001, 65535, 65535, 65535]]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_webp_is_written_lossless_with_alpha_untouched(tmp_path, channels):
+    from nlfilt.images import cast_like
+
+    pixels = noisy_pixels(numpy.uint8, channels)[1]
+    source = tmp_path / "photo.webp"
+    iio.imwrite(source, pixels, extension=".webp", lossless=True, exact=True)
+    numpy.testing.assert_array_equal(iio.imread(source), pixels)
+    folder = tmp_path / "out"
+    assert run("denoise", tmp_path, "-o", folder, "--method", "filter", "--quiet").exit_code == 0
+    written = iio.imread(folder / "photo.webp")
+    colour = pixels[..., :3]
+    expected = cast_like(nlfilt.denoise(colour.astype(numpy.float32), device="cpu"), numpy.dtype(numpy.uint8))
+    numpy.testing.assert_array_equal(written[..., :3], expected)  # lossless: exactly the rounded result
+    if channels == 4:
+        numpy.testing.assert_array_equal(written[..., 3], pixels[..., 3])
+
+
+def test_gray_to_webp_is_refused_with_the_reason(tmp_path):
+    iio.imwrite(tmp_path / "gray.png", noisy_pixels(numpy.uint8, 0)[1])
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "gray.png"), "-o", str(tmp_path / "g.webp")])
+    assert result.exit_code == 2 and "WebP has no gray mode" in result.output, result.output
+    assert not (tmp_path / "g.webp").exists()
