@@ -3,10 +3,15 @@
 The scheme of BM3D (Dabov, Foi, Katkovnik, Egiazarian, 2007), written here
 with nlfilt's own code.  For reference patches on a grid (every ``step``
 pixels), the ``group`` patches nearest in squared distance within ``radius``
-pixels are stacked into a group; each group is transformed by an orthonormal
-3-D transform (the 2-D DCT of every patch, then a DCT along the group),
-shrunk, transformed back, and every patch of it is added, weighted, into the
-image it came from:
+pixels are stacked into a group; each group is transformed by a separable
+3-D transform (a 2-D transform of every patch, then a 1-D transform along
+the group), shrunk, transformed back, and every patch of it is added,
+weighted, into the image it came from.  As in BM3D, the hard-thresholding
+stage transforms patches with the biorthogonal 1.5 wavelet and the Wiener
+stage with the DCT, and both stages transform along the group with the Haar
+wavelet (the DCT where a size is not a power of two); every basis vector
+has unit norm, so white noise of deviation sigma keeps that deviation in
+every coefficient, and the first coefficient is the group's mean:
 
 1. Hard thresholding: groups matched on the noisy image, coefficients below
    ``threshold * sigma`` set to 0 (the group mean kept); each group weighted
@@ -54,9 +59,9 @@ if TYPE_CHECKING:
 #: Patch side, grid step of the reference patches, search radius (pixels) of the two stages' matching
 #: (on the noisy image, on the pilot), patches per group in each stage.
 PATCH = 8
-STEP = 4
-RADIUS = (12, 9)
-GROUP = (16, 16)
+STEP = 3
+RADIUS = (19, 19)
+GROUP = (16, 32)
 #: Stage 1 keeps 3-D coefficients of magnitude at least THRESHOLD * sigma.
 THRESHOLD = 2.7
 #: The Kaiser window each patch is weighted by when it is added back.
@@ -84,6 +89,53 @@ def dct_matrix(size: int) -> numpy.ndarray:
     matrix = numpy.cos(numpy.pi * (2 * position + 1) * frequency / (2 * size)) * numpy.sqrt(2 / size)
     matrix[0] /= numpy.sqrt(2)
     return matrix
+
+
+#: Analysis filters of the biorthogonal 1.5 wavelet (lowpass, highpass), and of the Haar wavelet.
+BIOR15 = (numpy.array([3, -3, -22, 22, 128, 128, 22, -22, -3, 3]) / (128 * 2**0.5),
+          numpy.array([0, 0, 0, 0, -1, 1, 0, 0, 0, 0]) / 2**0.5)
+HAAR = (numpy.array([1, 1]) / 2**0.5, numpy.array([-1, 1]) / 2**0.5)
+
+
+def wavelet_matrix(size: int, filters: tuple[numpy.ndarray, numpy.ndarray]) -> numpy.ndarray:
+    """The matrix (rows are basis vectors, each scaled to unit norm) of the full periodic wavelet
+    decomposition of ``size`` points (a power of two) with the analysis ``filters`` (lowpass, highpass
+    of the same even length): the coarsest approximation first, then the details from coarse to fine
+    (PyWavelets' ``wavedec`` with mode 'periodization')."""
+    if size < 1 or size & (size - 1):
+        raise ValueError(f"a wavelet decomposition needs a power-of-two size, not {size}")
+    taps = len(filters[0])
+    details, approximation = [], numpy.eye(size)
+    while approximation.shape[0] > 1:
+        points = approximation.shape[0]
+        halves = []
+        for taps_of in filters:  # one analysis step of ``points`` samples: (points / 2, points)
+            step = numpy.zeros((points // 2, points))
+            for k in range(points // 2):
+                for j, tap in enumerate(taps_of):
+                    step[k, (2 * k + taps // 2 - j) % points] += tap
+            halves.append(step @ approximation)
+        approximation = halves[0]
+        details.insert(0, halves[1])
+    matrix = numpy.concatenate([approximation, *details])
+    return matrix / numpy.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def transform_matrices(patch: int, group: int, hard: bool) -> tuple[numpy.ndarray, ...]:
+    """The 3-D transform of one stage: (forward, inverse) along a patch side, then along the group.
+
+    ``hard``: the hard-thresholding stage's transform (the biorthogonal 1.5
+    wavelet along a patch side), else the Wiener stage's (the DCT); the Haar
+    wavelet along the group; the DCT where a size is not a power of two.
+    """
+    def pair(size: int, filters: tuple[numpy.ndarray, numpy.ndarray] | None) -> tuple[numpy.ndarray, ...]:
+        if filters is None or size & (size - 1):
+            forward = dct_matrix(size)
+            return forward, forward.T
+        forward = wavelet_matrix(size, filters)
+        return forward, numpy.linalg.inv(forward)
+
+    return (*pair(patch, BIOR15 if hard else None), *pair(group, HAAR))
 
 
 def kaiser_window(patch: int) -> numpy.ndarray:
@@ -307,7 +359,7 @@ class ArrayGroups:
         height, width, channels = image.shape
         dtype = image.dtype
         patch, group = self.patch, members.shape[1]
-        transforms = _Transforms(xp, patch, group, dtype)
+        transforms = _Transforms(xp, patch, group, dtype, hard=pilot is None)
         within = xp.asarray((numpy.arange(patch)[:, None] * width + numpy.arange(patch)[None, :]).ravel(),
                             dtype=xp.int32)
         variance = dtype.type(sigma * sigma)
@@ -349,19 +401,21 @@ class ArrayGroups:
 
 
 class _Transforms:
-    """The 3-D transform of groups of flattened patches: the 2-D DCT of each patch, then the DCT along
-    the group; and the Kaiser window of one patch, flattened."""
+    """The 3-D transform of one stage (:func:`transform_matrices`) of groups of flattened patches: each
+    patch's 2-D transform, then the transform along the group; and the Kaiser window of one patch,
+    flattened."""
 
-    def __init__(self, xp: Any, patch: int, group: int, dtype: Any) -> None:
-        spatial = numpy.kron(dct_matrix(patch), dct_matrix(patch))
-        self.forward2 = xp.asarray(spatial.T, dtype=dtype)  # rows @ forward2: each patch's 2-D DCT
-        self.inverse2 = xp.asarray(spatial, dtype=dtype)
-        self.along = xp.asarray(dct_matrix(group), dtype=dtype)
+    def __init__(self, xp: Any, patch: int, group: int, dtype: Any, *, hard: bool) -> None:
+        forward_patch, inverse_patch, forward_group, inverse_group = transform_matrices(patch, group, hard)
+        self.forward2 = xp.asarray(numpy.kron(forward_patch, forward_patch).T, dtype=dtype)  # rows @ forward2
+        self.inverse2 = xp.asarray(numpy.kron(inverse_patch, inverse_patch).T, dtype=dtype)
+        self.along = xp.asarray(forward_group, dtype=dtype)
+        self.along_inverse = xp.asarray(inverse_group, dtype=dtype)
         self.window = xp.asarray(kaiser_window(patch).ravel(), dtype=dtype)
         self.group = group
 
     def forward(self, values: Any, count: int) -> Any:
-        """(count, group, patch^2) 3-D DCT coefficients of ``count`` groups of flattened patches."""
+        """(count, group, patch^2) 3-D coefficients of ``count`` groups of flattened patches."""
         size, group = self.forward2.shape[0], self.group
         spectra = values.reshape(count * group, size) @ self.forward2
         spectra = spectra.reshape(count, group, size).transpose(1, 0, 2).reshape(group, count * size)
@@ -369,9 +423,9 @@ class _Transforms:
         return spectra.reshape(group, count, size).transpose(1, 0, 2)
 
     def inverse(self, coefficients: Any) -> Any:
-        """The patches (count, group, patch^2) of 3-D DCT coefficients (the inverse of :meth:`forward`)."""
+        """The patches (count, group, patch^2) of 3-D coefficients (the inverse of :meth:`forward`)."""
         count, group, size = coefficients.shape
-        values = self.along.T @ coefficients.transpose(1, 0, 2).reshape(group, count * size)
+        values = self.along_inverse @ coefficients.transpose(1, 0, 2).reshape(group, count * size)
         values = values.reshape(group, count, size).transpose(1, 0, 2).reshape(count * group, size)
         return (values @ self.inverse2).reshape(count, group, size)
 

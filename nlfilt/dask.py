@@ -11,7 +11,7 @@ from typing import Any
 import numpy
 
 import nlfilt
-from nlfilt.collaborative import STEP, check_shape
+from nlfilt.collaborative import PATCH, RADIUS, STEP, check_shape
 from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
 from nlfilt.resolve import DEFAULT_MEMORY_BUDGET, resolve_options, resolve_stopping
@@ -92,10 +92,11 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
                            halo(options.patch, options.window, int(iterations)), dtype)
 
 
-#: Context a chunk of the collaborative filter gets on each side: its two stages reach about 53 pixels
-#: (stage 1: patch + radius 12 + patch; stage 2 adds patch + radius 9 + patch of pilot), and the grid
-#: of reference patches restarts at the end of each chunk; 64 keeps both out of the kept pixels.
-COLLABORATIVE_HALO = 64
+#: Context a chunk of the collaborative filter gets on each side: each stage reaches a patch, its search
+#: radius and a patch (70 pixels under the defaults), and the grid of reference patches restarts at the
+#: end of each chunk; rounded up to a multiple of the grid's step (so that the grid of a chunk with its
+#: context is the whole image's), this keeps both out of the kept pixels.
+COLLABORATIVE_HALO = -(-(sum(RADIUS) + 4 * PATCH + STEP) // STEP) * STEP
 
 
 def denoise_collaborative(array: Any, *, sigma: float | None = None, device: str = "auto",

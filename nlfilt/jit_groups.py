@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy
 
-from nlfilt.collaborative import GAIN_FLOOR, INVALID_KEY, ArrayGroups, dct_matrix, kaiser_window
+from nlfilt.collaborative import GAIN_FLOOR, INVALID_KEY, ArrayGroups, kaiser_window, transform_matrices
 from nlfilt.workers import Workers
 
 
@@ -30,8 +30,8 @@ class CompiledGroups:
     for each reference (float64, exact: the levels are integers), and the
     candidate's key is inserted into the reference's sorted list of the
     ``group - 1`` smallest.  Filtering: per group, its patches gathered, the
-    separable 2-D DCT of each and the DCT along the group, shrinkage, the
-    inverse, and the weighted patches added into the accumulator.  A
+    stage's separable 3-D transform (each patch, then along the group),
+    shrinkage, the inverse, and the weighted patches added into the accumulator.  A
     group's patches reach ``reach`` rows above and below its reference
     (the search radius) and ``patch - 1`` below, so bands of reference
     rows at least ``2 reach + patch`` pixel rows high are filtered in two
@@ -76,9 +76,11 @@ class CompiledGroups:
         reach = int(numpy.abs(members // width - numpy.repeat(rows, cols.size)[:, None]).max())
         band = -(-(2 * reach + patch) // self.twin.step)  # reference rows per band
         bands = [(start, min(start + band, rows.size)) for start in range(0, rows.size, band)]
-        # the 3-D DCT's factors and their transposes (the inverse's), contiguous
-        matrices = tuple(numpy.ascontiguousarray(matrix, dtype=dtype) for size in (patch, group)
-                         for matrix in (dct_matrix(size), dct_matrix(size).T))
+        # the stage's 3-D transform: forward and inverse along a patch side, their transposes along the group
+        forward_patch, inverse_patch, forward_group, inverse_group = transform_matrices(patch, group,
+                                                                                        pilot is None)
+        matrices = tuple(numpy.ascontiguousarray(matrix, dtype=dtype)
+                         for matrix in (forward_patch, inverse_patch, forward_group.T, inverse_group.T))
         constants = (matrices, kaiser_window(patch).astype(dtype))
         scalars = (dtype.type(threshold * sigma), dtype.type(sigma * sigma), dtype.type(GAIN_FLOOR),
                    pilot is None)
@@ -203,8 +205,9 @@ def _filter_groups(planes: Any, guides: Any, members: Any, first: int, last: int
     ``denominator`` (H, W) (compiled by numba).
 
     ``planes``: (C, H, W) image; ``guides``: the pilot's planes (Wiener
-    stage; ignored when ``hard``); ``matrices``: (D, D^T, A, A^T), the DCT
-    matrices of a patch side and of the group and their transposes;
+    stage; ignored when ``hard``); ``matrices``: (F, F^-1, G^T, G^-T), the
+    transform of a patch side and its inverse, the transposes of the
+    group's transform and of its inverse;
     ``buffers``: (2 C + 2, patch^2 * group) scratch (see :func:`_filter_group`).
     """
     channels, height, width = planes.shape
@@ -234,8 +237,8 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, matrices: 
     """
     channels = planes.shape[0]
     group = origins.size
-    dct_patch, dct_patch_t, dct_group, dct_group_t = matrices
-    patch = dct_patch.shape[0]
+    forward_patch, inverse_patch, forward_group_t, inverse_group_t = matrices
+    patch = forward_patch.shape[0]
     values = patch * patch * group
     work, spare = buffers[2 * channels], buffers[2 * channels + 1]
     zero = level - level
@@ -243,7 +246,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, matrices: 
     for channel in range(channels):
         coefficients = buffers[channel]
         _gather(planes[channel], origins, width, patch, work)
-        _separable(work, spare, coefficients, dct_patch, dct_patch, dct_group_t)
+        _separable(work, spare, coefficients, forward_patch, forward_patch, forward_group_t)
         if hard:
             for index in range(values):
                 if abs(coefficients[index]) >= level or index == 0:
@@ -253,7 +256,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, matrices: 
         else:
             gains = buffers[channels + channel]
             _gather(guides[channel], origins, width, patch, work)
-            _separable(work, spare, gains, dct_patch, dct_patch, dct_group_t)
+            _separable(work, spare, gains, forward_patch, forward_patch, forward_group_t)
             for index in range(values):
                 power = gains[index] * gains[index]
                 gain = power / (power + variance)
@@ -263,7 +266,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, matrices: 
         total = max(total, gain_floor)
     weight = (zero + 1) / total
     for channel in range(channels):
-        _separable(buffers[channel], spare, work, dct_patch_t, dct_patch_t, dct_group)
+        _separable(buffers[channel], spare, work, inverse_patch, inverse_patch, inverse_group_t)
         for m in range(group):
             for y in range(patch):
                 row = origins[m] + y * width
@@ -304,7 +307,7 @@ def _separable(values: Any, spare: Any, out: Any, columns: Any, rows: Any, along
     """``out``: the group ``values`` (stored as :func:`_gather` stores them) transformed along each
     patch's columns by ``columns`` (``out[.., f] = sum_x columns[f, x] values[.., x]``), its rows by
     ``rows``, and along the group by the transpose of ``along_t`` (``values`` and ``spare`` are
-    overwritten).  The 3-D DCT is (D, D, A^T); its inverse (D^T, D^T, A)."""
+    overwritten).  The 3-D transform is (F, F, G^T); its inverse (F^-1, F^-1, G^-T)."""
     patch = columns.shape[0]
     group = values.size // (patch * patch)
     for y in range(patch):  # columns: spare[y, f] = sum_x M[f, x] values[y, x]

@@ -76,7 +76,7 @@ def test_the_collaborative_filter_chunk_by_chunk_equals_the_whole_image():
     clean = 120 + 60 * numpy.sin(rows / 9.0) * numpy.cos(cols / 13.0)
     noisy = clean + RNG.normal(0, 20, clean.shape)
     whole = nlfilt.denoise_collaborative(noisy, sigma=20.0, device="cpu", dtype=numpy.float64)
-    for chunks in ((128, 128), (100, 90)):  # (100, 90): origins moved onto the grid of step 4
+    for chunks in ((128, 128), (100, 90)):  # (100, 90): origins moved onto the grid's step
         lazy = nlfilt_dask.denoise_collaborative(da.from_array(noisy, chunks=chunks), sigma=20.0,
                                                  device="cpu", dtype=numpy.float64)
         numpy.testing.assert_allclose(lazy.compute(), whole, rtol=0, atol=1e-9)

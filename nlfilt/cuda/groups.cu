@@ -93,8 +93,8 @@ __device__ void nlfilt_group_separable(const int patch, const int group, const N
                                        NLFILT_REAL* spare, NLFILT_REAL* out) {
     // out: the group values ([member][row * patch + column]) transformed along each patch's columns by
     // columns (out[.., f] = sum_x columns[f][x] values[.., x]), its rows by rows, and along the group by
-    // along (out[g][j] = sum_m along[g][m] values[m][j]); values and spare are overwritten.  The 3-D DCT is
-    // (D, D, A), its inverse (D^T, D^T, A^T).  Each step is one pass of the block's threads over the
+    // along (out[g][j] = sum_m along[g][m] values[m][j]); values and spare are overwritten.  A stage's 3-D
+    // transform is (F, F, G), its inverse (F^-1, F^-1, G^-1).  Each step is one pass of the block's threads over the
     // group, with a barrier after it.
     const int size = patch * patch, count = group * size;
     for (int e = threadIdx.x; e < count; e += blockDim.x) {  // columns: spare[m][y][f] = sum_x M[f][x] values
@@ -132,19 +132,19 @@ __device__ NLFILT_REAL nlfilt_block_sum(NLFILT_REAL value, NLFILT_REAL* scratch)
 }
 
 extern "C" __global__ void nlfilt_bm_filter(const NLFILT_REAL* planes, const NLFILT_REAL* pilots,
-                                            const int* members, const NLFILT_REAL* dct_patch,
-                                            const NLFILT_REAL* dct_patch_t, const NLFILT_REAL* dct_group,
-                                            const NLFILT_REAL* dct_group_t, const NLFILT_REAL* window,
+                                            const int* members, const NLFILT_REAL* forward_patch,
+                                            const NLFILT_REAL* inverse_patch, const NLFILT_REAL* forward_group,
+                                            const NLFILT_REAL* inverse_group, const NLFILT_REAL* window,
                                             NLFILT_REAL* numerator, NLFILT_REAL* denominator,
                                             const int references, const int channels, const int pixels,
                                             const int width, const int patch, const int group,
                                             const NLFILT_REAL level, const NLFILT_REAL variance,
                                             const NLFILT_REAL gain_floor, const int hard) {
-    // planes, pilots: (channels, pixels); members: (references, group) top-left pixels; dct_*: the DCT
-    // matrices of a patch side and of the group, and their transposes (the inverse's); numerator:
+    // planes, pilots: (channels, pixels); members: (references, group) top-left pixels; forward_*,
+    // inverse_*: the stage's transform of a patch side and of the group, and their inverses; numerator:
     // (channels, pixels) and denominator (pixels) receive every group's patches, weighted.  One block of
     // NLFILT_GROUP_THREADS threads per group (grid-stride).  Hard thresholding (hard != 0) keeps the 3-D
-    // DCT coefficients of magnitude at least level, and the group's mean; the Wiener stage multiplies each
+    // coefficients of magnitude at least level, and the group's mean; the Wiener stage multiplies each
     // by P^2 / (P^2 + variance), P the pilot's.  The group's weight, 1 / kept or 1 / max(sum of squared
     // gains, gain_floor) over all channels, is found in a first pass over the channels; the second
     // transforms again, shrinks, inverts and adds (atomically) weight * window * value.
@@ -161,7 +161,7 @@ extern "C" __global__ void nlfilt_bm_filter(const NLFILT_REAL* planes, const NLF
         for (int channel = 0; channel < channels; ++channel) {  // the weight
             const NLFILT_REAL* plane = (hard ? planes : pilots) + (long long)channel * pixels;
             nlfilt_group_gather(plane, origins, width, patch, group, work);
-            nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, held);
+            nlfilt_group_separable(patch, group, forward_patch, forward_patch, forward_group, work, spare, held);
             for (int e = threadIdx.x; e < values; e += blockDim.x) {
                 if (hard) {
                     total += (fabs(held[e]) >= level || e == 0) ? 1 : 0;
@@ -177,23 +177,23 @@ extern "C" __global__ void nlfilt_bm_filter(const NLFILT_REAL* planes, const NLF
             const long long offset = (long long)channel * pixels;
             if (hard) {
                 nlfilt_group_gather(planes + offset, origins, width, patch, group, work);
-                nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, held);
+                nlfilt_group_separable(patch, group, forward_patch, forward_patch, forward_group, work, spare, held);
                 for (int e = threadIdx.x; e < values; e += blockDim.x) {
                     if (!(fabs(held[e]) >= level || e == 0)) held[e] = 0;
                 }
             } else {
                 nlfilt_group_gather(pilots + offset, origins, width, patch, group, work);
-                nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, held);
+                nlfilt_group_separable(patch, group, forward_patch, forward_patch, forward_group, work, spare, held);
                 for (int e = threadIdx.x; e < values; e += blockDim.x) {
                     const NLFILT_REAL power = held[e] * held[e];
                     held[e] = power / (power + variance);
                 }
                 nlfilt_group_gather(planes + offset, origins, width, patch, group, work);
-                nlfilt_group_separable(patch, group, dct_patch, dct_patch, dct_group, work, spare, spare);
+                nlfilt_group_separable(patch, group, forward_patch, forward_patch, forward_group, work, spare, spare);
                 for (int e = threadIdx.x; e < values; e += blockDim.x) held[e] *= spare[e];
             }
             __syncthreads();
-            nlfilt_group_separable(patch, group, dct_patch_t, dct_patch_t, dct_group_t, held, spare, work);
+            nlfilt_group_separable(patch, group, inverse_patch, inverse_patch, inverse_group, held, spare, work);
             for (int e = threadIdx.x; e < values; e += blockDim.x) {
                 const int m = e / size, j = e % size;
                 const int pixel = origins[m] + (j / patch) * width + j % patch;

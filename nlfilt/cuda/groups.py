@@ -15,7 +15,7 @@ from typing import Any
 import numpy
 
 from nlfilt import cuda
-from nlfilt.collaborative import GAIN_FLOOR, ArrayGroups, dct_matrix, kaiser_window
+from nlfilt.collaborative import GAIN_FLOOR, ArrayGroups, kaiser_window, transform_matrices
 
 #: Bytes of ``long long`` (the matching kernel's keys).
 _KEY_BYTES = 8
@@ -93,10 +93,9 @@ class CudaGroups:
         pilots = planes if pilot is None else xp.ascontiguousarray(xp.moveaxis(pilot, 2, 0))
         numerator = xp.zeros((channels, height, width), dtype=dtype)
         denominator = xp.zeros((height, width), dtype=dtype)
-        # the DCT matrices of a patch side and of the group and their transposes (the inverse's), the window
+        # the stage's transform of a patch side and its inverse, the group's and its inverse, the window
         constants = [xp.ascontiguousarray(xp.asarray(matrix, dtype=dtype)) for matrix in (
-            dct_matrix(self.patch), dct_matrix(self.patch).T, dct_matrix(group), dct_matrix(group).T,
-            kaiser_window(self.patch))]
+            *transform_matrices(self.patch, group, pilot is None), kaiser_window(self.patch))]
         sizes = map(numpy.int32, (members.shape[0], channels, height * width, width, self.patch, group))
         scalars = map(dtype.type, (threshold * sigma, sigma * sigma, GAIN_FLOOR))
         arguments = (planes, pilots, xp.ascontiguousarray(members, dtype=xp.int32), *constants, numerator,
