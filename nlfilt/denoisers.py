@@ -260,7 +260,8 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     """Denoise an image with the collaborative Wiener filter, nlfilt's highest-quality mode.
 
     Two stages over groups of similar 8 x 8 patches (BM3D's scheme, see
-    :mod:`nlfilt.collaborative`): hard thresholding of each group's 3-D DCT
+    :mod:`nlfilt.collaborative`): hard thresholding of each group's 3-D
+    transform (biorthogonal wavelet on the patches, Haar across the group)
     gives a pilot; groups matched on the pilot are then shrunk by the
     empirical Wiener gains ``P^2 / (P^2 + sigma^2)`` of the pilot's
     coefficients, and every patch is added back weighted.  Colour images are
