@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 PATCH = 8
 STEP = 3
 RADIUS = (19, 19)
-GROUP = (16, 32)
+GROUP = (16, 16)
 #: Stage 1 keeps 3-D coefficients of magnitude at least THRESHOLD * sigma.
 THRESHOLD = 2.7
 #: The Kaiser window each patch is weighted by when it is added back.
