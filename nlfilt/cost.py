@@ -248,8 +248,8 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
 #: machine: seconds per call, per pixel (matching and the first channel) and per pixel and further channel
 #: (benchmarks/collaborative_speed.py measures them and the estimate's ratio to the time).
 COLLABORATIVE_SECONDS_PER_CALL = 0.004
-COLLABORATIVE_SECONDS_PER_PIXEL = 6.3e-6
-COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 4.0e-6
+COLLABORATIVE_SECONDS_PER_PIXEL = 4.2e-6
+COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 2.7e-6
 #: On a GPU, per pixel and channel: the array code's memory traffic (matching: about 60 bytes per pixel
 #: and search offset, 2 x 39^2 offsets, at 1 TB/s) with a margin of two; an arithmetic figure, not yet
 #: measured on a GPU (benchmarks/gpu_check.py prints the estimate against the time).
