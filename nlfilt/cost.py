@@ -256,7 +256,7 @@ COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 2.7e-6
 COLLABORATIVE_GPU_SECONDS_PER_PIXEL = 4e-7
 #: Peak working memory besides the input (measured with tracemalloc on the CPU): bytes per pixel (gray)
 #: and per pixel and further channel; on a GPU the array code's batches add ``GPU_BATCH_BYTES``.
-COLLABORATIVE_BYTES_PER_PIXEL = 32
+COLLABORATIVE_BYTES_PER_PIXEL = 47
 COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 30
 
 
