@@ -94,8 +94,8 @@ __device__ void nlfilt_group_separable(const int patch, const int group, const N
     // out: the group values ([member][row * patch + column]) transformed along each patch's columns by
     // columns (out[.., f] = sum_x columns[f][x] values[.., x]), its rows by rows, and along the group by
     // along (out[g][j] = sum_m along[g][m] values[m][j]); values and spare are overwritten.  A stage's 3-D
-    // transform is (F, F, G), its inverse (F^-1, F^-1, G^-1).  Each step is one pass of the block's threads over the
-    // group, with a barrier after it.
+    // transform is (F, F, G), its inverse (F^-1, F^-1, G^-1).  Each step is one pass of the block's threads
+    // over the group, with a barrier after it.
     const int size = patch * patch, count = group * size;
     for (int e = threadIdx.x; e < count; e += blockDim.x) {  // columns: spare[m][y][f] = sum_x M[f][x] values
         const int base = e - e % patch, f = e % patch;
