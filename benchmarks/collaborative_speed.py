@@ -107,8 +107,9 @@ def speed_table(gray: numpy.ndarray, sizes: list[int], bm3d_sizes: list[int], bm
 
 def quality_table(gray: numpy.ndarray, colour: numpy.ndarray | None, bm3d) -> list[str]:
     lines = ["\n## 512 x 512, the same noisy image for both\n",
-             "| image | nlfilt PSNR | nlfilt s | BM3D PSNR | BM3D s | time ratio |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| image | nlfilt PSNR | nlfilt s | BM3D PSNR | BM3D s | time ratio | estimate s "
+             "| estimate / time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, clean in (("gray", gray), ("colour", colour)):
         if clean is None:
             continue
@@ -118,62 +119,58 @@ def quality_table(gray: numpy.ndarray, colour: numpy.ndarray | None, bm3d) -> li
         row = f"| {name} | {psnr(estimate, clean, clip=True):.2f} | {seconds:.3f} "
         if bm3d is not None:
             reference, theirs = best_seconds(lambda: bm3d_of(bm3d, noisy), 2)  # noqa: B023
-            row += f"| {psnr(theirs, clean, clip=True):.2f} | {reference:.2f} | {seconds / reference:.3f} |"
+            row += f"| {psnr(theirs, clean, clip=True):.2f} | {reference:.2f} | {seconds / reference:.3f} "
         else:
-            row += "| | | |"
+            row += "| | | "
+        predicted = estimate_collaborative_seconds(noisy.shape)
+        row += f"| {predicted:.3f} | {predicted / seconds:.2f} |"
         lines.append(row)
         print(row, flush=True)
     return lines
 
 
-def memory_lines(gray: numpy.ndarray) -> list[str]:
-    noisy = noisy_of(mirrored(gray, 1024))
-    ours(noisy[:64, :64])
-    tracemalloc.start()
-    try:
-        ours(noisy)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    estimate = estimate_collaborative_bytes(noisy.shape)
-    line = (f"\nPeak working memory at 1024x1024 gray (tracemalloc, besides the input): {peak / 2**20:.0f} "
-            f"MiB measured against {estimate / 2**20:.0f} MiB estimated (ratio {estimate / peak:.2f}).")
-    print(line, flush=True)
-    return [line]
+def memory_lines(gray: numpy.ndarray, colour: numpy.ndarray | None) -> list[str]:
+    lines = ["\nPeak working memory at 1024x1024 (tracemalloc, besides the input):\n"]
+    for name, clean in (("gray", gray), ("colour", colour)):
+        if clean is None:
+            continue
+        noisy = noisy_of(mirrored(clean, 1024))
+        ours(noisy[:64, :64])
+        tracemalloc.start()
+        try:
+            ours(noisy)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        estimate = estimate_collaborative_bytes(noisy.shape)
+        lines.append(f"- {name}: {peak / 2**20:.0f} MiB measured against {estimate / 2**20:.0f} MiB "
+                     f"estimated (ratio {estimate / peak:.2f})")
+        print(lines[-1], flush=True)
+    return lines
 
 
 def launch_table(gray: numpy.ndarray, colour: numpy.ndarray | None) -> list[str]:
     lines = ["\n## Array operations of one 512 x 512 image as batched on a GPU\n",
              "Counted on NumPy by nlfilt.launches (each is a kernel launch or a copy on CuPy; the CUDA "
              "kernels, opt-in through NLFILT_CUDA_ALTERNATIVES, make a few per stage instead).\n",
-             "| image | quantise | match 1 | filter 1 | quantise | match 2 | filter 2 | whole image |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| image | match 1 | filter 1 | match 2 | filter 2 | whole image |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, clean in (("gray", gray), ("colour", colour)):
         if clean is None:
             continue
         image = noisy_of(mirrored(clean, 512))
         image = image[:, :, None] if image.ndim == 2 else image
         with counting_backend() as (backend, counter):
-            xp = backend.xp
-            colour_mode = image.shape[2] == 3
-            work = backend.asarray(image)
-            if colour_mode:
-                work = work @ xp.asarray(collaborative.OPPONENT.T, dtype=work.dtype)
             groups = collaborative.ArrayGroups(backend, image.shape, patch=collaborative.PATCH,
                                                step=collaborative.STEP)
-            noise = SIGMA if colour_mode else SIGMA * image.shape[2] ** 0.5
-            counts, pilot = [], None
-            for stage, radius in enumerate(collaborative.RADIUS):
-                start = counter.operations
-                levels = collaborative.quantise(xp, collaborative.guide(xp, work if pilot is None else pilot,
-                                                                        colour_mode), noise)
-                counts.append(counter.operations - start)
-                start = counter.operations
-                members = groups.match(levels, radius=radius, group=collaborative.GROUP[stage])
-                counts.append(counter.operations - start)
-                start = counter.operations
-                pilot = groups.filter(work, pilot, members, SIGMA, threshold=collaborative.THRESHOLD)
-                counts.append(counter.operations - start)
+            marks = [counter.operations]
+
+            def mark(done: float, total: int) -> None:
+                marks.append(counter.operations)  # noqa: B023
+
+            collaborative.collaborative_filter(groups, backend.asarray(image), SIGMA, progress=mark)
+            marks[-1] = counter.operations  # the last step includes the way back to RGB
+            counts = numpy.diff(marks).tolist()
         lines.append(f"| {name} | " + " | ".join(map(str, counts)) + f" | {sum(counts)} |")
         print(lines[-1], flush=True)
     return lines
@@ -220,7 +217,7 @@ def main() -> None:
         ours(noisy_of(colour[:64, :64]))
     lines += speed_table(gray, args.sizes, args.bm3d_sizes if bm3d is not None else [], bm3d)
     lines += quality_table(gray, colour, bm3d)
-    lines += memory_lines(gray)
+    lines += memory_lines(gray, colour)
     lines += launch_table(gray, colour)
     if args.write:
         write("collaborative_speed.md", "\n".join(lines))

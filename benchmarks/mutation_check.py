@@ -124,6 +124,12 @@ MUTATIONS = [
              "collaborative",
              (JIT_GROUPS, "(forward_patch, inverse_patch, forward_group.T, inverse_group.T))",
               "(forward_patch, forward_patch.T, forward_group.T, inverse_group.T))")),
+    # colour channels weighted on their own, colour groups (added 2026-12-06, second session)
+    mutation("collaborative: colour channels share their groups' weights", "collaborative",
+             (COLLABORATIVE, "    if image.shape[2] == 1:\n        return groups.filter(",
+              "    if True:\n        return groups.filter(")),
+    mutation("collaborative: colour images get the gray groups", "collaborative",
+             (COLLABORATIVE, "group = COLOUR_GROUP if colour else GROUP", "group = GROUP")),
     mutation("dask: collaborative halo off the grid's step", "dask",
              (DASK, "// STEP) * STEP", "// 16) * 16")),
     mutation("partial sums follow the thread count", "operators",

@@ -26,7 +26,11 @@ into one accumulator, and divide by the summed weights.  A colour image (3
 channels) is filtered in an orthonormal opponent colour space: groups are
 matched on its luminance and every channel is shrunk with the same groups
 (noise of standard deviation sigma in each RGB channel keeps that deviation
-there); other channel counts are matched on the sum of their channels.
+there); other channel counts are matched on the sum of their channels.  Each
+channel is filtered on its own with the shared groups, so its groups carry
+its own weights (a colour-flat group of detailed luminance counts fully in
+the chroma channels), as in CBM3D; colour images use groups of 32 in the
+Wiener stage (``COLOUR_GROUP``).
 
 Groups are deterministic.  Matching runs on the guide quantised to integer
 levels, ``LEVELS_PER_SIGMA`` per standard deviation of its noise on a grid
@@ -57,11 +61,13 @@ if TYPE_CHECKING:
     from nlfilt.backend import Backend
 
 #: Patch side, grid step of the reference patches, search radius (pixels) of the two stages' matching
-#: (on the noisy image, on the pilot), patches per group in each stage.
+#: (on the noisy image, on the pilot), patches per group in each stage (``COLOUR_GROUP`` for colour images:
+#: 32 in the Wiener stage gains 0.03-0.06 dB on Set5 there, and costs gray images time for no gain).
 PATCH = 8
 STEP = 3
 RADIUS = (19, 19)
 GROUP = (16, 16)
+COLOUR_GROUP = (16, 32)
 #: Stage 1 keeps 3-D coefficients of magnitude at least THRESHOLD * sigma.
 THRESHOLD = 2.7
 #: The Kaiser window each patch is weighted by when it is added back.
@@ -145,11 +151,11 @@ def kaiser_window(patch: int) -> numpy.ndarray:
 
 
 def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple[int, int] = RADIUS,
-                         group: tuple[int, int] = GROUP, threshold: float = THRESHOLD,
+                         group: tuple[int, int] | None = None, threshold: float = THRESHOLD,
                          progress: Callable[[float, int], None] | None = None) -> Any:
     """Both stages on an (H, W, C) image with ``groups`` (an :class:`ArrayGroups` of its shape, or the
     compiled implementation serving it: :func:`nlfilt.accelerate.accelerate`); returns the estimate,
-    same shape and dtype.
+    same shape and dtype.  ``group`` None: ``COLOUR_GROUP`` for 3 channels, else ``GROUP``.
 
     ``progress(done, 4)`` after each of the four steps (matching and
     filtering, twice).  ``sigma`` 0 returns a copy of the image.
@@ -159,6 +165,8 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
         return image.copy()
     check_shape(image.shape, groups.patch)
     colour = image.shape[2] == 3
+    if group is None:
+        group = COLOUR_GROUP if colour else GROUP
     work = _mix(xp, image, OPPONENT.T) if colour else image
     done = [0]
 
@@ -170,13 +178,26 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
     noise = sigma if colour else sigma * image.shape[2] ** 0.5  # of the guide: luminance, or channel sum
     members = groups.match(quantise(xp, guide(xp, work, colour), noise), radius=radius[0], group=group[0])
     advance()
-    pilot = groups.filter(work, None, members, sigma, threshold=threshold)
+    pilot = _by_channel(xp, groups, work, None, members, sigma, threshold)
     advance()
     members = groups.match(quantise(xp, guide(xp, pilot, colour), noise), radius=radius[1], group=group[1])
     advance()
-    estimate = groups.filter(work, pilot, members, sigma, threshold=threshold)
+    estimate = _by_channel(xp, groups, work, pilot, members, sigma, threshold)
     advance()
     return _mix(xp, estimate, OPPONENT) if colour else estimate
+
+
+def _by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: Any, sigma: float,
+                threshold: float) -> Any:
+    """One stage (``groups.filter``) run on each channel of ``image`` (and ``pilot``) on its own with
+    the shared ``members``, so that each channel's groups carry that channel's weights."""
+    if image.shape[2] == 1:
+        return groups.filter(image, pilot, members, sigma, threshold=threshold)
+    planes = [groups.filter(xp.ascontiguousarray(image[:, :, channel:channel + 1]),
+                            None if pilot is None else xp.ascontiguousarray(pilot[:, :, channel:channel + 1]),
+                            members, sigma, threshold=threshold)
+              for channel in range(image.shape[2])]
+    return xp.concatenate(planes, axis=2)
 
 
 def _mix(xp: Any, image: Any, matrix: numpy.ndarray) -> Any:

@@ -246,10 +246,11 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
 
 #: The collaborative filter (:mod:`nlfilt.collaborative`, its compiled kernels) on the 2-core development
 #: machine: seconds per call, per pixel (matching and the first channel) and per pixel and further channel
-#: (benchmarks/collaborative_speed.py measures them and the estimate's ratio to the time).
+#: (a colour image's larger Wiener groups included; benchmarks/collaborative_speed.py measures them and the
+#: estimate's ratio to the time).
 COLLABORATIVE_SECONDS_PER_CALL = 0.004
 COLLABORATIVE_SECONDS_PER_PIXEL = 4.2e-6
-COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 2.7e-6
+COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 4.4e-6
 #: On a GPU, per pixel and channel: the array code's memory traffic (matching: about 60 bytes per pixel
 #: and search offset, 2 x 39^2 offsets, at 1 TB/s) with a margin of two; an arithmetic figure, not yet
 #: measured on a GPU (benchmarks/gpu_check.py prints the estimate against the time).
@@ -257,7 +258,7 @@ COLLABORATIVE_GPU_SECONDS_PER_PIXEL = 4e-7
 #: Peak working memory besides the input (measured with tracemalloc on the CPU): bytes per pixel (gray)
 #: and per pixel and further channel; on a GPU the array code's batches add ``GPU_BATCH_BYTES``.
 COLLABORATIVE_BYTES_PER_PIXEL = 47
-COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 30
+COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 36
 
 
 def estimate_collaborative_seconds(shape: tuple[int, ...], device: str = "cpu") -> float:

@@ -339,6 +339,40 @@ def test_bm3d_transforms_and_settings_beat_the_all_dct_faster_settings(set12, mo
     assert numpy.mean(gains) > 0.15 and min(gains) > 0, gains
 
 
+@pytest.mark.parametrize("name", ["array", "compiled"])
+def test_each_colour_channel_is_weighted_on_its_own(name):
+    """A gray picture in RGB has zero chroma: its luminance must come out as the gray filter's, which
+    it does not when the chroma channels' groups (all coefficients zero but the mean) share the weights."""
+    noisy = scene() + numpy.random.default_rng(3).normal(0, SIGMA, (64, 72))
+    shape = (64, 72, 3)
+    groups = engines(shape)[name]
+    rgb = numpy.repeat(noisy[:, :, None], 3, axis=2).astype(numpy.float32)
+    colour = collaborative.collaborative_filter(groups, rgb, SIGMA, group=(16, 16))
+    gray_groups = engines((64, 72, 1))[name]
+    # luminance: sqrt(3) times the picture and its noise, so the gray filter at SIGMA / sqrt(3)
+    gray = collaborative.collaborative_filter(gray_groups, noisy[:, :, None].astype(numpy.float32),
+                                              SIGMA / 3**0.5, group=(16, 16))
+    for channel in range(3):
+        numpy.testing.assert_allclose(colour[:, :, channel], gray[:, :, 0], atol=2e-3)
+
+
+def test_colour_images_get_the_colour_groups_and_gray_ones_the_gray_groups(monkeypatch):
+    sizes = []
+    original = collaborative.ArrayGroups.match
+
+    def spy(self, levels, *, radius, group):
+        sizes.append(group)
+        return original(self, levels, radius=radius, group=group)
+
+    monkeypatch.setattr(collaborative.ArrayGroups, "match", spy)
+    for channels in (1, 3):
+        image = numpy.repeat(scene()[:, :, None], channels, axis=2).astype(numpy.float32)
+        groups = collaborative.ArrayGroups(CPU, image.shape, patch=8, step=4)
+        collaborative.collaborative_filter(groups, image, 10.0)
+    assert sizes == [*collaborative.GROUP, *collaborative.COLOUR_GROUP]
+    assert collaborative.COLOUR_GROUP[1] == 32
+
+
 def test_colour_in_the_opponent_space_beats_channel_by_channel(set5):
     clean = iio.imread(set5 / "baby.png").astype(numpy.float64)[200:328, 200:328]
     noisy = clean + numpy.random.default_rng(1).normal(0, 25, clean.shape)
