@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import imageio.v3 as iio
 import numpy
 import pytest
@@ -412,13 +414,31 @@ def test_the_command_line_uses_it_by_default(tmp_path):
     assert '"sigma": ' in (tmp_path / "r.jsonl").read_text()
 
 
+@pytest.mark.parametrize("option", [["--kernel", "arccos"], ["--window", "7"], ["--iterations", "auto"],
+                                    ["--patch", "3"], ["--h", "20"], ["--guide", "pilot"],
+                                    ["--memory-budget", "512M"], ["--window-shape", "tent"]])
+def test_a_filter_option_without_method_selects_the_filter(tmp_path, option):
+    iio.imwrite(tmp_path / "a.png", scene(24, 28).astype(numpy.uint8))
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
+                                       "--quiet", "--device", "cpu", *option, "--report",
+                                       str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 0, result.output
+    header = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    name = option[0].removeprefix("--").replace("-", "_")
+    assert header["options"]["method"] == "filter"
+    assert header["options"][name] != nlfilt.methods.method("filter").options[name]  # and it took the value
+
+
 def test_the_command_line_refuses_filter_options_and_tiny_images_with_the_remedy(tmp_path):
     iio.imwrite(tmp_path / "a.png", scene(48, 56).astype(numpy.uint8))
     iio.imwrite(tmp_path / "tiny.png", scene(6, 56).astype(numpy.uint8))
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
-                                       "--kernel", "arccos", "--iterations", "3"])
+                                       "--method", "collaborative", "--kernel", "arccos", "--iterations", "3",
+                                       "--overwrite", "--max-minutes", "5"])
     assert result.exit_code == 2
-    assert "--kernel, --iterations configure --method filter" in result.output
+    message = " ".join(result.output.split())
+    assert "--kernel, --iterations configure --method filter, not --method collaborative" in message
+    assert "--overwrite" not in message and "--max-minutes" not in message  # only the options that conflict
     tiny = CliRunner().invoke(main, ["denoise", str(tmp_path / "tiny.png"), "-o", str(tmp_path / "t.png")])
     assert tiny.exit_code == 1 and "smaller than the 8x8 patches" in tiny.output
     assert "--method filter" in tiny.output

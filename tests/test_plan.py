@@ -193,8 +193,8 @@ def test_a_registered_method_is_offered_checked_and_run_by_the_command_line(tmp_
     assert "kernel" not in header["options"]
     refused = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "p.png"),
                                         "--method", "identity", "--kernel", "arccos"])
-    assert refused.exit_code == 2 and "--kernel configures --method filter" in refused.output
-    assert "--method identity takes --scale, --sigma, --device" in refused.output
+    assert refused.exit_code == 2
+    assert "--kernel configures --method filter, not --method identity" in " ".join(refused.output.split())
     on_gpu = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "p.png"),
                                        "--method", "identity", "--device", "gpu"])
     assert on_gpu.exit_code == 2 and "--method identity runs on the CPU only" in on_gpu.output

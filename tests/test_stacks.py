@@ -89,10 +89,11 @@ def test_volume_mode_needs_the_filter_method_and_boxes_need_volumes(tmp_path):
     source = tmp_path / "stack.tif"
     tifffile.imwrite(source, stack_pages(numpy.uint8, 0), photometric="minisblack")
     command = ["denoise", str(source), "-o", str(tmp_path / "o.tif"), "--stack", "volume"]
-    result = CliRunner().invoke(main, command)  # the default method, collaborative
+    result = CliRunner().invoke(main, [*command, "--method", "collaborative"])  # a 2-D method
     assert result.exit_code == 2 and "--method filter" in result.output, result.output
-    result = CliRunner().invoke(main, [*command, "--method", "filter"])
-    assert result.exit_code == 1 and "a box Z,H,W such as 1,5,5" in result.output, result.output  # 4 frames
+    for selected in ([], ["--method", "filter"]):  # without --method, --stack volume selects the filter
+        result = CliRunner().invoke(main, [*command, *selected])
+        assert result.exit_code == 1 and "a box Z,H,W such as 1,5,5" in result.output, result.output
     iio.imwrite(tmp_path / "flat.png", noisy_pixels(numpy.uint8, 0)[1])
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "flat.png"), "-o", str(tmp_path / "f.png"),
                                        "--method", "filter", "--patch", "1,3,3"])

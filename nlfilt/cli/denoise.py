@@ -156,7 +156,8 @@ def check_jobs(jobs: list[Job]) -> None:
 @click.option("--stack", type=click.Choice(["frames", "volume"]), default="frames", show_default=True,
               help="Multi-page TIFF inputs, written back as a stack of the same pages, dtype and "
                    "metadata: 'frames' filters each page as its own 2-D image; 'volume' filters the stack "
-                   "as one 3-D image (needs --method filter; --patch and --window may be boxes Z,H,W).")
+                   "as one 3-D image with --method filter (which it selects when --method is not given; "
+                   "--patch and --window may be boxes Z,H,W).")
 @click.option("--chunk", type=click.IntRange(min=0), default=0,
               help="Read TIFF inputs in chunks of N x N pixels (rounded up to 256) and write tiled "
                    "BigTIFF, never holding the image whole. [default: 0: only TIFFs over 8192 x 8192 "

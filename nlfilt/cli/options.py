@@ -147,8 +147,10 @@ def method_option(function: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--method`` (``nlfilt denoise``): its choices from the registered methods, its help from
     their summaries."""
     described = "; ".join(f"{name}: {method(name).summary}" for name in method_names())
-    return click.option("--method", type=RegistryChoice(method_names), default=method_names()[0],
-                        show_default=True, help=f"{described}.")(function)
+    return click.option("--method", type=RegistryChoice(method_names), default=None,
+                        help=f"{described}. [default: {method_names()[0]}; without --method, an option of "
+                             f"another method (--kernel, --window, --iterations, ...) or --stack volume "
+                             f"selects that method]")(function)
 
 
 def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,10 +207,6 @@ def stopping_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-#: Options of a command that every method takes, or that are the command's own (everything not a method's).
-_GENERAL = ("sigma", "device")
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """The options of one run of a command, validated once before any file: the method and its own
@@ -243,19 +241,16 @@ class RunOptions:
         """The run's options from a command's parameters (``method_name``: the method when the command
         has no ``--method``); click.UsageError for options of another method, or that do not fit."""
         params = dict(params, guide=None if params.get("guide") == "none" else params.get("guide"))
-        name = params.get("method", method_name) or method_names()[0]
+        name = params.get("method") or method_name or _implied_method(params, stack)
         chosen = method(name)
         own = tuple((option, params.get(option, default)) for option, default in chosen.options.items())
-        others = {option: default for other in map(method, method_names()) if other is not chosen
-                  for option, default in other.options.items() if option not in chosen.options}
-        changed = [option for option, default in others.items() if params.get(option, default) != default]
+        changed = [option for option in _changed_options(params) if option not in chosen.options]
         if changed:
             flags = ", ".join("--" + option.replace("_", "-") for option in changed)
             verb, pronoun = ("configures", "it") if len(changed) == 1 else ("configure", "them")
-            takes = ", ".join("--" + option.replace("_", "-") for option in (*chosen.options, *_GENERAL))
             owner = next(other.name for other in map(method, method_names()) if changed[0] in other.options)
-            raise click.UsageError(f"{flags} {verb} --method {owner}; add --method {owner} to use {pronoun} "
-                                   f"(--method {name} takes {takes})")
+            raise click.UsageError(f"{flags} {verb} --method {owner}, not --method {name}: leave {pronoun} "
+                                   f"out, or use --method {owner}")
         device = params.get("device", "auto")
         if not chosen.gpu:
             if device == "gpu":
@@ -299,6 +294,29 @@ class RunOptions:
         """The options for a report: the method, its own options, sigma and the device."""
         return {"method": self.method, **dict(self.own), "sigma": self.sigma, "device": self.device,
                 "stack": self.stack}
+
+
+def _changed_options(params: dict[str, Any]) -> list[str]:
+    """The methods' own options that ``params`` gives a value other than their default, in registry
+    order."""
+    changed = []
+    for chosen in map(method, method_names()):
+        changed += [option for option, default in chosen.options.items()
+                    if params.get(option, default) != default and option not in changed]
+    return changed
+
+
+def _implied_method(params: dict[str, Any], stack: str | None) -> str:
+    """The method a run without ``--method`` gets: the first registered method (the default) that owns
+    every option given a value of its own and, for ``--stack volume``, filters volumes; click.UsageError
+    when none does."""
+    changed = _changed_options(params)
+    for chosen in map(method, method_names()):
+        if set(changed) <= set(chosen.options) and (stack != "volume" or chosen.volumes):
+            return chosen.name
+    flags = ", ".join("--" + option.replace("_", "-") for option in changed)
+    raise click.UsageError(f"no method takes all of {flags}" + (" with --stack volume" if stack == "volume"
+                                                                 else "") + ": choose one with --method")
 
 
 def describe_seconds(seconds: float) -> str:
