@@ -27,6 +27,21 @@ _FLAT_FRACTION = 0.10
 _CLIPPED_FRACTIONS = (0.25, 0.5)
 
 
+#: A given noise level this many times above or below the image's own estimate is most likely in other
+#: units than the image's (an 8-bit sigma for a 16-bit file, say).
+SIGMA_MISMATCH = 10.0
+
+
+def sigma_mismatch(xp: Any, image: Any, sigma: float) -> float | None:
+    """The noise estimated in ``image`` (:func:`estimate_sigma`) when the given ``sigma`` is more than
+    ``SIGMA_MISMATCH`` times above or below it, else None (also when the image has no measurable
+    noise)."""
+    estimate = estimate_sigma(xp, image)
+    if estimate <= 0:
+        return None
+    return estimate if not 1 / SIGMA_MISMATCH <= sigma / estimate <= SIGMA_MISMATCH else None
+
+
 def estimate_sigma(xp: Any, image: Any) -> float:
     """Estimate the standard deviation of additive white Gaussian noise, clipping included.
 

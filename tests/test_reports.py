@@ -23,8 +23,8 @@ def test_report_lines_and_stdout_carrying_only_the_report(tmp_path):
     entries = report_entries(result.stdout)
     assert [entry["status"] for entry in entries] == ["denoised", "failed"]
     good, bad = entries
-    assert set(good) == {"input", "output", "status", "error", "sigma", "iterations", "pilot_iterations",
-                         "seconds", "device"}
+    assert set(good) == {"input", "output", "status", "error", "warning", "sigma", "iterations",
+                         "pilot_iterations", "seconds", "device"}
     assert good["iterations"] == 2 and good["device"] == "cpu" and good["error"] is None
     assert 0.05 * 255 < good["sigma"] < 0.11 * 255 and good["seconds"] > 0
     assert bad["input"].endswith("b.png") and "cannot read" in bad["error"]
@@ -63,3 +63,24 @@ def test_automatic_stopping_guide_and_sinkhorn_are_reported(tmp_path):
         assert (entry["pilot_iterations"] is not None) == (guide is not None)
         assert entry["sigma"] > 0
         assert error(clean, iio.imread(out)) < 0.7 * error(clean, noisy), name
+
+
+def test_a_sigma_ten_times_away_from_the_estimate_is_warned_about_in_the_files_units(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint16)  # noise about 0.08 * 65535 = 5243 levels
+    iio.imwrite(tmp_path / "a.png", noisy)
+    command = ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--report", "-",
+               "--method", "filter", "--overwrite"]
+    result = CliRunner().invoke(main, [*command, "--sigma", "25"])
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.stderr.split())
+    assert "warning:" in message and "--sigma 25 is" in message and "times below" in message
+    assert "uint16 levels, 0 to 65535" in message
+    estimate = float(message.split("estimated in the image, ")[1].split(" ")[0])
+    assert 2600 < estimate < 10500  # within 2x of the noise added
+    assert report_entries(result.stdout)[0]["warning"].startswith("--sigma 25 is")
+    for sigma in ("5000", "auto"):  # in the file's units, or estimated: no warning
+        result = CliRunner().invoke(main, [*command, "--sigma", sigma])
+        assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
+        assert report_entries(result.stdout)[0]["warning"] is None
+    result = CliRunner().invoke(main, [*command, "--sigma", "500000"])
+    assert "times above" in result.stderr

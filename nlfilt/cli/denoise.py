@@ -39,6 +39,7 @@ from nlfilt.images import (
     write_image,
 )
 from nlfilt.methods import method
+from nlfilt.noise import sigma_mismatch
 
 
 @dataclass
@@ -212,6 +213,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         counts[entry["status"]] += 1
         if entry["status"] == "failed":
             tqdm.write(f"error: {entry['input']}: {entry['error']}", file=sys.stderr)
+        if entry.get("warning") and not quiet:
+            tqdm.write(f"warning: {entry['input']}: {entry['warning']}", file=sys.stderr)
         report.write(entry)
         bar.update(1)
 
@@ -307,7 +310,8 @@ def cluster_job(job: Job, run: RunOptions, overwrite: bool, max_minutes: float) 
 def _entry(job: Job, device: str, **fields: Any) -> dict[str, Any]:
     """A report entry for ``job`` with every field present."""
     entry: dict[str, Any] = {"input": str(job.source), "output": str(job.target), "status": "denoised",
-                             "error": None, "sigma": None, "seconds": None, "device": device}
+                             "error": None, "warning": None, "sigma": None, "seconds": None,
+                             "device": device}
     entry.update(fields)
     return entry
 
@@ -342,6 +346,9 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
         plan = run.plan(shape, header.dtype, device)
         check_plan(shape, plan, max_minutes if volume else max_minutes / frames, streamed=streamed)
         image = None if streamed else read_image(job.source, header, stacks=True)
+        if image is not None and plan.sigma is not None:
+            first = image.colour[0] if header.frames else image.colour  # a stack: its first frame
+            entry["warning"] = _sigma_warning(first, plan.sigma, header.dtype)
         unit = ("bands of rows" if streamed else "frames" if header.frames and not volume
                 else chosen.progress_unit)
         bar = product_bar(job.source.name, quiet, unit=unit)
@@ -405,6 +412,20 @@ def _frame_progress(progress: Callable[[float, int], None], index: int,
     """The progress callback of frame ``index`` of ``frames``: the bar counts frames, the current one's
     part included."""
     return lambda done, total: progress(index + min(1.0, done / max(total, 1)), frames)
+
+
+def _sigma_warning(colour: Any, sigma: float, dtype: Any) -> str | None:
+    """A warning when ``--sigma`` is more than ``SIGMA_MISMATCH`` times away from the noise estimated in
+    the pixels ``colour`` (H, W) or (H, W, C), naming both and the pixel units."""
+    estimate = sigma_mismatch(numpy, colour if colour.ndim == 3 else colour[:, :, None], sigma)
+    if estimate is None:
+        return None
+    dtype = numpy.dtype(dtype)
+    units = (f"{dtype} levels, 0 to {numpy.iinfo(dtype).max}" if dtype.kind in "ui"
+             else f"{dtype} values")
+    return (f"--sigma {sigma:g} is {max(sigma / estimate, estimate / sigma):.0f} times "
+            f"{'above' if sigma > estimate else 'below'} the noise estimated in the image, {estimate:.3g} "
+            f"(in its pixel units: {units}); give --sigma in those units or leave it out to estimate it")
 
 
 def _write_job(job: Job, entry: dict[str, Any], pixels: Any, overwrite: bool) -> dict[str, Any]:
