@@ -35,7 +35,9 @@ SIGMA_MISMATCH = 10.0
 def sigma_mismatch(xp: Any, image: Any, sigma: float) -> float | None:
     """The noise estimated in ``image`` (:func:`estimate_sigma`) when the given ``sigma`` is more than
     ``SIGMA_MISMATCH`` times above or below it, else None (also when the image has no measurable
-    noise)."""
+    noise, or is under 16 x 16 pixels: too small to tell)."""
+    if min(image.shape[:2]) < 16:
+        return None
     estimate = estimate_sigma(xp, image)
     if estimate <= 0:
         return None

@@ -156,7 +156,20 @@ def test_meter_reports_nothing_without_products():
     assert calls == []
 
 
-def test_bar_follows_the_total_and_closes(capsys):
+@pytest.fixture()
+def terminal(monkeypatch):
+    """stderr taken for a terminal: tqdm bars."""
+    monkeypatch.setattr(cli_progress, "on_terminal", lambda: True)
+
+
+@pytest.fixture()
+def log_file(monkeypatch):
+    """stderr not a terminal (a log file), with a plain progress line at every report."""
+    monkeypatch.setattr(cli_progress, "on_terminal", lambda: False)
+    monkeypatch.setattr(cli_progress, "PLAIN_INTERVAL", 0.0)
+
+
+def test_bar_follows_the_total_and_closes(capsys, terminal):
     bar = cli_progress.ProductBar("x.png", delay=0)
     bar(0.5, 4)
     bar(2.0, 4)
@@ -173,7 +186,23 @@ def write_png(path, channels=0):
     return path
 
 
+def test_without_a_terminal_progress_is_plain_lines_at_intervals(capsys, monkeypatch):
+    monkeypatch.setattr(cli_progress, "on_terminal", lambda: False)
+    clock = [100.0]
+    monkeypatch.setattr(cli_progress, "_now", lambda: clock[0])
+    bar = cli_progress.ProductBar("x.png", delay=2)
+    for done in range(1, 11):
+        clock[0] += 10  # a report every 10 s: a line every PLAIN_INTERVAL (30 s)
+        bar(float(done), 10)
+    bar.close()
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 3 and "\r" not in err and "\x1b" not in err
+    assert lines[0] == "x.png: 40% (4 of 10 products with K), 0:30 elapsed, about 0:45 left"
+
+
 @pytest.mark.parametrize("quiet", [False, True])
+@pytest.mark.usefixtures("terminal")
 def test_cli_shows_a_bar_for_a_slow_single_file_unless_quiet(tmp_path, monkeypatch, quiet):
     monkeypatch.setattr(cli_progress, "BAR_DELAY", 0.0)  # every file is "slow"
     source = write_png(tmp_path / "in.png")
@@ -194,6 +223,39 @@ def test_cli_shows_no_bar_for_a_quick_file(tmp_path):
     assert result.exit_code == 0 and "products with K" not in result.stderr
 
 
+def test_a_batch_logged_to_a_file_gets_plain_lines_without_carriage_returns(tmp_path, monkeypatch, log_file):
+    monkeypatch.setattr(cli_progress, "BAR_DELAY", 0.0)
+    for name in ("a.png", "b.png"):
+        write_png(tmp_path / name)
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o",
+                                       str(tmp_path / "out"), "--method", "filter", "--kernel", "arccos"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stderr and "\x1b" not in result.stderr
+    assert "a.png: 100% (" in result.stderr and "products with K), " in result.stderr
+    assert "images: 100% (2 of 2 image), " in result.stderr
+
+
+def test_a_run_the_estimate_let_through_is_stopped_at_twice_max_minutes(tmp_path, monkeypatch):
+    from nlfilt.methods.filter_method import FilterMethod
+
+    monkeypatch.setattr(FilterMethod, "seconds", lambda self, shape, plan: 0.0)  # an estimate far too low
+    clock = [0.0]
+
+    def ticking() -> float:
+        clock[0] += 40.0  # forty seconds pass at every look at the clock
+        return clock[0]
+
+    monkeypatch.setattr(cli_progress, "_now", ticking)
+    source = write_png(tmp_path / "in.png")
+    result = CliRunner().invoke(main, ["denoise", str(source), "-o", str(tmp_path / "out.png"), "--method",
+                                       "filter", "--kernel", "arccos", "--max-minutes", "0.5", "--quiet"],
+                                catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "over twice --max-minutes 0.5" in result.stderr and not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.usefixtures("terminal")
 def test_filter_map_shows_a_bar(tmp_path, monkeypatch):
     monkeypatch.setattr(cli_progress, "BAR_DELAY", 0.0)
     source = write_png(tmp_path / "in.png")

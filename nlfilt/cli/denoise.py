@@ -23,7 +23,7 @@ from nlfilt.backend import get_backend, gpu_status
 from nlfilt.cli.cluster import Scheduler, SchedulerType, connect, import_distributed, run_batch
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
 from nlfilt.cli.options import RunOptions, check_plan, filter_options, method_option, stopping_options
-from nlfilt.cli.progress import product_bar
+from nlfilt.cli.progress import Deadline, OverTime, make_bar, product_bar
 from nlfilt.cli.report import Report
 from nlfilt.cli.stream import should_stream, stream_tiff
 from nlfilt.images import (
@@ -206,8 +206,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
                   dict(run.described(), recursive=recursive, overwrite=overwrite, max_minutes=max_minutes,
                        chunk=chunk, scheduler=None if scheduler is None else str(scheduler)))
     counts = {"denoised": 0, "failed": 0, "skipped": 0}
-    bar = tqdm(total=len(jobs), desc="images", unit="image", disable=quiet or len(jobs) < 2, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = make_bar(len(jobs), "images", "image", disable=quiet or len(jobs) < 2)
 
     def record(entry: dict[str, Any]) -> None:
         counts[entry["status"]] += 1
@@ -216,7 +215,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         if entry.get("warning") and not quiet:
             tqdm.write(f"warning: {entry['input']}: {entry['warning']}", file=sys.stderr)
         report.write(entry)
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
 
     def mark_interrupted(job: Job, signal_received: Interrupted, detail: str = "") -> None:
         report.write(_entry(job, backend.name, status="interrupted",
@@ -232,7 +232,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
             for folder in folders:  # what workers killed on this host left behind
                 remove_stale_partials(folder)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         report.close()
     summary = f"{counts['denoised']} denoised, {counts['failed']} failed, {counts['skipped']} skipped"
     if interrupted is not None:
@@ -353,6 +354,8 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
                 else chosen.progress_unit)
         bar = product_bar(job.source.name, quiet, unit=unit)
         progress = bar if watch is None else watch(bar)
+        if max_minutes > 0:  # the estimate may be low: a run is stopped at twice the limit
+            progress = Deadline(2 * 60 * max_minutes, f"twice --max-minutes {max_minutes:g}", progress)
         try:
             if streamed:
                 job.target.parent.mkdir(parents=True, exist_ok=True)
@@ -392,7 +395,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
     except OutputExists as exc:
         entry["status"] = "skipped"
         entry["error"] = str(exc)
-    except (ImageError, ValueError, MemoryError, OSError) as exc:
+    except (ImageError, ValueError, MemoryError, OSError, OverTime) as exc:
         entry["status"] = "failed"
         entry["error"] = gpu_failure(exc) or _message(exc)
     except Exception as exc:  # CUDA and CuPy errors are reported per file; anything else is a bug
