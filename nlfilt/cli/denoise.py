@@ -150,10 +150,12 @@ def check_jobs(jobs: list[Job]) -> None:
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders and mirror them under OUTPUT.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (by default they are skipped).")
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
-              help="Refuse an image whose estimated CPU time exceeds this (0: no limit).")
+              help="Refuse an image whose estimated CPU time exceeds this many minutes, and stop one "
+                   "that runs over twice as long (0: no limit).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
               help="Append a line for the run and one JSON line per input to this file ('-' for stdout).")
-@click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
+@click.option("--quiet", is_flag=True, help="No progress and no messages except errors (progress: a bar on a "
+                                            "terminal, else a plain line every 30 s).")
 @click.option("--stack", type=click.Choice(["frames", "volume"]), default="frames", show_default=True,
               help="Multi-page TIFF inputs, written back as a stack of the same pages, dtype and "
                    "metadata: 'frames' filters each page as its own 2-D image; 'volume' filters the stack "
@@ -182,6 +184,16 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     --scheduler, each file is a task on a dask cluster.  Exit status 1 when any
     file failed, 2 for a usage error, 130 (Ctrl-C) or 143 (SIGTERM) when
     interrupted.
+
+    \b
+    Methods:
+      collaborative (the default)  two-stage Wiener filter of grouped patches;
+                                   of the filter's options it takes --sigma
+                                   and --device only
+      filter                       one non-local filter W with twicing, set by
+                                   --kernel ... --guide; giving one of those
+                                   (or --stack volume) without --method
+                                   selects it
     """
     run = RunOptions.from_params(filter_params, stack=stack, chunk=chunk)
     if scheduler is not None:

@@ -162,16 +162,16 @@ def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="Odd patch side, or Z,H,W for --stack volume (e.g. 1,7,7). "
                           "[default: 5 for nlm, 3 for arccos and ntk]"),
         click.option("--window", type=WindowType(), default="auto",
-                     help="Odd search-window side, or 'global' for all pixel pairs. "
-                          "[default: 11 for nlm, global for arccos and ntk]"),
+                     help="Odd search-window side, 'global' for all pixel pairs, or 'auto': 11 for nlm, "
+                          "global for arccos and ntk.  [default: auto]"),
         click.option("--window-shape", type=click.Choice(["box", "tent"]), default="box", show_default=True,
                      help="Search-window weights: box, or tent (1 - |offset| / (r + 1) per axis), which "
                           "keeps the windowed arccos and ntk filters positive semidefinite."),
         click.option("--h", "h", type=float, default=None,
                      help="NLM bandwidth in pixel units. [default: 0.8 * sigma]"),
         click.option("--sigma", type=SigmaType(), default="auto", show_default=True,
-                     help="Noise level in the file's pixel units (NLM's distance offset, --iterations auto), "
-                          "or 'auto' to estimate it per image."),
+                     help="Noise level in the file's pixel units (every method; the filter's NLM distance "
+                          "offset and --iterations auto), or 'auto' to estimate it per image."),
         click.option("--depth", type=int, default=1, show_default=True,
                      help="ReLU layers of the network whose tangent kernel 'ntk' is."),
         click.option("--normalize", type=click.Choice(NORMALIZE_CHOICES), default=None,
