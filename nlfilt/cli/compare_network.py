@@ -13,7 +13,8 @@ import numpy
 from tqdm import tqdm
 
 from nlfilt.backend import DEVICES, get_backend, gpu_status, host_cores
-from nlfilt.cli.figures import check_figure_output, fit_tile, heat_map, tile_grid
+from nlfilt.cli.figures import check_figure_output, figure_pixels, kernel_rows_figure, require_matplotlib
+from nlfilt.cli.options import describe_seconds
 from nlfilt.images import ImageError, read_image, write_image
 from nlfilt.network import (
     OPTIMIZERS,
@@ -72,13 +73,14 @@ def flops_per_second(device: str, dtype: str) -> float:
               help="Also train with the other optimizer, and draw (-o) for this pixel its row of the "
                    "closed-form kernel K and of the GD- and Adam-trained networks' tangent kernels.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Image file for the --filter-map figure (8-bit RGB: PNG, TIFF, ...).")
+              help="Image file for the --filter-map figure (PNG, TIFF, ...).")
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
               help="Refuse a run whose estimated time exceeds this (0: no limit).")
+@click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
 def compare_network_command(image_path: Path, width: int, depth: int, optimizer: str, steps: int, patch: int,
                             learning_rate: float | None, seed: int, dtype: str, device: str,
                             filter_map: tuple[int, int] | None, output: Path | None,
-                            max_minutes: float) -> None:
+                            max_minutes: float, quiet: bool) -> None:
     """Train a ReLU CNN on IMAGE (input and target) and compare it with nlfilt's ntk filter.
 
     The network (nlfilt.network: one PATCH x PATCH convolution, DEPTH - 1 1x1
@@ -96,9 +98,11 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     --filter-map ROW COL -o FIG.png the network is trained with both
     optimizers and the figure shows, left to right, the pixel's row of the
     closed-form kernel K, of the GD-trained network's kernel and of the
-    Adam-trained network's kernel (each scaled to its own maximum, printed).
-    Images of up to 64 x 64 pixels (crop larger ones);
-    gray or colour (alpha is ignored).
+    Adam-trained network's kernel, each on its own colour scale, with each
+    row's distance to K's (also printed); the figure needs matplotlib
+    (pip install "nlfilt[figures]").  The table and the distances go to
+    stdout, progress and messages to stderr.  Images of up to 64 x 64 pixels
+    (crop larger ones); gray or colour (alpha is ignored).
     """
     if patch % 2 == 0:
         raise click.BadParameter(f"must be odd; got {patch}", param_hint="--patch")
@@ -106,6 +110,7 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
         raise click.UsageError("--filter-map ROW COL and -o/--output go together (the figure's pixel and "
                                "file)")
     if output is not None:
+        require_matplotlib("--filter-map")
         check_figure_output(image_path, output)
     try:
         image = read_image(image_path)
@@ -141,19 +146,21 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
         what = f"{steps} steps" + (" with each optimizer (--filter-map)" if runs == 2 else "")
         remedy = ", or --device gpu" if backend.name == "cpu" and gpu_status()[0] else ""
         raise click.ClickException(
-            f"{image_path}: width {width}, depth {depth}, {what} would take about {seconds / 60:.0f} minutes "
+            f"{image_path}: width {width}, depth {depth}, {what} would take {describe_seconds(seconds)} "
             f"on this {backend.name.upper()} in {dtype} (over --max-minutes {max_minutes:g}); use a smaller "
             f"width, fewer steps or a smaller crop{remedy}")
     closed = ntk_closed_form(noisy, depth=depth, patch=patch, steps=steps)
     training = partial(train, noisy, width=width, depth=depth, patch=patch, steps=steps,
                        eigenvalue=closed.eigenvalue, seed=seed, dtype=DTYPES[dtype], device=backend.name)
     started = time.perf_counter()
-    run = _train_with_bar(training, optimizer, learning_rate, steps)
+    run = _train_with_bar(training, optimizer, learning_rate, steps, quiet)
     elapsed = time.perf_counter() - started
+    if not quiet:
+        click.echo(f"trained in {elapsed:.1f} s", err=True)
     norm = float(numpy.linalg.norm(noisy))
     click.echo(f"{image_path}: {height}x{width_pixels}, width {width}, depth {depth}, {optimizer}, "
-               f"learning rate {run.learning_rate:.4g} (1/lambda_max = {1 / closed.eigenvalue:.4g}); "
-               f"trained in {elapsed:.1f} s on the {backend.name.upper()} in {dtype}")
+               f"learning rate {run.learning_rate:.4g} (1/lambda_max = {1 / closed.eigenvalue:.4g}), "
+               f"on the {backend.name.upper()} in {dtype}")
     click.echo("step  |f - z|/|z|  |y - f|/|y|  |y - z|/|y|  hidden-weight movement")
     shown = sorted({t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= steps} | {steps})
     for t in shown:
@@ -164,21 +171,25 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     trained = {optimizer: run}
     if filter_map is not None:
         other = next(name for name in OPTIMIZERS if name != optimizer)
-        trained[other] = _train_with_bar(training, other, None, steps)
+        trained[other] = _train_with_bar(training, other, None, steps, quiet)
     for name, result in trained.items():
         change = result.kernel_change()
         click.echo(f"{name}: tangent kernel movement |Theta_T - Theta_0|/|Theta_0| = {change.movement:.5f} "
                    f"(scale |Theta_T|/|Theta_0| {change.scale:.4f}, shape change {change.shape:.5f}; "
                    f"learning rate {result.learning_rate:.4g})")
     if filter_map is not None:
-        _draw_filter_map(closed, filter_map, output, trained)
+        setting = f"depth {depth}, patch {patch}; networks of width {width} after {steps} steps"
+        _draw_filter_map(closed, filter_map, output, trained, setting)
+        if not quiet:
+            click.echo(f"wrote {output}", err=True)
 
 
 def _train_with_bar(training: Callable[..., Training], optimizer: str, learning_rate: float | None,
-                    steps: int) -> Training:
-    """``training(optimizer=..., learning_rate=...)`` with a progress bar on stderr."""
+                    steps: int, quiet: bool) -> Training:
+    """``training(optimizer=..., learning_rate=...)`` with a progress bar on stderr (none when
+    ``quiet``)."""
     bar = tqdm(total=steps, desc=f"training ({optimizer})", unit="step", leave=False, file=sys.stderr,
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=quiet)
     try:
         return training(optimizer=optimizer, learning_rate=learning_rate,
                         progress=lambda done, total: bar.update(done - bar.n))
@@ -186,26 +197,31 @@ def _train_with_bar(training: Callable[..., Training], optimizer: str, learning_
         bar.close()
 
 
-def _draw_filter_map(closed: ClosedForm, pixel: tuple[int, int], output: Path,
-                     trained: dict[str, Training]) -> None:
-    """Write the rows of K, of the GD network's and of the Adam network's tangent kernel for ``pixel``,
-    side by side, and print their maxima and differences to K's row (relative, and of shape: of the
-    rows scaled to unit norm, as in :class:`~nlfilt.network.KernelChange`)."""
+def _draw_filter_map(closed: ClosedForm, pixel: tuple[int, int], output: Path, trained: dict[str, Training],
+                     setting: str) -> None:
+    """Draw the rows of K, of the GD network's and of the Adam network's tangent kernel for ``pixel``,
+    side by side, each with its maximum and its differences to K's row (relative, and of shape: of the
+    rows scaled to unit norm, as in :class:`~nlfilt.network.KernelChange`), and print those numbers;
+    ``setting`` (the depth, patch, ...) goes into the title."""
     height, width = closed.trajectory[0].shape[:2]
     index = pixel[0] * width + pixel[1]
     reference = closed.kernel_row(index)
-    rows = {"closed-form K": reference}
-    rows.update({f"{name} network": trained[name].kernel_row(index) for name in OPTIMIZERS})
-    tiles = [fit_tile(heat_map(row.reshape(height, width), pixel)) for row in rows.values()]
+    rows = {"closed-form kernel K": reference}
+    rows.update({f"{name}-trained network": trained[name].kernel_row(index) for name in OPTIMIZERS})
+    notes = {}
+    click.echo(f"{f'row of pixel {pixel[0]} {pixel[1]}':<22}  {'max':>9}  |row - K|/|K|  shape")
+    for name, row in rows.items():
+        change = KernelChange.from_squared_norms(*squared_norms(get_backend("cpu"), row, reference))
+        distance = f"|row - K|/|K| {change.movement:.4f}, shape {change.shape:.4f}"
+        notes[name] = f"max {row.max():.4g}" + ("" if row is reference else "\n" + distance)
+        click.echo(f"{name:<22}  {row.max():9.4g}  {change.movement:13.4f}  {change.shape:.4f}")
+    caption = ("Each panel: one kernel's row for the outlined pixel (its value with every pixel), on its own "
+               "colour scale.\n|row - K|/|K|: relative distance to K's row; shape: the same for the rows "
+               "scaled to unit norm.")
+    title = f"Row of pixel {pixel} of each tangent kernel ({setting})"
+    figure = kernel_rows_figure({name: row.reshape(height, width) for name, row in rows.items()}, pixel,
+                                notes, title, caption)
     try:
-        write_image(output, tile_grid(tiles, len(tiles)))
+        write_image(output, figure_pixels(figure))
     except (ImageError, OSError) as exc:
         raise click.ClickException(f"{output}: {exc}") from None
-    parts = []
-    for name, row in rows.items():
-        away = ""
-        if row is not reference:
-            change = KernelChange.from_squared_norms(*squared_norms(get_backend("cpu"), row, reference))
-            away = f", |row - K|/|K| {change.movement:.4f}, shape {change.shape:.4f}"
-        parts.append(f"{name} (max {row.max():.4g}{away})")
-    click.echo(f"{output}: pixel {pixel}, left to right: " + "; ".join(parts), err=True)

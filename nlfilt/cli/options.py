@@ -153,15 +153,24 @@ def method_option(function: Callable[..., Any]) -> Callable[..., Any]:
                              f"selects that method]")(function)
 
 
-def filter_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the options that choose the filter (they mirror :func:`nlfilt.denoise`)."""
+def filter_options(function: Callable[..., Any] | None = None, *,
+                   volumes: bool = True) -> Callable[..., Any]:
+    """Add the options that choose the filter (they mirror :func:`nlfilt.denoise`).
+
+    Used bare (``@filter_options``) for a command that filters volumes too (``--stack volume``); as
+    ``@filter_options(volumes=False)`` for one that takes 2-D images only, whose help then offers no
+    Z,H,W sides.
+    """
+    if function is None:
+        return lambda command: filter_options(command, volumes=volumes)
+    sides = ("Odd patch side, or Z,H,W for --stack volume (e.g. 1,7,7). " if volumes else "Odd patch side. ")
     decorators = [
         click.option("--kernel", type=click.Choice(KERNELS), default="nlm", show_default=True,
                      help="Patch affinity: non-local means, arc-cosine (one-layer CNN) or full NTK."),
-        click.option("--patch", type=PatchType(), default=None,
-                     help="Odd patch side, or Z,H,W for --stack volume (e.g. 1,7,7). "
-                          "[default: 5 for nlm, 3 for arccos and ntk]"),
+        click.option("--patch", type=PatchType(), default=None, metavar=None if volumes else "N",
+                     help=sides + "[default: 5 for nlm, 3 for arccos and ntk]"),
         click.option("--window", type=WindowType(), default="auto",
+                     metavar=None if volumes else "N|global|auto",
                      help="Odd search-window side, 'global' for all pixel pairs, or 'auto': 11 for nlm, "
                           "global for arccos and ntk.  [default: auto]"),
         click.option("--window-shape", type=click.Choice(["box", "tent"]), default="box", show_default=True,
@@ -320,12 +329,17 @@ def _implied_method(params: dict[str, Any], stack: str | None) -> str:
 
 
 def describe_seconds(seconds: float) -> str:
-    """'about 40 seconds', 'about 12 minutes', 'about 3.5 hours'."""
+    """'under a second', 'about 40 seconds', 'about 1 minute', 'about 12 minutes', 'about 3.5 hours'
+    (seconds below a minute as seconds, never 'about 0 minutes')."""
+    if seconds < 1:
+        return "under a second"
     if seconds < 60:
-        return f"about {max(1, round(seconds))} seconds"
-    if seconds < 3600:
-        return f"about {round(seconds / 60)} minutes"
-    return f"about {seconds / 3600:.1f} hours"
+        count, unit = round(seconds), "second"
+    elif seconds < 3600:
+        count, unit = round(seconds / 60), "minute"
+    else:
+        return f"about {seconds / 3600:.1f} hours"
+    return f"about {count} {unit}" + ("" if count == 1 else "s")
 
 
 def _extent(shape: tuple[int, ...]) -> str:

@@ -6,62 +6,38 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy
 
 import nlfilt
 from nlfilt.backend import get_backend
-from nlfilt.cli.figures import GAP, diverging, filter_run, fit_tile, tile_grid
+from nlfilt.cli.figures import figure_pixels, filter_run, filter_title, spectrum_figure
 from nlfilt.cli.options import check_plan, filter_options
-from nlfilt.cli.progress import ProductBar
+from nlfilt.cli.progress import product_bar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
-
-#: Eigenvector tiles per row, and the height of the eigenvalue plot above them (figure pixels).
-COLUMNS = 4
-PLOT_HEIGHT = 120
-
-
-def spectrum_figure(eigenvalues: numpy.ndarray, eigenvectors: numpy.ndarray) -> numpy.ndarray:
-    """One RGB figure: the eigenvalues against their rank (dots; gray lines at 0 and 1) above the
-    eigenvectors as tiles (``diverging`` colours), in rank order, left to right and top to bottom."""
-    count, height, width = eigenvectors.shape[0], *eigenvectors.shape[-2:]
-    grid = tile_grid([fit_tile(diverging(vector.reshape(-1, width)[:height])) for vector in eigenvectors],
-                     COLUMNS)
-    figure_width = grid.shape[1]
-    plot = numpy.full((PLOT_HEIGHT, figure_width, 3), 255, numpy.uint8)
-    low = min(0.0, float(eigenvalues.min()))
-
-    def y_of(value: float) -> int:
-        return GAP + round((1.0 - value) / (1.0 - low) * (PLOT_HEIGHT - 2 * GAP)) if low < 1 else GAP
-
-    for level, shade in ((1.0, 200), (0.0, 140)):
-        plot[y_of(level), GAP:figure_width - GAP] = shade
-    for rank, value in enumerate(eigenvalues):
-        x = GAP + round(rank * (figure_width - 3 * GAP) / max(count - 1, 1)) + GAP // 2
-        y = y_of(float(value))
-        plot[max(0, y - 2):y + 3, max(0, x - 2):x + 3] = (20, 20, 20)
-    return numpy.concatenate([plot, grid])
 
 
 @click.command("spectrum")
 @click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="PNG file for the figure.")
+              help="Image file for the figure (PNG, TIFF, ...).")
 @click.option("--count", type=click.IntRange(min=1), default=8, show_default=True,
               help="Eigenpairs drawn (the largest eigenvalues).")
-@filter_options
+@filter_options(volumes=False)
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
               help="Refuse when the estimated CPU time exceeds this (0: no limit).")
-def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: float,
+@click.option("--quiet", is_flag=True, help="No progress bar and no messages except errors.")
+def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: float, quiet: bool,
                      **filter_params: Any) -> None:
     """Draw the leading eigenvalues of the filter W of IMAGE and its eigenvectors, in one figure.
 
-    The eigenvalues (dots against their rank, gray lines at 0 and 1) above the
-    eigenvectors as images (red positive, blue negative), from a Lanczos run
-    of products with K: global on small images, windowed at any size.  The
-    eigenvalues are also printed.
+    The eigenvalues against their rank (dashed line at 1) above the
+    eigenvectors as images, each on its own colour scale symmetric about 0
+    (red positive, blue negative, white 0; up to the 99th percentile of its
+    magnitudes), from a Lanczos run of products with K: global on small
+    images, windowed at any size.  Prints the eigenvalues, one per line
+    (rank and value); needs matplotlib (pip install "nlfilt[figures]").
     """
-    run = filter_run(filter_params, image_path, output)
+    run = filter_run(filter_params, image_path, output, "spectrum")
     try:
         header = read_header(image_path)
         plan = run.plan(header.colour_shape, header.dtype, get_backend(run.device).name)
@@ -69,14 +45,20 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
         check_plan(header.colour_shape, plan.with_settings(iterations=steps), max_minutes)
         image = read_image(image_path, header)
         colour = image.colour.astype(plan.dtype)
-        bar = ProductBar(image_path.name)
+        arguments = FilterMethod.filter_arguments(plan)
+        bar = product_bar(image_path.name, quiet)
         try:
-            arguments = FilterMethod.filter_arguments(plan)
             spectrum = nlfilt.filter_spectrum(colour, count, progress=bar, **arguments)
         finally:
-            bar.close()
-        write_image(output, spectrum_figure(spectrum.eigenvalues, spectrum.eigenvectors))
+            if bar is not None:
+                bar.close()
+        title = f"Spectrum of W: {filter_title(arguments)}, {image_path.name}"
+        figure = spectrum_figure(spectrum.eigenvalues, spectrum.eigenvectors, title)
+        write_image(output, figure_pixels(figure))
     except (ImageError, ValueError, RuntimeError) as exc:
         raise click.ClickException(f"{image_path}: {exc}") from None
-    values = ", ".join(f"{value:.4g}" for value in spectrum.eigenvalues)
-    click.echo(f"{output}: eigenvalues {values} ({spectrum.applications} products with K)", err=True)
+    click.echo("rank  eigenvalue")
+    for rank, value in enumerate(spectrum.eigenvalues, start=1):
+        click.echo(f"{rank:>4}  {value:.6g}")
+    if not quiet:
+        click.echo(f"wrote {output} ({spectrum.applications} products with K)", err=True)
