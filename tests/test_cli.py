@@ -74,3 +74,18 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
     assert "Traceback" not in done.stderr and "bad.tif" in done.stderr
     assert [entry["status"] for entry in report_entries(done.stdout)] == ["denoised", "failed"]
     assert iio.imread(tmp_path / "out" / "a.tif").dtype == numpy.uint16
+
+
+def test_the_command_summaries_are_whole_and_the_readme_table_lists_every_denoise_option():
+    from pathlib import Path
+
+    from nlfilt.cli.denoise import denoise_command
+
+    summary = CliRunner().invoke(main, ["--help"], terminal_width=80).output
+    commands = summary.split("Commands:")[1]
+    assert "..." not in commands and "collaborative" in summary.split("Options:")[0]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = {line.split("`")[1].split()[0] for line in readme.splitlines() if line.startswith("| `--")}
+    options = {name for param in denoise_command.params for name in param.opts if name.startswith("--")}
+    assert options - {"--output", "--help"} <= table, options - table  # every option has its README row
+    assert table <= options, table - options  # and the README names no option the command lacks

@@ -15,7 +15,14 @@ from nlfilt.cli.spectrum import spectrum_command
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nlfilt")
 def main() -> None:
-    """Non-local image denoising: NLM, arc-cosine and neural-tangent-kernel filters with twicing."""
+    """Non-local image denoising.
+
+    `nlfilt denoise` uses the collaborative method (two-stage Wiener
+    filtering of grouped patches, BM3D's scheme) by default; `--method
+    filter` gives the non-local filters W (NLM, arc-cosine, neural tangent
+    kernel) with twicing, which filter-map, spectrum and compare-network
+    study.  `nlfilt COMMAND --help` for each command's options.
+    """
 
 
 main.add_command(denoise_command)

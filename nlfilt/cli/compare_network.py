@@ -51,7 +51,7 @@ def flops_per_second(device: str, dtype: str) -> float:
     return GPU_FLOPS[dtype] if device == "gpu" else CPU_FLOPS_PER_CORE[dtype] * host_cores()
 
 
-@click.command("compare-network")
+@click.command("compare-network", short_help="Train a CNN on an image; compare it with the ntk filter.")
 @click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--width", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Channels of every hidden layer.")

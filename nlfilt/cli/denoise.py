@@ -139,7 +139,7 @@ def check_jobs(jobs: list[Job]) -> None:
             raise click.UsageError(f"cannot write into the output folder {existing}: permission denied")
 
 
-@click.command("denoise")
+@click.command("denoise", short_help="Denoise images and folders (collaborative by default).")
 @click.argument("inputs", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path, readable=True))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,

@@ -16,7 +16,7 @@ from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
 
 
-@click.command("filter-map")
+@click.command("filter-map", short_help="Draw the weights one pixel receives (its row of W).")
 @click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--pixel", type=(int, int), required=True, metavar="ROW COL",
               help="The pixel whose weights are drawn.")

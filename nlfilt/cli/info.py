@@ -12,7 +12,7 @@ from nlfilt.backend import get_backend, gpu_status
 from nlfilt.jit import compiled_status
 
 
-@click.command("info")
+@click.command("info", short_help="Versions, the GPU, and what --device auto picks.")
 def info_command() -> None:
     """Show nlfilt, Python, NumPy, numba and CuPy versions and which device 'auto' uses."""
     usable, reason = gpu_status()

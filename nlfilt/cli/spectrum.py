@@ -16,7 +16,7 @@ from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
 
 
-@click.command("spectrum")
+@click.command("spectrum", short_help="Draw the leading eigenvalues and eigenvectors of W.")
 @click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Image file for the figure (PNG, TIFF, ...).")
