@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -10,11 +9,11 @@ from pathlib import Path
 
 import click
 import numpy
-from tqdm import tqdm
 
 from nlfilt.backend import DEVICES, get_backend, gpu_status, host_cores
 from nlfilt.cli.figures import check_figure_output, figure_pixels, kernel_rows_figure, require_matplotlib
 from nlfilt.cli.options import describe_seconds
+from nlfilt.cli.progress import product_bar
 from nlfilt.images import ImageError, read_image, write_image
 from nlfilt.network import (
     OPTIMIZERS,
@@ -188,13 +187,12 @@ def _train_with_bar(training: Callable[..., Training], optimizer: str, learning_
                     steps: int, quiet: bool) -> Training:
     """``training(optimizer=..., learning_rate=...)`` with a progress bar on stderr (none when
     ``quiet``)."""
-    bar = tqdm(total=steps, desc=f"training ({optimizer})", unit="step", leave=False, file=sys.stderr,
-               dynamic_ncols=True, disable=quiet)
+    bar = product_bar(f"training ({optimizer})", quiet, unit="steps")
     try:
-        return training(optimizer=optimizer, learning_rate=learning_rate,
-                        progress=lambda done, total: bar.update(done - bar.n))
+        return training(optimizer=optimizer, learning_rate=learning_rate, progress=bar)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 def _draw_filter_map(closed: ClosedForm, pixel: tuple[int, int], output: Path, trained: dict[str, Training],
