@@ -43,6 +43,7 @@ def mutation(name: str, area: str, *edits: tuple[str, str, str]) -> Mutation:
 
 
 DENOISE = "nlfilt/cli/denoise.py"
+INPUTS = "nlfilt/cli/inputs.py"
 IMAGES = "nlfilt/images.py"
 STOPPING = "nlfilt/stopping.py"
 OPERATORS = "nlfilt/operators.py"
@@ -141,34 +142,56 @@ MUTATIONS = [
              (DASK, "return patch // 2 + iterations * (window // 2)", "return patch // 2 + window // 2")),
     mutation("cluster: unfinished files get no interrupted line", "cli",
              (DENOISE, "        mark_interrupted(job, interrupted, detail)\n", "")),
-    mutation("cluster: workers' partial files left after the run", "cli",
-             (DENOISE, "            for folder in folders:  # what workers killed on this host left behind\n"
-                       "                remove_stale_partials(folder)\n", "")),
+    mutation("cluster: the run's partials folders left after the run", "cli",
+             (DENOISE, "            for folder in partials.values():\n"
+                       "                remove_partials_folder(folder)\n", "            pass\n")),
+    mutation("cluster: workers write their partial files beside the outputs", "cli",
+             (DENOISE, "    jobs = [replace(job, partials=partials[job.target.parent]) for job in jobs]\n",
+              "")),
+    mutation("partials folder emptied in place, not renamed first", "io",
+             (IMAGES, "            os.rename(path, doomed)\n", "            doomed = path\n")),
+    mutation("a dead run's partials folder never removed", "io",
+             (IMAGES, "match = _PARTIAL.match(entry.name) or _PARTIALS_FOLDER.match(entry.name)",
+              "match = _PARTIAL.match(entry.name)")),
 
     # command line: paths
     mutation("output-is-input check compares the paths as typed", "cli",
-             (DENOISE, "if _file_identity(target) in identities:",
+             (INPUTS, "if _file_identity(target) in identities:",
               "if job.target in {other.source for other in jobs}:")),
     mutation("hard links to an input not recognised (resolved paths only)", "cli",
-             (DENOISE, "if _file_identity(target) in identities:",
+             (INPUTS, "if _file_identity(target) in identities:",
               "if target in {other.source.resolve() for other in jobs}:")),
     mutation("two inputs with one output not refused", "cli",
-             (DENOISE, "        if target in seen:\n", "        if False:\n")),
+             (INPUTS, "        if target in seen:\n", "        if False:\n")),
     mutation("hidden and partial files taken as inputs", "cli",
-             (DENOISE, "not in IMAGE_EXTENSIONS or hidden:", "not in IMAGE_EXTENSIONS:")),
+             (INPUTS, 'if entry.name.startswith("."):', "if False:")),
     mutation("output folder inside the input read as input", "cli",
-             (DENOISE, "if exclude is not None and path.resolve().is_relative_to(exclude):", "if False:")),
-    mutation("an image name as the output of several inputs becomes a folder", "cli",
-             (DENOISE, "if to_folder and not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:",
+             (INPUTS, "if exclude is not None and Path(os.path.realpath(path)).is_relative_to(exclude):",
               "if False:")),
+    mutation("an image name as the output of several inputs becomes a folder", "cli",
+             (INPUTS, "if to_folder and not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:",
+              "if False:")),
+    mutation("an output folder that is an input folder not refused", "cli",
+             (INPUTS, "if item.is_dir() and output.is_dir() and os.path.samefile(item, output):",
+              "if False:")),
+    mutation("a file named twice denoised twice", "cli",
+             (INPUTS, "first = first_job.get(identity) if identity is not None else None", "first = None")),
+    mutation("inputs passed over left out of the report", "cli",
+             (DENOISE, "        report.write(_entry(Job(item.source, item.target), backend.name, "
+                       'status="skipped", error=item.reason))\n', "")),
+    mutation("links that lead nowhere skipped silently", "cli",
+             (INPUTS, "        if path.suffix.lower() in IMAGE_EXTENSIONS:\n"
+                      "            yield _classify(path, inner)",
+              "        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():\n"
+              "            yield _classify(path, inner)")),
     mutation("existing outputs not skipped", "cli",
              (DENOISE, "if job.target.exists() and not overwrite:", "if False:")),
     mutation("output formats checked only after denoising", "cli",
              (DENOISE, "        if same_format(suffix, job.source.suffix):\n            continue",
               "        continue")),
     mutation("a concurrent run's finished output replaced", "cli",
-             (DENOISE, "write_image(job.target, pixels, replace=overwrite)",
-              "write_image(job.target, pixels, replace=True)")),
+             (DENOISE, "write_image(job.target, pixels, replace=overwrite, partials=job.partials)",
+              "write_image(job.target, pixels, replace=True, partials=job.partials)")),
     mutation("report truncated instead of appended", "cli",
              ("nlfilt/cli/report.py", "os.O_WRONLY | os.O_APPEND | os.O_CREAT",
               "os.O_WRONLY | os.O_CREAT | os.O_TRUNC")),

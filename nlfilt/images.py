@@ -10,7 +10,10 @@ Outputs are written to a partial file in the target folder and renamed when
 complete.  The partial file's name carries the writer's host and process id
 (``.NAME.XXXX.nlfilt-HOST-PID.partial.EXT``), so that a later run can remove
 the partial files of writers that died (:func:`remove_stale_partials`) and
-leave those of live ones alone.
+leave those of live ones alone.  Writers in other processes (a cluster run's
+workers) write theirs in a hidden folder of the run instead
+(:func:`make_partials_folder`), which the run removes at its end with
+whatever a dead or dying writer left in it (:func:`remove_partials_folder`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -42,6 +47,11 @@ _FORMATS = {".tiff": ".tif", ".jpeg": ".jpg"}
 
 #: Partial (unfinished) outputs: ``.<stem>.<random>.nlfilt-<host>-<pid>.partial<suffix>``.
 _PARTIAL = re.compile(r"^\..*\.nlfilt-(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)\.partial\.[A-Za-z]+$")
+
+#: A run's folder of partial outputs: ``.nlfilt-<host>-<pid>.<random>.partials`` (the run's own host and
+#: process id), ``.removed`` added while it is removed.
+_PARTIALS_FOLDER = re.compile(
+    r"^\.nlfilt-(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)\.[0-9a-f]+\.partials(\.removed)?$")
 
 
 class ImageError(ValueError):
@@ -348,7 +358,7 @@ def _read_stack(path: Path, header: ImageHeader) -> Image:
     return Image(pixels, None, channels, layout)
 
 
-def write_stack(path: Path, stack: Stack, *, replace: bool = True) -> None:
+def write_stack(path: Path, stack: Stack, *, replace: bool = True, partials: Path | None = None) -> None:
     """Write ``stack`` to the TIFF ``path`` atomically, in its input's layout: the same series shape,
     dtype and photometric interpretation, and the ImageJ or OME metadata (axes, spacing, pixel sizes,
     units) and resolution the input had, where tifffile can write them with this dtype."""
@@ -366,7 +376,8 @@ def write_stack(path: Path, stack: Stack, *, replace: bool = True) -> None:
         options.update(ome=True, metadata={"axes": layout.axes, **layout.ome})
     else:
         options.update(metadata={"axes": layout.axes})
-    write_atomically(path, lambda temporary: tifffile.imwrite(temporary, data, **options), replace=replace)
+    write_atomically(path, lambda temporary: tifffile.imwrite(temporary, data, **options), replace=replace,
+                     partials=partials)
 
 
 def _check_layout(header: ImageHeader) -> None:
@@ -417,7 +428,8 @@ def same_format(first: str, second: str) -> bool:
     return _FORMATS.get(first, first) == _FORMATS.get(second, second)
 
 
-def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = True) -> None:
+def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = True,
+                partials: Path | None = None) -> None:
     """Write ``pixels`` (or a :class:`Stack`, see :func:`write_stack`) to ``path`` atomically, in the
     format of its extension.
 
@@ -431,6 +443,11 @@ def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = Tr
     file is hard-linked to ``path`` (which fails when ``path`` exists) and
     :class:`OutputExists` is raised.  On file systems without hard links the
     check and the rename are two steps.
+
+    ``partials`` is the folder the partial file is written in, on the file
+    system of ``path`` (a run's, from :func:`make_partials_folder`; it is
+    never created here, so a write into one already removed fails and leaves
+    nothing); None: the folder of ``path``.
 
     Raises
     ------
@@ -446,31 +463,34 @@ def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = Tr
             raise ImageError(problem)
         if path.suffix.lower() == ".png":  # an animated PNG, every frame kept (lossless)
             write_atomically(path, lambda temporary: iio.imwrite(temporary, pixels.pixels, extension=".png"),
-                             replace=replace)
+                             replace=replace, partials=partials)
             return
-        write_stack(path, pixels, replace=replace)
+        write_stack(path, pixels, replace=replace, partials=partials)
         return
     problem = storage_problem(path.suffix, pixels.dtype, 0 if pixels.ndim == 2 else pixels.shape[2])
     if problem:
         raise ImageError(problem)
     if path.suffix.lower() == ".png" and pixels.dtype == numpy.uint16 and pixels.ndim == 3:
         encoded = _imagecodecs().png_encode(numpy.ascontiguousarray(pixels))
-        write_atomically(path, lambda temporary: temporary.write_bytes(encoded), replace=replace)
+        write_atomically(path, lambda temporary: temporary.write_bytes(encoded), replace=replace,
+                         partials=partials)
         return
     options = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95},
                ".webp": {"lossless": True, "exact": True}}.get(path.suffix.lower(), {})
     write_atomically(path, lambda temporary: iio.imwrite(temporary, pixels, extension=path.suffix, **options),
-                     replace=replace)
+                     replace=replace, partials=partials)
 
 
-def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool = True) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool = True,
+                     partials: Path | None = None) -> None:
     """Have ``write(temporary)`` write the file, then put it at ``path`` (see :func:`write_image`:
-    a partial file in the target folder, renamed or hard-linked when complete, removed on any failure
-    or interrupt; ``replace=False`` never replaces an existing ``path``)."""
+    a partial file in the target folder or in ``partials``, renamed or hard-linked when complete,
+    removed on any failure or interrupt; ``replace=False`` never replaces an existing ``path``)."""
     path = Path(path)
     if not replace and path.exists():
         raise OutputExists(_WRITTEN_MEANWHILE)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", dir=path.parent,
+    folder = path.parent if partials is None else partials
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", dir=folder,
                                          suffix=f".{_writer_tag()}.partial{path.suffix}")
     os.close(handle)
     try:
@@ -506,7 +526,8 @@ def _place_new(temporary: Path, path: Path) -> None:
 
 
 def remove_stale_partials(folder: Path) -> list[Path]:
-    """Remove the partial outputs in ``folder`` left by writers on this host that no longer run.
+    """Remove the partial outputs in ``folder`` left by writers on this host that no longer run, and
+    the partials folders of runs on this host that no longer run (with what is in them).
 
     Partial files of live processes, of other hosts (a shared folder) and
     files not named by nlfilt are left alone.  Returns the removed paths.
@@ -518,8 +539,12 @@ def remove_stale_partials(folder: Path) -> list[Path]:
         return removed
     host = _host_tag()
     for entry in entries:
-        match = _PARTIAL.match(entry.name)
+        match = _PARTIAL.match(entry.name) or _PARTIALS_FOLDER.match(entry.name)
         if match is None or match["host"] != host or _process_alive(int(match["pid"])):
+            continue
+        if match.re is _PARTIALS_FOLDER:
+            remove_partials_folder(entry)
+            removed.append(entry)
             continue
         try:
             entry.unlink()
@@ -527,6 +552,49 @@ def remove_stale_partials(folder: Path) -> list[Path]:
             continue
         removed.append(entry)
     return removed
+
+
+def make_partials_folder(folder: Path) -> Path:
+    """Create (with ``folder`` if missing) and return a new hidden folder in ``folder`` for the partial
+    outputs of writers in other processes (``partials`` of :func:`write_image`): a cluster run's workers.
+
+    Its name carries this process's host and id, so that a later run removes
+    it if this one dies before :func:`remove_partials_folder` (see
+    :func:`remove_stale_partials`).  Its mode is that of a new folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = folder / f".{_writer_tag()}.{secrets.token_hex(4)}.partials"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+
+
+def remove_partials_folder(path: Path) -> None:
+    """Remove a partials folder and every file in it, so that nothing written into it survives, even by
+    a writer that is still running (a worker that is dying, or that the cluster gave up for dead).
+
+    The folder is first renamed: from then on a writer that creates a file
+    under its path fails, and nothing creates the folder again (writers never
+    do), so nothing new can appear; what was written before, and what a
+    writer that holds an open file still writes, goes with the renamed folder.
+    """
+    path = Path(path)
+    doomed = path if path.name.endswith(".removed") else path.with_name(f"{path.name}.removed")
+    if doomed != path:
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        except OSError:  # a removed folder left by an earlier try (an unlikely clash) or no rename here
+            doomed = path
+    for _ in range(3):  # a file can still appear only through a directory handle held from before
+        shutil.rmtree(doomed, ignore_errors=True)
+        if not os.path.lexists(doomed):
+            return
 
 
 def _process_alive(pid: int) -> bool:

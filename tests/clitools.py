@@ -1,9 +1,12 @@
 """What the command-line tests share: test images, running the CLI, reading its reports, replacing the
-denoising so that a test can watch or forbid it."""
+denoising so that a test can watch or forbid it, stopping a dask worker in the middle of a write."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import numpy
 import pytest
@@ -82,3 +85,51 @@ def forbid_denoising(monkeypatch: pytest.MonkeyPatch) -> None:
 
     replace_denoising(monkeypatch, refuse)
     monkeypatch.setattr("nlfilt.images.iio.imread", refuse)
+
+
+def dask_setup(worker: object) -> None:
+    """Run by a dask worker started with ``--preload tests/clitools.py``: with ``NLFILT_TEST_PAUSE=
+    POINT:MARKER`` in its environment, the worker's first output write stops at POINT, creates the file
+    MARKER and waits there (to be killed).
+
+    POINT is 'before' (the partial file not created yet), 'during' (half of
+    the encoded image in the partial file) or 'after' (the partial file
+    complete, not yet put in place).
+    """
+    setting = os.environ.get("NLFILT_TEST_PAUSE")
+    if not setting:
+        return
+    point, marker = setting.split(":", 1)
+    from nlfilt import images
+
+    def pause() -> None:
+        Path(marker).write_text(f"{point} {os.getpid()}")
+        time.sleep(600)
+
+    if point == "before":
+        write_atomically = images.write_atomically
+
+        def paused_before(*args: object, **kwargs: object) -> None:
+            pause()
+            write_atomically(*args, **kwargs)
+
+        images.write_atomically = paused_before
+    elif point == "during":
+        encode = images.iio.imwrite
+
+        def paused_during(uri: object, image: object, **kwargs: object) -> None:
+            data = encode("<bytes>", image, **kwargs)
+            Path(uri).write_bytes(data[: len(data) // 2])
+            pause()
+
+        images.iio.imwrite = paused_during
+    elif point == "after":
+        place_new = images._place_new
+
+        def paused_after(temporary: Path, path: Path) -> None:
+            pause()
+            place_new(temporary, path)
+
+        images._place_new = paused_after
+    else:
+        raise ValueError(f"NLFILT_TEST_PAUSE: unknown point {point!r}")

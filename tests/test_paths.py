@@ -3,6 +3,7 @@ overwritten whatever path reaches them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from nlfilt.cli import main
 
-from clitools import noisy_pixels, report_entries, run
+from clitools import noisy_pixels, replace_denoising, report_entries, run
 
 
 def test_single_file_into_a_folder_and_folder_inputs(tmp_path):
@@ -69,7 +70,7 @@ def test_refuses_to_write_over_an_input(tmp_path):
                                        "--overwrite"])
     assert result.exit_code == 2 and "refusing to overwrite an input" in result.output
     result = CliRunner().invoke(main, ["denoise", str(tmp_path), "-o", str(tmp_path), "--overwrite"])
-    assert result.exit_code == 2
+    assert result.exit_code == 2 and "is the input folder" in result.output
     assert (tmp_path / "a.png").read_bytes() == before
 
 
@@ -100,6 +101,60 @@ def test_an_input_reached_by_another_path_is_never_overwritten(tmp_path, route):
     assert (folder / "a.png").read_bytes() == before
     result = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(output.parent), "--overwrite"])
     assert result.exit_code == 2 and (folder / "a.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "recursive"])
+def test_an_output_folder_that_is_an_input_folder_is_a_usage_error(tmp_path, spelling):
+    folder, before = input_folder(tmp_path)
+    output = {"dotdot": folder / ".." / "in", "symlink": tmp_path / "alias"}.get(spelling, folder)
+    if spelling == "symlink":
+        output.symlink_to(folder)
+    extra = ["--recursive"] if spelling == "recursive" else []
+    result = run("denoise", folder, "-o", output, "--overwrite", *extra)
+    assert result.exit_code == 2, result.output
+    assert f"the output folder {output} is the input folder {folder}" in result.output
+    assert "no image files" not in result.output
+    assert os.listdir(folder) == ["a.png"] and (folder / "a.png").read_bytes() == before
+
+
+#: How a file is named twice: (its names, the second name when its output would be another file).
+NAMED_TWICE = {
+    "twice": (["in/a.png", "in/a.png"], None),
+    "file-and-folder": (["in/a.png", "in"], None),
+    "twice-to-one-file": (["in/a.png", "in/a.png"], None),
+    "link-named": (["in/a.png", "link.png"], "link.png"),
+    "link-in-folder": (["in", "in/a.png"], "link.png"),
+    "hard-link-in-folder": (["in"], "hard.png"),
+}
+
+
+@pytest.mark.parametrize("route", list(NAMED_TWICE))
+def test_a_file_named_twice_is_denoised_once(tmp_path, monkeypatch, route):
+    folder, _ = input_folder(tmp_path)
+    names, second = NAMED_TWICE[route]
+    out = tmp_path / ("one.png" if route == "twice-to-one-file" else "out")
+    if route == "link-named":
+        (tmp_path / "link.png").symlink_to(folder / "a.png")
+    elif route == "link-in-folder":
+        (folder / "link.png").symlink_to("a.png")
+    elif route == "hard-link-in-folder":
+        (folder / "hard.png").hardlink_to(folder / "a.png")
+    calls = []
+    replace_denoising(monkeypatch, lambda real, image: (calls.append(1), real())[1])
+    result = run("denoise", *[tmp_path / name for name in names], "-o", out, "--report", "-")
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1
+    entries = report_entries(result.stdout)
+    statuses = [(Path(entry["input"]).name, entry["status"]) for entry in entries]
+    if second is None:  # the same output too: counted once
+        assert statuses == [("a.png", "denoised")] and "1 denoised, 0 failed, 0 skipped" in result.stderr
+        assert out.is_file() or os.listdir(out) == ["a.png"]
+        return
+    assert sorted(statuses) == [("a.png", "denoised"), (second, "skipped")]
+    (skipped,) = [entry for entry in entries if entry["status"] == "skipped"]
+    assert f"the same file as {folder / 'a.png'}" in skipped["error"]
+    assert "1 denoised, 0 failed, 1 skipped (passed over: 1 file named twice)" in result.stderr
+    assert os.listdir(out) == ["a.png"]
 
 
 def test_two_inputs_with_one_output_are_refused_before_anything_runs(tmp_path):

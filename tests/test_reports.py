@@ -3,6 +3,9 @@ guides reported per input."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy
 from click.testing import CliRunner
@@ -84,3 +87,60 @@ def test_a_sigma_ten_times_away_from_the_estimate_is_warned_about_in_the_files_u
         assert report_entries(result.stdout)[0]["warning"] is None
     result = CliRunner().invoke(main, [*command, "--sigma", "500000"])
     assert "times above" in result.stderr
+
+
+def test_inputs_that_cannot_be_read_are_each_reported_with_the_reason(tmp_path, monkeypatch):
+    """Links that lead nowhere, link loops, a folder that cannot be listed, a link to a folder and a pipe:
+    each is a skipped line of the report, a message and a count in the summary; nothing is silent."""
+    folder = tmp_path / "in"
+    (folder / "locked").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    iio.imwrite(folder / "a.png", noisy_pixels(numpy.uint8)[1])
+    (folder / "dangling.png").symlink_to("missing.png")
+    (folder / "self.png").symlink_to("self.png")
+    (folder / "b1.png").symlink_to("b2.png")
+    (folder / "b2.png").symlink_to("b1.png")
+    (folder / "photos").symlink_to(tmp_path / "elsewhere")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "notes.txt").write_text("not an image: not an input")
+    scandir = os.scandir
+
+    def scandir_refused_in_locked(path="."):
+        if Path(path) == folder / "locked":  # what chmod 000 does for users other than root
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr("nlfilt.cli.inputs.os.scandir", scandir_refused_in_locked)
+    result = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(tmp_path / "out"), "--recursive",
+                                       "--report", "-", "--method", "filter"])
+    assert result.exit_code == 0, result.output
+    reasons = {Path(entry["input"]).name: (entry["status"], entry["error"])
+               for entry in report_entries(result.stdout)}
+    assert reasons.pop("a.png") == ("denoised", None)
+    expected = {"dangling.png": "dangling symbolic link", "self.png": "loop", "b1.png": "loop",
+                "b2.png": "loop", "photos": "link to the folder", "pipe.png": "not a regular file",
+                "locked": "cannot list this folder (Permission denied)"}
+    assert set(reasons) == set(expected)
+    for name, reason in expected.items():
+        status, error = reasons[name]
+        assert status == "skipped" and reason in error, (name, status, error)
+        assert f"skipped: {folder / name}: {error}" in result.stderr
+    assert ("1 denoised, 0 failed, 7 skipped (passed over: 1 dangling link, 3 link loops, 1 link to a "
+            "folder, 1 unreadable entry, 1 special file)") in result.stderr
+    quiet = CliRunner().invoke(main, ["denoise", str(folder), "-o", str(tmp_path / "out"), "--quiet",
+                                      "--report", "-"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""  # the report still has every input
+    assert len(report_entries(quiet.stdout)) == 6  # without --recursive: no folder, no link to one
+
+
+def test_a_folder_with_only_inputs_that_cannot_be_read_still_reports_them(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "dangling.png").symlink_to("missing.png")
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                                       "--report", "-"])
+    assert result.exit_code == 0 and "0 denoised, 0 failed, 1 skipped" in result.stderr
+    (entry,) = report_entries(result.stdout)
+    assert entry["status"] == "skipped" and "missing.png does not exist" in entry["error"]
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(main, ["denoise", str(tmp_path / "empty"), "-o", str(tmp_path / "o2")])
+    assert empty.exit_code == 2 and "no image files found" in empty.output

@@ -6,8 +6,9 @@ share with the client, at the same paths), with the same atomic write as a
 local run, and returns the file's report entry.  The client keeps the report,
 the progress bar over finished files and the summary.  A worker that dies
 mid-task (killed, out of memory) has its task rerun on another worker by the
-scheduler; the partial file it may leave is removed at the end of the run
-(on the client's host; elsewhere by the next run there).
+scheduler; workers write their partial files in folders of the run, which the
+client removes at the end with whatever a dead or dying worker left in them
+(:func:`nlfilt.cli.denoise._run_on_cluster`).
 
 ``--scheduler`` takes the address of a running scheduler (``tcp://host:8786``),
 ``local:N`` (a local cluster of N worker processes, started for the run and

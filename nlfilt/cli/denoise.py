@@ -10,7 +10,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from tqdm import tqdm
 import nlfilt
 from nlfilt.backend import get_backend, gpu_status
 from nlfilt.cli.cluster import Scheduler, SchedulerType, connect, import_distributed, run_batch
+from nlfilt.cli.inputs import Job, passed_over_summary, plan_jobs
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
 from nlfilt.cli.options import RunOptions, check_plan, filter_options, method_option, stopping_options
 from nlfilt.cli.progress import Deadline, OverTime, make_bar, product_bar
@@ -31,8 +32,10 @@ from nlfilt.images import (
     ImageError,
     OutputExists,
     Stack,
+    make_partials_folder,
     read_header,
     read_image,
+    remove_partials_folder,
     remove_stale_partials,
     same_format,
     storage_problem,
@@ -40,73 +43,6 @@ from nlfilt.images import (
 )
 from nlfilt.methods import method
 from nlfilt.noise import sigma_mismatch
-
-
-@dataclass
-class Job:
-    """One input file and the output path it is written to."""
-
-    source: Path
-    target: Path
-
-
-def expand_inputs(inputs: tuple[Path, ...], recursive: bool,
-                  exclude: Path | None = None) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input) for every file named or found in a named folder.
-
-    Folders yield their image files, hidden ones (and nlfilt's partial
-    outputs) left out, and nothing under ``exclude`` (the output folder, when
-    it lies inside an input folder).
-    """
-    found = []
-    for item in inputs:
-        if item.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for path in sorted(item.glob(pattern)):
-                hidden = any(part.startswith(".") for part in path.relative_to(item).parts)
-                if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS or hidden:
-                    continue
-                if exclude is not None and path.resolve().is_relative_to(exclude):
-                    continue
-                found.append((path, path.relative_to(item)))
-        else:
-            found.append((item, Path(item.name)))
-    return found
-
-
-def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> list[Job]:
-    """Map inputs to outputs; raise click.UsageError for an impossible or unsafe plan."""
-    single_file = len(inputs) == 1 and not inputs[0].is_dir()
-    to_folder = not single_file or output.is_dir() or str(output).endswith(("/", "\\")) or not output.suffix
-    if to_folder and output.exists() and not output.is_dir():
-        raise click.UsageError(f"output {output} is a file; several inputs or a folder need an output folder")
-    if to_folder and not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:
-        raise click.UsageError(f"several inputs or a folder need an output folder, and {output} names an "
-                               "image file; give a folder (it is created if missing)")
-    files = expand_inputs(inputs, recursive, exclude=output.resolve() if to_folder else None)
-    jobs = [Job(source, output / relative if to_folder else output) for source, relative in files]
-    # an existing output that is an input, by whatever path ('..', symbolic or hard links): same file
-    identities = {_file_identity(job.source) for job in jobs} - {None}
-    seen: dict[Path, Path] = {}
-    for job in jobs:
-        target = job.target.resolve()
-        if _file_identity(target) in identities:
-            raise click.UsageError(f"output {job.target} is the input file {job.source}; refusing to "
-                                   "overwrite an input: choose another output")
-        if target in seen:
-            raise click.UsageError(f"inputs {seen[target]} and {job.source} would both be written to "
-                                   f"{job.target}")
-        seen[target] = job.source
-    return jobs
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of an existing file, the same for all its hard links; None when absent."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
 
 
 def check_jobs(jobs: list[Job]) -> None:
@@ -147,7 +83,9 @@ def check_jobs(jobs: list[Job]) -> None:
 @method_option
 @filter_options
 @stopping_options
-@click.option("--recursive", is_flag=True, help="Descend into sub-folders and mirror them under OUTPUT.")
+@click.option("--recursive", is_flag=True,
+              help="Descend into sub-folders and mirror them under OUTPUT (links to folders are not "
+                   "followed).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (by default they are skipped).")
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
               help="Refuse an image whose estimated CPU time exceeds this many minutes, and stop one "
@@ -176,7 +114,9 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     """Denoise image files and folders of images.
 
     INPUTS are files and folders (a folder means every PNG, TIFF, JPEG, BMP
-    or WebP file in it; a multi-page TIFF is a stack, see --stack).  Outputs
+    or WebP file in it; a multi-page TIFF is a stack, see --stack).  A file
+    named twice is denoised once; a name that cannot be read (a dangling link,
+    a link loop) is reported as skipped with the reason.  Outputs
     keep each input's dtype, bit depth and channel layout; alpha is copied
     unfiltered.  Existing outputs are skipped unless
     --overwrite, so an interrupted batch resumes where it stopped.  Outputs are
@@ -202,8 +142,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         backend = get_backend(run.device)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    jobs = plan_jobs(inputs, output, recursive)
-    if not jobs:
+    jobs, passed_over = plan_jobs(inputs, output, recursive)
+    if not jobs and not passed_over:
         raise click.UsageError("no image files found in the inputs")
     check_jobs(jobs)
     if run.device == "auto" and backend.name == "cpu" and not quiet and scheduler is None:
@@ -217,7 +157,11 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     report.header(nlfilt.__version__, "denoise", inputs, output,
                   dict(run.described(), recursive=recursive, overwrite=overwrite, max_minutes=max_minutes,
                        chunk=chunk, scheduler=None if scheduler is None else str(scheduler)))
-    counts = {"denoised": 0, "failed": 0, "skipped": 0}
+    counts = {"denoised": 0, "failed": 0, "skipped": len(passed_over)}
+    for item in passed_over:
+        if not quiet:
+            click.echo(f"skipped: {item.source}: {item.reason}", err=True)
+        report.write(_entry(Job(item.source, item.target), backend.name, status="skipped", error=item.reason))
     bar = make_bar(len(jobs), "images", "image", disable=quiet or len(jobs) < 2)
 
     def record(entry: dict[str, Any]) -> None:
@@ -234,25 +178,28 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
         report.write(_entry(job, backend.name, status="interrupted",
                             error=f"{signal_received} received{detail}"))
 
+    interrupted = None  # and nothing to run when every input was passed over
     try:
-        if scheduler is None:
+        if jobs and scheduler is None:
             interrupted = _run_here(jobs, run, backend.name, overwrite, max_minutes, quiet, record,
                                     mark_interrupted)
-        else:
+        elif jobs:
             interrupted = _run_on_cluster(scheduler, jobs, run, overwrite, max_minutes, record,
                                           mark_interrupted)
-            for folder in folders:  # what workers killed on this host left behind
-                remove_stale_partials(folder)
     finally:
         if bar is not None:
             bar.close()
         report.close()
     summary = f"{counts['denoised']} denoised, {counts['failed']} failed, {counts['skipped']} skipped"
+    notes = [f"passed over: {passed_over_summary(passed_over)}"] if passed_over else []
     if interrupted is not None:
+        summary += f" ({notes[0]})" if notes else ""
         click.echo(f"{summary}; interrupted by {interrupted}", err=True)
         sys.exit(interrupted.exit_status)
-    if counts["skipped"] and not overwrite:
-        summary += " (outputs that exist are kept; --overwrite replaces them)"
+    if counts["skipped"] > len(passed_over) and not overwrite:
+        notes.append("outputs that exist are kept; --overwrite replaces them")
+    if notes:
+        summary += f" ({'; '.join(notes)})"
     if not quiet or counts["failed"]:
         click.echo(summary, err=True)
     if counts["failed"]:
@@ -293,16 +240,38 @@ def _run_on_cluster(scheduler: Scheduler, jobs: list[Job], run: RunOptions, over
                     mark_interrupted: Callable[[Job, Interrupted, str], None]) -> Interrupted | None:
     """The batch as tasks on a dask cluster (:mod:`nlfilt.cli.cluster`); the signal that stopped it, or
     None.  Every file not finished when a signal comes gets an 'interrupted' report line, written once
-    a local cluster has stopped, saying whether a worker still completed its output."""
+    a local cluster has stopped, saying whether a worker still completed its output.
+
+    Workers write their partial files in the run's partials folders (one per
+    output folder), removed here at the end with whatever a worker that died,
+    or is dying, left or still writes in them; but after a signal, when tasks
+    may still run on a remote cluster, they are left for those tasks to
+    finish their files into, and the next run on this host removes them.
+    """
     existed = {job.target for job in jobs if job.target.exists()}
     interrupted, unfinished = None, []
-    with connect(scheduler) as client, signals_interrupt() as gate:
-        try:
-            arguments = (run, overwrite, max_minutes)
-            run_batch(client, jobs, cluster_job, arguments, record, gate.check)
-        except (Interrupted, KeyboardInterrupt) as exc:
-            interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-            unfinished = getattr(exc, "unfinished", [])
+    partials: dict[Path, Path] = {}
+    try:
+        for folder in sorted({job.target.parent for job in jobs}):
+            partials[folder] = make_partials_folder(folder)
+    except OSError as exc:
+        for made in partials.values():
+            remove_partials_folder(made)
+        raise click.ClickException(f"cannot create a folder for partial outputs in {folder}: "
+                                   f"{exc.strerror}") from None
+    jobs = [replace(job, partials=partials[job.target.parent]) for job in jobs]
+    try:
+        with connect(scheduler) as client, signals_interrupt() as gate:
+            try:
+                arguments = (run, overwrite, max_minutes)
+                run_batch(client, jobs, cluster_job, arguments, record, gate.check)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+                unfinished = getattr(exc, "unfinished", [])
+    finally:
+        if interrupted is None or scheduler.kind != "address":
+            for folder in partials.values():
+                remove_partials_folder(folder)
     for job in unfinished:
         done = job.target not in existed and job.target.exists()
         detail = "; a worker had already started it and wrote its output" if done else ""
@@ -372,7 +341,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
             if streamed:
                 job.target.parent.mkdir(parents=True, exist_ok=True)
                 entry["sigma"] = stream_tiff(job.source, job.target, header, plan, run.chunk, overwrite,
-                                             progress)
+                                             progress, job.partials)
                 entry.update(chosen.report(None, plan))
             else:
                 colour = image.colour.astype(plan.dtype)
@@ -449,7 +418,7 @@ def _write_job(job: Job, entry: dict[str, Any], pixels: Any, overwrite: bool) ->
     started = time.perf_counter()
     try:
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.target, pixels, replace=overwrite)
+        write_image(job.target, pixels, replace=overwrite, partials=job.partials)
     except OutputExists as exc:
         entry["status"] = "skipped"
         entry["error"] = str(exc)

@@ -39,9 +39,10 @@ def should_stream(path: Path, header: ImageHeader, chunk: int) -> bool:
 
 
 def stream_tiff(source: Path, target: Path, header: ImageHeader, plan: Plan, chunk: int, replace: bool,
-                progress: Callable[[float, int], None] | None) -> float:
+                progress: Callable[[float, int], None] | None, partials: Path | None = None) -> float:
     """Filter ``source`` into ``target`` chunk by chunk with ``plan`` (its method's
-    :meth:`~nlfilt.methods.Method.denoise_dask`); returns the noise level used.
+    :meth:`~nlfilt.methods.Method.denoise_dask`); returns the noise level used.  ``partials``: where the
+    partial file is written (see :func:`nlfilt.images.write_image`).
 
     Raises ImageError (the extra is missing, or the file cannot be read or
     written), ValueError (options that need the whole image), OutputExists.
@@ -81,7 +82,7 @@ def stream_tiff(source: Path, target: Path, header: ImageHeader, plan: Plan, chu
                              bigtiff=True, compression="zlib",
                              photometric="rgb" if array.ndim == 3 else "minisblack")
 
-        write_atomically(target, write, replace=replace)
+        write_atomically(target, write, replace=replace, partials=partials)
     finally:
         store.close()
     return float(sigma)
