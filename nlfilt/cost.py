@@ -78,7 +78,9 @@ def expected_applications(options: FilterOptions, iterations: int | str, guided:
 #: query rows pairs them with the pixels from the tile on, so about N^2 / 2 pairs per product): the
 #: kernel profile and the two products with the right-hand side ('ntk': of depth 1, plus
 #: GLOBAL_NS_PER_PAIR_AND_LAYER per further layer), plus the GEMM, per patch dimension d.
-GLOBAL_NS_PER_PAIR_AND_DIM = 0.008
+#: (0.03: the command line's timings at the default small patches, 9-27 dimensions, where the GEMM's short
+#: inner dimension runs far below its peak; benchmarks/cost_check.py)
+GLOBAL_NS_PER_PAIR_AND_DIM = 0.03
 #: Windowed mode, nanoseconds per pixel and offset (one of each opposite pair, (window^2 + 1) / 2 of
 #: them).  The weights (the patch statistic by box sums, and the profile; 'ntk' of depth 1, plus
 #: WINDOWED_NS_PER_WEIGHT_AND_LAYER per further layer), computed at every product or, when the

@@ -161,7 +161,7 @@ class NLMKernel(Kernel):
     """
     fused_windowed = True
     window_denoises = True
-    global_ns_per_pair = 0.9
+    global_ns_per_pair = 1.2
     windowed_ns_per_weight = 1.4
 
     def __init__(self, h: float, sigma: float) -> None:
@@ -316,7 +316,7 @@ class NTKKernel(CosineKernel):
         return theta;
     """
     global_ns_per_pair = 4.2  # depth 1; each further layer adds global_ns_per_layer
-    global_ns_per_layer = 3.0
+    global_ns_per_layer = 5.0
     windowed_ns_per_weight = 3.6
     windowed_ns_per_layer = 2.2
 
