@@ -21,8 +21,10 @@ import re
 import socket
 import tempfile
 import threading
+import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +41,13 @@ _EIGHT_BIT = (".jpg", ".jpeg", ".bmp", ".webp")
 
 #: Extensions of one format (an output may change the extension within a format).
 _FORMATS = {".tiff": ".tif", ".jpeg": ".jpg"}
+
+#: The formats read, by the bytes their files start with (WebP: RIFF, a size, WEBP; see _file_format).
+_SIGNATURES = (("PNG", b"\x89PNG\r\n\x1a\n"), ("TIFF", b"II*\0"), ("TIFF", b"MM\0*"), ("TIFF", b"II+\0"),
+               ("TIFF", b"MM\0+"), ("JPEG", b"\xff\xd8\xff"), ("BMP", b"BM"))
+
+#: The imageio plugin that reads each format (named, so that its own error reaches the message).
+_PLUGINS = {"PNG": "pillow", "JPEG": "pillow", "BMP": "pillow", "WebP": "pillow", "TIFF": "tifffile"}
 
 #: Partial (unfinished) outputs: ``.<stem>.<random>.nlfilt-<host>-<pid>.partial<suffix>``.
 _PARTIAL = re.compile(r"^\..*\.nlfilt-(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)\.partial\.[A-Za-z]+$")
@@ -201,14 +210,21 @@ def cast_like(values: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
 def read_header(path: Path) -> ImageHeader:
     """Read the shape and pixel type of ``path`` from its header, without decoding the pixels.
 
+    The format is told by the file's first bytes, not by its extension.
+    Pillow's decompression-bomb limit is lifted here and in
+    :func:`read_image`: the callers refuse images by the size this header
+    gives (time and memory, :func:`nlfilt.cli.options.check_plan`) before
+    decoding, in nlfilt's words and with remedies.
+
     Raises
     ------
     ImageError
-        For an empty or unreadable file, one that is not an image, holds
-        several frames (other than a multi-page TIFF, a stack: ``frames``),
-        or has an unsupported pixel type or channel layout, and for files
-        the codecs would read with data lost (16-bit colour PNG without
-        imagecodecs, 32-bit BMP).
+        For an empty or unreadable file, one that is not a PNG, TIFF, JPEG,
+        BMP or WebP file, is damaged, holds several frames (other than a
+        multi-page TIFF or an animated PNG, a stack: ``frames``), or has an
+        unsupported pixel type or channel layout, and for files the codecs
+        would read with data lost (16-bit colour PNG without imagecodecs,
+        32-bit BMP).
     """
     path = Path(path)
     try:
@@ -217,23 +233,23 @@ def read_header(path: Path) -> ImageHeader:
         raise ImageError(f"cannot read ({_reason(exc)})") from None
     if size == 0:
         raise ImageError("empty file (0 bytes)")
+    kind = _file_format(path)
     _refuse_lossy_reads(path)
     sixteen = _sixteen_bit_colour_png(path)
     if sixteen is not None:
         return sixteen
-    if _tiff_pages(path) > 1:
+    if kind == "TIFF" and _tiff_pages(path) > 1:
         header = _tiff_stack_header(path)
         _check_layout(header)
         return header
     try:
-        with warnings.catch_warnings():  # plugin deprecation notices while imageio probes a bad file
-            warnings.simplefilter("ignore")
-            properties = iio.improps(path, index=...)  # every frame or page
-    except Exception as exc:  # imageio raises many types for unreadable files
-        raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
+        with _opening():
+            properties = iio.improps(path, index=..., plugin=_PLUGINS[kind])  # every frame or page
+    except Exception as exc:  # the codecs raise many types for damaged files
+        raise ImageError(_damaged(kind, exc)) from None
     shape = tuple(int(side) for side in properties.shape)
     if properties.is_batch:
-        if shape[0] > 1 and path.suffix.lower() == ".png":  # an animated PNG: a stack of its frames
+        if shape[0] > 1 and kind == "PNG":  # an animated PNG: a stack of its frames
             samples = len(shape) == 4
             layout = StackLayout(shape, "QYXS" if samples else "QYX",
                                  photometric="rgb" if samples and shape[3] in (3, 4) else "minisblack")
@@ -260,7 +276,9 @@ def read_image(path: Path, header: ImageHeader | None = None, *, stacks: bool = 
     Raises
     ------
     ImageError
-        As :func:`read_header`, and when the pixels cannot be decoded.
+        As :func:`read_header`, when the pixels cannot be decoded, and when
+        they are not what the header said (a damaged file: the size checks
+        were made on the header).
     """
     path = Path(path)
     header = read_header(path) if header is None else header
@@ -268,18 +286,18 @@ def read_image(path: Path, header: ImageHeader | None = None, *, stacks: bool = 
         raise ImageError(f"multi-page TIFF ({header.frames} frames); this command takes a single image")
     if header.stack is not None:
         return _read_stack(path, header)
+    kind = _file_format(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _opening():
             if _sixteen_bit_colour_png(path) is not None:
                 pixels = numpy.asarray(_imagecodecs().png_decode(path.read_bytes()))
             else:
-                pixels = numpy.asarray(iio.imread(path))
-    except Exception as exc:  # imageio raises many types for unreadable files
-        raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
+                pixels = numpy.asarray(iio.imread(path, plugin=_PLUGINS[kind]))
+    except Exception as exc:  # the codecs raise many types for damaged files
+        raise ImageError(_damaged(kind, exc)) from None
     if pixels.ndim == 3 and pixels.shape[0] == 1 and len(header.shape) == 2:
         pixels = pixels[0]
-    _check_layout(ImageHeader(pixels.shape, pixels.dtype))
+    _check_decoded(pixels, header.shape, header.dtype)
     if pixels.ndim == 2:
         return Image(pixels, None, 0)
     if pixels.shape[2] in (1, 3):
@@ -330,18 +348,21 @@ def _read_stack(path: Path, header: ImageHeader) -> Image:
     """Read a stack (``header.stack``: a multi-page TIFF, or an animated PNG) as (P, H, W[, C]) frames
     and split off the alpha channel."""
     layout = header.stack
+    kind = _file_format(path)
     try:
-        if path.suffix.lower() == ".png":  # read_header takes only PNG and TIFF files as stacks
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pixels = numpy.asarray(iio.imread(path, index=None))
-        else:
-            import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+        with _opening():
+            if kind == "PNG":  # read_header takes only PNG and TIFF files as stacks
+                pixels = numpy.asarray(iio.imread(path, index=None, plugin=_PLUGINS[kind]))
+            else:
+                import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
 
-            pixels = numpy.asarray(tifffile.imread(path, series=0))
-    except Exception as exc:
-        raise ImageError(f"cannot read as a stack ({_reason(exc)})") from None
-    pixels = pixels.reshape((header.frames, *header.shape))
+                pixels = numpy.asarray(tifffile.imread(path, series=0))
+    except Exception as exc:  # the codecs raise many types for damaged files
+        raise ImageError(_damaged(kind, exc)) from None
+    frames = (header.frames, *header.shape)
+    if pixels.size == math.prod(frames):  # the series' leading axes flattened
+        pixels = pixels.reshape(frames)
+    _check_decoded(pixels, frames, header.dtype)
     channels = header.layout_channels
     if channels in (2, 4):
         return Image(pixels[..., :-1] if channels == 4 else pixels[..., 0], pixels[..., -1], channels, layout)
@@ -463,6 +484,18 @@ def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = Tr
                      replace=replace)
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created (where missing) and written into, or None."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot be created: {existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write into {existing}: permission denied"
+    return None
+
+
 def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool = True) -> None:
     """Have ``write(temporary)`` write the file, then put it at ``path`` (see :func:`write_image`:
     a partial file in the target folder, renamed or hard-linked when complete, removed on any failure
@@ -566,14 +599,7 @@ def _output_mode(path: Path) -> int:
 
 
 def _tiff_pages(path: Path) -> int:
-    """Number of pages of a TIFF file (0 for other files)."""
-    try:
-        with open(path, "rb") as stream:
-            magic = stream.read(4)
-    except OSError:
-        return 0
-    if magic not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return 0
+    """Number of pages of the TIFF file ``path`` (0 when tifffile cannot read it)."""
     try:
         import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
 
@@ -632,6 +658,78 @@ def _refuse_lossy_reads(path: Path) -> None:
         raise ImageError("32-bit BMP: the BMP codec would drop its alpha channel; convert it to PNG")
 
 
+def _file_format(path: Path) -> str:
+    """The format ``path`` holds, told by its first bytes: 'PNG', 'TIFF', 'JPEG', 'BMP' or 'WebP'; an
+    ImageError for any other file (GIF, text, ...)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(12)
+    except OSError as exc:
+        raise ImageError(f"cannot read ({_reason(exc)})") from None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for kind, signature in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    raise ImageError("not a PNG, TIFF, JPEG, BMP or WebP file (its first bytes are those of none of them)")
+
+
+def _damaged(kind: str, exc: BaseException) -> str:
+    """The message for a ``kind`` file its codec could not read, with the codec's own words."""
+    return (f"cannot read this {kind} file: damaged, truncated or a variant its codec does not read "
+            f"({_reason(exc)})")
+
+
+def _check_decoded(pixels: numpy.ndarray, shape: tuple[int, ...], dtype: numpy.dtype) -> None:
+    """ImageError when the decoded ``pixels`` are not of the ``shape`` and ``dtype`` the header said (a
+    damaged file: the checks of size, cost and layout were made on the header)."""
+    if pixels.shape != tuple(shape) or pixels.dtype != dtype:
+        raise ImageError(f"damaged file: the decoded pixels ({pixels.dtype}, {pixels.shape}) are not what "
+                         f"its header says ({numpy.dtype(dtype)}, {tuple(shape)})")
+
+
+#: How many threads are in :func:`_opening` now, and Pillow's limit to restore when the last one leaves.
+_OPENING_LOCK = threading.Lock()
+_opening_state: dict[str, Any] = {"threads": 0, "saved_limit": None}
+
+
+@contextmanager
+def _opening() -> Iterator[None]:
+    """Open image files with the codecs' warnings silenced and Pillow's decompression-bomb limit lifted.
+
+    nlfilt refuses images by the size in their header, before decoding, in
+    its own words (the callers: :func:`nlfilt.cli.options.check_plan`);
+    Pillow's limit would refuse some of them first, in Pillow's, and a few
+    that nlfilt accepts.  The limit is Pillow's global setting, so it is
+    lifted while any thread opens a file and restored when the last is done.
+    """
+    from PIL import Image as pillow  # noqa: PLC0415 - imageio's codec for PNG, JPEG, BMP and WebP
+
+    with _OPENING_LOCK:
+        if _opening_state["threads"] == 0:
+            _opening_state["saved_limit"] = pillow.MAX_IMAGE_PIXELS
+            pillow.MAX_IMAGE_PIXELS = None
+        _opening_state["threads"] += 1
+    try:
+        with warnings.catch_warnings():  # plugin notices, and Pillow's about large or damaged files
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with _OPENING_LOCK:
+            _opening_state["threads"] -= 1
+            if _opening_state["threads"] == 0:
+                pillow.MAX_IMAGE_PIXELS = _opening_state["saved_limit"]
+
+
 def _reason(exc: BaseException) -> str:
+    """The first line of ``exc``, with its type; for imageio's wrappers (which say only that no plugin
+    could read the file), of the codec's error beneath."""
+    while (exc.__cause__ or exc.__context__) is not None and _raised_by_imageio(exc):
+        exc = exc.__cause__ or exc.__context__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _raised_by_imageio(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}imageio{os.sep}" in frames[-1].filename

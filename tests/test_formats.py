@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import nlfilt
 from nlfilt.cli import main
 
-from clitools import error, noisy_pixels, run
+from clitools import error, forbid_denoising, noisy_pixels, run
 
 ROUND_TRIPS = [
     ("gray8.png", numpy.uint8, 0),
@@ -131,6 +131,63 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path):
     assert "alpha channel" in result.output
     assert "1 denoised, 5 failed, 0 skipped" in result.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+def png_header_only(path: Path, height: int, width: int) -> None:
+    """A PNG whose header claims ``height`` x ``width`` 8-bit gray pixels, with almost no data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_huge_header_is_refused_by_nlfilts_own_size_check_before_any_decoder(tmp_path, monkeypatch):
+    """A 30000 x 30000 PNG header (a decompression bomb): nlfilt's check of time and memory refuses it in
+    its words, before Pillow's bomb check speaks of a DOS attack, and nothing is decoded."""
+    from PIL import Image
+
+    from nlfilt.images import read_header
+
+    png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    forbid_denoising(monkeypatch)
+    result = run("denoise", tmp_path / "bomb.png", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1 and f"{tmp_path / 'bomb.png'}: 30000x30000 with" in result.output
+    assert "would need about" in result.output or "would take about" in result.output, result.output
+    for words in ("Decompression", "DOS attack", "Traceback"):
+        assert words not in result.output
+    network = run("compare-network", tmp_path / "bomb.png")
+    assert network.exit_code == 1 and "30000x30000 = 900000000 pixels" in network.output, network.output
+    limit = Image.MAX_IMAGE_PIXELS
+    assert read_header(tmp_path / "bomb.png").shape == (30000, 30000)
+    assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's limit lifted only while nlfilt reads a header
+
+
+def test_unreadable_files_are_refused_in_nlfilts_words_naming_the_file(tmp_path):
+    """Not an image, another format (GIF), no extension, a damaged PNG and JPEG: the message says what is
+    wrong in nlfilt's words (imageio's 'Could not find a backend ... iomode' never shows)."""
+    _, noisy = noisy_pixels(numpy.uint8, 3)
+    iio.imwrite(tmp_path / "good.png", noisy)
+    iio.imwrite(tmp_path / "good.jpg", noisy)
+    (tmp_path / "in").mkdir()
+    cases = {
+        "text.png": (b"hello, not an image", "not a PNG, TIFF, JPEG, BMP or WebP file"),
+        "animation.gif": (b"GIF89a" + bytes(40), "not a PNG, TIFF, JPEG, BMP or WebP file"),
+        "noextension": (b"\0\1\2\3" * 10, "not a PNG, TIFF, JPEG, BMP or WebP file"),
+        "garbage.png": (b"\x89PNG\r\n\x1a\n" + bytes(60), "cannot read this PNG file: damaged, truncated"),
+        "truncated.jpg": ((tmp_path / "good.jpg").read_bytes()[:300], "cannot read this JPEG file: damaged"),
+        "jpeg-named.png": ((tmp_path / "good.jpg").read_bytes(), None),  # the content decides the format
+    }
+    for name, (content, reason) in cases.items():
+        (tmp_path / "in" / name).write_bytes(content)
+        result = run("denoise", tmp_path / "in" / name, "-o", tmp_path / "out" / f"{name}.png")
+        if reason is None:
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 1 and f"{tmp_path / 'in' / name}: {reason}" in result.output, result.output
+        for words in ("backend", "iomode", "Traceback"):
+            assert words not in result.output, (name, result.output)
 
 
 REFUSED_OUTPUTS = [

@@ -8,9 +8,8 @@ from typing import Any
 import click
 
 import nlfilt
-from nlfilt.backend import get_backend
 from nlfilt.cli.figures import filter_run, heat_map
-from nlfilt.cli.options import check_plan, filter_options
+from nlfilt.cli.options import check_plan, device_backend, filter_options
 from nlfilt.cli.progress import ProductBar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
@@ -34,9 +33,10 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
     global mode too (--window global).
     """
     run = filter_run(filter_params, image_path, output)
+    device = device_backend(run.device).name
     try:
         header = read_header(image_path)
-        plan = run.plan(header.colour_shape, header.dtype, get_backend(run.device).name)
+        plan = run.plan(header.colour_shape, header.dtype, device)
         check_plan(header.colour_shape, plan.with_settings(iterations=0), max_minutes)  # one row of W
         image = read_image(image_path, header)
         colour = image.colour.astype(plan.dtype)
@@ -46,7 +46,7 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
         finally:
             bar.close()
         write_image(output, heat_map(weights, None if no_marker else pixel))
-    except (ImageError, ValueError, RuntimeError) as exc:  # RuntimeError: --device gpu without a GPU
+    except (ImageError, ValueError, RuntimeError) as exc:  # RuntimeError: a CUDA kernel that failed to build
         raise click.ClickException(f"{image_path}: {exc}") from None
     click.echo(f"{output}: weights of pixel {pixel} (max {weights.max():.4g}, sum {weights.sum():.4g})",
                err=True)

@@ -9,9 +9,8 @@ import click
 import numpy
 
 import nlfilt
-from nlfilt.backend import get_backend
 from nlfilt.cli.figures import GAP, diverging, filter_run, fit_tile, tile_grid
-from nlfilt.cli.options import check_plan, filter_options
+from nlfilt.cli.options import check_plan, device_backend, filter_options
 from nlfilt.cli.progress import ProductBar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
@@ -62,9 +61,10 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
     eigenvalues are also printed.
     """
     run = filter_run(filter_params, image_path, output)
+    device = device_backend(run.device).name
     try:
         header = read_header(image_path)
-        plan = run.plan(header.colour_shape, header.dtype, get_backend(run.device).name)
+        plan = run.plan(header.colour_shape, header.dtype, device)
         steps = max(3 * count, count + 30)  # Lanczos: about as many products with K
         check_plan(header.colour_shape, plan.with_settings(iterations=steps), max_minutes)
         image = read_image(image_path, header)
@@ -76,7 +76,7 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
         finally:
             bar.close()
         write_image(output, spectrum_figure(spectrum.eigenvalues, spectrum.eigenvectors))
-    except (ImageError, ValueError, RuntimeError) as exc:
+    except (ImageError, ValueError, RuntimeError) as exc:  # RuntimeError: a CUDA kernel that failed to build
         raise click.ClickException(f"{image_path}: {exc}") from None
     values = ", ".join(f"{value:.4g}" for value in spectrum.eigenvalues)
     click.echo(f"{output}: eigenvalues {values} ({spectrum.applications} products with K)", err=True)
