@@ -15,6 +15,7 @@ leave those of live ones alone.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -226,7 +227,11 @@ def read_header(path: Path) -> ImageHeader:
         would read with data lost (16-bit colour PNG without imagecodecs,
         32-bit BMP).
     """
-    path = Path(path)
+    with _opening():
+        return _read_header(Path(path))
+
+
+def _read_header(path: Path) -> ImageHeader:
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -243,24 +248,24 @@ def read_header(path: Path) -> ImageHeader:
         _check_layout(header)
         return header
     try:
-        with _opening():
-            properties = iio.improps(path, index=..., plugin=_PLUGINS[kind])  # every frame or page
+        properties = iio.improps(path, index=..., plugin=_PLUGINS[kind])  # every frame or page
     except Exception as exc:  # the codecs raise many types for damaged files
         raise ImageError(_damaged(kind, exc)) from None
+    dtype = _pixel_type(properties.dtype)
     shape = tuple(int(side) for side in properties.shape)
     if properties.is_batch:
         if shape[0] > 1 and kind == "PNG":  # an animated PNG: a stack of its frames
             samples = len(shape) == 4
             layout = StackLayout(shape, "QYXS" if samples else "QYX",
                                  photometric="rgb" if samples and shape[3] in (3, 4) else "minisblack")
-            header = ImageHeader(shape[1:], numpy.dtype(properties.dtype), layout)
+            header = ImageHeader(shape[1:], dtype, layout)
             _check_layout(header)
             return header
         if shape[0] > 1:
             raise ImageError(f"{shape[0]} frames or pages; only single images, multi-page TIFF and animated "
                              "PNG are supported")
         shape = shape[1:]
-    header = ImageHeader(shape, numpy.dtype(properties.dtype))
+    header = ImageHeader(shape, dtype)
     _check_layout(header)
     return header
 
@@ -280,19 +285,22 @@ def read_image(path: Path, header: ImageHeader | None = None, *, stacks: bool = 
         they are not what the header said (a damaged file: the size checks
         were made on the header).
     """
-    path = Path(path)
-    header = read_header(path) if header is None else header
+    with _opening():
+        return _read_image(Path(path), header, stacks)
+
+
+def _read_image(path: Path, header: ImageHeader | None, stacks: bool) -> Image:
+    header = _read_header(path) if header is None else header
     if header.stack is not None and not stacks:
         raise ImageError(f"multi-page TIFF ({header.frames} frames); this command takes a single image")
     if header.stack is not None:
         return _read_stack(path, header)
     kind = _file_format(path)
     try:
-        with _opening():
-            if _sixteen_bit_colour_png(path) is not None:
-                pixels = numpy.asarray(_imagecodecs().png_decode(path.read_bytes()))
-            else:
-                pixels = numpy.asarray(iio.imread(path, plugin=_PLUGINS[kind]))
+        if _sixteen_bit_colour_png(path) is not None:
+            pixels = numpy.asarray(_imagecodecs().png_decode(path.read_bytes()))
+        else:
+            pixels = numpy.asarray(iio.imread(path, plugin=_PLUGINS[kind]))
     except Exception as exc:  # the codecs raise many types for damaged files
         raise ImageError(_damaged(kind, exc)) from None
     if pixels.ndim == 3 and pixels.shape[0] == 1 and len(header.shape) == 2:
@@ -335,9 +343,10 @@ def _tiff_stack_header(path: Path) -> ImageHeader:
             layout = StackLayout(tuple(int(side) for side in series.shape), axes, imagej, ome,
                                  "rgb" if axes.endswith("S") and series.shape[-1] in (3, 4) else "minisblack",
                                  resolution, int(page.resolutionunit))
-            dtype = numpy.dtype(series.dtype)
+            dtype = series.dtype
     except Exception as exc:  # tifffile raises many types for unreadable files
-        raise ImageError(f"cannot read as a TIFF stack ({_reason(exc)})") from None
+        raise ImageError(_damaged("TIFF", exc)) from None
+    dtype = _pixel_type(dtype)
     if not any(layout.axes.endswith(frame) for frame in _FRAME_AXES) or layout.leading_axes < 1:
         raise ImageError(f"unsupported TIFF stack of axes {layout.axes} and shape {layout.shape}: "
                          "expected frames of rows and columns (..., Y, X) with or without samples (S)")
@@ -350,13 +359,12 @@ def _read_stack(path: Path, header: ImageHeader) -> Image:
     layout = header.stack
     kind = _file_format(path)
     try:
-        with _opening():
-            if kind == "PNG":  # read_header takes only PNG and TIFF files as stacks
-                pixels = numpy.asarray(iio.imread(path, index=None, plugin=_PLUGINS[kind]))
-            else:
-                import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+        if kind == "PNG":  # read_header takes only PNG and TIFF files as stacks
+            pixels = numpy.asarray(iio.imread(path, index=None, plugin=_PLUGINS[kind]))
+        else:
+            import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
 
-                pixels = numpy.asarray(tifffile.imread(path, series=0))
+            pixels = numpy.asarray(tifffile.imread(path, series=0))
     except Exception as exc:  # the codecs raise many types for damaged files
         raise ImageError(_damaged(kind, exc)) from None
     frames = (header.frames, *header.shape)
@@ -388,6 +396,15 @@ def write_stack(path: Path, stack: Stack, *, replace: bool = True) -> None:
     else:
         options.update(metadata={"axes": layout.axes})
     write_atomically(path, lambda temporary: tifffile.imwrite(temporary, data, **options), replace=replace)
+
+
+def _pixel_type(dtype: Any) -> numpy.dtype:
+    """The pixel type a codec read from a header; ImageError where it found none (numpy would take
+    None for float64)."""
+    if dtype is None:
+        raise ImageError("unknown pixel type: the header's sample format and bit depth name none that the "
+                         "codec reads")
+    return numpy.dtype(dtype)
 
 
 def _check_layout(header: ImageHeader) -> None:
@@ -690,25 +707,32 @@ def _check_decoded(pixels: numpy.ndarray, shape: tuple[int, ...], dtype: numpy.d
 
 #: How many threads are in :func:`_opening` now, and Pillow's limit to restore when the last one leaves.
 _OPENING_LOCK = threading.Lock()
-_opening_state: dict[str, Any] = {"threads": 0, "saved_limit": None}
+_opening_state: dict[str, Any] = {"threads": 0, "saved_limit": None, "saved_level": logging.NOTSET}
 
 
 @contextmanager
 def _opening() -> Iterator[None]:
-    """Open image files with the codecs' warnings silenced and Pillow's decompression-bomb limit lifted.
+    """Open image files with the codecs' warnings and log messages silenced and Pillow's
+    decompression-bomb limit lifted.
 
-    nlfilt refuses images by the size in their header, before decoding, in
-    its own words (the callers: :func:`nlfilt.cli.options.check_plan`);
-    Pillow's limit would refuse some of them first, in Pillow's, and a few
-    that nlfilt accepts.  The limit is Pillow's global setting, so it is
-    lifted while any thread opens a file and restored when the last is done.
+    A damaged file is refused with one message in nlfilt's words (the
+    codec's error in it); tifffile would log every oddity of its tags to
+    stderr on top of it.  nlfilt refuses images by the size in their header,
+    before decoding, in its own words (the callers:
+    :func:`nlfilt.cli.options.check_plan`); Pillow's limit would refuse some
+    of them first, in Pillow's, and a few that nlfilt accepts.  The limit and
+    the log level are global settings, so they are changed while any thread
+    opens a file and restored when the last is done.
     """
     from PIL import Image as pillow  # noqa: PLC0415 - imageio's codec for PNG, JPEG, BMP and WebP
 
+    log = logging.getLogger("tifffile")
     with _OPENING_LOCK:
         if _opening_state["threads"] == 0:
             _opening_state["saved_limit"] = pillow.MAX_IMAGE_PIXELS
+            _opening_state["saved_level"] = log.level
             pillow.MAX_IMAGE_PIXELS = None
+            log.setLevel(logging.CRITICAL + 1)
         _opening_state["threads"] += 1
     try:
         with warnings.catch_warnings():  # plugin notices, and Pillow's about large or damaged files
@@ -719,6 +743,7 @@ def _opening() -> Iterator[None]:
             _opening_state["threads"] -= 1
             if _opening_state["threads"] == 0:
                 pillow.MAX_IMAGE_PIXELS = _opening_state["saved_limit"]
+                log.setLevel(_opening_state["saved_level"])
 
 
 def _reason(exc: BaseException) -> str:

@@ -190,6 +190,47 @@ def test_unreadable_files_are_refused_in_nlfilts_words_naming_the_file(tmp_path)
             assert words not in result.output, (name, result.output)
 
 
+def patched_tiff(path: Path, pixels: numpy.ndarray, bits: int | None = None,
+                 next_page: int | None = None) -> None:
+    """A TIFF of ``pixels`` (one gray page, or pages) with the first page's BitsPerSample set to
+    ``bits`` and its link to the next page set to ``next_page`` (a damaged file; found by fuzzing)."""
+    import tifffile
+
+    tifffile.imwrite(path, pixels, photometric="minisblack")
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages.first
+        entries = len(page.tags)
+        bits_offset = page.tags["BitsPerSample"].valueoffset
+    if bits is not None:
+        data[bits_offset:bits_offset + 2] = struct.pack("<H", bits)
+    if next_page is not None:
+        link = page.offset + 2 + 12 * entries
+        data[link:link + 4] = struct.pack("<I", next_page)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_tiffs_are_refused_in_one_message_without_the_codecs_log(tmp_path, capfd):
+    """Fuzzing found TIFF headers whose sample format and bit depth name no type: the header read float64
+    (numpy's type for None) and tifffile logged each oddity of the file to stderr three times; a link to a
+    page past the end of an otherwise good file was logged too."""
+    pixels = noisy_pixels(numpy.float32)[1]
+    patched_tiff(tmp_path / "float12.tif", pixels, bits=12)
+    patched_tiff(tmp_path / "stack12.tif", numpy.stack([pixels, pixels]), bits=12)
+    patched_tiff(tmp_path / "lost-link.tif", pixels, next_page=0xFFFFFF00)
+    for name in ("float12.tif", "stack12.tif", "lost-link.tif"):
+        result = CliRunner().invoke(main, ["denoise", str(tmp_path / name), "-o",
+                                           str(tmp_path / "out" / name), "--method", "filter", "--quiet"])
+        logged = capfd.readouterr().err  # what tifffile's logger would print, past click's runner
+        if name == "lost-link.tif":
+            assert result.exit_code == 0 and (tmp_path / "out" / name).is_file(), result.output
+        elif name == "float12.tif":
+            assert result.exit_code == 1 and f"{tmp_path / name}: unknown pixel type" in result.output
+        else:  # the first page no longer matches the second: no series
+            assert result.exit_code == 1 and f"{tmp_path / name}: cannot read this TIFF file" in result.output
+        assert "tifffile" not in result.output + logged and "Tiff" not in result.output + logged
+
+
 REFUSED_OUTPUTS = [
     ("rgba8.png", numpy.uint8, 4, ".bmp", "alpha"),
     ("rgba8.png", numpy.uint8, 4, ".jpg", "alpha"),
