@@ -249,8 +249,11 @@ def _read_header(path: Path) -> ImageHeader:
         return header
     try:
         properties = iio.improps(path, index=..., plugin=_PLUGINS[kind])  # every frame or page
+        problem = _colour_model_problem(*_colour_model(path, kind))
     except Exception as exc:  # the codecs raise many types for damaged files
         raise ImageError(_damaged(kind, exc)) from None
+    if problem:
+        raise ImageError(problem)
     dtype = _pixel_type(properties.dtype)
     shape = tuple(int(side) for side in properties.shape)
     if properties.is_batch:
@@ -344,8 +347,11 @@ def _tiff_stack_header(path: Path) -> ImageHeader:
                                  "rgb" if axes.endswith("S") and series.shape[-1] in (3, 4) else "minisblack",
                                  resolution, int(page.resolutionunit))
             dtype = series.dtype
+            problem = _colour_model_problem(*_tiff_colour_model(page))
     except Exception as exc:  # tifffile raises many types for unreadable files
         raise ImageError(_damaged("TIFF", exc)) from None
+    if problem:
+        raise ImageError(problem)
     dtype = _pixel_type(dtype)
     if not any(layout.axes.endswith(frame) for frame in _FRAME_AXES) or layout.leading_axes < 1:
         raise ImageError(f"unsupported TIFF stack of axes {layout.axes} and shape {layout.shape}: "
@@ -396,6 +402,62 @@ def write_stack(path: Path, stack: Stack, *, replace: bool = True) -> None:
     else:
         options.update(metadata={"axes": layout.axes})
     write_atomically(path, lambda temporary: tifffile.imwrite(temporary, data, **options), replace=replace)
+
+
+#: The colour models read as they are: Pillow's modes (palette images come out as RGB or RGBA) and TIFF's
+#: photometric interpretations (YCbCr too, where JPEG-compressed: its decoder gives RGB).
+_PILLOW_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_TIFF_MODELS = ("MINISBLACK", "RGB")
+#: What the others are, in words.
+_COLOUR_MODELS = {"CMYK": "CMYK", "SEPARATED": "CMYK", "YCbCr": "YCbCr", "YCBCR": "YCbCr", "LAB": "L*a*b*",
+                  "CIELAB": "L*a*b*", "ICCLAB": "L*a*b*", "ITULAB": "L*a*b*", "HSV": "HSV"}
+
+
+def _colour_model(path: Path, kind: str) -> tuple[str, str | None, bool]:
+    """(kind, the colour model of the first frame, whether it is a JPEG-compressed TIFF): the colour model
+    is Pillow's mode, or the TIFF's photometric interpretation; read from the header alone."""
+    if kind == "TIFF":
+        import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+
+        with tifffile.TiffFile(path) as tiff:
+            return _tiff_colour_model(tiff.pages.first)
+    from PIL import Image as pillow  # noqa: PLC0415 - imageio's codec for PNG, JPEG, BMP and WebP
+
+    with pillow.open(path) as image:
+        return kind, image.mode, False
+
+
+def _tiff_colour_model(page: Any) -> tuple[str, str | None, bool]:
+    """:func:`_colour_model` of a tifffile page."""
+    import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+
+    try:
+        model = tifffile.PHOTOMETRIC(int(page.photometric)).name
+    except (TypeError, ValueError):
+        model = f"photometric interpretation {page.photometric!r}"
+    jpeg = page.compression in (tifffile.COMPRESSION.JPEG, tifffile.COMPRESSION.OJPEG)
+    return "TIFF", model, jpeg
+
+
+def _colour_model_problem(kind: str, model: str | None, jpeg: bool) -> str | None:
+    """Why a file of ``kind`` in the colour ``model`` (see :func:`_colour_model`) is refused, or None.
+
+    nlfilt filters gray and RGB channels and writes them back as gray and RGB: a CMYK, YCbCr or L*a*b*
+    file would be filtered, and written, as channels it does not hold (CMYK's K as an alpha channel), a
+    min-is-white TIFF written back inverted, and a palette TIFF's colour indices filtered as values.
+    """
+    if model is None or model in (_TIFF_MODELS if kind == "TIFF" else _PILLOW_MODES):
+        return None
+    if model == "YCBCR" and jpeg:  # the JPEG decoder gives RGB
+        return None
+    if model == "MINISWHITE":
+        return ("min-is-white gray (0 is white): it would be written back as min-is-black, inverted; convert "
+                "it to min-is-black first")
+    if model == "PALETTE":
+        return ("palette (indexed colour) TIFF: its pixels are indices into a colour table, not values; "
+                "convert it to RGB first")
+    return (f"{_COLOUR_MODELS.get(model, model)} colour; nlfilt filters gray and RGB images (with or without "
+            "alpha): convert it to RGB first")
 
 
 def _pixel_type(dtype: Any) -> numpy.dtype:

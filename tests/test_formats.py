@@ -231,6 +231,33 @@ def test_damaged_tiffs_are_refused_in_one_message_without_the_codecs_log(tmp_pat
         assert "tifffile" not in result.output + logged and "Tiff" not in result.output + logged
 
 
+def test_colour_models_other_than_gray_and_rgb_are_refused_not_filtered_as_channels(tmp_path):
+    """A CMYK JPEG was read as RGBA (K as alpha) and written as an RGBA PNG; a min-is-white TIFF came back
+    inverted, a palette TIFF's indices were filtered as values. A JPEG-compressed RGB TIFF (YCbCr inside)
+    is read."""
+    import tifffile
+    from PIL import Image
+
+    pixels = noisy_pixels(numpy.uint8, 3)[1]
+    Image.fromarray(pixels).convert("CMYK").save(tmp_path / "print.jpg")
+    tifffile.imwrite(tmp_path / "print.tif", numpy.dstack([pixels, pixels[..., :1]]), photometric="separated")
+    tifffile.imwrite(tmp_path / "white.tif", pixels[..., 0], photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "white-stack.tif", numpy.stack([pixels[..., 0]] * 2),
+                     photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "indexed.tif", pixels[..., 0], photometric="palette",
+                     colormap=numpy.zeros((3, 256), numpy.uint16))
+    tifffile.imwrite(tmp_path / "jpeg.tif", pixels, photometric="rgb", compression="jpeg")
+    reasons = {"print.jpg": "CMYK colour", "print.tif": "CMYK colour", "white.tif": "min-is-white gray",
+               "white-stack.tif": "min-is-white gray", "indexed.tif": "palette (indexed colour) TIFF"}
+    for name, reason in reasons.items():
+        result = run("denoise", tmp_path / name, "-o", tmp_path / "out" / f"{name}.png", "--method", "filter")
+        assert result.exit_code == 1 and f"{tmp_path / name}: {reason}" in result.output, result.output
+        assert not (tmp_path / "out" / f"{name}.png").exists()
+    result = run("denoise", tmp_path / "jpeg.tif", "-o", tmp_path / "out" / "jpeg.tif", "--method", "filter",
+                 "--quiet")
+    assert result.exit_code == 0 and iio.imread(tmp_path / "out" / "jpeg.tif").shape == pixels.shape
+
+
 REFUSED_OUTPUTS = [
     ("rgba8.png", numpy.uint8, 4, ".bmp", "alpha"),
     ("rgba8.png", numpy.uint8, 4, ".jpg", "alpha"),
