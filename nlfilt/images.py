@@ -47,8 +47,9 @@ _FORMATS = {".tiff": ".tif", ".jpeg": ".jpg"}
 _SIGNATURES = (("PNG", b"\x89PNG\r\n\x1a\n"), ("TIFF", b"II*\0"), ("TIFF", b"MM\0*"), ("TIFF", b"II+\0"),
                ("TIFF", b"MM\0+"), ("JPEG", b"\xff\xd8\xff"), ("BMP", b"BM"))
 
-#: The imageio plugin that reads each format (named, so that its own error reaches the message).
-_PLUGINS = {"PNG": "pillow", "JPEG": "pillow", "BMP": "pillow", "WebP": "pillow", "TIFF": "tifffile"}
+#: The imageio plugin that reads each format but TIFF (named, so that its own error reaches the message);
+#: TIFF files are read by tifffile itself (:func:`open_tiff`).
+_PLUGINS = {"PNG": "pillow", "JPEG": "pillow", "BMP": "pillow", "WebP": "pillow"}
 
 #: Partial (unfinished) outputs: ``.<stem>.<random>.nlfilt-<host>-<pid>.partial<suffix>``.
 _PARTIAL = re.compile(r"^\..*\.nlfilt-(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)\.partial\.[A-Za-z]+$")
@@ -243,8 +244,8 @@ def _read_header(path: Path) -> ImageHeader:
     sixteen = _sixteen_bit_colour_png(path)
     if sixteen is not None:
         return sixteen
-    if kind == "TIFF" and _tiff_pages(path) > 1:
-        header = _tiff_stack_header(path)
+    if kind == "TIFF":
+        header = _tiff_header(path)
         _check_layout(header)
         return header
     try:
@@ -302,6 +303,8 @@ def _read_image(path: Path, header: ImageHeader | None, stacks: bool) -> Image:
     try:
         if _sixteen_bit_colour_png(path) is not None:
             pixels = numpy.asarray(_imagecodecs().png_decode(path.read_bytes()))
+        elif kind == "TIFF":
+            pixels = _tiff_pixels(path, stack=False)
         else:
             pixels = numpy.asarray(iio.imread(path, plugin=_PLUGINS[kind]))
     except Exception as exc:  # the codecs raise many types for damaged files
@@ -323,40 +326,71 @@ _IMAGEJ_KEYS = ("spacing", "unit", "finterval", "fps", "loop", "min", "max", "La
 _FRAME_AXES = ("YXS", "YX")
 
 
-def _tiff_stack_header(path: Path) -> ImageHeader:
-    """The header of the multi-page TIFF ``path`` (its first series, with its layout), or ImageError."""
+def open_tiff(path: Path) -> Any:
+    """``tifffile.TiffFile(path)`` with its chain of pages walked, to be closed by the caller.
+
+    Walking the pages first (counting them) stops at a page that links back
+    to an earlier one; tifffile's ``series`` of a file opened afresh would go
+    round such a loop for ever (found by fuzzing).
+    """
+    import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+
+    tiff = tifffile.TiffFile(path)
+    try:
+        len(tiff.pages)
+    except BaseException:
+        tiff.close()
+        raise
+    return tiff
+
+
+def _tiff_header(path: Path) -> ImageHeader:
+    """The header of the TIFF ``path``: its first page, or, when it has several (a stack), its first
+    series with its layout; or ImageError."""
     try:
         import tifffile  # noqa: PLC0415 - imageio's TIFF plugin
 
-        with tifffile.TiffFile(path) as tiff:
+        with open_tiff(path) as tiff:
+            pages = len(tiff.pages)
             series = tiff.series[0]
-            page = tiff.pages[0]
+            page = tiff.pages.first
             axes = series.axes
-            imagej = None
-            if tiff.is_imagej:
-                metadata = tiff.imagej_metadata or {}
-                imagej = {key: metadata[key] for key in _IMAGEJ_KEYS if key in metadata}
-            ome = None
-            if tiff.is_ome:
-                pixels = tifffile.xml2dict(tiff.ome_metadata)["OME"]["Image"]
-                pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
-                ome = {key: value for key, value in pixels.items() if key.startswith("PhysicalSize")
-                       or key.startswith("TimeIncrement")}
-            resolution = tuple(float(value) for value in page.resolution) if page.resolution else None
-            layout = StackLayout(tuple(int(side) for side in series.shape), axes, imagej, ome,
-                                 "rgb" if axes.endswith("S") and series.shape[-1] in (3, 4) else "minisblack",
-                                 resolution, int(page.resolutionunit))
-            dtype = series.dtype
             problem = _colour_model_problem(*_tiff_colour_model(page))
+            dtype = None if page.dtype is None else (series if pages > 1 else page).dtype  # None: unknown
+            shape = tuple(int(side) for side in (series if pages > 1 else page).shape)
+            layout = None
+            if pages > 1:
+                imagej = None
+                if tiff.is_imagej:
+                    metadata = tiff.imagej_metadata or {}
+                    imagej = {key: metadata[key] for key in _IMAGEJ_KEYS if key in metadata}
+                ome = None
+                if tiff.is_ome:
+                    pixels = tifffile.xml2dict(tiff.ome_metadata)["OME"]["Image"]
+                    pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+                    ome = {key: value for key, value in pixels.items() if key.startswith("PhysicalSize")
+                           or key.startswith("TimeIncrement")}
+                resolution = tuple(float(value) for value in page.resolution) if page.resolution else None
+                layout = StackLayout(shape, axes, imagej, ome,
+                                     "rgb" if axes.endswith("S") and shape[-1] in (3, 4) else "minisblack",
+                                     resolution, int(page.resolutionunit))
     except Exception as exc:  # tifffile raises many types for unreadable files
         raise ImageError(_damaged("TIFF", exc)) from None
     if problem:
         raise ImageError(problem)
     dtype = _pixel_type(dtype)
+    if layout is None:
+        return ImageHeader(shape, dtype)
     if not any(layout.axes.endswith(frame) for frame in _FRAME_AXES) or layout.leading_axes < 1:
         raise ImageError(f"unsupported TIFF stack of axes {layout.axes} and shape {layout.shape}: "
                          "expected frames of rows and columns (..., Y, X) with or without samples (S)")
     return ImageHeader(layout.frame_shape, dtype, layout)
+
+
+def _tiff_pixels(path: Path, stack: bool) -> numpy.ndarray:
+    """The pixels :func:`_tiff_header` describes: the first series of a ``stack``, else the first page."""
+    with open_tiff(path) as tiff:
+        return numpy.asarray((tiff.series[0] if stack else tiff.pages.first).asarray())
 
 
 def _read_stack(path: Path, header: ImageHeader) -> Image:
@@ -368,9 +402,7 @@ def _read_stack(path: Path, header: ImageHeader) -> Image:
         if kind == "PNG":  # read_header takes only PNG and TIFF files as stacks
             pixels = numpy.asarray(iio.imread(path, index=None, plugin=_PLUGINS[kind]))
         else:
-            import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
-
-            pixels = numpy.asarray(tifffile.imread(path, series=0))
+            pixels = _tiff_pixels(path, stack=True)
     except Exception as exc:  # the codecs raise many types for damaged files
         raise ImageError(_damaged(kind, exc)) from None
     frames = (header.frames, *header.shape)
@@ -414,13 +446,8 @@ _COLOUR_MODELS = {"CMYK": "CMYK", "SEPARATED": "CMYK", "YCbCr": "YCbCr", "YCBCR"
 
 
 def _colour_model(path: Path, kind: str) -> tuple[str, str | None, bool]:
-    """(kind, the colour model of the first frame, whether it is a JPEG-compressed TIFF): the colour model
-    is Pillow's mode, or the TIFF's photometric interpretation; read from the header alone."""
-    if kind == "TIFF":
-        import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
-
-        with tifffile.TiffFile(path) as tiff:
-            return _tiff_colour_model(tiff.pages.first)
+    """(kind, Pillow's mode of the first frame, False) for a file Pillow reads; see
+    :func:`_tiff_colour_model` for TIFF.  Read from the header alone."""
     from PIL import Image as pillow  # noqa: PLC0415 - imageio's codec for PNG, JPEG, BMP and WebP
 
     with pillow.open(path) as image:
@@ -428,7 +455,7 @@ def _colour_model(path: Path, kind: str) -> tuple[str, str | None, bool]:
 
 
 def _tiff_colour_model(page: Any) -> tuple[str, str | None, bool]:
-    """:func:`_colour_model` of a tifffile page."""
+    """("TIFF", the photometric interpretation of a tifffile page, whether it is JPEG-compressed)."""
     import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
 
     try:
@@ -675,17 +702,6 @@ def _output_mode(path: Path) -> int:
         umask = os.umask(0o022)
         os.umask(umask)
     return 0o666 & ~umask
-
-
-def _tiff_pages(path: Path) -> int:
-    """Number of pages of the TIFF file ``path`` (0 when tifffile cannot read it)."""
-    try:
-        import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
-
-        with tifffile.TiffFile(path) as tiff:
-            return len(tiff.pages)
-    except Exception:
-        return 0  # let the reader report it
 
 
 #: Channels of a PNG's colour types with colour or alpha (gray+alpha, RGB, RGBA).

@@ -258,6 +258,70 @@ def test_colour_models_other_than_gray_and_rgb_are_refused_not_filtered_as_chann
     assert result.exit_code == 0 and iio.imread(tmp_path / "out" / "jpeg.tif").shape == pixels.shape
 
 
+def animated_png_claiming(path: Path, frames: int) -> None:
+    """An animated PNG of 3 frames whose animation chunk claims ``frames`` (found by fuzzing)."""
+    iio.imwrite(path, noisy_pixels(numpy.uint8, 3)[1][None].repeat(3, axis=0), extension=".png")
+    data = bytearray(path.read_bytes())
+    start = data.index(b"acTL") - 4
+    data[start + 8:start + 12] = struct.pack(">I", frames)
+    data[start + 16:start + 20] = struct.pack(">I", zlib.crc32(bytes(data[start + 4:start + 16])))
+    path.write_bytes(bytes(data))
+
+
+def test_a_stack_is_costed_whole_in_the_limit_the_user_gave(tmp_path, monkeypatch):
+    """An animated PNG claiming 5 million frames was refused as '20x24 ... would take about 1 seconds (over
+    --max-minutes 1.25e-06)' (the limit shared among the frames); a stack's own memory was not counted."""
+    from nlfilt.cli.options import RunOptions, check_plan
+    from nlfilt.methods import method
+
+    animated_png_claiming(tmp_path / "many.png", 5_000_000)
+    forbid_denoising(monkeypatch)
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**40)  # time, not memory, refuses
+    result = run("denoise", tmp_path / "many.png", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1 and "a stack of 5000000 frames of 40x48 with" in result.output, result.output
+    assert "hours on this CPU (over --max-minutes 10)" in result.output
+    monkeypatch.undo()
+    animated_png_claiming(tmp_path / "few.png", 5)  # decoded: 3 frames are not the 5 claimed
+    result = run("denoise", tmp_path / "few.png", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1 and f"{tmp_path / 'few.png'}: " in result.output, result.output
+    assert "damaged" in result.output
+    assert "Traceback" not in result.output and "reshape" not in result.output
+    plan = RunOptions.from_params({"device": "cpu"}).plan((40, 48, 1), numpy.uint8, "cpu")
+    frame = method(plan.method).working_bytes((40, 48, 1), plan)
+    stack = frame + 3 * 100 * 40 * 48 * 4
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: frame + stack)  # half: between the two
+    check_plan((40, 48, 1), plan, 0)
+    with pytest.raises(ValueError, match="a stack of 100 frames of 40x48 .* working memory"):
+        check_plan((40, 48, 1), plan, 0, frames=100)
+
+
+def test_a_tiff_whose_last_page_links_to_itself_is_read_without_going_round_for_ever(tmp_path):
+    """Found by fuzzing: pages of two shapes (tifffile's generic series) and a last page that links back
+    to itself made tifffile's series of a file opened afresh loop for ever; nlfilt walks the pages first."""
+    import threading
+
+    import tifffile
+
+    path = tmp_path / "loop.tif"
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(noisy_pixels(numpy.uint8)[1], photometric="minisblack", metadata=None)
+        writer.write(numpy.zeros((10, 12), numpy.uint8), photometric="minisblack", metadata=None)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        last = tiff.pages[-1].offset
+    link = last + 2 + 12 * struct.unpack("<H", data[last:last + 2])[0]
+    data[link:link + 4] = struct.pack("<I", last)
+    path.write_bytes(bytes(data))
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run("denoise", path, "-o", tmp_path / "out.tif")),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "went round the loop of pages"
+    (result,) = results
+    assert result.exit_code == 1 and f"{path}: unsupported TIFF stack" in result.output, result.output
+
+
 REFUSED_OUTPUTS = [
     ("rgba8.png", numpy.uint8, 4, ".bmp", "alpha"),
     ("rgba8.png", numpy.uint8, 4, ".jpg", "alpha"),

@@ -342,7 +342,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
         if volume:  # one 3-D filter: its cost is that of a (Z, H, W, C) image
             shape = (frames, *shape[:2], shape[2] if len(shape) == 3 else 1)
         plan = run.plan(shape, header.dtype, device)
-        check_plan(shape, plan, max_minutes if volume else max_minutes / frames, streamed=streamed)
+        check_plan(shape, plan, max_minutes, streamed=streamed, frames=1 if volume else frames)
         image = None if streamed else read_image(job.source, header, stacks=True)
         unit = ("bands of rows" if streamed else "frames" if header.frames and not volume
                 else chosen.progress_unit)

@@ -338,29 +338,42 @@ def physical_memory() -> int:
         return 0
 
 
-def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed: bool = False) -> None:
+def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed: bool = False,
+               frames: int = 1) -> None:
     """Refuse an image of ``shape`` (its filtered channels; (Z, H, W, C) for a volume) before it is
     decoded (ValueError): over half the machine's memory on the CPU, over the free memory on a GPU (a
     streamed image holds a band at a time), or over ``max_minutes`` (0: no limit), with the remedies that
-    help (the method's own, the GPU where one is usable, tiles, a larger limit)."""
+    help (the method's own, the GPU where one is usable, tiles, a larger limit).
+
+    ``frames`` > 1: a stack filtered frame by frame, ``shape`` one frame's: the time is that of all its
+    frames, and the memory counts the whole stack held in the work's dtype three times (the input, the
+    filtered frames, the result) besides one frame's working memory.
+    """
     chosen = method(plan.method)
     gpu_usable = plan.device == "gpu" or gpu_status()[0]
     what = f"{_extent(shape)} with {chosen.describe(plan)}"
+    if frames > 1:
+        what = f"a stack of {frames} frames of {what}"
     needed = chosen.working_bytes(shape, plan)
+    held = 3 * frames * math.prod(shape) * numpy.dtype(plan.dtype).itemsize if frames > 1 else 0
     tiles = "crop the image or split it into tiles" + (" (a TIFF: --chunk 4096)" if chosen.streams else "")
+    if frames > 1:
+        tiles = "split the stack into smaller files or crop its frames"
     if plan.device == "gpu" and not streamed:
         free = gpu_free_bytes()
         if free is not None and needed > free:
             raise ValueError(f"{what} would need about {needed / 2**30:.1f} GiB of GPU memory, over the "
                              f"{free / 2**30:.1f} GiB free on the GPU; use --device cpu or {tiles}")
     memory = physical_memory()
-    if plan.device == "cpu" and not streamed and memory and needed > memory // 2:
-        remedies = chosen.remedies(shape, plan, "memory") + (["use --device gpu"] if gpu_usable else [])
-        raise ValueError(f"{what} would need about {needed / 2**30:.1f} GiB of working memory, over half of "
+    host = (needed if plan.device == "cpu" else 0) + held
+    if not streamed and memory and host > memory // 2:
+        remedies = chosen.remedies(shape, plan, "memory") if plan.device == "cpu" else []
+        remedies += ["use --device gpu"] if gpu_usable and plan.device == "cpu" and not held else []
+        raise ValueError(f"{what} would need about {host / 2**30:.1f} GiB of working memory, over half of "
                          f"this machine's {memory / 2**30:.0f} GiB; {_either([*remedies, tiles])}")
     if max_minutes <= 0:
         return
-    seconds = chosen.seconds(shape, plan)
+    seconds = chosen.seconds(shape, plan) * frames
     if seconds > 60 * max_minutes:
         where = "on the GPU (an estimate from the arithmetic, not yet measured)" if plan.device == "gpu" \
             else "on this CPU"
