@@ -161,24 +161,74 @@ def is_device_array(array: Any) -> bool:
     return hasattr(array, "__cuda_array_interface__")
 
 
+#: The start of the reason given when CuPy is not installed at all (rather than installed but unusable).
+CUPY_MISSING = "CuPy is not installed"
+
+
 @lru_cache(maxsize=1)
-def _cupy_or_reason() -> tuple[ModuleType | None, str]:
-    """Import CuPy and check for a usable CUDA device, once per process."""
+def _import_cupy() -> tuple[ModuleType | None, str]:
+    """CuPy, or None and why it cannot be imported, once per process.
+
+    Any exception of the import means that CuPy cannot be used: CuPy's import creates its kernel cache
+    folder, for one, and fails with an OSError under an unwritable home folder.
+    """
     try:
         import cupy  # noqa: PLC0415 - deliberately lazy
-    except ImportError as exc:
-        return None, f"CuPy is not installed ({exc}); install nlfilt[gpu]"
+    except ModuleNotFoundError as exc:
+        if exc.name != "cupy":  # CuPy is there, something it imports is not
+            return None, f"CuPy cannot be imported ({_reason(exc)})"
+        return None, f"{CUPY_MISSING} ({exc}); install nlfilt[gpu]"
+    except Exception as exc:  # whatever CuPy's import meets: OSError, RuntimeError, ...
+        advice = ("; CuPy creates its kernel cache folder on import: set CUPY_CACHE_DIR to a writable folder"
+                  if isinstance(exc, OSError) else "")
+        return None, f"CuPy cannot be imported ({_reason(exc)}{advice})"
+    return cupy, f"CuPy {getattr(cupy, '__version__', '(version unknown)')}"
+
+
+def cupy_version() -> str:
+    """CuPy's version, 'not installed', or 'cannot be imported' (for ``nlfilt info``)."""
+    cupy, reason = _import_cupy()
+    if cupy is not None:
+        return str(getattr(cupy, "__version__", "(version unknown)"))
+    return "not installed" if reason.startswith(CUPY_MISSING) else "cannot be imported"
+
+
+@lru_cache(maxsize=1)
+def _cupy_or_reason() -> tuple[ModuleType | None, str]:
+    """CuPy when a CUDA device is usable, else None; and the reason, once per process.
+
+    Any exception on the way means that no GPU is usable, with the reason: CuPy missing or failing to
+    import (:func:`_import_cupy`), or no usable CUDA device or driver.
+    """
+    cupy, reason = _import_cupy()
+    if cupy is None:
+        return None, reason
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # no driver, or one older than CuPy's CUDA runtime
-        driver = _driver_version(cupy)
-        runtime = cupy.cuda.runtime.runtimeGetVersion()
-        built_for = f"{runtime // 1000}.{runtime % 1000 // 10}"
-        return None, (f"CuPy {cupy.__version__} cannot use CUDA ({exc}); NVIDIA driver "
-                      f"{driver or 'not found'}, CuPy built for CUDA {built_for}")
+        return None, (f"{reason} cannot use CUDA ({_reason(exc, named=False)}); NVIDIA driver "
+                      f"{_driver_version(cupy) or 'not found'}, CuPy built for CUDA "
+                      f"{_runtime_version(cupy) or 'unknown'}")
     if count == 0:
-        return None, f"CuPy {cupy.__version__} is installed but no CUDA device was found"
+        return None, f"{reason} is installed but no CUDA device was found"
     return cupy, f"{count} CUDA device(s) usable"
+
+
+def _reason(exc: BaseException, named: bool = True) -> str:
+    """``exc`` in one line: its type (when ``named``) and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not named:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _runtime_version(cupy: ModuleType) -> str:
+    try:
+        version = cupy.cuda.runtime.runtimeGetVersion()
+    except Exception:
+        return ""
+    return f"{version // 1000}.{version % 1000 // 10}"
 
 
 def _driver_version(cupy: ModuleType) -> str:

@@ -18,6 +18,7 @@ whatever a dead or dying writer left in it (:func:`remove_partials_folder`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -26,8 +27,10 @@ import shutil
 import socket
 import tempfile
 import threading
+import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +47,14 @@ _EIGHT_BIT = (".jpg", ".jpeg", ".bmp", ".webp")
 
 #: Extensions of one format (an output may change the extension within a format).
 _FORMATS = {".tiff": ".tif", ".jpeg": ".jpg"}
+
+#: The formats read, by the bytes their files start with (WebP: RIFF, a size, WEBP; see _file_format).
+_SIGNATURES = (("PNG", b"\x89PNG\r\n\x1a\n"), ("TIFF", b"II*\0"), ("TIFF", b"MM\0*"), ("TIFF", b"II+\0"),
+               ("TIFF", b"MM\0+"), ("JPEG", b"\xff\xd8\xff"), ("BMP", b"BM"))
+
+#: The imageio plugin that reads each format but TIFF (named, so that its own error reaches the message);
+#: TIFF files are read by tifffile itself (:func:`open_tiff`).
+_PLUGINS = {"PNG": "pillow", "JPEG": "pillow", "BMP": "pillow", "WebP": "pillow"}
 
 #: Partial (unfinished) outputs: ``.<stem>.<random>.nlfilt-<host>-<pid>.partial<suffix>``.
 _PARTIAL = re.compile(r"^\..*\.nlfilt-(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)\.partial\.[A-Za-z]+$")
@@ -211,50 +222,64 @@ def cast_like(values: numpy.ndarray, dtype: numpy.dtype) -> numpy.ndarray:
 def read_header(path: Path) -> ImageHeader:
     """Read the shape and pixel type of ``path`` from its header, without decoding the pixels.
 
+    The format is told by the file's first bytes, not by its extension.
+    Pillow's decompression-bomb limit is lifted here and in
+    :func:`read_image`: the callers refuse images by the size this header
+    gives (time and memory, :func:`nlfilt.cli.options.check_plan`) before
+    decoding, in nlfilt's words and with remedies.
+
     Raises
     ------
     ImageError
-        For an empty or unreadable file, one that is not an image, holds
-        several frames (other than a multi-page TIFF, a stack: ``frames``),
-        or has an unsupported pixel type or channel layout, and for files
-        the codecs would read with data lost (16-bit colour PNG without
-        imagecodecs, 32-bit BMP).
+        For an empty or unreadable file, one that is not a PNG, TIFF, JPEG,
+        BMP or WebP file, is damaged, holds several frames (other than a
+        multi-page TIFF or an animated PNG, a stack: ``frames``), or has an
+        unsupported pixel type or channel layout, and for files the codecs
+        would read with data lost (16-bit colour PNG without imagecodecs,
+        32-bit BMP).
     """
-    path = Path(path)
+    with _opening():
+        return _read_header(Path(path))
+
+
+def _read_header(path: Path) -> ImageHeader:
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise ImageError(f"cannot read ({_reason(exc)})") from None
     if size == 0:
         raise ImageError("empty file (0 bytes)")
+    kind = _file_format(path)
     _refuse_lossy_reads(path)
     sixteen = _sixteen_bit_colour_png(path)
     if sixteen is not None:
         return sixteen
-    if _tiff_pages(path) > 1:
-        header = _tiff_stack_header(path)
+    if kind == "TIFF":
+        header = _tiff_header(path)
         _check_layout(header)
         return header
     try:
-        with warnings.catch_warnings():  # plugin deprecation notices while imageio probes a bad file
-            warnings.simplefilter("ignore")
-            properties = iio.improps(path, index=...)  # every frame or page
-    except Exception as exc:  # imageio raises many types for unreadable files
-        raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
+        properties = iio.improps(path, index=..., plugin=_PLUGINS[kind])  # every frame or page
+        problem = _colour_model_problem(*_colour_model(path, kind))
+    except Exception as exc:  # the codecs raise many types for damaged files
+        raise ImageError(_damaged(kind, exc)) from None
+    if problem:
+        raise ImageError(problem)
+    dtype = _pixel_type(properties.dtype)
     shape = tuple(int(side) for side in properties.shape)
     if properties.is_batch:
-        if shape[0] > 1 and path.suffix.lower() == ".png":  # an animated PNG: a stack of its frames
+        if shape[0] > 1 and kind == "PNG":  # an animated PNG: a stack of its frames
             samples = len(shape) == 4
             layout = StackLayout(shape, "QYXS" if samples else "QYX",
                                  photometric="rgb" if samples and shape[3] in (3, 4) else "minisblack")
-            header = ImageHeader(shape[1:], numpy.dtype(properties.dtype), layout)
+            header = ImageHeader(shape[1:], dtype, layout)
             _check_layout(header)
             return header
         if shape[0] > 1:
             raise ImageError(f"{shape[0]} frames or pages; only single images, multi-page TIFF and animated "
                              "PNG are supported")
         shape = shape[1:]
-    header = ImageHeader(shape, numpy.dtype(properties.dtype))
+    header = ImageHeader(shape, dtype)
     _check_layout(header)
     return header
 
@@ -270,26 +295,33 @@ def read_image(path: Path, header: ImageHeader | None = None, *, stacks: bool = 
     Raises
     ------
     ImageError
-        As :func:`read_header`, and when the pixels cannot be decoded.
+        As :func:`read_header`, when the pixels cannot be decoded, and when
+        they are not what the header said (a damaged file: the size checks
+        were made on the header).
     """
-    path = Path(path)
-    header = read_header(path) if header is None else header
+    with _opening():
+        return _read_image(Path(path), header, stacks)
+
+
+def _read_image(path: Path, header: ImageHeader | None, stacks: bool) -> Image:
+    header = _read_header(path) if header is None else header
     if header.stack is not None and not stacks:
         raise ImageError(f"multi-page TIFF ({header.frames} frames); this command takes a single image")
     if header.stack is not None:
         return _read_stack(path, header)
+    kind = _file_format(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if _sixteen_bit_colour_png(path) is not None:
-                pixels = numpy.asarray(_imagecodecs().png_decode(path.read_bytes()))
-            else:
-                pixels = numpy.asarray(iio.imread(path))
-    except Exception as exc:  # imageio raises many types for unreadable files
-        raise ImageError(f"cannot read as an image ({_reason(exc)})") from None
+        if _sixteen_bit_colour_png(path) is not None:
+            pixels = numpy.asarray(_imagecodecs().png_decode(path.read_bytes()))
+        elif kind == "TIFF":
+            pixels = _tiff_pixels(path, stack=False)
+        else:
+            pixels = numpy.asarray(iio.imread(path, plugin=_PLUGINS[kind]))
+    except Exception as exc:  # the codecs raise many types for damaged files
+        raise ImageError(_damaged(kind, exc)) from None
     if pixels.ndim == 3 and pixels.shape[0] == 1 and len(header.shape) == 2:
         pixels = pixels[0]
-    _check_layout(ImageHeader(pixels.shape, pixels.dtype))
+    _check_decoded(pixels, header.shape, header.dtype)
     if pixels.ndim == 2:
         return Image(pixels, None, 0)
     if pixels.shape[2] in (1, 3):
@@ -304,54 +336,89 @@ _IMAGEJ_KEYS = ("spacing", "unit", "finterval", "fps", "loop", "min", "max", "La
 _FRAME_AXES = ("YXS", "YX")
 
 
-def _tiff_stack_header(path: Path) -> ImageHeader:
-    """The header of the multi-page TIFF ``path`` (its first series, with its layout), or ImageError."""
+def open_tiff(path: Path) -> Any:
+    """``tifffile.TiffFile(path)`` with its chain of pages walked, to be closed by the caller.
+
+    Walking the pages first (counting them) stops at a page that links back
+    to an earlier one; tifffile's ``series`` of a file opened afresh would go
+    round such a loop for ever (found by fuzzing).
+    """
+    import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+
+    tiff = tifffile.TiffFile(path)
+    try:
+        len(tiff.pages)
+    except BaseException:
+        tiff.close()
+        raise
+    return tiff
+
+
+def _tiff_header(path: Path) -> ImageHeader:
+    """The header of the TIFF ``path``: its first page, or, when it has several (a stack), its first
+    series with its layout; or ImageError."""
     try:
         import tifffile  # noqa: PLC0415 - imageio's TIFF plugin
 
-        with tifffile.TiffFile(path) as tiff:
+        with open_tiff(path) as tiff:
+            pages = len(tiff.pages)
             series = tiff.series[0]
-            page = tiff.pages[0]
+            page = tiff.pages.first
             axes = series.axes
-            imagej = None
-            if tiff.is_imagej:
-                metadata = tiff.imagej_metadata or {}
-                imagej = {key: metadata[key] for key in _IMAGEJ_KEYS if key in metadata}
-            ome = None
-            if tiff.is_ome:
-                pixels = tifffile.xml2dict(tiff.ome_metadata)["OME"]["Image"]
-                pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
-                ome = {key: value for key, value in pixels.items() if key.startswith("PhysicalSize")
-                       or key.startswith("TimeIncrement")}
-            resolution = tuple(float(value) for value in page.resolution) if page.resolution else None
-            layout = StackLayout(tuple(int(side) for side in series.shape), axes, imagej, ome,
-                                 "rgb" if axes.endswith("S") and series.shape[-1] in (3, 4) else "minisblack",
-                                 resolution, int(page.resolutionunit))
-            dtype = numpy.dtype(series.dtype)
+            problem = _colour_model_problem(*_tiff_colour_model(page))
+            dtype = None if page.dtype is None else (series if pages > 1 else page).dtype  # None: unknown
+            shape = tuple(int(side) for side in (series if pages > 1 else page).shape)
+            layout = None
+            if pages > 1:
+                imagej = None
+                if tiff.is_imagej:
+                    metadata = tiff.imagej_metadata or {}
+                    imagej = {key: metadata[key] for key in _IMAGEJ_KEYS if key in metadata}
+                ome = None
+                if tiff.is_ome:
+                    pixels = tifffile.xml2dict(tiff.ome_metadata)["OME"]["Image"]
+                    pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+                    ome = {key: value for key, value in pixels.items() if key.startswith("PhysicalSize")
+                           or key.startswith("TimeIncrement")}
+                resolution = tuple(float(value) for value in page.resolution) if page.resolution else None
+                layout = StackLayout(shape, axes, imagej, ome,
+                                     "rgb" if axes.endswith("S") and shape[-1] in (3, 4) else "minisblack",
+                                     resolution, int(page.resolutionunit))
     except Exception as exc:  # tifffile raises many types for unreadable files
-        raise ImageError(f"cannot read as a TIFF stack ({_reason(exc)})") from None
+        raise ImageError(_damaged("TIFF", exc)) from None
+    if problem:
+        raise ImageError(problem)
+    dtype = _pixel_type(dtype)
+    if layout is None:
+        return ImageHeader(shape, dtype)
     if not any(layout.axes.endswith(frame) for frame in _FRAME_AXES) or layout.leading_axes < 1:
         raise ImageError(f"unsupported TIFF stack of axes {layout.axes} and shape {layout.shape}: "
                          "expected frames of rows and columns (..., Y, X) with or without samples (S)")
     return ImageHeader(layout.frame_shape, dtype, layout)
 
 
+def _tiff_pixels(path: Path, stack: bool) -> numpy.ndarray:
+    """The pixels :func:`_tiff_header` describes: the first series of a ``stack``, else the first page."""
+    with open_tiff(path) as tiff:
+        return numpy.asarray((tiff.series[0] if stack else tiff.pages.first).asarray())
+
+
 def _read_stack(path: Path, header: ImageHeader) -> Image:
     """Read a stack (``header.stack``: a multi-page TIFF, or an animated PNG) as (P, H, W[, C]) frames
     and split off the alpha channel."""
     layout = header.stack
+    kind = _file_format(path)
     try:
-        if path.suffix.lower() == ".png":  # read_header takes only PNG and TIFF files as stacks
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pixels = numpy.asarray(iio.imread(path, index=None))
+        if kind == "PNG":  # read_header takes only PNG and TIFF files as stacks
+            pixels = numpy.asarray(iio.imread(path, index=None, plugin=_PLUGINS[kind]))
         else:
-            import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
-
-            pixels = numpy.asarray(tifffile.imread(path, series=0))
-    except Exception as exc:
-        raise ImageError(f"cannot read as a stack ({_reason(exc)})") from None
-    pixels = pixels.reshape((header.frames, *header.shape))
+            pixels = _tiff_pixels(path, stack=True)
+    except Exception as exc:  # the codecs raise many types for damaged files
+        raise ImageError(_damaged(kind, exc)) from None
+    frames = (header.frames, *header.shape)
+    if pixels.size == math.prod(frames):  # the series' leading axes flattened
+        pixels = pixels.reshape(frames)
+    _check_decoded(pixels, frames, header.dtype)
     channels = header.layout_channels
     if channels in (2, 4):
         return Image(pixels[..., :-1] if channels == 4 else pixels[..., 0], pixels[..., -1], channels, layout)
@@ -378,6 +445,66 @@ def write_stack(path: Path, stack: Stack, *, replace: bool = True, partials: Pat
         options.update(metadata={"axes": layout.axes})
     write_atomically(path, lambda temporary: tifffile.imwrite(temporary, data, **options), replace=replace,
                      partials=partials)
+
+
+#: The colour models read as they are: Pillow's modes (palette images come out as RGB or RGBA) and TIFF's
+#: photometric interpretations (YCbCr too, where JPEG-compressed: its decoder gives RGB).
+_PILLOW_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_TIFF_MODELS = ("MINISBLACK", "RGB")
+#: What the others are, in words.
+_COLOUR_MODELS = {"CMYK": "CMYK", "SEPARATED": "CMYK", "YCbCr": "YCbCr", "YCBCR": "YCbCr", "LAB": "L*a*b*",
+                  "CIELAB": "L*a*b*", "ICCLAB": "L*a*b*", "ITULAB": "L*a*b*", "HSV": "HSV"}
+
+
+def _colour_model(path: Path, kind: str) -> tuple[str, str | None, bool]:
+    """(kind, Pillow's mode of the first frame, False) for a file Pillow reads; see
+    :func:`_tiff_colour_model` for TIFF.  Read from the header alone."""
+    from PIL import Image as pillow  # noqa: PLC0415 - imageio's codec for PNG, JPEG, BMP and WebP
+
+    with pillow.open(path) as image:
+        return kind, image.mode, False
+
+
+def _tiff_colour_model(page: Any) -> tuple[str, str | None, bool]:
+    """("TIFF", the photometric interpretation of a tifffile page, whether it is JPEG-compressed)."""
+    import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
+
+    try:
+        model = tifffile.PHOTOMETRIC(int(page.photometric)).name
+    except (TypeError, ValueError):
+        model = f"photometric interpretation {page.photometric!r}"
+    jpeg = page.compression in (tifffile.COMPRESSION.JPEG, tifffile.COMPRESSION.OJPEG)
+    return "TIFF", model, jpeg
+
+
+def _colour_model_problem(kind: str, model: str | None, jpeg: bool) -> str | None:
+    """Why a file of ``kind`` in the colour ``model`` (see :func:`_colour_model`) is refused, or None.
+
+    nlfilt filters gray and RGB channels and writes them back as gray and RGB: a CMYK, YCbCr or L*a*b*
+    file would be filtered, and written, as channels it does not hold (CMYK's K as an alpha channel), a
+    min-is-white TIFF written back inverted, and a palette TIFF's colour indices filtered as values.
+    """
+    if model is None or model in (_TIFF_MODELS if kind == "TIFF" else _PILLOW_MODES):
+        return None
+    if model == "YCBCR" and jpeg:  # the JPEG decoder gives RGB
+        return None
+    if model == "MINISWHITE":
+        return ("min-is-white gray (0 is white): it would be written back as min-is-black, inverted; convert "
+                "it to min-is-black first")
+    if model == "PALETTE":
+        return ("palette (indexed colour) TIFF: its pixels are indices into a colour table, not values; "
+                "convert it to RGB first")
+    return (f"{_COLOUR_MODELS.get(model, model)} colour; nlfilt filters gray and RGB images (with or without "
+            "alpha): convert it to RGB first")
+
+
+def _pixel_type(dtype: Any) -> numpy.dtype:
+    """The pixel type a codec read from a header; ImageError where it found none (numpy would take
+    None for float64)."""
+    if dtype is None:
+        raise ImageError("unknown pixel type: the header's sample format and bit depth name none that the "
+                         "codec reads")
+    return numpy.dtype(dtype)
 
 
 def _check_layout(header: ImageHeader) -> None:
@@ -479,6 +606,18 @@ def write_image(path: Path, pixels: numpy.ndarray | Stack, *, replace: bool = Tr
                ".webp": {"lossless": True, "exact": True}}.get(path.suffix.lower(), {})
     write_atomically(path, lambda temporary: iio.imwrite(temporary, pixels, extension=path.suffix, **options),
                      replace=replace, partials=partials)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created (where missing) and written into, or None."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot be created: {existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write into {existing}: permission denied"
+    return None
 
 
 def write_atomically(path: Path, write: Callable[[Path], None], *, replace: bool = True,
@@ -633,24 +772,6 @@ def _output_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def _tiff_pages(path: Path) -> int:
-    """Number of pages of a TIFF file (0 for other files)."""
-    try:
-        with open(path, "rb") as stream:
-            magic = stream.read(4)
-    except OSError:
-        return 0
-    if magic not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return 0
-    try:
-        import tifffile  # noqa: PLC0415 - imageio's TIFF plugin; only needed for TIFF files
-
-        with tifffile.TiffFile(path) as tiff:
-            return len(tiff.pages)
-    except Exception:
-        return 0  # let the reader report it
-
-
 #: Channels of a PNG's colour types with colour or alpha (gray+alpha, RGB, RGBA).
 _PNG_CHANNELS = {4: 2, 2: 3, 6: 4}
 
@@ -700,6 +821,86 @@ def _refuse_lossy_reads(path: Path) -> None:
         raise ImageError("32-bit BMP: the BMP codec would drop its alpha channel; convert it to PNG")
 
 
+def _file_format(path: Path) -> str:
+    """The format ``path`` holds, told by its first bytes: 'PNG', 'TIFF', 'JPEG', 'BMP' or 'WebP'; an
+    ImageError for any other file (GIF, text, ...)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(12)
+    except OSError as exc:
+        raise ImageError(f"cannot read ({_reason(exc)})") from None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for kind, signature in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    raise ImageError("not a PNG, TIFF, JPEG, BMP or WebP file (its first bytes are those of none of them)")
+
+
+def _damaged(kind: str, exc: BaseException) -> str:
+    """The message for a ``kind`` file its codec could not read, with the codec's own words."""
+    return (f"cannot read this {kind} file: damaged, truncated or a variant its codec does not read "
+            f"({_reason(exc)})")
+
+
+def _check_decoded(pixels: numpy.ndarray, shape: tuple[int, ...], dtype: numpy.dtype) -> None:
+    """ImageError when the decoded ``pixels`` are not of the ``shape`` and ``dtype`` the header said (a
+    damaged file: the checks of size, cost and layout were made on the header)."""
+    if pixels.shape != tuple(shape) or pixels.dtype != dtype:
+        raise ImageError(f"damaged file: the decoded pixels ({pixels.dtype}, {pixels.shape}) are not what "
+                         f"its header says ({numpy.dtype(dtype)}, {tuple(shape)})")
+
+
+#: How many threads are in :func:`_opening` now, and Pillow's limit to restore when the last one leaves.
+_OPENING_LOCK = threading.Lock()
+_opening_state: dict[str, Any] = {"threads": 0, "saved_limit": None, "saved_level": logging.NOTSET}
+
+
+@contextmanager
+def _opening() -> Iterator[None]:
+    """Open image files with the codecs' warnings and log messages silenced and Pillow's
+    decompression-bomb limit lifted.
+
+    A damaged file is refused with one message in nlfilt's words (the
+    codec's error in it); tifffile would log every oddity of its tags to
+    stderr on top of it.  nlfilt refuses images by the size in their header,
+    before decoding, in its own words (the callers:
+    :func:`nlfilt.cli.options.check_plan`); Pillow's limit would refuse some
+    of them first, in Pillow's, and a few that nlfilt accepts.  The limit and
+    the log level are global settings, so they are changed while any thread
+    opens a file and restored when the last is done.
+    """
+    from PIL import Image as pillow  # noqa: PLC0415 - imageio's codec for PNG, JPEG, BMP and WebP
+
+    log = logging.getLogger("tifffile")
+    with _OPENING_LOCK:
+        if _opening_state["threads"] == 0:
+            _opening_state["saved_limit"] = pillow.MAX_IMAGE_PIXELS
+            _opening_state["saved_level"] = log.level
+            pillow.MAX_IMAGE_PIXELS = None
+            log.setLevel(logging.CRITICAL + 1)
+        _opening_state["threads"] += 1
+    try:
+        with warnings.catch_warnings():  # plugin notices, and Pillow's about large or damaged files
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with _OPENING_LOCK:
+            _opening_state["threads"] -= 1
+            if _opening_state["threads"] == 0:
+                pillow.MAX_IMAGE_PIXELS = _opening_state["saved_limit"]
+                log.setLevel(_opening_state["saved_level"])
+
+
 def _reason(exc: BaseException) -> str:
+    """The first line of ``exc``, with its type; for imageio's wrappers (which say only that no plugin
+    could read the file), of the codec's error beneath."""
+    while (exc.__cause__ or exc.__context__) is not None and _raised_by_imageio(exc):
+        exc = exc.__cause__ or exc.__context__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _raised_by_imageio(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}imageio{os.sep}" in frames[-1].filename

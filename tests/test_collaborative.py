@@ -495,6 +495,7 @@ def test_the_command_line_bar_counts_the_four_steps(tmp_path, monkeypatch):
     from nlfilt.cli import progress
 
     monkeypatch.setattr(progress, "BAR_DELAY", 0.0)
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)  # a tqdm bar, as on a terminal
     iio.imwrite(tmp_path / "a.png", scene(48, 56).astype(numpy.uint8))
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"),
                                        "--device", "cpu", "--sigma", "10"])
@@ -513,7 +514,7 @@ def test_the_command_line_refuses_what_the_memory_cannot_hold_with_the_remedy(tm
     assert result.exit_code == 1 and "GiB of working memory" in result.output, result.output
     assert "--chunk" in result.output and "--chunk" in denoise_options
     assert not (tmp_path / "o.png").exists()
-    monkeypatch.setattr("nlfilt.cli.denoise.get_backend", lambda device: Backend("gpu", numpy))
+    monkeypatch.setattr("nlfilt.cli.options.get_backend", lambda device: Backend("gpu", numpy))
     monkeypatch.setattr("nlfilt.cli.options.gpu_free_bytes", lambda: 2**20)
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")])
     assert result.exit_code == 1 and "GiB of GPU memory" in result.output and "--device cpu" in result.output

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import nlfilt
 from nlfilt.cli import main
 
-from clitools import error, noisy_pixels, run
+from clitools import error, forbid_denoising, noisy_pixels, run
 
 ROUND_TRIPS = [
     ("gray8.png", numpy.uint8, 0),
@@ -131,6 +131,195 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path):
     assert "alpha channel" in result.output
     assert "1 denoised, 5 failed, 0 skipped" in result.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+def png_header_only(path: Path, height: int, width: int) -> None:
+    """A PNG whose header claims ``height`` x ``width`` 8-bit gray pixels, with almost no data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_huge_header_is_refused_by_nlfilts_own_size_check_before_any_decoder(tmp_path, monkeypatch):
+    """A 30000 x 30000 PNG header (a decompression bomb): nlfilt's check of time and memory refuses it in
+    its words, before Pillow's bomb check speaks of a DOS attack, and nothing is decoded."""
+    from PIL import Image
+
+    from nlfilt.images import read_header
+
+    png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    forbid_denoising(monkeypatch)
+    result = run("denoise", tmp_path / "bomb.png", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1 and f"{tmp_path / 'bomb.png'}: 30000x30000 with" in result.output
+    assert "would need about" in result.output or "would take about" in result.output, result.output
+    for words in ("Decompression", "DOS attack", "Traceback"):
+        assert words not in result.output
+    network = run("compare-network", tmp_path / "bomb.png")
+    assert network.exit_code == 1 and "30000x30000 = 900000000 pixels" in network.output, network.output
+    limit = Image.MAX_IMAGE_PIXELS
+    assert read_header(tmp_path / "bomb.png").shape == (30000, 30000)
+    assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's limit lifted only while nlfilt reads a header
+
+
+def test_unreadable_files_are_refused_in_nlfilts_words_naming_the_file(tmp_path):
+    """Not an image, another format (GIF), no extension, a damaged PNG and JPEG: the message says what is
+    wrong in nlfilt's words (imageio's 'Could not find a backend ... iomode' never shows)."""
+    _, noisy = noisy_pixels(numpy.uint8, 3)
+    iio.imwrite(tmp_path / "good.png", noisy)
+    iio.imwrite(tmp_path / "good.jpg", noisy)
+    (tmp_path / "in").mkdir()
+    cases = {
+        "text.png": (b"hello, not an image", "not a PNG, TIFF, JPEG, BMP or WebP file"),
+        "animation.gif": (b"GIF89a" + bytes(40), "not a PNG, TIFF, JPEG, BMP or WebP file"),
+        "noextension": (b"\0\1\2\3" * 10, "not a PNG, TIFF, JPEG, BMP or WebP file"),
+        "garbage.png": (b"\x89PNG\r\n\x1a\n" + bytes(60), "cannot read this PNG file: damaged, truncated"),
+        "truncated.jpg": ((tmp_path / "good.jpg").read_bytes()[:300], "cannot read this JPEG file: damaged"),
+        "jpeg-named.png": ((tmp_path / "good.jpg").read_bytes(), None),  # the content decides the format
+    }
+    for name, (content, reason) in cases.items():
+        (tmp_path / "in" / name).write_bytes(content)
+        result = run("denoise", tmp_path / "in" / name, "-o", tmp_path / "out" / f"{name}.png")
+        if reason is None:
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 1 and f"{tmp_path / 'in' / name}: {reason}" in result.output, result.output
+        for words in ("backend", "iomode", "Traceback"):
+            assert words not in result.output, (name, result.output)
+
+
+def patched_tiff(path: Path, pixels: numpy.ndarray, bits: int | None = None,
+                 next_page: int | None = None) -> None:
+    """A TIFF of ``pixels`` (one gray page, or pages) with the first page's BitsPerSample set to
+    ``bits`` and its link to the next page set to ``next_page`` (a damaged file; found by fuzzing)."""
+    import tifffile
+
+    tifffile.imwrite(path, pixels, photometric="minisblack")
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages.first
+        entries = len(page.tags)
+        bits_offset = page.tags["BitsPerSample"].valueoffset
+    if bits is not None:
+        data[bits_offset:bits_offset + 2] = struct.pack("<H", bits)
+    if next_page is not None:
+        link = page.offset + 2 + 12 * entries
+        data[link:link + 4] = struct.pack("<I", next_page)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_tiffs_are_refused_in_one_message_without_the_codecs_log(tmp_path, capfd):
+    """Fuzzing found TIFF headers whose sample format and bit depth name no type: the header read float64
+    (numpy's type for None) and tifffile logged each oddity of the file to stderr three times; a link to a
+    page past the end of an otherwise good file was logged too."""
+    pixels = noisy_pixels(numpy.float32)[1]
+    patched_tiff(tmp_path / "float12.tif", pixels, bits=12)
+    patched_tiff(tmp_path / "stack12.tif", numpy.stack([pixels, pixels]), bits=12)
+    patched_tiff(tmp_path / "lost-link.tif", pixels, next_page=0xFFFFFF00)
+    for name in ("float12.tif", "stack12.tif", "lost-link.tif"):
+        result = CliRunner().invoke(main, ["denoise", str(tmp_path / name), "-o",
+                                           str(tmp_path / "out" / name), "--method", "filter", "--quiet"])
+        logged = capfd.readouterr().err  # what tifffile's logger would print, past click's runner
+        if name == "lost-link.tif":
+            assert result.exit_code == 0 and (tmp_path / "out" / name).is_file(), result.output
+        elif name == "float12.tif":
+            assert result.exit_code == 1 and f"{tmp_path / name}: unknown pixel type" in result.output
+        else:  # the first page no longer matches the second: no series
+            assert result.exit_code == 1 and f"{tmp_path / name}: cannot read this TIFF file" in result.output
+        assert "tifffile" not in result.output + logged and "Tiff" not in result.output + logged
+
+
+def test_colour_models_other_than_gray_and_rgb_are_refused_not_filtered_as_channels(tmp_path):
+    """A CMYK JPEG was read as RGBA (K as alpha) and written as an RGBA PNG; a min-is-white TIFF came back
+    inverted, a palette TIFF's indices were filtered as values. A JPEG-compressed RGB TIFF (YCbCr inside)
+    is read."""
+    import tifffile
+    from PIL import Image
+
+    pixels = noisy_pixels(numpy.uint8, 3)[1]
+    Image.fromarray(pixels).convert("CMYK").save(tmp_path / "print.jpg")
+    tifffile.imwrite(tmp_path / "print.tif", numpy.dstack([pixels, pixels[..., :1]]), photometric="separated")
+    tifffile.imwrite(tmp_path / "white.tif", pixels[..., 0], photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "white-stack.tif", numpy.stack([pixels[..., 0]] * 2),
+                     photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "indexed.tif", pixels[..., 0], photometric="palette",
+                     colormap=numpy.zeros((3, 256), numpy.uint16))
+    tifffile.imwrite(tmp_path / "jpeg.tif", pixels, photometric="rgb", compression="jpeg")
+    reasons = {"print.jpg": "CMYK colour", "print.tif": "CMYK colour", "white.tif": "min-is-white gray",
+               "white-stack.tif": "min-is-white gray", "indexed.tif": "palette (indexed colour) TIFF"}
+    for name, reason in reasons.items():
+        result = run("denoise", tmp_path / name, "-o", tmp_path / "out" / f"{name}.png", "--method", "filter")
+        assert result.exit_code == 1 and f"{tmp_path / name}: {reason}" in result.output, result.output
+        assert not (tmp_path / "out" / f"{name}.png").exists()
+    result = run("denoise", tmp_path / "jpeg.tif", "-o", tmp_path / "out" / "jpeg.tif", "--method", "filter",
+                 "--quiet")
+    assert result.exit_code == 0 and iio.imread(tmp_path / "out" / "jpeg.tif").shape == pixels.shape
+
+
+def animated_png_claiming(path: Path, frames: int) -> None:
+    """An animated PNG of 3 frames whose animation chunk claims ``frames`` (found by fuzzing)."""
+    iio.imwrite(path, noisy_pixels(numpy.uint8, 3)[1][None].repeat(3, axis=0), extension=".png")
+    data = bytearray(path.read_bytes())
+    start = data.index(b"acTL") - 4
+    data[start + 8:start + 12] = struct.pack(">I", frames)
+    data[start + 16:start + 20] = struct.pack(">I", zlib.crc32(bytes(data[start + 4:start + 16])))
+    path.write_bytes(bytes(data))
+
+
+def test_a_stack_is_costed_whole_in_the_limit_the_user_gave(tmp_path, monkeypatch):
+    """An animated PNG claiming 5 million frames was refused as '20x24 ... would take about 1 seconds (over
+    --max-minutes 1.25e-06)' (the limit shared among the frames); a stack's own memory was not counted."""
+    from nlfilt.cli.options import RunOptions, check_plan
+    from nlfilt.methods import method
+
+    animated_png_claiming(tmp_path / "many.png", 5_000_000)
+    forbid_denoising(monkeypatch)
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**40)  # time, not memory, refuses
+    result = run("denoise", tmp_path / "many.png", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1 and "a stack of 5000000 frames of 40x48 with" in result.output, result.output
+    assert "hours on this CPU (over --max-minutes 10)" in result.output
+    monkeypatch.undo()
+    animated_png_claiming(tmp_path / "few.png", 5)  # decoded: 3 frames are not the 5 claimed
+    result = run("denoise", tmp_path / "few.png", "-o", tmp_path / "out.png")
+    assert result.exit_code == 1 and f"{tmp_path / 'few.png'}: " in result.output, result.output
+    assert "damaged" in result.output
+    assert "Traceback" not in result.output and "reshape" not in result.output
+    plan = RunOptions.from_params({"device": "cpu"}).plan((40, 48, 1), numpy.uint8, "cpu")
+    frame = method(plan.method).working_bytes((40, 48, 1), plan)
+    stack = frame + 3 * 100 * 40 * 48 * 4
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: frame + stack)  # half: between the two
+    check_plan((40, 48, 1), plan, 0)
+    with pytest.raises(ValueError, match="a stack of 100 frames of 40x48 .* working memory"):
+        check_plan((40, 48, 1), plan, 0, frames=100)
+
+
+def test_a_tiff_whose_last_page_links_to_itself_is_read_without_going_round_for_ever(tmp_path):
+    """Found by fuzzing: pages of two shapes (tifffile's generic series) and a last page that links back
+    to itself made tifffile's series of a file opened afresh loop for ever; nlfilt walks the pages first."""
+    import threading
+
+    import tifffile
+
+    path = tmp_path / "loop.tif"
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(noisy_pixels(numpy.uint8)[1], photometric="minisblack", metadata=None)
+        writer.write(numpy.zeros((10, 12), numpy.uint8), photometric="minisblack", metadata=None)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        last = tiff.pages[-1].offset
+    link = last + 2 + 12 * struct.unpack("<H", data[last:last + 2])[0]
+    data[link:link + 4] = struct.pack("<I", last)
+    path.write_bytes(bytes(data))
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run("denoise", path, "-o", tmp_path / "out.tif")),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "went round the loop of pages"
+    (result,) = results
+    assert result.exit_code == 1 and f"{path}: unsupported TIFF stack" in result.output, result.output
 
 
 REFUSED_OUTPUTS = [

@@ -30,7 +30,7 @@ def test_report_lines_and_stdout_carrying_only_the_report(tmp_path):
                          "pilot_iterations", "seconds", "device"}
     assert good["iterations"] == 2 and good["device"] == "cpu" and good["error"] is None
     assert 0.05 * 255 < good["sigma"] < 0.11 * 255 and good["seconds"] > 0
-    assert bad["input"].endswith("b.png") and "cannot read" in bad["error"]
+    assert bad["input"].endswith("b.png") and "not a PNG, TIFF, JPEG, BMP or WebP file" in bad["error"]
     report = tmp_path / "report.jsonl"
     run("denoise", tmp_path / "a.png", "-o", tmp_path / "out", "--report", report, "--quiet")
     assert report_entries(report.read_text())[0]["status"] == "skipped"
@@ -144,3 +144,17 @@ def test_a_folder_with_only_inputs_that_cannot_be_read_still_reports_them(tmp_pa
     (tmp_path / "empty").mkdir()
     empty = CliRunner().invoke(main, ["denoise", str(tmp_path / "empty"), "-o", str(tmp_path / "o2")])
     assert empty.exit_code == 2 and "no image files found" in empty.output
+
+
+def test_the_report_folder_is_created_like_the_outputs_and_a_file_in_its_way_is_a_usage_error(tmp_path):
+    _, noisy = noisy_pixels(numpy.uint8)
+    iio.imwrite(tmp_path / "a.png", noisy)
+    report = tmp_path / "logs" / "today" / "run.jsonl"
+    result = run("denoise", tmp_path / "a.png", "-o", tmp_path / "a-out.png", "--report", report, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [entry["status"] for entry in report_entries(report.read_text())] == ["denoised"]
+    (tmp_path / "plain").write_text("a file, not a folder")
+    blocked = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"),
+                                        "--report", str(tmp_path / "plain" / "sub" / "run.jsonl")])
+    assert blocked.exit_code == 2 and "--report" in blocked.output and "plain is a file" in blocked.output
+    assert "Traceback" not in blocked.output and not (tmp_path / "b.png").exists()

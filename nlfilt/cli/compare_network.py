@@ -12,9 +12,9 @@ import numpy
 
 from nlfilt.backend import DEVICES, get_backend, gpu_status, host_cores
 from nlfilt.cli.figures import check_figure_output, figure_pixels, kernel_rows_figure, require_matplotlib
-from nlfilt.cli.options import describe_seconds
+from nlfilt.cli.options import describe_seconds, device_backend
 from nlfilt.cli.progress import product_bar
-from nlfilt.images import ImageError, read_image, write_image
+from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.network import (
     OPTIMIZERS,
     ClosedForm,
@@ -111,17 +111,19 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     if output is not None:
         require_matplotlib("--filter-map")
         check_figure_output(image_path, output)
+    backend = device_backend(device)
     try:
-        image = read_image(image_path)
+        header = read_header(image_path)
+        height, width_pixels = header.shape[:2]
+        if height * width_pixels > MAX_PIXELS:  # refused from the header, before decoding
+            raise click.ClickException(
+                f"{image_path}: {height}x{width_pixels} = {height * width_pixels} pixels; compare-network "
+                f"trains on the whole image and compares with the global filter, so it accepts at most "
+                f"{MAX_PIXELS} pixels (64x64): crop the image first")
+        image = read_image(image_path, header)
     except ImageError as exc:
         raise click.ClickException(f"{image_path}: {exc}") from None
     noisy = image.colour.astype(numpy.float64)
-    height, width_pixels = noisy.shape[:2]
-    if height * width_pixels > MAX_PIXELS:
-        raise click.ClickException(
-            f"{image_path}: {height}x{width_pixels} = {height * width_pixels} pixels; compare-network trains "
-            f"on the whole image and compares with the global filter, so it accepts at most {MAX_PIXELS} "
-            "pixels (64x64): crop the image first")
     if patch > min(height, width_pixels):
         raise click.BadParameter(f"must be at most min(H, W) = {min(height, width_pixels)} for this image",
                                  param_hint="--patch")
@@ -132,10 +134,6 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     if not numpy.any(noisy):
         raise click.ClickException(f"{image_path}: the image is all zeros, so are the network's input and "
                                    "its tangent kernel: nothing to compare")
-    try:
-        backend = get_backend(device)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
     channels = noisy.shape[2] if noisy.ndim == 3 else 1
     runs = 1 if filter_map is None else 2
     flops = runs * training_flops(height * width_pixels, patch * patch * channels, width, depth, channels,

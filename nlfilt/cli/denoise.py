@@ -19,11 +19,18 @@ import numpy
 from tqdm import tqdm
 
 import nlfilt
-from nlfilt.backend import get_backend, gpu_status
+from nlfilt.backend import CUPY_MISSING, get_backend, gpu_status
 from nlfilt.cli.cluster import Scheduler, SchedulerType, connect, import_distributed, run_batch
 from nlfilt.cli.inputs import Job, passed_over_summary, plan_jobs
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
-from nlfilt.cli.options import RunOptions, check_plan, filter_options, method_option, stopping_options
+from nlfilt.cli.options import (
+    RunOptions,
+    check_plan,
+    device_backend,
+    filter_options,
+    method_option,
+    stopping_options,
+)
 from nlfilt.cli.progress import Deadline, OverTime, make_bar, product_bar
 from nlfilt.cli.report import Report
 from nlfilt.cli.stream import should_stream, stream_tiff
@@ -32,6 +39,7 @@ from nlfilt.images import (
     ImageError,
     OutputExists,
     Stack,
+    folder_problem,
     make_partials_folder,
     read_header,
     read_image,
@@ -66,13 +74,9 @@ def check_jobs(jobs: list[Job]) -> None:
             raise click.UsageError(f"output {job.target} cannot hold {job.source} "
                                    f"({header.dtype}, {header.shape}): {problem}")
     for folder in sorted({job.target.parent for job in jobs}):
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise click.UsageError(f"cannot create the output folder {folder}: {existing} is a file")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise click.UsageError(f"cannot write into the output folder {existing}: permission denied")
+        problem = folder_problem(folder)
+        if problem:
+            raise click.UsageError(f"output folder {folder}: {problem}")
 
 
 @click.command("denoise", short_help="Denoise images and folders (collaborative by default).")
@@ -91,7 +95,8 @@ def check_jobs(jobs: list[Job]) -> None:
               help="Refuse an image whose estimated CPU time exceeds this many minutes, and stop one "
                    "that runs over twice as long (0: no limit).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
-              help="Append a line for the run and one JSON line per input to this file ('-' for stdout).")
+              help="Append a line for the run and one JSON line per input to this file (its folder "
+                   "created if missing; '-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress and no messages except errors (progress: a bar on a "
                                             "terminal, else a plain line every 30 s).")
 @click.option("--stack", type=click.Choice(["frames", "volume"]), default="frames", show_default=True,
@@ -138,17 +143,14 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     run = RunOptions.from_params(filter_params, stack=stack, chunk=chunk)
     if scheduler is not None:
         import_distributed()  # a usage error now, before any work, when the extra is missing
-    try:
-        backend = get_backend(run.device)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
+    backend = device_backend(run.device)
     jobs, passed_over = plan_jobs(inputs, output, recursive)
     if not jobs and not passed_over:
         raise click.UsageError("no image files found in the inputs")
     check_jobs(jobs)
     if run.device == "auto" and backend.name == "cpu" and not quiet and scheduler is None:
         usable, reason = gpu_status()
-        if not reason.startswith("CuPy is not installed"):  # a GPU was meant to be there
+        if not reason.startswith(CUPY_MISSING):  # a GPU was meant to be there
             click.echo(f"notice: computing on the CPU; the GPU cannot be used: {reason}", err=True)
     folders = {job.target.parent for job in jobs}
     for folder in folders:
@@ -283,8 +285,9 @@ def cluster_job(job: Job, run: RunOptions, overwrite: bool, max_minutes: float) 
     """One file on a dask worker: read, filter, write; its report entry (never raises for a bad file)."""
     try:
         device = get_backend(run.device).name
-    except RuntimeError as exc:
-        return _entry(job, run.device, status="failed", error=str(exc))
+    except RuntimeError:  # --device gpu on a worker without one
+        return _entry(job, run.device, status="failed",
+                      error=f"--device gpu: no GPU is usable on this worker: {gpu_status()[1]}")
     entry, pixels = _filter_job(job, run, device, overwrite, max_minutes, quiet=True)
     return entry if pixels is None else _write_job(job, entry, pixels, overwrite)
 
@@ -326,7 +329,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
         if volume:  # one 3-D filter: its cost is that of a (Z, H, W, C) image
             shape = (frames, *shape[:2], shape[2] if len(shape) == 3 else 1)
         plan = run.plan(shape, header.dtype, device)
-        check_plan(shape, plan, max_minutes if volume else max_minutes / frames, streamed=streamed)
+        check_plan(shape, plan, max_minutes, streamed=streamed, frames=1 if volume else frames)
         image = None if streamed else read_image(job.source, header, stacks=True)
         if image is not None and plan.sigma is not None:
             first = image.colour[0] if header.frames else image.colour  # a stack: its first frame

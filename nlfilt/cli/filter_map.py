@@ -8,9 +8,8 @@ from typing import Any
 import click
 
 import nlfilt
-from nlfilt.backend import get_backend
 from nlfilt.cli.figures import figure_pixels, filter_map_figure, filter_run, filter_title, own_and_largest
-from nlfilt.cli.options import check_plan, filter_options
+from nlfilt.cli.options import check_plan, device_backend, filter_options
 from nlfilt.cli.progress import product_bar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
@@ -42,9 +41,10 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
     (pip install "nlfilt[figures]").
     """
     run = filter_run(filter_params, image_path, output, "filter-map")
+    device = device_backend(run.device).name
     try:
         header = read_header(image_path)
-        plan = run.plan(header.colour_shape, header.dtype, get_backend(run.device).name)
+        plan = run.plan(header.colour_shape, header.dtype, device)
         check_plan(header.colour_shape, plan.with_settings(iterations=0), max_minutes)  # one row of W
         image = read_image(image_path, header)
         colour = image.colour.astype(plan.dtype)
@@ -59,7 +59,7 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
         title = f"Weights pixel {pixel} receives: {filter_title(arguments)}"
         figure = filter_map_figure(weights, pixel, arguments["window"], title, not no_marker)
         write_image(output, figure_pixels(figure))
-    except (ImageError, ValueError, RuntimeError) as exc:  # RuntimeError: --device gpu without a GPU
+    except (ImageError, ValueError, RuntimeError) as exc:  # RuntimeError: a CUDA kernel that failed to build
         raise click.ClickException(f"{image_path}: {exc}") from None
     click.echo(f"pixel {pixel[0]} {pixel[1]}: own weight {own:.6g}, largest other weight {largest:.6g}, "
                f"sum {float(weights.sum()):.6g}")

@@ -8,7 +8,7 @@ import click
 import numpy
 
 from nlfilt import __version__
-from nlfilt.backend import get_backend, gpu_status
+from nlfilt.backend import cupy_version, get_backend, gpu_status
 from nlfilt.jit import compiled_status
 
 
@@ -16,18 +16,12 @@ from nlfilt.jit import compiled_status
 def info_command() -> None:
     """Show nlfilt, Python, NumPy, numba and CuPy versions and which device 'auto' uses."""
     usable, reason = gpu_status()
-    try:
-        import cupy  # noqa: PLC0415 - optional
-    except ImportError:
-        cupy_version = "not installed"
-    else:
-        cupy_version = cupy.__version__
     lines = [
         f"nlfilt {__version__}",
         f"Python {platform.python_version()} ({platform.machine()})",
         f"NumPy {numpy.__version__}",
         f"numba {compiled_status()}",
-        f"CuPy {cupy_version}",
+        f"CuPy {cupy_version()}",
     ]
     if usable:
         backend = get_backend("gpu")

@@ -14,7 +14,7 @@ import click
 import numpy
 
 from nlfilt.arguments import check_real
-from nlfilt.backend import DEVICES, gpu_free_bytes, gpu_status
+from nlfilt.backend import DEVICES, Backend, get_backend, gpu_free_bytes, gpu_status
 from nlfilt.kernels import KERNELS
 from nlfilt.methods import Plan, make_plan, method, method_names
 from nlfilt.patches import spatial_shape
@@ -328,6 +328,17 @@ def _implied_method(params: dict[str, Any], stack: str | None) -> str:
                                                                  else "") + ": choose one with --method")
 
 
+def device_backend(device: str) -> Backend:
+    """The backend of ``--device`` ('auto', 'cpu' or 'gpu'); click.UsageError naming ``--device gpu`` and the
+    reason when a GPU is asked for and none is usable."""
+    if device == "gpu":
+        usable, reason = gpu_status()
+        if not usable:
+            raise click.UsageError(f"--device gpu: no GPU is usable: {reason}; use --device cpu, or --device "
+                                   "auto to use a GPU only when one is usable")
+    return get_backend(device)
+
+
 def describe_seconds(seconds: float) -> str:
     """'under a second', 'about 40 seconds', 'about 1 minute', 'about 12 minutes', 'about 3.5 hours'
     (seconds below a minute as seconds, never 'about 0 minutes')."""
@@ -359,29 +370,42 @@ def physical_memory() -> int:
         return 0
 
 
-def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed: bool = False) -> None:
+def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed: bool = False,
+               frames: int = 1) -> None:
     """Refuse an image of ``shape`` (its filtered channels; (Z, H, W, C) for a volume) before it is
     decoded (ValueError): over half the machine's memory on the CPU, over the free memory on a GPU (a
     streamed image holds a band at a time), or over ``max_minutes`` (0: no limit), with the remedies that
-    help (the method's own, the GPU where one is usable, tiles, a larger limit)."""
+    help (the method's own, the GPU where one is usable, tiles, a larger limit).
+
+    ``frames`` > 1: a stack filtered frame by frame, ``shape`` one frame's: the time is that of all its
+    frames, and the memory counts the whole stack held in the work's dtype three times (the input, the
+    filtered frames, the result) besides one frame's working memory.
+    """
     chosen = method(plan.method)
     gpu_usable = plan.device == "gpu" or gpu_status()[0]
     what = f"{_extent(shape)} with {chosen.describe(plan)}"
+    if frames > 1:
+        what = f"a stack of {frames} frames of {what}"
     needed = chosen.working_bytes(shape, plan)
+    held = 3 * frames * math.prod(shape) * numpy.dtype(plan.dtype).itemsize if frames > 1 else 0
     tiles = "crop the image or split it into tiles" + (" (a TIFF: --chunk 4096)" if chosen.streams else "")
+    if frames > 1:
+        tiles = "split the stack into smaller files or crop its frames"
     if plan.device == "gpu" and not streamed:
         free = gpu_free_bytes()
         if free is not None and needed > free:
             raise ValueError(f"{what} would need about {needed / 2**30:.1f} GiB of GPU memory, over the "
                              f"{free / 2**30:.1f} GiB free on the GPU; use --device cpu or {tiles}")
     memory = physical_memory()
-    if plan.device == "cpu" and not streamed and memory and needed > memory // 2:
-        remedies = chosen.remedies(shape, plan, "memory") + (["use --device gpu"] if gpu_usable else [])
-        raise ValueError(f"{what} would need about {needed / 2**30:.1f} GiB of working memory, over half of "
+    host = (needed if plan.device == "cpu" else 0) + held
+    if not streamed and memory and host > memory // 2:
+        remedies = chosen.remedies(shape, plan, "memory") if plan.device == "cpu" else []
+        remedies += ["use --device gpu"] if gpu_usable and plan.device == "cpu" and not held else []
+        raise ValueError(f"{what} would need about {host / 2**30:.1f} GiB of working memory, over half of "
                          f"this machine's {memory / 2**30:.0f} GiB; {_either([*remedies, tiles])}")
     if max_minutes <= 0:
         return
-    seconds = chosen.seconds(shape, plan)
+    seconds = chosen.seconds(shape, plan) * frames
     if seconds > 60 * max_minutes:
         where = "on the GPU (an estimate from the arithmetic, not yet measured)" if plan.device == "gpu" \
             else "on this CPU"

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from nlfilt.images import folder_problem
+
 
 class Report:
     """An append-only JSON-lines report.
@@ -20,6 +22,7 @@ class Report:
     ``O_APPEND`` and each line goes out in a single ``write`` call, so
     earlier runs' lines are kept and the lines of runs writing the same
     report at once never interleave within a line.  ``-`` writes to stdout.
+    The report's folder is created when missing, as the outputs' are.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -27,7 +30,11 @@ class Report:
         self._descriptor: int | None = None
         if path is None or str(path) == "-":
             return
+        problem = folder_problem(Path(path).parent)
+        if problem:
+            raise click.BadParameter(f"cannot write {path}: its folder {problem}", param_hint="--report")
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # as -o creates its folders
             self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:
             raise click.BadParameter(f"cannot write {path}: {exc.strerror}", param_hint="--report") from None

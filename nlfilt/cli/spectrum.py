@@ -8,9 +8,8 @@ from typing import Any
 import click
 
 import nlfilt
-from nlfilt.backend import get_backend
 from nlfilt.cli.figures import figure_pixels, filter_run, filter_title, spectrum_figure
-from nlfilt.cli.options import check_plan, filter_options
+from nlfilt.cli.options import check_plan, device_backend, filter_options
 from nlfilt.cli.progress import product_bar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
@@ -38,9 +37,10 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
     (rank and value); needs matplotlib (pip install "nlfilt[figures]").
     """
     run = filter_run(filter_params, image_path, output, "spectrum")
+    device = device_backend(run.device).name
     try:
         header = read_header(image_path)
-        plan = run.plan(header.colour_shape, header.dtype, get_backend(run.device).name)
+        plan = run.plan(header.colour_shape, header.dtype, device)
         steps = max(3 * count, count + 30)  # Lanczos: about as many products with K
         check_plan(header.colour_shape, plan.with_settings(iterations=steps), max_minutes)
         image = read_image(image_path, header)
@@ -55,7 +55,7 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
         title = f"Spectrum of W: {filter_title(arguments)}, {image_path.name}"
         figure = spectrum_figure(spectrum.eigenvalues, spectrum.eigenvectors, title)
         write_image(output, figure_pixels(figure))
-    except (ImageError, ValueError, RuntimeError) as exc:
+    except (ImageError, ValueError, RuntimeError) as exc:  # RuntimeError: a CUDA kernel that failed to build
         raise click.ClickException(f"{image_path}: {exc}") from None
     click.echo("rank  eigenvalue")
     for rank, value in enumerate(spectrum.eigenvalues, start=1):

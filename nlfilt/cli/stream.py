@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy
 
-from nlfilt.images import ImageError, ImageHeader, cast_like, write_atomically
+from nlfilt.images import ImageError, ImageHeader, cast_like, open_tiff, write_atomically
 from nlfilt.methods import Plan, method
 
 #: TIFF inputs with more pixels than this are streamed (8192 x 8192).
@@ -58,7 +58,8 @@ def stream_tiff(source: Path, target: Path, header: ImageHeader, plan: Plan, chu
 
     side = max(TILE, -(-(chunk or CHUNK) // TILE) * TILE)
     try:
-        store = tifffile.imread(source, aszarr=True)
+        with open_tiff(source) as tiff:  # as tifffile.imread(aszarr=True), its pages walked first
+            store = tiff.aszarr()
         array = da.from_zarr(store)
     except Exception as exc:  # tifffile and zarr raise their own types
         raise ImageError(f"cannot read in chunks ({exc})") from None
