@@ -217,7 +217,7 @@ MUTATIONS = [
     mutation("partial files of live writers removed", "io",
              (IMAGES, 'or _process_alive(int(match["pid"])):', ":")),
     mutation("multi-page TIFF read as one image", "io",
-             (IMAGES, "    if _tiff_pages(path) > 1:\n", "    if False:\n")),
+             (IMAGES, "            if pages > 1:\n                imagej = None", "            if False:\n                imagej = None")),
     # automatic stopping
     mutation("SURE stops at the first rise (no patience)", "stopping",
              (STOPPING, "len(residual) >= best + max(PATIENCE, math.ceil(best / 4))",
