@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from nlfilt.backend import DEVICES, get_backend, gpu_status, host_cores
 from nlfilt.cli.figures import check_figure_output, fit_tile, heat_map, tile_grid
-from nlfilt.cli.options import device_backend
+from nlfilt.cli.options import check_device
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.network import (
     OPTIMIZERS,
@@ -108,7 +108,8 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
                                "file)")
     if output is not None:
         check_figure_output(image_path, output)
-    backend = device_backend(device)
+    check_device(device)
+    backend = get_backend(device)
     try:
         header = read_header(image_path)
         height, width_pixels = header.shape[:2]

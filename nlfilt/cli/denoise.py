@@ -24,8 +24,8 @@ from nlfilt.cli.cluster import Scheduler, SchedulerType, connect, import_distrib
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
 from nlfilt.cli.options import (
     RunOptions,
+    check_device,
     check_plan,
-    device_backend,
     filter_options,
     method_option,
     stopping_options,
@@ -189,7 +189,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     run = RunOptions.from_params(filter_params, stack=stack, chunk=chunk)
     if scheduler is not None:
         import_distributed()  # a usage error now, before any work, when the extra is missing
-    backend = device_backend(run.device)
+    check_device(run.device)
+    backend = get_backend(run.device)
     jobs = plan_jobs(inputs, output, recursive)
     if not jobs:
         raise click.UsageError("no image files found in the inputs")

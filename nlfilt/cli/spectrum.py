@@ -9,8 +9,9 @@ import click
 import numpy
 
 import nlfilt
+from nlfilt.backend import get_backend
 from nlfilt.cli.figures import GAP, diverging, filter_run, fit_tile, tile_grid
-from nlfilt.cli.options import check_plan, device_backend, filter_options
+from nlfilt.cli.options import check_device, check_plan, filter_options
 from nlfilt.cli.progress import ProductBar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
@@ -61,7 +62,8 @@ def spectrum_command(image_path: Path, output: Path, count: int, max_minutes: fl
     eigenvalues are also printed.
     """
     run = filter_run(filter_params, image_path, output)
-    device = device_backend(run.device).name
+    check_device(run.device)
+    device = get_backend(run.device).name
     try:
         header = read_header(image_path)
         plan = run.plan(header.colour_shape, header.dtype, device)
