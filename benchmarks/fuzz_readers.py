@@ -230,6 +230,19 @@ def raised_in_nlfilt(error: BaseException) -> bool:
     return bool(frames) and frames[-1].filename.startswith(NLFILT)
 
 
+#: Bytes of each format's signature (WebP: RIFF, the size, WEBP).
+SIGNATURE_BYTES = {"png": 8, "tiff": 4, "jpeg": 3, "bmp": 2, "webp": 12}
+
+
+def mend(kind: str, before: bytes, after: bytes, rng: random.Random) -> bytes:
+    """A mutation ``after`` of ``before``, mostly kept in the format (its signature restored: the other
+    formats' two-byte 'BM' would otherwise take over the corpus) and with its checksums mostly mended."""
+    keep = SIGNATURE_BYTES[kind]
+    if rng.random() < 0.9 and len(before) >= keep and len(after) >= keep:
+        after = before[:keep] + after[keep:]
+    return fix_checksums(kind, after) if rng.random() < 0.8 else after
+
+
 def fix_checksums(kind: str, data: bytes) -> bytes:
     """Most mutations of a PNG break a chunk's CRC and of a WebP the RIFF size, which the codecs check
     first: recompute them, so that the mutation reaches the code behind the check."""
@@ -305,8 +318,7 @@ def main() -> None:
             harness.save()  # libFuzzer ends the process without returning to Python
 
     def mutate(data: bytes, max_size: int, seed: int) -> bytes:
-        mutated = atheris.Mutate(data, max_size)
-        return fix_checksums(kind, mutated) if random.Random(seed).random() < 0.8 else mutated
+        return mend(kind, data, atheris.Mutate(data, max_size), random.Random(seed))
 
     atheris.Setup([sys.argv[0], *fuzzer_arguments], test_one_input, custom_mutator=mutate)
     atheris.Fuzz()

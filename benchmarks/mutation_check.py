@@ -217,7 +217,8 @@ MUTATIONS = [
     mutation("partial files of live writers removed", "io",
              (IMAGES, 'or _process_alive(int(match["pid"])):', ":")),
     mutation("multi-page TIFF read as one image", "io",
-             (IMAGES, "            if pages > 1:\n                imagej = None", "            if False:\n                imagej = None")),
+             (IMAGES, "            if pages > 1:\n                imagej = None",
+              "            if False:\n                imagej = None")),
     # automatic stopping
     mutation("SURE stops at the first rise (no patience)", "stopping",
              (STOPPING, "len(residual) >= best + max(PATIENCE, math.ceil(best / 4))",

@@ -471,8 +471,8 @@ def _tiff_colour_model(page: Any) -> tuple[str, str | None, bool]:
 
     try:
         model = tifffile.PHOTOMETRIC(int(page.photometric)).name
-    except (TypeError, ValueError):
-        model = f"photometric interpretation {page.photometric!r}"
+    except (TypeError, ValueError):  # a damaged tag: another type, or a number TIFF does not define
+        model = repr(page.photometric)[:40]
     jpeg = page.compression in (tifffile.COMPRESSION.JPEG, tifffile.COMPRESSION.OJPEG)
     return "TIFF", model, jpeg
 
@@ -494,8 +494,12 @@ def _colour_model_problem(kind: str, model: str | None, jpeg: bool) -> str | Non
     if model == "PALETTE":
         return ("palette (indexed colour) TIFF: its pixels are indices into a colour table, not values; "
                 "convert it to RGB first")
-    return (f"{_COLOUR_MODELS.get(model, model)} colour; nlfilt filters gray and RGB images (with or without "
-            "alpha): convert it to RGB first")
+    if model in _COLOUR_MODELS:
+        return (f"{_COLOUR_MODELS[model]} colour; nlfilt filters gray and RGB images (with or without "
+                "alpha): convert it to RGB first")
+    tag = "photometric interpretation" if kind == "TIFF" else "Pillow's mode"
+    return (f"a colour model nlfilt does not read ({tag} {model}); it filters gray and RGB images (with or "
+            "without alpha): convert it to RGB first")
 
 
 def _pixel_type(dtype: Any) -> numpy.dtype:

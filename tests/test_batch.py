@@ -386,7 +386,7 @@ def test_auto_device_says_once_why_an_installed_gpu_stack_is_not_used(tmp_path, 
         iio.imwrite(tmp_path / name, noisy_image())
     monkeypatch.setattr("nlfilt.cli.denoise.gpu_status",
                         lambda: (False, "CuPy 14.2.0 cannot use CUDA (no CUDA-capable device is detected)"))
-    monkeypatch.setattr("nlfilt.cli.options.get_backend", lambda device: get_backend("cpu"))
+    monkeypatch.setattr("nlfilt.cli.denoise.get_backend", lambda device: get_backend("cpu"))
     result = run("denoise", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out")
     assert result.exit_code == 0 and result.output.count("notice: computing on the CPU") == 1
     quiet = run("denoise", tmp_path / "a.png", "-o", tmp_path / "quiet.png", "--quiet")

@@ -514,7 +514,7 @@ def test_the_command_line_refuses_what_the_memory_cannot_hold_with_the_remedy(tm
     assert result.exit_code == 1 and "GiB of working memory" in result.output, result.output
     assert "--chunk" in result.output and "--chunk" in denoise_options
     assert not (tmp_path / "o.png").exists()
-    monkeypatch.setattr("nlfilt.cli.options.get_backend", lambda device: Backend("gpu", numpy))
+    monkeypatch.setattr("nlfilt.cli.denoise.get_backend", lambda device: Backend("gpu", numpy))
     monkeypatch.setattr("nlfilt.cli.options.gpu_free_bytes", lambda: 2**20)
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")])
     assert result.exit_code == 1 and "GiB of GPU memory" in result.output and "--device cpu" in result.output

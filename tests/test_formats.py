@@ -247,8 +247,15 @@ def test_colour_models_other_than_gray_and_rgb_are_refused_not_filtered_as_chann
     tifffile.imwrite(tmp_path / "indexed.tif", pixels[..., 0], photometric="palette",
                      colormap=numpy.zeros((3, 256), numpy.uint16))
     tifffile.imwrite(tmp_path / "jpeg.tif", pixels, photometric="rgb", compression="jpeg")
+    tifffile.imwrite(tmp_path / "unknown.tif", pixels[..., 0], photometric="minisblack")
+    data = bytearray((tmp_path / "unknown.tif").read_bytes())
+    with tifffile.TiffFile(tmp_path / "unknown.tif") as tiff:
+        offset = tiff.pages.first.tags["PhotometricInterpretation"].valueoffset
+    data[offset:offset + 2] = struct.pack("<H", 9999)  # no colour model (found by fuzzing: damaged tags)
+    (tmp_path / "unknown.tif").write_bytes(bytes(data))
     reasons = {"print.jpg": "CMYK colour", "print.tif": "CMYK colour", "white.tif": "min-is-white gray",
-               "white-stack.tif": "min-is-white gray", "indexed.tif": "palette (indexed colour) TIFF"}
+               "white-stack.tif": "min-is-white gray", "indexed.tif": "palette (indexed colour) TIFF",
+               "unknown.tif": "a colour model nlfilt does not read (photometric interpretation 9999)"}
     for name, reason in reasons.items():
         result = run("denoise", tmp_path / name, "-o", tmp_path / "out" / f"{name}.png", "--method", "filter")
         assert result.exit_code == 1 and f"{tmp_path / name}: {reason}" in result.output, result.output

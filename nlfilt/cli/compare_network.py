@@ -12,7 +12,7 @@ import numpy
 
 from nlfilt.backend import DEVICES, get_backend, gpu_status, host_cores
 from nlfilt.cli.figures import check_figure_output, figure_pixels, kernel_rows_figure, require_matplotlib
-from nlfilt.cli.options import describe_seconds, device_backend
+from nlfilt.cli.options import check_device, describe_seconds
 from nlfilt.cli.progress import product_bar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.network import (
@@ -111,7 +111,8 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     if output is not None:
         require_matplotlib("--filter-map")
         check_figure_output(image_path, output)
-    backend = device_backend(device)
+    check_device(device)
+    backend = get_backend(device)
     try:
         header = read_header(image_path)
         height, width_pixels = header.shape[:2]

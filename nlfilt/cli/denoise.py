@@ -25,8 +25,8 @@ from nlfilt.cli.inputs import Job, passed_over_summary, plan_jobs
 from nlfilt.cli.interrupts import Interrupted, signals_interrupt
 from nlfilt.cli.options import (
     RunOptions,
+    check_device,
     check_plan,
-    device_backend,
     filter_options,
     method_option,
     stopping_options,
@@ -143,7 +143,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     run = RunOptions.from_params(filter_params, stack=stack, chunk=chunk)
     if scheduler is not None:
         import_distributed()  # a usage error now, before any work, when the extra is missing
-    backend = device_backend(run.device)
+    check_device(run.device)
+    backend = get_backend(run.device)
     jobs, passed_over = plan_jobs(inputs, output, recursive)
     if not jobs and not passed_over:
         raise click.UsageError("no image files found in the inputs")

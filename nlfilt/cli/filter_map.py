@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 import nlfilt
+from nlfilt.backend import get_backend
 from nlfilt.cli.figures import figure_pixels, filter_map_figure, filter_run, filter_title, own_and_largest
-from nlfilt.cli.options import check_plan, device_backend, filter_options
+from nlfilt.cli.options import check_device, check_plan, filter_options
 from nlfilt.cli.progress import product_bar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.methods import FilterMethod
@@ -41,7 +42,8 @@ def filter_map_command(image_path: Path, pixel: tuple[int, int], output: Path, n
     (pip install "nlfilt[figures]").
     """
     run = filter_run(filter_params, image_path, output, "filter-map")
-    device = device_backend(run.device).name
+    check_device(run.device)
+    device = get_backend(run.device).name
     try:
         header = read_header(image_path)
         plan = run.plan(header.colour_shape, header.dtype, device)

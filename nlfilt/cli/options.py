@@ -14,7 +14,7 @@ import click
 import numpy
 
 from nlfilt.arguments import check_real
-from nlfilt.backend import DEVICES, Backend, get_backend, gpu_free_bytes, gpu_status
+from nlfilt.backend import DEVICES, gpu_free_bytes, gpu_status
 from nlfilt.kernels import KERNELS
 from nlfilt.methods import Plan, make_plan, method, method_names
 from nlfilt.patches import spatial_shape
@@ -328,15 +328,14 @@ def _implied_method(params: dict[str, Any], stack: str | None) -> str:
                                                                  else "") + ": choose one with --method")
 
 
-def device_backend(device: str) -> Backend:
-    """The backend of ``--device`` ('auto', 'cpu' or 'gpu'); click.UsageError naming ``--device gpu`` and the
-    reason when a GPU is asked for and none is usable."""
+def check_device(device: str) -> None:
+    """click.UsageError naming ``--device gpu`` and the reason when ``device`` is 'gpu' and no GPU is
+    usable (then :func:`nlfilt.backend.get_backend` gives the backend of any ``--device``)."""
     if device == "gpu":
         usable, reason = gpu_status()
         if not usable:
             raise click.UsageError(f"--device gpu: no GPU is usable: {reason}; use --device cpu, or --device "
                                    "auto to use a GPU only when one is usable")
-    return get_backend(device)
 
 
 def describe_seconds(seconds: float) -> str:
