@@ -91,8 +91,8 @@ MUTATIONS = [
              (IMAGES, 'if suffix == ".webp" and layout_channels in (0, 1, 2):', "if False:")),
     # collaborative filter, dask, clusters, streaming (added 2026-11-27)
     mutation("collaborative: colour estimate not taken back to RGB", "collaborative",
-             (COLLABORATIVE, "return _mix(xp, estimate, OPPONENT) if colour else estimate",
-              "return _mix(xp, estimate, OPPONENT.T) if colour else estimate")),
+             (COLLABORATIVE, "return mix_channels(xp, estimate, OPPONENT) if colour else estimate",
+              "return mix_channels(xp, estimate, OPPONENT.T) if colour else estimate")),
     mutation("collaborative: Wiener gains from the noisy group, not the pilot's (array code)",
              "collaborative",
              (COLLABORATIVE, "gains = transforms.forward(plane[index], count)", "gains = values.copy()")),

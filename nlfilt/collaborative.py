@@ -167,7 +167,7 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
     colour = image.shape[2] == 3
     if group is None:
         group = COLOUR_GROUP if colour else GROUP
-    work = _mix(xp, image, OPPONENT.T) if colour else image
+    work = mix_channels(xp, image, OPPONENT.T) if colour else image
     done = [0]
 
     def advance() -> None:
@@ -178,16 +178,16 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
     noise = sigma if colour else sigma * image.shape[2] ** 0.5  # of the guide: luminance, or channel sum
     members = groups.match(quantise(xp, guide(xp, work, colour), noise), radius=radius[0], group=group[0])
     advance()
-    pilot = _by_channel(xp, groups, work, None, members, sigma, threshold)
+    pilot = filter_by_channel(xp, groups, work, None, members, sigma, threshold)
     advance()
     members = groups.match(quantise(xp, guide(xp, pilot, colour), noise), radius=radius[1], group=group[1])
     advance()
-    estimate = _by_channel(xp, groups, work, pilot, members, sigma, threshold)
+    estimate = filter_by_channel(xp, groups, work, pilot, members, sigma, threshold)
     advance()
-    return _mix(xp, estimate, OPPONENT) if colour else estimate
+    return mix_channels(xp, estimate, OPPONENT) if colour else estimate
 
 
-def _by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: Any, sigma: float,
+def filter_by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: Any, sigma: float,
                 threshold: float) -> Any:
     """One stage (``groups.filter``) run on each channel of ``image`` (and ``pilot``) on its own with
     the shared ``members``, so that each channel's groups carry that channel's weights."""
@@ -200,13 +200,13 @@ def _by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: An
     return xp.concatenate(planes, axis=2)
 
 
-def _mix(xp: Any, image: Any, matrix: numpy.ndarray) -> Any:
-    """``image @ matrix`` for an (H, W, 3) image, in element-wise operations (a BLAS product's rounding
+def mix_channels(xp: Any, image: Any, matrix: numpy.ndarray) -> Any:
+    """``image @ matrix`` for an (..., 3) image, in element-wise operations (a BLAS product's rounding
     may depend on its threads; this does not)."""
     rows = xp.asarray(matrix, dtype=image.dtype)
-    out = image[:, :, 0:1] * rows[0]
-    out += image[:, :, 1:2] * rows[1]
-    out += image[:, :, 2:3] * rows[2]
+    out = image[..., 0:1] * rows[0]
+    out += image[..., 1:2] * rows[1]
+    out += image[..., 2:3] * rows[2]
     return out
 
 
@@ -219,9 +219,9 @@ def check_shape(shape: tuple[int, ...], patch: int = PATCH) -> None:
 
 
 def guide(xp: Any, image: Any, colour: bool) -> Any:
-    """The (H, W) image groups are matched on, a new float64 array: the luminance of an opponent-space
-    image, else the sum of the channels."""
-    return image[:, :, 0].astype(xp.float64) if colour else image.astype(xp.float64).sum(axis=2)
+    """The (H, W) image groups are matched on (a stack (T, H, W, C): (T, H, W)), a new float64 array: the
+    luminance of an opponent-space image, else the sum of the channels."""
+    return image[..., 0].astype(xp.float64) if colour else image.astype(xp.float64).sum(axis=-1)
 
 
 def quantise(xp: Any, values: Any, sigma: float) -> Any:
@@ -267,6 +267,11 @@ class ArrayGroups:
         The (H, W, C) shape of the images it filters.
     patch, step : int
         Patch side and grid step of the reference patches.
+    frames : int
+        For a stack of ``frames`` images of ``shape`` (:mod:`nlfilt.series`):
+        the images it filters are then the frames side by side, (H, frames *
+        W, C), its reference columns every frame's grid, and its groups come
+        from :meth:`match_series`.
 
     Matching takes reference rows in bands and the search window's row
     offsets in blocks sized to the batch; for each block the squared
@@ -280,13 +285,16 @@ class ArrayGroups:
     launches on a GPU: about 20 per block of offsets and 40 per chunk).
     """
 
-    def __init__(self, backend: Backend, shape: tuple[int, ...], *, patch: int, step: int) -> None:
+    def __init__(self, backend: Backend, shape: tuple[int, ...], *, patch: int, step: int,
+                 frames: int = 1) -> None:
         self.backend = backend
-        self.shape = tuple(shape)
         self.patch = patch
         self.step = step
+        self.frames = frames
+        self.frame_width = shape[1]
+        self.shape = (shape[0], frames * shape[1], *shape[2:])
         self.rows = grid(shape[0], patch, step)
-        self.cols = grid(shape[1], patch, step)
+        self.cols = (numpy.arange(frames)[:, None] * shape[1] + grid(shape[1], patch, step)).ravel()
 
     @property
     def references(self) -> int:
@@ -296,6 +304,8 @@ class ArrayGroups:
     def match(self, levels: Any, *, radius: int, group: int) -> Any:
         """The groups of ``levels`` (H, W; int32, from :func:`quantise`): (references, group) int32 flat
         indices ``row * W + col`` of their members' top-left pixels, references row by row."""
+        if self.frames > 1:
+            raise ValueError("the groups of a stack come from match_series")
         xp = self.backend.xp
         height, width = levels.shape
         patch, side = self.patch, 2 * radius + 1
@@ -333,6 +343,116 @@ class ArrayGroups:
             tops = numpy.add.outer(band_rows * width, cols).astype(numpy.int32).ravel()
             members.append(xp.asarray(tops)[:, None] + flat_shifts[chosen])
         return xp.concatenate(members) if len(members) > 1 else members[0]
+
+    def match_series(self, levels: Any, *, radius: int, follow: int, reach: int, group: int) -> Any:
+        """The groups of a stack ``levels`` (frames, H, W; int32, from :func:`quantise`), each reference's
+        members drawn from its own frame and the ``reach`` frames before and after it: (references,
+        group) int32 flat indices ``row * frames * W + frame * W + col`` into the frames side by side,
+        references row by row (and in a row, frame by frame).
+
+        Candidates: in the reference's own frame every patch within ``radius``
+        of it; in the frame ``d`` frames away (before, then after, for ``d`` =
+        1, 2, ...), every patch within ``follow`` (at most ``radius``) of the
+        best match in the frame one nearer (of the reference itself for ``d``
+        = 1), so the search follows motion.  Each candidate is ranked by the key ``distance *
+        candidates + slot * window + offset index`` (slot 0 the own frame, 2d
+        - 1 the frame d before, 2d the one after; the offset index within a
+        window of ``radius``), unique within a reference: the reference first,
+        then the others by increasing key (repeated in order when fewer).
+        """
+        xp = self.backend.xp
+        frames, height, width = levels.shape
+        if frames != self.frames or (height, width) != (self.shape[0], self.frame_width):
+            raise ValueError(f"levels of shape {levels.shape} for groups of {self.frames} frames of "
+                             f"{self.shape[0]}x{self.frame_width}")
+        if not 0 <= follow <= radius:
+            raise ValueError(f"follow must be between 0 and radius ({radius}); got {follow}")
+        patch, side = self.patch, 2 * radius + 1
+        window, slots = side * side, 2 * reach + 1
+        candidates = slots * window
+        flat = xp.asarray(levels, dtype=xp.int64).ravel()
+        within = xp.asarray((numpy.arange(patch)[:, None] * width + numpy.arange(patch)[None, :]).ravel())
+        # the references: row by row, and in a row frame by frame, column by column
+        rows = numpy.repeat(self.rows, self.cols.size)
+        cols = numpy.tile(self.cols % width, self.rows.size)
+        times = numpy.tile(self.cols // width, self.rows.size)
+        per_batch = max(1, self.backend.batch_bytes // (16 * patch * patch * 4 + 16 * candidates))
+        members = []
+        for first in range(0, rows.size, per_batch):
+            top = xp.asarray(rows[first:first + per_batch], dtype=xp.int64)
+            left = xp.asarray(cols[first:first + per_batch], dtype=xp.int64)
+            time = xp.asarray(times[first:first + per_batch], dtype=xp.int64)
+            reference = flat[((time * height + top) * width + left)[:, None] + within]
+            keys, centres = [], []
+            for slot in range(slots):
+                away = (slot + 1) // 2
+                frame = time + (away if slot % 2 == 0 else -away)
+                # the centre: the reference in its own frame and the next ones, else the best match in the
+                # frame one nearer (slot - 2)
+                centre = (top, left) if slot < 3 else centres[slot - 2][2:]
+                best = self._series_scan(flat, reference, keys, frame, *centre,
+                                         radius if slot == 0 else follow, radius, slot, candidates, window,
+                                         (frames, height, width), within)
+                centres.append((*centre, *((top, left) if slot == 0 else best)))
+            if len(keys) < group - 1:  # tiny windows: fewer candidates than members
+                keys += [xp.full((top.size, 1), INVALID_KEY, dtype=xp.int64)] * (group - 1 - len(keys))
+            keys = xp.concatenate(keys, axis=1)
+            order = xp.argpartition(keys, group - 2, axis=1)[:, :group - 1] if group > 1 else keys[:, :0]
+            order = xp.take_along_axis(order, xp.argsort(xp.take_along_axis(keys, order, axis=1), axis=1),
+                                       axis=1)
+            chosen = xp.take_along_axis(keys, order, axis=1)
+            valid = chosen != INVALID_KEY
+            rest = chosen % candidates
+            slot, offset = rest // window, rest % window
+            centre_rows = xp.stack([centre[0] for centre in centres], axis=1)
+            centre_cols = xp.stack([centre[1] for centre in centres], axis=1)
+            safe = xp.where(valid, slot, 0)
+            member_rows = xp.take_along_axis(centre_rows, safe, axis=1) + offset // side - radius
+            member_cols = xp.take_along_axis(centre_cols, safe, axis=1) + offset % side - radius
+            steps = (safe + 1) // 2
+            member_frames = time[:, None] + xp.where(safe % 2 == 0, steps, -steps)
+            found = member_rows * (frames * width) + member_frames * width + member_cols
+            origin = top * (frames * width) + time * width + left
+            found = xp.concatenate([origin[:, None], xp.where(valid, found, 0)], axis=1).astype(xp.int32)
+            count = valid.sum(axis=1) + 1
+            if int(count.min()) < group:
+                found = fill_short_groups(xp, found, count)
+            members.append(found)
+        return xp.concatenate(members) if len(members) > 1 else members[0]
+
+    def _series_scan(self, flat: Any, reference: Any, keys: list[Any], frame: Any, centre_row: Any,
+                     centre_col: Any, reach: int, radius: int, slot: int, candidates: int, window: int,
+                     size: tuple[int, int, int], within: Any) -> tuple[Any, Any]:
+        """Append to ``keys`` the keys of every offset within ``reach`` of the centres in ``frame`` (per
+        reference; INVALID_KEY outside the stack, and for the reference itself in its own frame); the
+        (rows, columns) of each reference's best candidate there (its centre where the frame is
+        outside the stack)."""
+        xp = self.backend.xp
+        frames, height, width = size
+        patch, side = self.patch, 2 * radius + 1
+        inside_stack = (frame >= 0) & (frame < frames)
+        safe_frame = xp.clip(frame, 0, frames - 1)
+        best_key = xp.full(frame.shape, INVALID_KEY, dtype=xp.int64)
+        best_row, best_col = centre_row, centre_col
+        for row_step in range(-reach, reach + 1):
+            for col_step in range(-reach, reach + 1):
+                row, col = centre_row + row_step, centre_col + col_step
+                inside = (inside_stack & (row >= 0) & (row <= height - patch) & (col >= 0)
+                          & (col <= width - patch))
+                start = (safe_frame * height + xp.clip(row, 0, height - patch)) * width + xp.clip(
+                    col, 0, width - patch)
+                difference = flat[start[:, None] + within] - reference
+                distance = (difference * difference).sum(axis=1)
+                key = distance * candidates + slot * window + (row_step + radius) * side + col_step + radius
+                key = xp.where(inside, key, INVALID_KEY)
+                better = key < best_key
+                best_key = xp.where(better, key, best_key)
+                best_row = xp.where(better, row, best_row)
+                best_col = xp.where(better, col, best_col)
+                if slot == 0 and row_step == 0 and col_step == 0:
+                    key = xp.full_like(key, INVALID_KEY)  # the reference heads its group
+                keys.append(key[:, None])
+        return best_row, best_col
 
     def _batch(self, side: int, width: int) -> tuple[int, int]:
         """(reference rows per band, row offsets per block) for a search window of ``side`` x ``side``:

@@ -17,6 +17,7 @@ from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
 from nlfilt.patches import sides, spatial_shape
+from nlfilt.series import windows
 from nlfilt.stopping import stop_rule, stop_rule_names
 
 #: Products with ``K`` that Lanczos needs for ``lambda_max`` (tolerance 1e-3): the global arc-cosine
@@ -263,9 +264,38 @@ COLLABORATIVE_BYTES_PER_PIXEL = 47
 COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 36
 
 
+#: A stack filtered as a series (:mod:`nlfilt.series`), per pixel of the frames its windows read (a long
+#: stack's context frames counted again): seconds on the CPU (matching across 9 frames and the first
+#: channel; per further channel), and on a GPU (an arithmetic figure, not yet measured: the array code's
+#: stack matching gathers 64 values for each of about 1,300 candidates per reference, in both stages).
+SERIES_SECONDS_PER_PIXEL = 8e-6
+SERIES_SECONDS_PER_EXTRA_CHANNEL = 4.4e-6
+SERIES_GPU_SECONDS_PER_PIXEL = 2e-6
+#: Working bytes per pixel of a series' window (the frames side by side, the pilot, the estimate and the
+#: groups), and per pixel of the whole stack (its working copy and the result).
+SERIES_BYTES_PER_WINDOW_PIXEL = 47
+SERIES_BYTES_PER_STACK_VALUE = 8
+
+
+def _series_pixels(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(pixels of the frames read, pixels of the largest window, channels) of a stack (T, H, W, C)."""
+    frames, height, width, channels = shape
+    parts = windows(frames, height * width)
+    read = sum(last - first for first, last, _, _ in parts)
+    largest = max(last - first for first, last, _, _ in parts)
+    return read * height * width, largest * height * width, channels
+
+
 def estimate_collaborative_seconds(shape: tuple[int, ...], device: str = "cpu") -> float:
     """Estimated seconds of :func:`nlfilt.denoise_collaborative` on an image of ``shape`` (H, W) or
-    (H, W, C), on the CPU (compiled kernels, the development machine's 2 cores) or the GPU ('gpu')."""
+    (H, W, C), or a stack (T, H, W, C) filtered as a series, on the CPU (compiled kernels, the
+    development machine's 2 cores) or the GPU ('gpu')."""
+    if len(shape) == 4:
+        read, _, channels = _series_pixels(shape)
+        if device == "gpu":
+            return COLLABORATIVE_SECONDS_PER_CALL + read * channels * SERIES_GPU_SECONDS_PER_PIXEL
+        return COLLABORATIVE_SECONDS_PER_CALL + read * (
+            SERIES_SECONDS_PER_PIXEL + (channels - 1) * SERIES_SECONDS_PER_EXTRA_CHANNEL)
     pixels = shape[0] * shape[1]
     channels = shape[2] if len(shape) == 3 else 1
     if device == "gpu":
@@ -276,10 +306,17 @@ def estimate_collaborative_seconds(shape: tuple[int, ...], device: str = "cpu") 
 
 def estimate_collaborative_bytes(shape: tuple[int, ...], device: str = "cpu") -> int:
     """Estimated peak working bytes of :func:`nlfilt.denoise_collaborative` on an image of ``shape``
-    besides the image itself: linear in the pixels; on the GPU the array code's batches besides."""
-    pixels = shape[0] * shape[1]
-    channels = shape[2] if len(shape) == 3 else 1
-    needed = pixels * (COLLABORATIVE_BYTES_PER_PIXEL + (channels - 1) * COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL)
+    (a stack (T, H, W, C): a series) besides the image itself: linear in the pixels (a series: in the
+    stack's values and a window's pixels); on the GPU the array code's batches besides."""
+    if len(shape) == 4:
+        _, window, channels = _series_pixels(shape)
+        needed = math.prod(shape) * SERIES_BYTES_PER_STACK_VALUE + window * (
+            SERIES_BYTES_PER_WINDOW_PIXEL + (channels - 1) * COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL)
+    else:
+        pixels = shape[0] * shape[1]
+        channels = shape[2] if len(shape) == 3 else 1
+        needed = pixels * (COLLABORATIVE_BYTES_PER_PIXEL
+                           + (channels - 1) * COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL)
     if device == "gpu":
         needed += GPU_BATCH_BYTES
     return needed

@@ -30,6 +30,7 @@ from nlfilt.docs import OPTIONS, document
 from nlfilt.filters import FilterOptions, ProgressMeter, build_filter, twicing
 from nlfilt.noise import estimate_sigma
 from nlfilt.resolve import DEFAULT_MEMORY_BUDGET, GUIDES, guided_options, place, prepare, resolve_stopping
+from nlfilt.series import collaborative_series
 from nlfilt.stopping import EPSILON_PER_SIGMA, StopReport, Twin, auto_twicing, rademacher, stop_rule
 
 
@@ -257,7 +258,8 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
 def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axis: int | str | None = "auto",
                           device: str = "auto", dtype: Any = numpy.float32,
                           progress: ProgressCallback | None = None, return_info: bool = False) -> Any:
-    """Denoise an image with the collaborative Wiener filter, nlfilt's highest-quality mode.
+    """Denoise an image, or a stack of frames, with the collaborative Wiener filter, nlfilt's
+    highest-quality mode.
 
     Two stages over groups of similar 8 x 8 patches (BM3D's scheme, see
     :mod:`nlfilt.collaborative`): hard thresholding of each group's 3-D
@@ -269,10 +271,18 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     Not a fixed linear filter ``W`` of the image: the pilot makes it
     adaptive, so there is no ``filter_matrix`` or twicing for it.
 
+    A stack of frames (a time series, a video's frames, the slices of a
+    volume), (T, H, W) with ``channel_axis=None`` or (T, H, W, C) with the
+    channel axis given, is filtered as a series: each group is drawn from
+    its reference's frame and the 4 frames before and after it, following
+    motion (V-BM3D's scheme, :mod:`nlfilt.series`); a stack of one frame is
+    filtered as an image.
+
     Parameters
     ----------
-    image : array_like, shape (H, W) or (H, W, C)
-        Gray or channels-last image of any real dtype, at least 8 x 8.
+    image : array_like, shape (H, W), (H, W, C), (T, H, W) or (T, H, W, C)
+        Gray or channels-last image of any real dtype, at least 8 x 8, or a
+        stack of them (``channel_axis`` as in :func:`denoise`).
     sigma : float, optional
         Noise standard deviation (>= 0) in the image's units; 0 returns the
         image.  Default: estimated (:func:`nlfilt.noise.estimate_sigma`).
@@ -281,11 +291,13 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     dtype : {numpy.float32, numpy.float64}
         Precision of the computation and of the result.
     progress : callable, optional
-        ``progress(done, 4)`` after each of the four steps (matching and
-        filtering, for each stage).
+        ``progress(done, total)`` after each of the four steps (matching and
+        filtering, for each stage): ``total`` 4, or 4 per window of a long
+        stack.
     return_info : bool
-        Also return a :class:`DenoiseInfo` (``sigma`` filled in; one
-        "iteration", no products with ``K``).
+        Also return a :class:`DenoiseInfo` (``sigma`` filled in, for a stack
+        the median of its frames' estimates; one "iteration", no products
+        with ``K``).
 
     Returns
     -------
@@ -299,23 +311,29 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     >>> noisy = 0.5 + 0.1 * numpy.random.default_rng(0).standard_normal((32, 32))
     >>> nlfilt.denoise_collaborative(noisy, device="cpu").shape
     (32, 32)
+    >>> frames = 0.5 + 0.1 * numpy.random.default_rng(0).standard_normal((3, 32, 32))
+    >>> nlfilt.denoise_collaborative(frames, channel_axis=None, device="cpu").shape
+    (3, 32, 32)
     """
     check_device(device)
     work_dtype = check_dtype(dtype)
     check_progress(progress)
     host = as_real_array(image, channel_axis)
-    if host.ndim == 4:
-        raise ValueError("the collaborative filter works on 2-D images; for a volume use nlfilt.denoise "
-                         "(channel_axis=None), or filter its slices one by one")
     if sigma is not None:
         check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
-    check_shape(host.shape)  # before the image goes to the device
+    check_shape(host.shape[-3:])  # before the image goes to the device
+    shape = host.shape
+    if host.ndim == 4 and host.shape[0] == 1:  # one frame: an image
+        host = host[0]
     backend, array = place(host, device, work_dtype)
     if sigma is None:
-        sigma = estimate_sigma(backend.xp, array)
-    groups = accelerate(backend, ArrayGroups(backend, array.shape, patch=PATCH, step=STEP))
-    estimate = collaborative_filter(groups, array, float(sigma), progress=progress)
-    estimate = backend.like_input(in_layout(estimate.reshape(array.shape), image, channel_axis), image)
+        sigma = estimate_sigma(backend.xp, array)  # a stack: the median of its frames' estimates
+    if array.ndim == 4:
+        estimate = collaborative_series(backend, array, float(sigma), progress=progress)
+    else:
+        groups = accelerate(backend, ArrayGroups(backend, array.shape, patch=PATCH, step=STEP))
+        estimate = collaborative_filter(groups, array, float(sigma), progress=progress)
+    estimate = backend.like_input(in_layout(estimate.reshape(shape), image, channel_axis), image)
     if not return_info:
         return estimate
     return estimate, DenoiseInfo(iterations=1, pilot_iterations=None, sigma=float(sigma), h=None, stop=None,

@@ -63,6 +63,25 @@ class CompiledGroups:
                                        for index in share], workers.shares(rows.size))
         return members
 
+    def match_series(self, levels: Any, *, radius: int, follow: int, reach: int, group: int) -> numpy.ndarray:
+        """The groups of a stack (as :meth:`nlfilt.collaborative.ArrayGroups.match_series`), one frame's
+        references per kernel call."""
+        twin = self.twin
+        frames, height, width = levels.shape
+        if frames != twin.frames or (height, width) != (twin.shape[0], twin.frame_width):
+            raise ValueError(f"levels of shape {levels.shape} for groups of {twin.frames} frames of "
+                             f"{twin.shape[0]}x{twin.frame_width}")
+        if not 0 <= follow <= radius:
+            raise ValueError(f"follow must be between 0 and radius ({radius}); got {follow}")
+        rows, cols = twin.rows, twin.cols[:twin.cols.size // frames]
+        members = numpy.empty((rows.size * frames * cols.size, group), numpy.int32)
+        levels = numpy.ascontiguousarray(levels, dtype=numpy.int32)
+        kernel = _kernels()[2]
+        with Workers(self.backend) as workers:
+            workers.map(lambda share: [kernel(levels, rows, cols, time, self.patch, radius, follow, reach,
+                                              members) for time in share], workers.shares(frames))
+        return members
+
     def filter(self, image: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
         """One stage over all groups (as :meth:`nlfilt.collaborative.ArrayGroups.filter`)."""
         height, width, channels = image.shape
@@ -109,25 +128,25 @@ _COMPILING = threading.Lock()
 _U = numpy.uint64
 
 
-def _kernels() -> tuple[Callable[..., None], Callable[..., None]]:
-    """The matching and filtering kernels, compiled once per process (numba's disk cache across
-    processes); threads that ask at the same time wait for the first."""
+def _kernels() -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+    """The matching, filtering and stack matching kernels, compiled once per process (numba's disk cache
+    across processes); threads that ask at the same time wait for the first."""
     with _COMPILING:
         return _compile()
 
 
 @lru_cache(maxsize=1)
-def _compile() -> tuple[Callable[..., None], Callable[..., None]]:
+def _compile() -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
     from nlfilt.jit import load_numba  # noqa: PLC0415 - jit imports this module
 
     numba = load_numba()
     # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
     for helper in (_gather, _multiply_add, _zero):
         numba.extending.register_jitable(inline="always")(helper)
-    for helper in (_filter_group, _separable):
+    for helper in (_filter_group, _separable, _scan_frame, _insert_key):
         numba.extending.register_jitable(helper)
     njit = numba.njit(nogil=True, cache=True)
-    return njit(_match_row), njit(_filter_groups)
+    return njit(_match_row), njit(_filter_groups), njit(_match_series)
 
 
 def _match_row(levels: Any, rows: Any, cols: Any, index: int, patch: int, radius: int, members: Any) -> None:
@@ -196,6 +215,110 @@ def _match_row(levels: Any, rows: Any, cols: Any, index: int, patch: int, radius
             found += 1
         for slot in range(found, group):
             members[reference, slot] = members[reference, slot % found]
+
+
+def _match_series(levels: Any, rows: Any, cols: Any, time: int, patch: int, radius: int, follow: int,
+                  reach: int, members: Any) -> None:
+    """Fill ``members`` for the references of frame ``time`` of the stack ``levels`` (frames, H, W;
+    int32) (compiled by numba): ``rows``, ``cols`` one frame's reference grid; members as
+    :meth:`nlfilt.collaborative.ArrayGroups.match_series` orders and ranks them."""
+    frames, height, width = levels.shape
+    group = members.shape[1]
+    side = 2 * radius + 1
+    window = side * side
+    candidates = (2 * reach + 1) * window
+    slots = max(group - 1, 1)
+    keys = numpy.empty(slots, numpy.int64)
+    centre_rows = numpy.zeros(2 * reach + 1, numpy.int64)
+    centre_cols = numpy.zeros(2 * reach + 1, numpy.int64)
+    best = numpy.zeros(2, numpy.int64)
+    best_rows = numpy.zeros(2 * reach + 1, numpy.int64)
+    best_cols = numpy.zeros(2 * reach + 1, numpy.int64)
+    per_row = frames * cols.size
+    for i in range(rows.size):
+        top = rows[i]
+        for j in range(cols.size):
+            left = cols[j]
+            for slot in range(slots):
+                keys[slot] = INVALID_KEY
+            for slot in range(2 * reach + 1):
+                away = (slot + 1) // 2
+                frame = time + away if slot % 2 == 0 else time - away
+                if slot < 3:
+                    centre_rows[slot] = top
+                    centre_cols[slot] = left
+                else:
+                    centre_rows[slot] = best_rows[slot - 2]
+                    centre_cols[slot] = best_cols[slot - 2]
+                best[0] = centre_rows[slot]
+                best[1] = centre_cols[slot]
+                if 0 <= frame < frames:
+                    _scan_frame(levels, frame, time, top, left, centre_rows[slot], centre_cols[slot],
+                                radius if slot == 0 else follow, radius, patch, slot, window, candidates,
+                                keys, group > 1, best)
+                best_rows[slot] = best[0]
+                best_cols[slot] = best[1]
+            reference = i * per_row + time * cols.size + j
+            members[reference, 0] = top * (frames * width) + time * width + left
+            found = 1
+            for slot in range(group - 1):
+                key = keys[slot]
+                if key == INVALID_KEY:
+                    break
+                rest = key % candidates
+                index, offset = rest // window, rest % window
+                away = (index + 1) // 2
+                frame = time + away if index % 2 == 0 else time - away
+                members[reference, found] = ((centre_rows[index] + offset // side - radius) * (frames * width)
+                                             + frame * width + centre_cols[index] + offset % side - radius)
+                found += 1
+            for slot in range(found, group):
+                members[reference, slot] = members[reference, slot % found]
+
+
+def _scan_frame(levels: Any, frame: int, time: int, top: int, left: int, centre_row: int, centre_col: int,
+                reach: int, radius: int, patch: int, slot: int, window: int, candidates: int, keys: Any,
+                insert: bool, best: Any) -> None:
+    """Insert into the sorted ``keys`` those of the patches of ``frame`` within ``reach`` of the centre
+    (the reference itself left out in its own frame), and write the best one's (row, column) into
+    ``best``."""
+    height, width = levels.shape[1:]
+    side = 2 * radius + 1
+    best_key = INVALID_KEY
+    for row_step in range(-reach, reach + 1):
+        row = centre_row + row_step
+        if row < 0 or row > height - patch:
+            continue
+        for col_step in range(-reach, reach + 1):
+            col = centre_col + col_step
+            if col < 0 or col > width - patch:
+                continue
+            distance = 0.0
+            for u in range(patch):
+                for v in range(patch):
+                    difference = (numpy.float64(levels[frame, row + u, col + v])
+                                  - numpy.float64(levels[time, top + u, left + v]))
+                    distance += difference * difference
+            key = (numpy.int64(distance) * candidates + slot * window + (row_step + radius) * side
+                   + col_step + radius)
+            if key < best_key:
+                best_key = key
+                best[0] = row
+                best[1] = col
+            if insert and not (slot == 0 and row_step == 0 and col_step == 0):
+                _insert_key(keys, key)
+
+
+def _insert_key(keys: Any, key: int) -> None:
+    """Insert ``key`` into the ascending ``keys`` (dropping the largest) when it is smaller than it."""
+    last = keys.size - 1
+    if key >= keys[last]:
+        return
+    position = last
+    while position > 0 and keys[position - 1] > key:
+        keys[position] = keys[position - 1]
+        position -= 1
+    keys[position] = key
 
 
 def _filter_groups(planes: Any, guides: Any, members: Any, first: int, last: int, matrices: Any, window: Any,

@@ -153,8 +153,9 @@ def test_filter_settings_resolve_the_defaults_once_from_the_image_shape():
     assert FilterMethod.filter_options(plan) == resolved
     with pytest.raises(ValueError, match="smaller than the default patch"):
         make_plan("filter", {}, (3, 40, 1), device="cpu")
-    with pytest.raises(ValueError, match="2-D images"):
-        make_plan("collaborative", {}, (4, 40, 44, 1), device="cpu")
+    assert make_plan("collaborative", {}, (4, 40, 44, 1), device="cpu").method == "collaborative"  # a series
+    with pytest.raises(ValueError, match="smaller than the 8x8 patches"):
+        make_plan("collaborative", {}, (4, 6, 44, 1), device="cpu")  # one frame's size is checked
 
 
 class Identity(Method):
@@ -195,6 +196,8 @@ def test_a_registered_method_is_offered_checked_and_run_by_the_command_line(tmp_
                                         "--method", "identity", "--kernel", "arccos"])
     assert refused.exit_code == 2
     assert "--kernel configures --method filter, not --method identity" in " ".join(refused.output.split())
+    with pytest.raises(ValueError, match="--method identity works on 2-D images, not stacks"):
+        make_plan("identity", {}, (4, 40, 44, 1), device="cpu")  # a method without stack modes
     on_gpu = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "p.png"),
                                        "--method", "identity", "--device", "gpu"])
     assert on_gpu.exit_code == 2 and "--method identity runs on the CPU only" in on_gpu.output

@@ -90,6 +90,8 @@ def test_a_time_series_gains_a_decibel_from_its_temporal_window(set12):
     assert psnr(volume) >= psnr(frames) + 1.0, (psnr(volume), psnr(frames))
 
 
-def test_the_collaborative_filter_refuses_a_volume():
-    with pytest.raises(ValueError, match="2-D images; for a volume use nlfilt.denoise"):
+def test_the_collaborative_filter_takes_a_volume_as_a_series_of_slices_of_at_least_8x8():
+    with pytest.raises(ValueError, match="at least 8x8 pixels; got 6x5"):
         nlfilt.denoise_collaborative(VOLUME, channel_axis=None, device="cpu")
+    slices = numpy.repeat(VOLUME, 2, axis=1).repeat(2, axis=2)
+    assert nlfilt.denoise_collaborative(slices, channel_axis=None, device="cpu").shape == slices.shape

@@ -99,11 +99,14 @@ def check_jobs(jobs: list[Job]) -> None:
                    "created if missing; '-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress and no messages except errors (progress: a bar on a "
                                             "terminal, else a plain line every 30 s).")
-@click.option("--stack", type=click.Choice(["frames", "volume"]), default="frames", show_default=True,
+@click.option("--stack", type=click.Choice(["frames", "series", "volume"]), default="frames",
+              show_default=True,
               help="Multi-page TIFF inputs, written back as a stack of the same pages, dtype and "
-                   "metadata: 'frames' filters each page as its own 2-D image; 'volume' filters the stack "
-                   "as one 3-D image with --method filter (which it selects when --method is not given; "
-                   "--patch and --window may be boxes Z,H,W).")
+                   "metadata: 'frames' filters each page as its own 2-D image; 'series' filters the pages "
+                   "as frames in order (a time series, a video, slices) with the default method, each "
+                   "group drawn from its page and the 4 pages before and after, following motion; "
+                   "'volume' filters the stack as one 3-D image with --method filter (which it selects "
+                   "when --method is not given; --patch and --window may be boxes Z,H,W).")
 @click.option("--chunk", type=click.IntRange(min=0), default=0,
               help="Read TIFF inputs in chunks of N x N pixels (rounded up to 256) and write tiled "
                    "BigTIFF, never holding the image whole. [default: 0: only TIFFs over 8192 x 8192 "
@@ -134,7 +137,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     Methods:
       collaborative (the default)  two-stage Wiener filter of grouped patches;
                                    of the filter's options it takes --sigma
-                                   and --device only
+                                   and --device only; with --stack series
+                                   groups span neighbouring pages
       filter                       one non-local filter W with twicing, set by
                                    --kernel ... --guide; giving one of those
                                    (or --stack volume) without --method
@@ -325,17 +329,17 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
         chosen = method(run.method)
         streamed = chosen.streams and should_stream(job.source, header, run.chunk)  # in chunks
         frames = max(1, header.frames)
-        volume = bool(header.frames) and run.stack == "volume"
+        whole = bool(header.frames) and run.stack in chosen.stacks  # a volume, or a series
         shape = header.colour_shape
-        if volume:  # one 3-D filter: its cost is that of a (Z, H, W, C) image
+        if whole:  # one filter of the stack: its cost is that of a (Z, H, W, C) array
             shape = (frames, *shape[:2], shape[2] if len(shape) == 3 else 1)
         plan = run.plan(shape, header.dtype, device)
-        check_plan(shape, plan, max_minutes, streamed=streamed, frames=1 if volume else frames)
+        check_plan(shape, plan, max_minutes, streamed=streamed, frames=1 if whole else frames)
         image = None if streamed else read_image(job.source, header, stacks=True)
         if image is not None and plan.sigma is not None:
             first = image.colour[0] if header.frames else image.colour  # a stack: its first frame
             entry["warning"] = _sigma_warning(first, plan.sigma, header.dtype)
-        unit = ("bands of rows" if streamed else "frames" if header.frames and not volume
+        unit = ("bands of rows" if streamed else "frames" if header.frames and not whole
                 else chosen.progress_unit)
         bar = product_bar(job.source.name, quiet, unit=unit)
         progress = bar if watch is None else watch(bar)
@@ -349,7 +353,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
                 entry.update(chosen.report(None, plan))
             else:
                 colour = image.colour.astype(plan.dtype)
-                if volume:  # the stack as one (Z, H, W, C) volume
+                if whole:  # the stack as one (Z, H, W, C) array
                     result, info = chosen.denoise(colour.reshape(*colour.shape[:3], -1), plan, progress)
                     result = result.reshape(colour.shape)
                     infos = [info]

@@ -232,7 +232,8 @@ class RunOptions:
     device : str
         As asked: 'auto', 'cpu' or 'gpu'.
     stack : str or None
-        How a multi-page TIFF is filtered: 'frames' or 'volume' (None: the command takes 2-D images).
+        How a multi-page TIFF is filtered: 'frames', 'series' or 'volume' (None: the command takes 2-D
+        images).
     chunk : int
         Side of the chunks a TIFF is read in (0: only very large ones).
     """
@@ -273,9 +274,11 @@ class RunOptions:
         """click.UsageError for options that do not fit together or are invalid (image sizes aside)."""
         chosen = method(self.method)
         volume = self.stack == "volume"
-        if volume and not chosen.volumes:
-            raise click.UsageError(f"--stack volume needs a method that filters volumes (--method filter); "
-                                   f"--method {self.method} works on 2-D images")
+        if self.stack not in (None, "frames") and self.stack not in chosen.stacks:
+            owners = " or ".join(f"--method {other.name}" for other in map(method, method_names())
+                                 if self.stack in other.stacks)
+            raise click.UsageError(f"--stack {self.stack} needs {owners}; --method {self.method} filters a "
+                                   f"stack {' or '.join(chosen.stacks) or 'frame by frame'}")
         own = dict(self.own)
         if not volume:
             for name in ("patch", "window"):
@@ -317,15 +320,15 @@ def _changed_options(params: dict[str, Any]) -> list[str]:
 
 def _implied_method(params: dict[str, Any], stack: str | None) -> str:
     """The method a run without ``--method`` gets: the first registered method (the default) that owns
-    every option given a value of its own and, for ``--stack volume``, filters volumes; click.UsageError
-    when none does."""
+    every option given a value of its own and filters a stack in ``stack`` mode ('volume', 'series');
+    click.UsageError when none does."""
     changed = _changed_options(params)
     for chosen in map(method, method_names()):
-        if set(changed) <= set(chosen.options) and (stack != "volume" or chosen.volumes):
+        if set(changed) <= set(chosen.options) and (stack in (None, "frames") or stack in chosen.stacks):
             return chosen.name
     flags = ", ".join("--" + option.replace("_", "-") for option in changed)
-    raise click.UsageError(f"no method takes all of {flags}" + (" with --stack volume" if stack == "volume"
-                                                                 else "") + ": choose one with --method")
+    raise click.UsageError(f"no method takes all of {flags}" + (f" with --stack {stack}" if stack not in (
+        None, "frames") else "") + ": choose one with --method")
 
 
 def check_device(device: str) -> None:

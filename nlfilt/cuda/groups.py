@@ -80,6 +80,10 @@ class CudaGroups:
                  shared_memory=match_shared_bytes(self.patch, self.twin.step, radius, group))
         return members
 
+    def match_series(self, levels: Any, *, radius: int, follow: int, reach: int, group: int) -> Any:
+        """The groups of a stack: the twin's array code on the GPU (no kernel of its own yet)."""
+        return self.twin.match_series(levels, radius=radius, follow=follow, reach=reach, group=group)
+
     def filter(self, image: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
         """One stage over all groups (as :meth:`nlfilt.collaborative.ArrayGroups.filter`)."""
         dtype = image.dtype

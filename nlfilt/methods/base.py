@@ -74,8 +74,10 @@ class Method:
     options : dict
         Its own options (the API's keyword names) and their defaults; the
         options every method takes (sigma, the device) are not among them.
-    volumes : bool
-        Whether it filters a 3-D volume (Z, H, W, C) as one.
+    stacks : tuple of str
+        The ``--stack`` modes in which it filters a stack (Z, H, W, C) as one
+        array: 'volume' (a 3-D image), 'series' (frames in order); a stack
+        in no mode of it is filtered frame by frame.
     streams : bool
         Whether it filters a large image chunk by chunk with a halo
         (:meth:`denoise_dask`), as streamed TIFFs need.
@@ -89,7 +91,7 @@ class Method:
     name: ClassVar[str]
     summary: ClassVar[str]
     options: ClassVar[dict[str, Any]]
-    volumes: ClassVar[bool] = False
+    stacks: ClassVar[tuple[str, ...]] = ()
     streams: ClassVar[bool] = False
     gpu: ClassVar[bool] = True
     progress_unit: ClassVar[str] = "steps"
@@ -123,7 +125,7 @@ class Method:
 
     def denoise(self, image: Any, plan: Plan, progress: Progress | None) -> tuple[Any, Any]:
         """(the estimate, a :class:`nlfilt.DenoiseInfo`) of ``image``: (H, W, C), or a volume
-        (Z, H, W, C) when :attr:`volumes`."""
+        stack (Z, H, W, C) in one of its :attr:`stacks` modes."""
         raise NotImplementedError
 
     def denoise_dask(self, array: Any, plan: Plan) -> Any:
@@ -165,8 +167,8 @@ def make_plan(name: str, options: Mapping[str, Any], shape: tuple[int, ...], *, 
     ``options`` (the others' are ignored), on ``device`` ('cpu' or 'gpu'); ValueError naming the
     option that does not fit."""
     chosen = method(name)
-    if len(shape) == 4 and not chosen.volumes:
-        raise ValueError(f"--method {name} works on 2-D images, not volumes")
+    if len(shape) == 4 and not chosen.stacks:
+        raise ValueError(f"--method {name} works on 2-D images, not stacks filtered as one")
     settings = chosen.settings(shape, options, sigma)
     return Plan(method=name, settings=tuple(settings.items()), device=device,
                 dtype=numpy.dtype(dtype).name, sigma=sigma)

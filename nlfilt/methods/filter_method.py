@@ -30,7 +30,7 @@ class FilterMethod(Method):
     name = "filter"
     summary = "one non-local filter W with twicing, set by the filter options"
     options = {name: inspect.signature(denoise).parameters[name].default for name in OWN_OPTIONS}
-    volumes = True
+    stacks = ("volume",)
     streams = True
     progress_unit = "products with K"
 
