@@ -25,27 +25,31 @@ from nlfilt.methods import method
 
 from harness import DATA, add_noise, load_images, machine, write
 
-#: (name, options of nlfilt denoise as its parameters, colour) of every mode checked.
+#: (name, options of nlfilt denoise as its parameters, colour, frames of a series (--stack series) or 0)
+#: of every mode checked.
 MODES = [
-    ("collaborative", {"method": "collaborative"}, False),
-    ("collaborative RGB", {"method": "collaborative"}, True),
-    ("window nlm t1", {"method": "filter"}, False),
-    ("window nlm t1 RGB", {"method": "filter"}, True),
-    ("window nlm auto", {"method": "filter", "iterations": "auto"}, False),
-    ("window nlm sinkhorn auto", {"method": "filter", "normalize": "sinkhorn", "iterations": "auto"}, False),
-    ("window nlm pilot auto", {"method": "filter", "guide": "pilot", "iterations": "auto"}, False),
-    ("window arccos t1", {"method": "filter", "kernel": "arccos", "window": 11}, False),
+    ("collaborative", {"method": "collaborative"}, False, 0),
+    ("collaborative RGB", {"method": "collaborative"}, True, 0),
+    ("collaborative series 8 frames", {"method": "collaborative"}, False, 8),
+    ("collaborative series 8 frames RGB", {"method": "collaborative"}, True, 8),
+    ("window nlm t1", {"method": "filter"}, False, 0),
+    ("window nlm t1 RGB", {"method": "filter"}, True, 0),
+    ("window nlm auto", {"method": "filter", "iterations": "auto"}, False, 0),
+    ("window nlm sinkhorn auto", {"method": "filter", "normalize": "sinkhorn", "iterations": "auto"}, False,
+     0),
+    ("window nlm pilot auto", {"method": "filter", "guide": "pilot", "iterations": "auto"}, False, 0),
+    ("window arccos t1", {"method": "filter", "kernel": "arccos", "window": 11}, False, 0),
     ("window arccos auto", {"method": "filter", "kernel": "arccos", "window": 11, "iterations": "auto"},
-     False),
-    ("window ntk t1", {"method": "filter", "kernel": "ntk", "window": 11}, False),
-    ("global nlm t1", {"method": "filter", "window": None}, False),
-    ("global nlm auto", {"method": "filter", "window": None, "iterations": "auto"}, False),
-    ("global arccos t1", {"method": "filter", "kernel": "arccos"}, False),
-    ("global arccos t1 RGB", {"method": "filter", "kernel": "arccos"}, True),
-    ("global arccos auto", {"method": "filter", "kernel": "arccos", "iterations": "auto"}, False),
-    ("global ntk t1", {"method": "filter", "kernel": "ntk"}, False),
-    ("global ntk auto", {"method": "filter", "kernel": "ntk", "iterations": "auto"}, False),
-    ("global ntk depth 2 t1", {"method": "filter", "kernel": "ntk", "depth": 2}, False),
+     False, 0),
+    ("window ntk t1", {"method": "filter", "kernel": "ntk", "window": 11}, False, 0),
+    ("global nlm t1", {"method": "filter", "window": None}, False, 0),
+    ("global nlm auto", {"method": "filter", "window": None, "iterations": "auto"}, False, 0),
+    ("global arccos t1", {"method": "filter", "kernel": "arccos"}, False, 0),
+    ("global arccos t1 RGB", {"method": "filter", "kernel": "arccos"}, True, 0),
+    ("global arccos auto", {"method": "filter", "kernel": "arccos", "iterations": "auto"}, False, 0),
+    ("global ntk t1", {"method": "filter", "kernel": "ntk"}, False, 0),
+    ("global ntk auto", {"method": "filter", "kernel": "ntk", "iterations": "auto"}, False, 0),
+    ("global ntk depth 2 t1", {"method": "filter", "kernel": "ntk", "depth": 2}, False, 0),
 ]
 
 
@@ -74,18 +78,22 @@ def check(sizes: list[int], budget: float) -> list[str]:
     print("\n".join(lines), flush=True)
     outside = []
     for side in sizes:
-        for name, params, colour in MODES:
+        for name, params, colour, frames in MODES:
             image = test_image(side, colour)
-            run = RunOptions.from_params(dict(params, sigma=None, device="cpu"))
+            if frames:  # a camera panning over the scene
+                image = numpy.stack([numpy.roll(image, (2 * t, 3 * t), axis=(0, 1)) for t in range(frames)])
+            run = RunOptions.from_params(dict(params, sigma=None, device="cpu"),
+                                         stack="series" if frames else None)
             plan = run.plan(image.shape, numpy.uint8, "cpu")
             chosen = method(run.method)
             estimated = chosen.seconds(image.shape, plan)
-            extent = f"{side}x{side}" + (" RGB" if colour else "")
+            extent = (f"{frames}x" if frames else "") + f"{side}x{side}" + (" RGB" if colour else "")
             if estimated > budget:
                 lines.append(f"| {name} | {extent} | {estimated:.1f} | not run (over --budget {budget:g} s) "
                              f"| | |")
             else:
                 warm = test_image(32, colour)  # compiled kernels loaded, caches filled, before timing
+                warm = numpy.stack([warm] * frames) if frames else warm
                 chosen.denoise(warm, run.plan(warm.shape, numpy.uint8, "cpu"), None)
                 started = time.perf_counter()
                 chosen.denoise(image, plan, None)

@@ -391,6 +391,41 @@ def collaborative_checks(device: str, sizes: list[int], lines: list[str]) -> Non
             lines.append(f"| {path} | {size}x{size} gray | {gpu:.4f} | {cpu:.2f} | {cpu / gpu:.0f}x | "
                          f"{estimate:.4f} | {estimate / gpu:.2f} |")
             print(lines[-1], flush=True)
+    series_checks(device, lines)
+
+
+def series_checks(device: str, lines: list[str]) -> None:
+    """A stack filtered as a series (nlfilt.series): the stack matching's array code on CuPy against the
+    compiled CPU kernel (identical members required), the filter against the CPU's, and its time."""
+    from nlfilt import collaborative
+    from nlfilt.backend import get_backend
+    from nlfilt.cost import estimate_collaborative_seconds
+    from nlfilt.jit_groups import CompiledGroups
+
+    stack = numpy.stack([numpy.roll(noisy_image(128), (2 * t, 3 * t), axis=(0, 1)) for t in range(8)])
+    levels = collaborative.quantise(numpy, stack.astype(numpy.float64), 20.0)
+    twin = collaborative.ArrayGroups(get_backend("cpu"), (128, 128, 1), patch=8, step=3, frames=8)
+    members = CompiledGroups(twin).match_series(levels, radius=9, follow=5, reach=4, group=16)
+    lines += ["\n## Series (denoise_collaborative of a stack)\n",
+              "8 frames of the synthetic 128x128 image moving 2 and 3 pixels per frame, sigma 20 given; then "
+              "16 frames of 256x256 for the time.\n",
+              "| members identical | max relative difference f32 | device s | CPU s | speedup | "
+              "GPU estimate s |", "| --- | --- | --- | --- | --- | --- |"]
+    backend = get_backend(device)  # the array code on CuPy (NumPy in a dry run)
+    on_device = collaborative.ArrayGroups(backend, (128, 128, 1), patch=8, step=3, frames=8)
+    found = host(on_device.match_series(backend.xp.asarray(levels), radius=9, follow=5, reach=4, group=16))
+    expected = nlfilt.denoise_collaborative(stack, sigma=20.0, channel_axis=None, device="cpu")
+    actual = nlfilt.denoise_collaborative(stack, sigma=20.0, channel_axis=None, device=device)
+    long = numpy.stack([numpy.roll(noisy_image(256), (2 * t, 3 * t), axis=(0, 1)) for t in range(16)])
+    started = time.perf_counter()
+    nlfilt.denoise_collaborative(long, sigma=20.0, channel_axis=None, device="cpu")
+    cpu = time.perf_counter() - started
+    gpu = best_time(functools.partial(nlfilt.denoise_collaborative, long, sigma=20.0, channel_axis=None,
+                                      device=device), device)
+    estimate = estimate_collaborative_seconds((*long.shape, 1), "gpu")
+    lines.append(f"| {bool((found == members).all())} | {relative_error(actual, expected):.1e} | {gpu:.3f} | "
+                 f"{cpu:.2f} | {cpu / gpu:.1f}x | {estimate:.3f} |")
+    print(lines[-1], flush=True)
 
 
 class TimedDenoise:

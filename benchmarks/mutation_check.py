@@ -52,6 +52,7 @@ NOISE = "nlfilt/noise.py"
 
 COLLABORATIVE = "nlfilt/collaborative.py"
 JIT_GROUPS = "nlfilt/jit_groups.py"
+SERIES = "nlfilt/series.py"
 CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
 
@@ -249,6 +250,15 @@ MUTATIONS = [
     mutation("global mode: mirrored pairs of later tiles dropped", "operators",
              (OPERATORS, "out[stop:] += off.T @ vectors[start:stop]",
               "out[stop:] += (off.T @ vectors[start:stop]) * (start == 0)")),
+    # stacks as a series (added 2026-12-06)
+    mutation("series: the search stops following motion (array code)", "series",
+             (COLLABORATIVE, "centre = (top, left) if slot < 3 else centres[slot - 2][2:]",
+              "centre = (top, left)")),
+    mutation("series: the search stops following motion (compiled)", "series",
+             (JIT_GROUPS, "                if slot < 3:\n                    centre_rows[slot] = top",
+              "                if True:\n                    centre_rows[slot] = top")),
+    mutation("series: windows read no context frames", "series",
+             (SERIES, "    context = 2 * reach\n", "    context = 0\n")),
 ]
 
 

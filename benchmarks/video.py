@@ -85,12 +85,14 @@ def main() -> None:
              f"{args.frames} frames of a {args.size}x{args.size} view of each image moving by {STEP} "
              f"pixels per frame, noise {'as floats' if args.float else 'rounded and clipped to 8 bits'}; "
              "nlfilt estimates sigma, bm4d is given it.  dB: mean over the frames; s: seconds per frame.\n"]
-    summary = ["| set | sigma | frame by frame dB | series dB | gain | "
-               + " | ".join(f"{peer} dB" for peer in args.peers) + " | s frame by frame | s series | "
-               + " | ".join(f"s {peer}" for peer in args.peers) + " |",
-               "| --- " * (7 + 2 * len(args.peers)) + "|"]
-    detail = ["| set | image | sigma | frames dB | series dB | " + " | ".join(f"{p} dB" for p in args.peers)
-              + " | series s/frame | estimate / time |", "| --- " * (7 + len(args.peers)) + "|"]
+    def table_row(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    summary = [table_row(["set", "sigma", "frame by frame dB", "series dB", "gain",
+                          *(f"{peer} dB" for peer in args.peers), "s frame by frame", "s series",
+                          *(f"s {peer}" for peer in args.peers)]), "| --- " * (7 + 2 * len(args.peers)) + "|"]
+    detail = [table_row(["set", "image", "sigma", "frames dB", "series dB", *(f"{p} dB" for p in args.peers),
+                         "series s/frame", "estimate / time"]), "| --- " * (7 + len(args.peers)) + "|"]
     print("\n".join(lines + detail), flush=True)
     for set_name in args.sets:
         images = load_images(DATA / set_name)[:args.limit or None]

@@ -79,9 +79,9 @@ def expected_applications(options: FilterOptions, iterations: int | str, guided:
 #: query rows pairs them with the pixels from the tile on, so about N^2 / 2 pairs per product): the
 #: kernel profile and the two products with the right-hand side ('ntk': of depth 1, plus
 #: GLOBAL_NS_PER_PAIR_AND_LAYER per further layer), plus the GEMM, per patch dimension d.
-#: (0.03: the command line's timings at the default small patches, 9-27 dimensions, where the GEMM's short
-#: inner dimension runs far below its peak; benchmarks/cost_check.py)
-GLOBAL_NS_PER_PAIR_AND_DIM = 0.03
+#: (0.04: the command line's timings at the default small patches, 9-75 dimensions, where the GEMM's short
+#: inner dimension runs far below its peak; benchmarks/cost_check.py, quiet, 128^2 to 512^2)
+GLOBAL_NS_PER_PAIR_AND_DIM = 0.04
 #: Windowed mode, nanoseconds per pixel and offset (one of each opposite pair, (window^2 + 1) / 2 of
 #: them).  The weights (the patch statistic by box sums, and the profile; 'ntk' of depth 1, plus
 #: WINDOWED_NS_PER_WEIGHT_AND_LAYER per further layer), computed at every product or, when the
@@ -268,8 +268,8 @@ COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 36
 #: stack's context frames counted again): seconds on the CPU (matching across 9 frames and the first
 #: channel; per further channel), and on a GPU (an arithmetic figure, not yet measured: the array code's
 #: stack matching gathers 64 values for each of about 1,300 candidates per reference, in both stages).
-SERIES_SECONDS_PER_PIXEL = 8e-6
-SERIES_SECONDS_PER_EXTRA_CHANNEL = 4.4e-6
+SERIES_SECONDS_PER_PIXEL = 9.5e-6
+SERIES_SECONDS_PER_EXTRA_CHANNEL = 2.5e-6
 SERIES_GPU_SECONDS_PER_PIXEL = 2e-6
 #: Working bytes per pixel of a series' window (the frames side by side, the pilot, the estimate and the
 #: groups), and per pixel of the whole stack (its working copy and the result).

@@ -54,6 +54,8 @@ class CompiledGroups:
 
     def match(self, levels: Any, *, radius: int, group: int) -> numpy.ndarray:
         """The groups of ``levels`` (as :meth:`nlfilt.collaborative.ArrayGroups.match`)."""
+        if self.twin.frames > 1:
+            raise ValueError("the groups of a stack come from match_series")
         rows, cols = self.twin.rows, self.twin.cols
         members = numpy.empty((rows.size * cols.size, group), numpy.int32)
         levels = numpy.ascontiguousarray(levels, dtype=numpy.int32)

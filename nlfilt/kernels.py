@@ -278,7 +278,7 @@ class ArcCosKernel(CosineKernel):
         return nlfilt_relu_layer(nlfilt_clip_cosine(t), &derivative);
     """
     global_ns_per_pair = 2.5
-    windowed_ns_per_weight = 2.5
+    windowed_ns_per_weight = 27.0  # the arc-cosine and norms per weight (benchmarks/cost_check.py)
 
     def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
         """Apply ``f`` in place (three scratch blocks)."""
@@ -317,8 +317,8 @@ class NTKKernel(CosineKernel):
     """
     global_ns_per_pair = 4.2  # depth 1; each further layer adds global_ns_per_layer
     global_ns_per_layer = 5.0
-    windowed_ns_per_weight = 3.6
-    windowed_ns_per_layer = 2.2
+    windowed_ns_per_weight = 28.0
+    windowed_ns_per_layer = 12.0
 
     def __init__(self, depth: int) -> None:
         self.depth = depth

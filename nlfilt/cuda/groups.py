@@ -67,7 +67,7 @@ class CudaGroups:
 
     def match(self, levels: Any, *, radius: int, group: int) -> Any:
         """The groups of ``levels`` (as :meth:`nlfilt.collaborative.ArrayGroups.match`)."""
-        if not serves(self.twin, numpy.float32, radius, group):
+        if self.twin.frames > 1 or not serves(self.twin, numpy.float32, radius, group):
             return self.twin.match(levels, radius=radius, group=group)
         xp = self.backend.xp
         height, width = levels.shape
