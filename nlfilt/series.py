@@ -16,12 +16,14 @@ stack unchanged.  A long stack is filtered in windows of ``WINDOW_FRAMES``
 frames, each read with ``2 * REACH`` frames of context on either side, so
 memory does not grow with the length: the groups of a window's frames are
 complete, and only the pilot near a context's outer end differs from a
-filter of the whole stack.
+filter of the whole stack.  :func:`stream_series` runs the same windows on
+frames arriving one by one (a video), holding one window at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from nlfilt.accelerate import accelerate
@@ -59,12 +61,21 @@ def windows(frames: int, pixels: int, reach: int = REACH) -> list[tuple[int, int
     read, (first, last) frames kept.  One window when the stack is short; otherwise ``WINDOW_FRAMES``
     kept per window (fewer when the frames side by side would pass int32 indices)."""
     context = 2 * reach
-    most = max(1, (2**31 - 1) // pixels - 2 * context)
-    if frames <= min(WINDOW_FRAMES + 2 * context, most + 2 * context) and frames * pixels < 2**31:
+    if frames <= _one_window_frames(pixels, reach):
         return [(0, frames, 0, frames)]
-    kept = min(WINDOW_FRAMES, most)
+    kept = _kept_frames(pixels, reach)
     return [(max(0, first - context), min(frames, first + kept + context), first, min(frames, first + kept))
             for first in range(0, frames, kept)]
+
+
+def _kept_frames(pixels: int, reach: int) -> int:
+    """Frames kept per window of a long stack of frames of ``pixels`` pixels."""
+    return min(WINDOW_FRAMES, max(1, (2**31 - 1) // pixels - 4 * reach))
+
+
+def _one_window_frames(pixels: int, reach: int) -> int:
+    """The most frames of ``pixels`` pixels filtered in one window (a short stack)."""
+    return min(_kept_frames(pixels, reach) + 4 * reach, (2**31 - 1) // pixels)
 
 
 def to_wide(xp: Any, stack: Any) -> Any:
@@ -82,40 +93,106 @@ def from_wide(xp: Any, wide: Any, frames: int) -> Any:
 def collaborative_series(backend: Backend, stack: Any, sigma: float, *,
                          progress: Callable[[float, int], None] | None = None) -> Any:
     """Both stages on a stack (T, H, W, C) of ``backend``'s arrays with groups across neighbouring
-    frames; returns the estimate, same shape and dtype.  ``progress(done, total)`` after each matching
-    and filtering step of each window.  ``sigma`` 0 returns a copy."""
-    xp = backend.xp
+    frames; returns the estimate, same shape and dtype (:func:`stream_series` over its frames).
+    ``progress(done, total)`` after each matching and filtering step of each window.  ``sigma`` 0 returns
+    a copy."""
     if sigma <= 0:
         return stack.copy()
-    frames, height, width, channels = stack.shape
+    return backend.xp.stack(list(stream_series(backend, iter(stack), sigma, count=stack.shape[0],
+                                               progress=progress)))
+
+
+def stream_series(backend: Backend, frames: Iterator[Any], sigma: float, *, count: int | None = None,
+                  progress: Callable[[float, int], None] | None = None) -> Iterator[Any]:
+    """The estimates of ``frames`` (each (H, W, C), ``backend``'s arrays, ``sigma`` > 0), in order, as
+    the windows of :func:`windows` complete: at most ``WINDOW_FRAMES + 4 * REACH`` frames are held at a
+    time, so a video of any length streams through.  The same windows, hence the same estimates, as a
+    stack of the same frames.  ``count``: the number of frames when known (for ``progress(done,
+    total)``, after each matching and filtering step of each window; otherwise its total grows)."""
+    xp = backend.xp
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        return
+    frames = itertools.chain([first], frames)
+    height, width, channels = first.shape
     check_shape((height, width))
     colour = channels == 3
-    work = mix_channels(xp, stack, OPPONENT.T) if colour else stack
     noise = sigma if colour else sigma * channels ** 0.5  # of the guide: luminance, or channel sum
-    parts = windows(frames, height * width)
-    out = xp.empty_like(work)
+    pixels, context = height * width, 2 * REACH
+    held: list[Any] = []  # frames start, start + 1, ... in the filter's colour space
+    start, ended = 0, False
     done = [0]
+
+    def pull(upto: int) -> None:  # hold frames up to index ``upto`` (exclusive), or all that remain
+        nonlocal ended
+        while not ended and start + len(held) < upto:
+            frame = next(frames, None)
+            if frame is None:
+                ended = True
+            elif frame.shape != first.shape:
+                raise ValueError(f"frame {start + len(held)} has shape {frame.shape}; the first has "
+                                 f"{first.shape}")
+            else:
+                held.append(mix_channels(xp, frame, OPPONENT.T) if colour else frame)
+
+    def windows_now() -> int:
+        known = count if count is not None else start + len(held) if ended else None
+        return len(windows(known, pixels)) if known else done[0] // 4 + 2
 
     def advance() -> None:
         done[0] += 1
         if progress is not None:
-            progress(float(done[0]), 4 * len(parts))
+            progress(float(done[0]), 4 * windows_now())
 
-    for first, last, keep_first, keep_last in parts:
-        count = last - first
-        groups = accelerate(backend, ArrayGroups(backend, (height, width, channels), patch=PATCH, step=STEP,
-                                                 frames=count))
-        part = work[first:last]
-        wide = to_wide(xp, part)
-        members = groups.match_series(quantise(xp, guide(xp, part, colour), noise), radius=RADIUS,
-                                      follow=FOLLOW, reach=REACH, group=GROUP[0])
-        advance()
-        pilot = filter_by_channel(xp, groups, wide, None, members, sigma, THRESHOLD)
-        advance()
-        levels = quantise(xp, guide(xp, from_wide(xp, pilot, count), colour), noise)
-        members = groups.match_series(levels, radius=RADIUS, follow=FOLLOW, reach=REACH, group=GROUP[1])
-        advance()
-        estimate = from_wide(xp, filter_by_channel(xp, groups, wide, pilot, members, sigma, THRESHOLD), count)
-        out[keep_first:keep_last] = estimate[keep_first - first:keep_last - first]
-        advance()
-    return mix_channels(xp, out, OPPONENT) if colour else out
+    pull(_one_window_frames(pixels, REACH) + 1)
+    total = start + len(held) if ended else None
+    if total is not None and total <= _one_window_frames(pixels, REACH):
+        plan = [(0, total, 0, total)]
+    else:
+        kept = _kept_frames(pixels, REACH)
+        plan = None
+    index = 0
+    while True:
+        if plan is not None:
+            if index == len(plan):
+                return
+            read_first, read_last, keep_first, keep_last = plan[index]
+        else:
+            keep_first = index * kept
+            pull(keep_first + kept + context)
+            available = start + len(held)
+            if keep_first >= available:
+                return
+            keep_last = min(keep_first + kept, available)
+            read_first, read_last = max(0, keep_first - context), min(keep_first + kept + context, available)
+        part = xp.stack(held[read_first - start:read_last - start])
+        estimate = _filter_window(backend, part, sigma, colour, noise, advance)
+        for offset in range(keep_first - read_first, keep_last - read_first):
+            yield mix_channels(xp, estimate[offset], OPPONENT) if colour else estimate[offset]
+        index += 1
+        drop = max(0, keep_last - context - start)  # the next window reads from keep_last - context on
+        del held[:drop]
+        start += drop
+
+
+def _filter_window(backend: Backend, part: Any, sigma: float, colour: bool, noise: float,
+                   advance: Callable[[], None]) -> Any:
+    """Both stages on the frames ``part`` (n, H, W, C; in the filter's colour space) as one wide image;
+    ``advance()`` after each of the four steps."""
+    xp = backend.xp
+    count, height, width, channels = part.shape
+    groups = accelerate(backend, ArrayGroups(backend, (height, width, channels), patch=PATCH, step=STEP,
+                                             frames=count))
+    wide = to_wide(xp, part)
+    members = groups.match_series(quantise(xp, guide(xp, part, colour), noise), radius=RADIUS, follow=FOLLOW,
+                                  reach=REACH, group=GROUP[0])
+    advance()
+    pilot = filter_by_channel(xp, groups, wide, None, members, sigma, THRESHOLD)
+    advance()
+    levels = quantise(xp, guide(xp, from_wide(xp, pilot, count), colour), noise)
+    members = groups.match_series(levels, radius=RADIUS, follow=FOLLOW, reach=REACH, group=GROUP[1])
+    advance()
+    estimate = from_wide(xp, filter_by_channel(xp, groups, wide, pilot, members, sigma, THRESHOLD), count)
+    advance()
+    return estimate

@@ -192,3 +192,26 @@ def test_gpu_series_matches_the_cpu(gpu):
     cpu = nlfilt.denoise_collaborative(noisy, sigma=19.7, channel_axis=None, device="cpu")
     on_gpu = nlfilt.denoise_collaborative(noisy, sigma=19.7, channel_axis=None, device=gpu)
     numpy.testing.assert_allclose(on_gpu, cpu, atol=0.02)
+
+
+@pytest.mark.parametrize("frames", [10, 24])  # one window; several windows of 3 frames
+def test_a_stream_of_frames_gives_the_stack_result_holding_a_bounded_number_of_frames(monkeypatch, frames):
+    monkeypatch.setattr(series, "WINDOW_FRAMES", 3)
+    noisy, _ = shifted_series(frames=frames, size=32, step=(1, 1))
+    stack = noisy.astype(numpy.float32)[..., None]
+    whole = series.collaborative_series(CPU, stack, 25.0)
+    pulled = []
+
+    def arriving():
+        for frame in stack:
+            pulled.append(1)
+            yield frame
+
+    streamed = []
+    for estimate in series.stream_series(CPU, arriving(), 25.0):  # the number of frames not given
+        streamed.append(estimate)
+        assert len(pulled) - len(streamed) <= series.WINDOW_FRAMES + 4 * series.REACH
+    numpy.testing.assert_array_equal(numpy.stack(streamed), whole)
+    assert len(series.windows(frames, 32 * 32)) == (1 if frames == 10 else 8)
+    with pytest.raises(ValueError, match="frame 2 has shape"):
+        list(series.stream_series(CPU, iter([stack[0], stack[1], stack[2, :16]]), 25.0))
