@@ -188,7 +188,7 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
 
 
 def filter_by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: Any, sigma: float,
-                threshold: float) -> Any:
+                      threshold: float) -> Any:
     """One stage (``groups.filter``) run on each channel of ``image`` (and ``pilot``) on its own with
     the shared ``members``, so that each channel's groups carry that channel's weights."""
     if image.shape[2] == 1:
@@ -353,20 +353,17 @@ class ArrayGroups:
         Candidates: in the reference's own frame every patch within ``radius``
         of it; in the frame ``d`` frames away (before, then after, for ``d`` =
         1, 2, ...), every patch within ``follow`` (at most ``radius``) of the
-        best match in the frame one nearer (of the reference itself for ``d``
-        = 1), so the search follows motion.  Each candidate is ranked by the key ``distance *
-        candidates + slot * window + offset index`` (slot 0 the own frame, 2d
-        - 1 the frame d before, 2d the one after; the offset index within a
-        window of ``radius``), unique within a reference: the reference first,
-        then the others by increasing key (repeated in order when fewer).
+        best match in the frame one nearer (of the reference itself for
+        ``d`` = 1), so the search follows motion.  Each candidate is ranked
+        by the key ``distance * candidates + slot * window + offset index``
+        (slot 0 the own frame, 2d - 1 the frame d before, 2d the one after;
+        the offset index within a window of ``radius``), unique within a
+        reference: the reference first, then the others by increasing key
+        (repeated in order when fewer).
         """
         xp = self.backend.xp
+        self.check_series(levels.shape, radius=radius, follow=follow)
         frames, height, width = levels.shape
-        if frames != self.frames or (height, width) != (self.shape[0], self.frame_width):
-            raise ValueError(f"levels of shape {levels.shape} for groups of {self.frames} frames of "
-                             f"{self.shape[0]}x{self.frame_width}")
-        if not 0 <= follow <= radius:
-            raise ValueError(f"follow must be between 0 and radius ({radius}); got {follow}")
         patch, side = self.patch, 2 * radius + 1
         window, slots = side * side, 2 * reach + 1
         candidates = slots * window
@@ -419,6 +416,15 @@ class ArrayGroups:
                 found = fill_short_groups(xp, found, count)
             members.append(found)
         return xp.concatenate(members) if len(members) > 1 else members[0]
+
+    def check_series(self, shape: tuple[int, ...], *, radius: int, follow: int) -> None:
+        """ValueError unless levels of ``shape`` (frames, H, W) are this stack's and ``follow`` lies in
+        [0, ``radius``] (the arguments of :meth:`match_series`, checked for every implementation)."""
+        if tuple(shape) != (self.frames, self.shape[0], self.frame_width):
+            raise ValueError(f"levels of shape {tuple(shape)} for groups of {self.frames} frames of "
+                             f"{self.shape[0]}x{self.frame_width}")
+        if not 0 <= follow <= radius:
+            raise ValueError(f"follow must be between 0 and radius ({radius}); got {follow}")
 
     def _series_scan(self, flat: Any, reference: Any, keys: list[Any], frame: Any, centre_row: Any,
                      centre_col: Any, reach: int, radius: int, slot: int, candidates: int, window: int,

@@ -69,12 +69,8 @@ class CompiledGroups:
         """The groups of a stack (as :meth:`nlfilt.collaborative.ArrayGroups.match_series`), one frame's
         references per kernel call."""
         twin = self.twin
-        frames, height, width = levels.shape
-        if frames != twin.frames or (height, width) != (twin.shape[0], twin.frame_width):
-            raise ValueError(f"levels of shape {levels.shape} for groups of {twin.frames} frames of "
-                             f"{twin.shape[0]}x{twin.frame_width}")
-        if not 0 <= follow <= radius:
-            raise ValueError(f"follow must be between 0 and radius ({radius}); got {follow}")
+        twin.check_series(levels.shape, radius=radius, follow=follow)
+        frames = levels.shape[0]
         rows, cols = twin.rows, twin.cols[:twin.cols.size // frames]
         members = numpy.empty((rows.size * frames * cols.size, group), numpy.int32)
         levels = numpy.ascontiguousarray(levels, dtype=numpy.int32)
