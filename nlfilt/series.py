@@ -39,6 +39,7 @@ from nlfilt.collaborative import (
     mix_channels,
     quantise,
 )
+from nlfilt.noise import estimate_sigma
 
 if TYPE_CHECKING:
     from nlfilt.backend import Backend
@@ -52,6 +53,8 @@ RADIUS = 9
 FOLLOW = 5
 REACH = 4
 GROUP = (16, 16)
+#: Frames a stream's noise level is estimated on (the median of their estimates).
+SIGMA_FRAMES = 8
 #: Frames filtered per window of a long stack (each with ``2 * REACH`` frames of context either side).
 WINDOW_FRAMES = 32
 
@@ -66,6 +69,16 @@ def windows(frames: int, pixels: int, reach: int = REACH) -> list[tuple[int, int
     kept = _kept_frames(pixels, reach)
     return [(max(0, first - context), min(frames, first + kept + context), first, min(frames, first + kept))
             for first in range(0, frames, kept)]
+
+
+def stream_windows(frames: int, height: int, width: int, channels: int) -> tuple[tuple[int, ...], float]:
+    """What streaming ``frames`` frames costs, for the cost model: (the shape of the stack one window
+    reads, how many windows of that shape the frames take)."""
+    pixels = height * width
+    if frames <= _one_window_frames(pixels, REACH):
+        return (max(frames, 1), height, width, channels), 1.0
+    kept = _kept_frames(pixels, REACH)
+    return (kept + 4 * REACH, height, width, channels), frames / kept
 
 
 def _kept_frames(pixels: int, reach: int) -> int:
@@ -174,6 +187,33 @@ def stream_series(backend: Backend, frames: Iterator[Any], sigma: float, *, coun
         drop = max(0, keep_last - context - start)  # the next window reads from keep_last - context on
         del held[:drop]
         start += drop
+
+
+def stream_sigma(xp: Any, frames: Iterator[Any], sample: int = SIGMA_FRAMES) -> tuple[float, Iterator[Any]]:
+    """The noise level of a stream of frames (H, W, C), estimated on its first ``sample`` frames (the
+    median of their :func:`nlfilt.noise.estimate_sigma`; on the luminance ``sum / sqrt(3)`` of colour
+    frames, whose noise is that of each channel when it is white, and which a video's chroma subsampling
+    leaves white), and an iterator over the same frames, those read included."""
+    first = []
+    for frame in frames:
+        first.append(frame)
+        if len(first) == sample:
+            break
+    if not first:
+        return 0.0, iter(())
+    stack = xp.stack(first).astype(xp.float32)
+    if stack.shape[-1] == 3:  # subsampled chroma has low-pass noise, which a fine-scale estimate misses
+        stack = stack.sum(axis=-1, keepdims=True) / 3**0.5
+    sigma = estimate_sigma(xp, stack)
+    return float(sigma), _chain(first, frames)
+
+
+def _chain(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
+    """The frames of ``first`` (released as they are handed out), then ``rest``."""
+    first.reverse()
+    while first:
+        yield first.pop()
+    yield from rest
 
 
 def _filter_window(backend: Backend, part: Any, sigma: float, colour: bool, noise: float,

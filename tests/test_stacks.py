@@ -149,10 +149,10 @@ def test_single_image_commands_refuse_a_stack(tmp_path):
 
 
 def test_frame_progress_counts_frames_with_the_current_frames_part():
-    from nlfilt.cli.denoise import _frame_progress
+    from nlfilt.methods.base import frame_progress
 
     calls = []
-    report = _frame_progress(lambda done, total: calls.append((done, total)), 2, 5)
+    report = frame_progress(lambda done, total: calls.append((done, total)), 2, 5)
     report(1, 4)
     report(4, 4)
     assert calls == [(2.25, 5), (3.0, 5)]

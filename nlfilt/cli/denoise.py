@@ -34,6 +34,7 @@ from nlfilt.cli.options import (
 from nlfilt.cli.progress import Deadline, OverTime, make_bar, product_bar
 from nlfilt.cli.report import Report
 from nlfilt.cli.stream import should_stream, stream_tiff
+from nlfilt.cli.video import filter_video_job, video_mode
 from nlfilt.images import (
     IMAGE_EXTENSIONS,
     ImageError,
@@ -50,17 +51,32 @@ from nlfilt.images import (
     write_image,
 )
 from nlfilt.methods import method
+from nlfilt.methods.base import frame_progress
 from nlfilt.noise import sigma_mismatch
+from nlfilt.video import VIDEO_OUTPUTS, is_video
 
 
-def check_jobs(jobs: list[Job]) -> None:
+def check_jobs(jobs: list[Job], run: RunOptions) -> None:
     """Raise click.UsageError for what would fail only after denoising: an output format that is
-    unknown or cannot store its input's pixels, or an output folder that cannot be written.
+    unknown or cannot store its input's pixels, a video in a mode it cannot be filtered in, or an
+    output folder that cannot be written.
 
     Inputs whose header cannot be read are left to fail (with the reason) at their turn.
     """
     for job in jobs:
         suffix = job.target.suffix
+        if is_video(job.source):
+            try:
+                video_mode(run)
+            except ValueError as exc:
+                raise click.UsageError(f"{job.source}: {exc}") from None
+            if suffix.lower() not in VIDEO_OUTPUTS:
+                raise click.UsageError(f"output {job.target}: a video is written as "
+                                       f"{' or '.join(VIDEO_OUTPUTS)}, not '{suffix or job.target.name}'")
+            continue
+        if suffix.lower() in VIDEO_OUTPUTS:
+            raise click.UsageError(f"output {job.target}: {job.source} is an image, not a video; write it as "
+                                   "an image (PNG, TIFF, ...)")
         if suffix.lower() not in IMAGE_EXTENSIONS:
             raise click.UsageError(f"output {job.target}: {storage_problem(suffix, numpy.uint8, 0)}")
         if same_format(suffix, job.source.suffix):
@@ -99,14 +115,18 @@ def check_jobs(jobs: list[Job]) -> None:
                    "created if missing; '-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress and no messages except errors (progress: a bar on a "
                                             "terminal, else a plain line every 30 s).")
-@click.option("--stack", type=click.Choice(["frames", "series", "volume"]), default="frames",
+@click.option("--stack", type=click.Choice(["auto", "frames", "series", "volume"]), default="auto",
               show_default=True,
-              help="Multi-page TIFF inputs, written back as a stack of the same pages, dtype and "
-                   "metadata: 'frames' filters each page as its own 2-D image; 'series' filters the pages "
-                   "as frames in order (a time series, a video, slices) with the default method, each "
-                   "group drawn from its page and the 4 pages before and after, following motion; "
-                   "'volume' filters the stack as one 3-D image with --method filter (which it selects "
-                   "when --method is not given; --patch and --window may be boxes Z,H,W).")
+              help="Multi-page TIFF inputs (written back as a stack of the same pages, dtype and "
+                   "metadata) and videos: 'frames' filters each page or frame as its own 2-D image; "
+                   "'series' filters them as frames in order (a time series, a video, slices) with the "
+                   "default method, each group drawn from its frame and the 4 frames before and after, "
+                   "following motion; 'volume' filters a TIFF stack as one 3-D image with --method filter "
+                   "(which it selects when --method is not given; --patch and --window may be boxes "
+                   "Z,H,W); 'auto': frames for TIFF stacks, series for videos.")
+@click.option("--lossless", is_flag=True,
+              help="Encode video outputs losslessly (FFV1 in .mkv, lossless H.264 in .mp4) even when the "
+                   "input video is lossy (a lossless input always is).")
 @click.option("--chunk", type=click.IntRange(min=0), default=0,
               help="Read TIFF inputs in chunks of N x N pixels (rounded up to 256) and write tiled "
                    "BigTIFF, never holding the image whole. [default: 0: only TIFFs over 8192 x 8192 "
@@ -118,11 +138,15 @@ def check_jobs(jobs: list[Job]) -> None:
                    "share. Needs nlfilt[dask].")
 def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, overwrite: bool,
                     max_minutes: float, report_path: Path | None, quiet: bool, stack: str, chunk: int,
-                    scheduler: Scheduler | None, **filter_params: Any) -> None:
+                    lossless: bool, scheduler: Scheduler | None, **filter_params: Any) -> None:
     """Denoise image files and folders of images.
 
-    INPUTS are files and folders (a folder means every PNG, TIFF, JPEG, BMP
-    or WebP file in it; a multi-page TIFF is a stack, see --stack).  A file
+    INPUTS are files and folders (a folder means every PNG, TIFF, JPEG, BMP,
+    WebP and video file in it; a multi-page TIFF is a stack, see --stack).
+    Videos (MP4, MKV, MOV, AVI, WebM; needs nlfilt[video]) are written as
+    .mkv or .mp4 (in a folder: .mkv unless .mp4) with the same frames, time
+    stamps and colour range, their audio and subtitles copied; see
+    --lossless.  A file
     named twice is denoised once; a name that cannot be read (a dangling link,
     a link loop) is reported as skipped with the reason.  Outputs
     keep each input's dtype, bit depth and channel layout; alpha is copied
@@ -144,7 +168,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
                                    (or --stack volume) without --method
                                    selects it
     """
-    run = RunOptions.from_params(filter_params, stack=stack, chunk=chunk)
+    run = RunOptions.from_params(filter_params, stack=stack, chunk=chunk, lossless=lossless)
     if scheduler is not None:
         import_distributed()  # a usage error now, before any work, when the extra is missing
     check_device(run.device)
@@ -152,7 +176,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     jobs, passed_over = plan_jobs(inputs, output, recursive)
     if not jobs and not passed_over:
         raise click.UsageError("no image files found in the inputs")
-    check_jobs(jobs)
+    check_jobs(jobs, run)
     if run.device == "auto" and backend.name == "cpu" and not quiet and scheduler is None:
         usable, reason = gpu_status()
         if not reason.startswith(CUPY_MISSING):  # a GPU was meant to be there
@@ -325,6 +349,10 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
     started = time.perf_counter()
     pixels = None
     try:
+        if is_video(job.source):  # decoded, filtered and encoded as a stream, written here
+            entry.update(filter_video_job(job, run, device, overwrite, max_minutes, quiet, watch))
+            entry["seconds"] = round(time.perf_counter() - started, 3)
+            return entry, None
         header = read_header(job.source)
         chosen = method(run.method)
         streamed = chosen.streams and should_stream(job.source, header, run.chunk)  # in chunks
@@ -361,7 +389,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
                 elif header.frames:  # each frame its own image, the bar counting frames
                     results, infos = [], []
                     for index, frame in enumerate(colour):
-                        within = None if progress is None else _frame_progress(progress, index, frames)
+                        within = None if progress is None else frame_progress(progress, index, frames)
                         result, info = chosen.denoise(frame, plan, within)
                         results.append(result)
                         infos.append(info)
@@ -397,13 +425,6 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
     if pixels is None:
         entry["seconds"] = round(entry["seconds"], 3)
     return entry, pixels
-
-
-def _frame_progress(progress: Callable[[float, int], None], index: int,
-                    frames: int) -> Callable[[float, int], None]:
-    """The progress callback of frame ``index`` of ``frames``: the bar counts frames, the current one's
-    part included."""
-    return lambda done, total: progress(index + min(1.0, done / max(total, 1)), frames)
 
 
 def _sigma_warning(colour: Any, sigma: float, dtype: Any) -> str | None:

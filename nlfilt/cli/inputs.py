@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from nlfilt.images import IMAGE_EXTENSIONS
+from nlfilt.video import VIDEO_EXTENSIONS, VIDEO_OUTPUTS
 
 
 @dataclass
@@ -89,7 +90,8 @@ def expand_inputs(inputs: tuple[Path, ...], recursive: bool, exclude: Path | Non
 
 
 def _walk(folder: Path, relative: Path, recursive: bool, exclude: Path | None) -> Iterator[Found]:
-    """The image file names in ``folder`` (and its sub-folders with ``recursive``), classified."""
+    """The image and video file names in ``folder`` (and its sub-folders with ``recursive``),
+    classified."""
     try:
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda entry: entry.name)
@@ -112,7 +114,7 @@ def _walk(folder: Path, relative: Path, recursive: bool, exclude: Path | None) -
                           "folder as an input to include it")
                 yield Found(path, inner, "folder link", reason)
             continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if path.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
             yield _classify(path, inner)
 
 
@@ -156,7 +158,7 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> tuple[
     to_folder = not single_file or output.is_dir() or str(output).endswith(("/", "\\")) or not output.suffix
     if to_folder and output.exists() and not output.is_dir():
         raise click.UsageError(f"output {output} is a file; several inputs or a folder need an output folder")
-    if to_folder and not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:
+    if to_folder and not output.exists() and output.suffix.lower() in (*IMAGE_EXTENSIONS, *VIDEO_OUTPUTS):
         raise click.UsageError(f"several inputs or a folder need an output folder, and {output} names an "
                                "image file; give a folder (it is created if missing)")
     if to_folder:
@@ -169,7 +171,7 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> tuple[
     passed_over: list[PassedOver] = []
     first_job: dict[tuple[int, int], Job] = {}
     for found in expand_inputs(inputs, recursive, exclude=output.resolve() if to_folder else None):
-        target = output / found.relative if to_folder else output
+        target = output / _output_name(found.relative) if to_folder else output
         if found.kind is not None:
             passed_over.append(PassedOver(found.path, target, found.kind, found.reason or ""))
             continue
@@ -196,6 +198,15 @@ def plan_jobs(inputs: tuple[Path, ...], output: Path, recursive: bool) -> tuple[
                                    f"{job.target}")
         seen[target] = job.source
     return jobs, passed_over
+
+
+def _output_name(relative: Path) -> Path:
+    """The output's name in an output folder: the input's, but a video in a container nlfilt does not
+    write (MOV, AVI, WebM) as .mkv."""
+    suffix = relative.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS and suffix not in VIDEO_OUTPUTS:
+        return relative.with_suffix(".mkv")
+    return relative
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

@@ -232,10 +232,12 @@ class RunOptions:
     device : str
         As asked: 'auto', 'cpu' or 'gpu'.
     stack : str or None
-        How a multi-page TIFF is filtered: 'frames', 'series' or 'volume' (None: the command takes 2-D
-        images).
+        How a multi-page TIFF or a video is filtered: 'frames', 'series', 'volume', or 'auto' (TIFF stacks
+        frame by frame, videos as a series); None: the command takes 2-D images.
     chunk : int
         Side of the chunks a TIFF is read in (0: only very large ones).
+    lossless : bool
+        Encode video outputs losslessly whatever the input.
     """
 
     method: str
@@ -244,10 +246,11 @@ class RunOptions:
     device: str
     stack: str | None = None
     chunk: int = 0
+    lossless: bool = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any], *, method_name: str | None = None, stack: str | None = None,
-                    chunk: int = 0) -> RunOptions:
+                    chunk: int = 0, lossless: bool = False) -> RunOptions:
         """The run's options from a command's parameters (``method_name``: the method when the command
         has no ``--method``); click.UsageError for options of another method, or that do not fit."""
         params = dict(params, guide=None if params.get("guide") == "none" else params.get("guide"))
@@ -266,7 +269,8 @@ class RunOptions:
             if device == "gpu":
                 raise click.UsageError(f"--method {name} runs on the CPU only: leave out --device gpu")
             device = "cpu"
-        run = cls(method=name, own=own, sigma=params.get("sigma"), device=device, stack=stack, chunk=chunk)
+        run = cls(method=name, own=own, sigma=params.get("sigma"), device=device, stack=stack, chunk=chunk,
+                  lossless=lossless)
         run.check()
         return run
 
@@ -274,7 +278,7 @@ class RunOptions:
         """click.UsageError for options that do not fit together or are invalid (image sizes aside)."""
         chosen = method(self.method)
         volume = self.stack == "volume"
-        if self.stack not in (None, "frames") and self.stack not in chosen.stacks:
+        if self.stack not in FRAME_BY_FRAME and self.stack not in chosen.stacks:
             owners = " or ".join(f"--method {other.name}" for other in map(method, method_names())
                                  if self.stack in other.stacks)
             raise click.UsageError(f"--stack {self.stack} needs {owners}; --method {self.method} filters a "
@@ -308,6 +312,10 @@ class RunOptions:
                 "stack": self.stack}
 
 
+#: The ``--stack`` values that need nothing of a method (frame by frame; 'auto' for a TIFF stack).
+FRAME_BY_FRAME = (None, "frames", "auto")
+
+
 def _changed_options(params: dict[str, Any]) -> list[str]:
     """The methods' own options that ``params`` gives a value other than their default, in registry
     order."""
@@ -324,11 +332,11 @@ def _implied_method(params: dict[str, Any], stack: str | None) -> str:
     click.UsageError when none does."""
     changed = _changed_options(params)
     for chosen in map(method, method_names()):
-        if set(changed) <= set(chosen.options) and (stack in (None, "frames") or stack in chosen.stacks):
+        if set(changed) <= set(chosen.options) and (stack in FRAME_BY_FRAME or stack in chosen.stacks):
             return chosen.name
     flags = ", ".join("--" + option.replace("_", "-") for option in changed)
     raise click.UsageError(f"no method takes all of {flags}" + (f" with --stack {stack}" if stack not in (
-        None, "frames") else "") + ": choose one with --method")
+        FRAME_BY_FRAME) else "") + ": choose one with --method")
 
 
 def check_device(device: str) -> None:
@@ -373,26 +381,31 @@ def physical_memory() -> int:
 
 
 def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed: bool = False,
-               frames: int = 1) -> None:
+               frames: float = 1, held: float | None = None, subject: str | None = None) -> None:
     """Refuse an image of ``shape`` (its filtered channels; (Z, H, W, C) for a volume) before it is
     decoded (ValueError): over half the machine's memory on the CPU, over the free memory on a GPU (a
     streamed image holds a band at a time), or over ``max_minutes`` (0: no limit), with the remedies that
     help (the method's own, the GPU where one is usable, tiles, a larger limit).
 
     ``frames`` > 1: a stack filtered frame by frame, ``shape`` one frame's: the time is that of all its
-    frames, and the memory counts the whole stack held in the work's dtype three times (the input, the
-    filtered frames, the result) besides one frame's working memory.
+    frames, and the memory counts the ``held`` frames (default: all) held in the work's dtype three times
+    (the input, the filtered frames, the result) besides one frame's working memory.  A video streams:
+    ``shape`` is what one filter call holds (a frame, or a series' window), ``frames`` how many such
+    calls its length makes, ``held`` 0, and ``subject`` names it in messages.
     """
     chosen = method(plan.method)
     gpu_usable = plan.device == "gpu" or gpu_status()[0]
     what = f"{_extent(shape)} with {chosen.describe(plan)}"
-    if frames > 1:
+    if subject is not None:
+        what = f"{subject} with {chosen.describe(plan)}"
+    elif frames > 1:
         what = f"a stack of {frames} frames of {what}"
     needed = chosen.working_bytes(shape, plan)
-    held = 3 * frames * math.prod(shape) * numpy.dtype(plan.dtype).itemsize if frames > 1 else 0
+    held = 3 * (frames if held is None else held) * math.prod(shape) * numpy.dtype(plan.dtype).itemsize \
+        if frames > 1 else 0
     tiles = "crop the image or split it into tiles" + (" (a TIFF: --chunk 4096)" if chosen.streams else "")
     if frames > 1:
-        tiles = "split the stack into smaller files or crop its frames"
+        tiles = f"split the {'video' if subject else 'stack'} into smaller files or crop its frames"
     if plan.device == "gpu" and not streamed:
         free = gpu_free_bytes()
         if free is not None and needed > free:

@@ -12,11 +12,13 @@ through :meth:`Method.denoise` or :meth:`Method.denoise_dask` with one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy
+
+from nlfilt.series import stream_sigma
 
 #: ``progress(done, total)``, in the unit of :attr:`Method.progress_unit`.
 Progress = Callable[[float, int], None]
@@ -128,6 +130,29 @@ class Method:
         stack (Z, H, W, C) in one of its :attr:`stacks` modes."""
         raise NotImplementedError
 
+    def denoise_frames(self, frames: Iterator[Any], plan: Plan, *, series: bool, count: int,
+                       progress: Progress | None) -> Iterator[tuple[Any, float]]:
+        """(estimate, noise level) of each of ``frames`` (host arrays (H, W, C), in order; ``count`` of
+        them, or 0 when unknown), pulled as needed: a video streamed.  One noise level for all, the plan's
+        or estimated on the first frames (:func:`nlfilt.series.stream_sigma`).  ``series``: filtered as
+        one series (:meth:`denoise_series`), else frame by frame.  ``progress(done, total)`` in frames."""
+        if plan.sigma is None:
+            sigma, frames = stream_sigma(numpy, frames)
+            plan = replace(plan, sigma=sigma)
+        if series:
+            for estimate in self.denoise_series(frames, plan, count, progress):
+                yield estimate, plan.sigma
+            return
+        for index, frame in enumerate(frames):
+            within = None if progress is None else frame_progress(progress, index, count)
+            yield self.denoise(frame.astype(plan.dtype), plan, within)[0], plan.sigma
+
+    def denoise_series(self, frames: Iterator[Any], plan: Plan, count: int,
+                       progress: Progress | None) -> Iterator[Any]:
+        """The estimates of ``frames`` (as :meth:`denoise_frames`, ``plan.sigma`` given) filtered as one
+        series, in order, holding a window of them (when 'series' is among its :attr:`stacks`)."""
+        raise NotImplementedError(f"--method {self.name} does not filter a series")
+
     def denoise_dask(self, array: Any, plan: Plan) -> Any:
         """The lazy estimate of a dask array (H, W) or (H, W, C), chunk by chunk (when :attr:`streams`)."""
         raise NotImplementedError(f"--method {self.name} does not filter chunk by chunk")
@@ -136,6 +161,11 @@ class Method:
         """The fields of a report entry that say what it did with one image: from its
         :class:`nlfilt.DenoiseInfo`, or from the plan alone (``info`` None: an image streamed)."""
         return {}
+
+
+def frame_progress(progress: Progress, index: int, count: int) -> Progress:
+    """The progress of frame ``index`` of ``count`` (0: unknown, then one more than so far), in frames."""
+    return lambda done, total: progress(index + min(1.0, done / max(total, 1)), max(count, index + 1))
 
 
 _METHODS: dict[str, Method] = {}

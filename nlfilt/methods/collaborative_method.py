@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy
+
+from nlfilt.backend import get_backend
 from nlfilt.collaborative import PATCH, check_shape
 from nlfilt.cost import estimate_collaborative_bytes, estimate_collaborative_seconds
 from nlfilt.denoisers import denoise_collaborative
 from nlfilt.methods.base import Method, Plan, Progress, register_method
+from nlfilt.series import stream_series
 
 
 @register_method
@@ -44,8 +49,25 @@ class CollaborativeMethod(Method):
         return denoise_collaborative(image, sigma=plan.sigma, device=plan.device, dtype=plan.dtype,
                                      progress=progress, return_info=True, **stack)
 
+    def denoise_series(self, frames: Iterator[Any], plan: Plan, count: int,
+                       progress: Progress | None) -> Iterator[Any]:
+        backend = get_backend(plan.device)
+        placed = (backend.asarray(frame, dtype=numpy.dtype(plan.dtype)) for frame in frames)
+        if plan.sigma <= 0:
+            yield from placed
+            return
+        within = None if progress is None else _in_frames(progress, count)
+        yield from stream_series(backend, placed, float(plan.sigma), count=count or None, progress=within)
+
     def denoise_dask(self, array: Any, plan: Plan) -> Any:
         from nlfilt import dask as nlfilt_dask  # noqa: PLC0415 - optional extra
 
         return nlfilt_dask.denoise_collaborative(array, sigma=plan.sigma, device=plan.device,
                                                  dtype=plan.dtype)
+
+
+def _in_frames(progress: Progress, count: int) -> Progress:
+    """A series' progress (steps of its windows) as frames of ``count`` (0: unknown, then steps)."""
+    if not count:
+        return progress
+    return lambda done, total: progress(count * done / max(total, 1), count)
