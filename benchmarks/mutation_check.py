@@ -53,6 +53,7 @@ NOISE = "nlfilt/noise.py"
 COLLABORATIVE = "nlfilt/collaborative.py"
 JIT_GROUPS = "nlfilt/jit_groups.py"
 SERIES = "nlfilt/series.py"
+VIDEO = "nlfilt/video.py"
 CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
 
@@ -259,6 +260,17 @@ MUTATIONS = [
               "                if True:\n                    centre_rows[slot] = top")),
     mutation("series: windows read no context frames", "series",
              (SERIES, "    context = 2 * reach\n", "    context = 0\n")),
+    # video files (added 2026-12-06)
+    mutation("video: frames renumbered instead of keeping their time stamps", "video",
+             (VIDEO, "        frame.pts, frame.time_base = pts, stream.time_base",
+              "        frame.pts, frame.time_base = written, stream.time_base")),
+    mutation("video: copied packets dropped", "video",
+             (VIDEO, "        packet.stream = copies[packet.stream_index]\n        output.mux(packet)",
+              "        packet.stream = copies[packet.stream_index]")),
+    mutation("video: clipped blocks not left out of the noise level", "video",
+             (VIDEO, "CLIP_MARGINS = (2.0, 1.0, 0.5)", "CLIP_MARGINS = ()")),
+    mutation("video: the colour range not passed to the conversion back", "video",
+             (VIDEO, "dst_color_range=colour_range or None, ", "")),
 ]
 
 

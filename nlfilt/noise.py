@@ -44,7 +44,7 @@ def sigma_mismatch(xp: Any, image: Any, sigma: float) -> float | None:
     return estimate if not 1 / SIGMA_MISMATCH <= sigma / estimate <= SIGMA_MISMATCH else None
 
 
-def estimate_sigma(xp: Any, image: Any) -> float:
+def estimate_sigma(xp: Any, image: Any, excluded: Any = None) -> float:
     """Estimate the standard deviation of additive white Gaussian noise, clipping included.
 
     A robust median-absolute-deviation estimate on a fine-scale detail band,
@@ -61,6 +61,10 @@ def estimate_sigma(xp: Any, image: Any) -> float:
     image : array, shape (H, W, C), or (Z, H, W, C) for a volume
         Image in its own units (8 or 16-bit levels, [0, 1], ...), at least 4 x 4
         (each slice of a volume, whose estimate is the median of its slices').
+    excluded : array of bool, shape (H, W) or (Z, H, W), optional
+        Pixels whose noise was cut where this image cannot show it (clipped
+        in other channels before a colour conversion mixed them into these):
+        no block holding one is used.
 
     Returns
     -------
@@ -147,7 +151,8 @@ def estimate_sigma(xp: Any, image: Any) -> float:
     24
     """
     if image.ndim == 4:  # a volume (Z, H, W, C): the median of its slices' estimates
-        return float(numpy.median([estimate_sigma(xp, plane) for plane in image]))
+        return float(numpy.median([estimate_sigma(xp, plane, None if excluded is None else excluded[index])
+                                   for index, plane in enumerate(image)]))
     residual = image[:, :-2] - 2 * image[:, 1:-1] + image[:, 2:]
     residual = (residual[:-2] - 2 * residual[1:-1] + residual[2:]) / 6
     smooth = box_sum(xp, image, 3)  # aligned with the residual: both drop one pixel per side
@@ -169,6 +174,8 @@ def estimate_sigma(xp: Any, image: Any) -> float:
     block_energy = blocks(energy).mean(axis=2)  # (blocks, channels)
     magnitudes = xp.abs(blocks(residual))
     varied = ~blocks(constant)
+    if excluded is not None:  # a block holding an excluded pixel counts as constant: never used
+        varied &= ~blocks(excluded[1:-1, 1:-1, None]).any(axis=2, keepdims=True)
     wanted = math.ceil(_FLAT_FRACTION * rows * cols)
     estimates = [
         _channel_sigma(xp, magnitudes[:, channel], block_energy[:, channel], varied[:, channel],

@@ -191,9 +191,8 @@ def stream_series(backend: Backend, frames: Iterator[Any], sigma: float, *, coun
 
 def stream_sigma(xp: Any, frames: Iterator[Any], sample: int = SIGMA_FRAMES) -> tuple[float, Iterator[Any]]:
     """The noise level of a stream of frames (H, W, C), estimated on its first ``sample`` frames (the
-    median of their :func:`nlfilt.noise.estimate_sigma`; on the luminance ``sum / sqrt(3)`` of colour
-    frames, whose noise is that of each channel when it is white, and which a video's chroma subsampling
-    leaves white), and an iterator over the same frames, those read included."""
+    median of their :func:`nlfilt.noise.estimate_sigma`), and an iterator over the same frames, those read
+    included."""
     first = []
     for frame in frames:
         first.append(frame)
@@ -201,10 +200,7 @@ def stream_sigma(xp: Any, frames: Iterator[Any], sample: int = SIGMA_FRAMES) -> 
             break
     if not first:
         return 0.0, iter(())
-    stack = xp.stack(first).astype(xp.float32)
-    if stack.shape[-1] == 3:  # subsampled chroma has low-pass noise, which a fine-scale estimate misses
-        stack = stack.sum(axis=-1, keepdims=True) / 3**0.5
-    sigma = estimate_sigma(xp, stack)
+    sigma = estimate_sigma(xp, xp.stack(first).astype(xp.float32))
     return float(sigma), _chain(first, frames)
 
 

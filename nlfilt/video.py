@@ -36,6 +36,8 @@ from typing import Any
 import numpy
 
 from nlfilt.images import ImageError, cast_like, write_atomically
+from nlfilt.noise import estimate_sigma
+from nlfilt.series import SIGMA_FRAMES
 
 #: Video files read (by suffix), and the containers written.
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm")
@@ -46,6 +48,9 @@ LOSSLESS_CODECS = frozenset({"ffv1", "ffvhuff", "huffyuv", "utvideo", "rawvideo"
 #: The lossy encode: libx264's constant rate factor and preset.
 CRF = 16
 PRESET = "medium"
+#: How near (in first estimates of the noise) to either end of its range an RGB channel makes its pixel's
+#: luma unusable for the noise estimate, tried in turn until some blocks are left (see :func:`noise_level`).
+CLIP_MARGINS = (2.0, 1.0, 0.5)
 #: Stream types copied into the output.
 COPIED = ("audio", "subtitle", "attachment")
 
@@ -190,6 +195,68 @@ class Written:
     frames: int
 
 
+def noise_level(path: Path, sample: int = SIGMA_FRAMES) -> float:
+    """The noise level to filter the frames of ``path`` with, as :func:`denoise_video` hands them out
+    (RGB or gray, 8 or 16 bits), estimated on its first ``sample`` frames.
+
+    Gray and RGB pixel formats: the median of the frames'
+    :func:`nlfilt.noise.estimate_sigma`.  YUV formats: ``sqrt(3)`` times
+    the estimate on the luma plane (scaled as the RGB frames are), the
+    noise of the RGB frames' luminance ``(R + G + B) / sqrt(3)``, which the
+    collaborative filter's opponent space shrinks; a per-channel estimate
+    would miss the chroma noise, low-pass after chroma subsampling.  Noise
+    cut by clipping before the colour conversion (bright or dark parts)
+    looks smaller in the luma plane than it is, so blocks where an RGB
+    channel of the frames lies within ``CLIP_MARGINS`` first estimates of
+    its range's ends are left out (the widest margin that leaves blocks).
+    """
+    av = import_av()
+    with _opened(av, path) as container:
+        stream = _video_stream(container, path)
+        header = _header(container, stream)
+        layout, yuv = _layout(header), not (header.gray or _rgb_format(header))
+        frames, lumas = [], []
+        try:
+            for frame in container.decode(stream):
+                pixels = frame.to_ndarray(format=layout, src_color_range=frame.color_range,
+                                          interpolation=_scaling(av))
+                frames.append(pixels if pixels.ndim == 3 else pixels[:, :, None])
+                if yuv:
+                    lumas.append(frame.to_ndarray(format="gray" if header.bits <= 8 else "gray16le",
+                                                  src_color_range=frame.color_range,
+                                                  interpolation=_scaling(av))[:, :, None])
+                if len(frames) == sample:
+                    break
+        except av.FFmpegError as exc:
+            raise ImageError(f"cannot decode frame {len(frames)} ({_reason(exc)})") from None
+    if not frames:
+        raise ImageError("its video stream has no frames")
+    stack = numpy.stack(frames).astype(numpy.float32)
+    if not yuv:
+        return float(estimate_sigma(numpy, stack))
+    luma = numpy.stack(lumas).astype(numpy.float32)
+    first = estimate_sigma(numpy, luma)
+    top = float(numpy.iinfo(header.dtype).max)
+    for margin in CLIP_MARGINS:  # the first that leaves usable blocks
+        near = margin * first
+        estimate = estimate_sigma(numpy, luma, ((stack <= near) | (stack >= top - near)).any(axis=-1))
+        if estimate > 0:
+            return float(estimate * 3**0.5)
+    return float(first * 3**0.5)
+
+
+def _rgb_format(header: VideoHeader) -> bool:
+    """Whether the stream stores RGB (not YUV) samples."""
+    return header.pixel_format.startswith(("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr", "x2rgb"))
+
+
+def _layout(header: VideoHeader) -> str:
+    """The layout frames are handed to the filter in: gray or RGB, 8 or 16 bits per sample."""
+    if header.bits <= 8:
+        return "gray" if header.gray else "rgb24"
+    return "gray16le" if header.gray else "rgb48le"
+
+
 class _opened:
     """``av.open(path)`` as a context manager whose failures are ImageError with the reason."""
 
@@ -296,7 +363,7 @@ def _pixel_format(header: VideoHeader, formats: list[str]) -> str:
     if header.gray:
         wanted = ["gray"] if header.bits <= 8 else ["gray10le", "gray12le", "gray16le"]
     else:
-        rgb = header.pixel_format.startswith(("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr"))
+        rgb = _rgb_format(header)
         layout = "444" if rgb else "422" if "422" in header.pixel_format else "420"
         wanted = ([f"yuv{layout}p"] if header.bits <= 8 else
                   [f"yuv{layout}p{depth}le" for depth in (10, 12, 16) if depth >= min(header.bits, 10)])
@@ -326,8 +393,7 @@ def _transcode(av: Any, container: Any, stream: Any, output: Any, plan: _Encode,
     step = _frame_step(stream, header)
     taken: collections.deque[Any] = collections.deque()  # (pts, colour range, colourspace) of frames read
     waiting: collections.deque[Any] = collections.deque()  # copied packets not yet written
-    rgb_format = ("gray" if header.gray else "rgb24") if header.bits <= 8 else (
-        "gray16le" if header.gray else "rgb48le")
+    rgb_format = _layout(header)
     counts = {"read": 0}
 
     def frames() -> Iterator[numpy.ndarray]:

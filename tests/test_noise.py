@@ -132,6 +132,21 @@ def test_channels_are_averaged():
     assert abs(estimate_sigma(numpy, noise) - 10.0) <= 0.5
 
 
+def test_excluded_pixels_keep_their_blocks_out_of_the_estimate():
+    """Noise cut where the image cannot show it (clipped before a colour conversion): the caller marks the
+    pixels, and no block holding one is used."""
+    rng = numpy.random.default_rng(4)
+    deviation = numpy.where(numpy.arange(128) < 64, 4.0, 20.0)[None, :, None]
+    noisy = 100 + rng.normal(size=(128, 128, 1)) * deviation
+    assert estimate_sigma(numpy, noisy) < 10  # the flattest blocks: the quiet half
+    quiet = numpy.zeros((128, 128), dtype=bool)
+    quiet[:, :66] = True
+    assert abs(estimate_sigma(numpy, noisy, quiet) - 20) <= 1.5
+    assert estimate_sigma(numpy, noisy, numpy.ones((128, 128), dtype=bool)) == 0.0
+    stack = numpy.stack([noisy, noisy])  # a volume: each slice with its own pixels
+    assert abs(estimate_sigma(numpy, stack, numpy.stack([quiet, quiet])) - 20) <= 1.5
+
+
 def test_tiny_images_still_give_an_estimate():
     noisy = numpy.random.default_rng(2).normal(0, 3.0, (4, 5, 1))
     assert numpy.isfinite(estimate_sigma(numpy, noisy))

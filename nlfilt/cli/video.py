@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from nlfilt.cli.options import RunOptions, check_plan
 from nlfilt.cli.progress import Deadline, product_bar
 from nlfilt.methods import method
 from nlfilt.series import stream_windows
-from nlfilt.video import denoise_video, read_video_header
+from nlfilt.video import denoise_video, noise_level, read_video_header
 
 
 def video_mode(run: RunOptions) -> str:
@@ -42,6 +43,8 @@ def filter_video_job(job: Job, run: RunOptions, device: str, overwrite: bool, ma
     else:
         shape, calls = (header.height, header.width, header.channels), max(count, 1)
     plan = run.plan(shape, header.dtype, device)
+    if plan.sigma is None:  # one level for the whole video, from its first frames
+        plan = dataclasses.replace(plan, sigma=noise_level(job.source))
     colour = "gray" if header.gray else "colour"
     subject = f"a video of {count or 'an unknown number of'} {header.width}x{header.height} {colour} frames"
     check_plan(shape, plan, max_minutes, frames=calls, held=0, subject=subject)
