@@ -45,8 +45,8 @@ VIDEO_OUTPUTS = {".mkv": "matroska", ".mp4": "mp4"}
 #: Codecs whose streams are stored without loss: their outputs are encoded losslessly.
 LOSSLESS_CODECS = frozenset({"ffv1", "ffvhuff", "huffyuv", "utvideo", "rawvideo", "png", "magicyuv", "qtrle",
                              "v210", "v410", "r210", "zlib", "apng", "tiff"})
-#: The lossy encode: libx264's constant rate factor and preset.
-CRF = 16
+#: The lossy encode: libx264's constant rate factor and preset (see the README for what they cost).
+CRF = 12
 PRESET = "medium"
 #: How near (in first estimates of the noise) to either end of its range an RGB channel makes its pixel's
 #: luma unusable for the noise estimate, tried in turn until some blocks are left (see :func:`noise_level`).
