@@ -194,7 +194,7 @@ def decode(path: Path, colour: bool) -> numpy.ndarray:
 def clips(args: argparse.Namespace) -> None:
     """The ``--clip`` table: video files in and out through ``nlfilt denoise``."""
     sigma = 25.0
-    lines = ["# Video files through the command line\n", machine("video.py --clip"),
+    lines = ["# Video files through the command line\n", machine("video.py"),
              f"{args.frames} frames of a {args.size}x{args.size} view of the first image of each set moving "
              f"by {STEP} pixels per frame, noise sigma {sigma:g} rounded and clipped to 8 bits, encoded as "
              "H.264 qp 0 in 4:2:0 (gray ones too) with an AAC track; `nlfilt denoise clip.mp4 -o out.mkv` "
