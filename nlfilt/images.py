@@ -193,6 +193,11 @@ class StackLayout:
         return math.prod(self.shape[: self.leading_axes])
 
     @property
+    def ordered(self) -> bool:
+        """Whether its frames are known to be in order: one frame axis, of time (T) or depth (Z)."""
+        return self.leading_axes == 1 and self.axes[0] in "TZ"
+
+    @property
     def frame_shape(self) -> tuple[int, ...]:
         """The shape of one frame, (H, W) or (H, W, C)."""
         return tuple(self.shape[self.leading_axes :])

@@ -174,6 +174,31 @@ def test_stack_series_on_the_command_line(tmp_path, channels):
         assert psnr(tifffile.imread(target), clean) > psnr(tifffile.imread(frames), clean) + 1
 
 
+def test_by_default_a_tiff_of_time_or_depth_is_a_series_and_other_stacks_go_frame_by_frame(tmp_path):
+    import tifffile
+
+    noisy = shifted_series(frames=4, size=40)[0].astype(numpy.uint8)
+    files = {"time.tif": ({"imagej": True, "metadata": {"axes": "TYX"}}, "series"),
+             "depth.tif": ({"imagej": True, "metadata": {"axes": "ZYX"}}, "series"),
+             "pages.tif": ({"photometric": "minisblack"}, "frames"),  # pages of anything
+             "hyper.tif": ({"imagej": True, "metadata": {"axes": "TZYX"}}, "frames")}  # two frame axes
+    for name, (options, _) in files.items():
+        pages = noisy.reshape(2, 2, 40, 40) if name == "hyper.tif" else noisy
+        tifffile.imwrite(tmp_path / name, pages, **options)
+    result = run("denoise", *(tmp_path / name for name in files), "-o", tmp_path / "out", "--sigma", "25",
+                 "--report", tmp_path / "r.jsonl")
+    assert result.exit_code == 0, result.output
+    entries = report_entries((tmp_path / "r.jsonl").read_text())
+    modes = {Path(entry["input"]).name: entry["stack"] for entry in entries}
+    assert modes == {name: mode for name, (_, mode) in files.items()}
+    series = nlfilt.denoise_collaborative(noisy.astype(numpy.float32), sigma=25.0, channel_axis=None,
+                                          device="cpu")
+    from nlfilt.images import cast_like
+
+    numpy.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "time.tif"),
+                                     cast_like(series, numpy.dtype(numpy.uint8)))
+
+
 def test_stack_series_needs_the_collaborative_method(tmp_path):
     import tifffile
 

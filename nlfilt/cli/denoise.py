@@ -123,7 +123,8 @@ def check_jobs(jobs: list[Job], run: RunOptions) -> None:
                    "default method, each group drawn from its frame and the 4 frames before and after, "
                    "following motion; 'volume' filters a TIFF stack as one 3-D image with --method filter "
                    "(which it selects when --method is not given; --patch and --window may be boxes "
-                   "Z,H,W); 'auto': frames for TIFF stacks, series for videos.")
+                   "Z,H,W); 'auto': series for videos and for TIFFs whose one frame axis is time or depth "
+                   "(ImageJ or OME axes T or Z), frames for other stacks.")
 @click.option("--lossless", is_flag=True,
               help="Encode video outputs losslessly (FFV1 in .mkv, lossless H.264 in .mp4) even when the "
                    "input video is lossy (a lossless input always is).")
@@ -357,7 +358,8 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
         chosen = method(run.method)
         streamed = chosen.streams and should_stream(job.source, header, run.chunk)  # in chunks
         frames = max(1, header.frames)
-        whole = bool(header.frames) and run.stack in chosen.stacks  # a volume, or a series
+        mode = run.stack_mode(ordered=header.stack is not None and header.stack.ordered)
+        whole = bool(header.frames) and mode in chosen.stacks  # a volume, or a series
         shape = header.colour_shape
         if whole:  # one filter of the stack: its cost is that of a (Z, H, W, C) array
             shape = (frames, *shape[:2], shape[2] if len(shape) == 3 else 1)
@@ -386,6 +388,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
                     result = result.reshape(colour.shape)
                     infos = [info]
                     entry["frames"] = frames
+                    entry["stack"] = mode
                 elif header.frames:  # each frame its own image, the bar counting frames
                     results, infos = [], []
                     for index, frame in enumerate(colour):
@@ -395,6 +398,7 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
                         infos.append(info)
                     result = numpy.stack(results)
                     entry["frames"] = frames
+                    entry["stack"] = "frames"
                 else:
                     result, info = chosen.denoise(colour, plan, progress)
                     infos = [info]

@@ -299,6 +299,14 @@ class RunOptions:
         except ValueError as exc:
             raise click.UsageError(f"invalid option: {exc}") from None
 
+    def stack_mode(self, ordered: bool) -> str:
+        """How a stack is filtered: ``--stack`` as given, or for 'auto' 'series' when its frames are known
+        to be in order (``ordered``: a video, a TIFF whose one frame axis is time or depth) and the method
+        filters series, else 'frames'."""
+        if self.stack not in (None, "auto"):
+            return self.stack
+        return "series" if ordered and "series" in method(self.method).stacks else "frames"
+
     def plan(self, shape: tuple[int, ...], dtype: Any, device: str) -> Plan:
         """The plan of an image of ``shape`` (H, W, C) or (Z, H, W, C) and pixel ``dtype`` on ``device``
         ('cpu' or 'gpu'): float64 work for pixels of more than 32 bits (ValueError when an option does

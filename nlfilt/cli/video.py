@@ -18,11 +18,9 @@ from nlfilt.video import denoise_video, noise_level, read_video_header
 
 
 def video_mode(run: RunOptions) -> str:
-    """How a video is filtered: ``--stack`` as given, or for 'auto' 'series' where the method filters
-    series, else 'frames'; ValueError for 'volume'."""
-    chosen = method(run.method)
-    mode = run.stack if run.stack not in (None, "auto") else (
-        "series" if "series" in chosen.stacks else "frames")
+    """How a video is filtered (:meth:`RunOptions.stack_mode`: a series by default); ValueError for
+    'volume'."""
+    mode = run.stack_mode(ordered=True)
     if mode == "volume":
         raise ValueError("--stack volume: a video is filtered as a series (--stack series, the default) or "
                          "frame by frame (--stack frames)")
