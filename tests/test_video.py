@@ -248,6 +248,18 @@ def test_refusals_name_the_file_and_the_remedy(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "pip install 'nlfilt[video]'" in result.output
 
 
+def test_a_video_too_large_for_memory_is_refused_with_what_helps(tmp_path, monkeypatch):
+    """The memory check counts the window a series holds (not the video's length), and says to filter
+    frame by frame, which holds one frame."""
+    source = tmp_path / "clip.mkv"
+    write_clip(source, noisy(moving_scene(frames=16)))
+    monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**21)  # a 2 MiB machine
+    result = run("denoise", source, "-o", tmp_path / "out.mkv")
+    assert result.exit_code == 1 and "use --stack frames (one frame at a time)" in result.output, result.output
+    assert "a video of 16 64x48 gray frames" in result.output
+    assert run("denoise", source, "-o", tmp_path / "out.mkv", "--stack", "frames").exit_code == 0
+
+
 def test_a_filter_that_fails_or_is_interrupted_leaves_no_output(tmp_path):
     source = tmp_path / "clip.mkv"
     write_clip(source, noisy(moving_scene(frames=6)))

@@ -389,7 +389,8 @@ def physical_memory() -> int:
 
 
 def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed: bool = False,
-               frames: float = 1, held: float | None = None, subject: str | None = None) -> None:
+               frames: float = 1, held: float | None = None, subject: str | None = None,
+               smaller: str | None = None) -> None:
     """Refuse an image of ``shape`` (its filtered channels; (Z, H, W, C) for a volume) before it is
     decoded (ValueError): over half the machine's memory on the CPU, over the free memory on a GPU (a
     streamed image holds a band at a time), or over ``max_minutes`` (0: no limit), with the remedies that
@@ -399,7 +400,8 @@ def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed:
     frames, and the memory counts the ``held`` frames (default: all) held in the work's dtype three times
     (the input, the filtered frames, the result) besides one frame's working memory.  A video streams:
     ``shape`` is what one filter call holds (a frame, or a series' window), ``frames`` how many such
-    calls its length makes, ``held`` 0, and ``subject`` names it in messages.
+    calls its length makes, ``held`` 0, ``subject`` names it in messages and ``smaller`` says how to make
+    one call smaller.
     """
     chosen = method(plan.method)
     gpu_usable = plan.device == "gpu" or gpu_status()[0]
@@ -413,7 +415,9 @@ def check_plan(shape: tuple[int, ...], plan: Plan, max_minutes: float, streamed:
         if frames > 1 else 0
     tiles = "crop the image or split it into tiles" + (" (a TIFF: --chunk 4096)" if chosen.streams else "")
     if frames > 1:
-        tiles = f"split the {'video' if subject else 'stack'} into smaller files or crop its frames"
+        tiles = "split the stack into smaller files or crop its frames"
+    if smaller is not None:
+        tiles = smaller
     if plan.device == "gpu" and not streamed:
         free = gpu_free_bytes()
         if free is not None and needed > free:

@@ -45,7 +45,8 @@ def filter_video_job(job: Job, run: RunOptions, device: str, overwrite: bool, ma
         plan = dataclasses.replace(plan, sigma=noise_level(job.source))
     colour = "gray" if header.gray else "colour"
     subject = f"a video of {count or 'an unknown number of'} {header.width}x{header.height} {colour} frames"
-    check_plan(shape, plan, max_minutes, frames=calls, held=0, subject=subject)
+    smaller = "use --stack frames (one frame at a time) or crop the frames" if series else "crop the frames"
+    check_plan(shape, plan, max_minutes, frames=calls, held=0, subject=subject, smaller=smaller)
     bar = product_bar(job.source.name, quiet, unit="frames")
     progress = _forward_only(bar if watch is None else watch(bar))
     if max_minutes > 0:  # the estimate may be low: a run is stopped at twice the limit
