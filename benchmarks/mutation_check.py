@@ -260,6 +260,9 @@ MUTATIONS = [
               "                if True:\n                    centre_rows[slot] = top")),
     mutation("series: windows read no context frames", "series",
              (SERIES, "    context = 2 * reach\n", "    context = 0\n")),
+    mutation("series: bands of a large window read no context rows", "series",
+             (SERIES, "BAND_HALO = -(-(2 * (max(RADIUS, REACH * FOLLOW) + PATCH) + PATCH) // STEP) * STEP",
+              "BAND_HALO = 0")),
     # video files (added 2026-12-06)
     mutation("video: frames renumbered instead of keeping their time stamps", "video",
              (VIDEO, "        frame.pts, frame.time_base = pts, stream.time_base",

@@ -17,7 +17,7 @@ from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
 from nlfilt.kernels import kernel_class
 from nlfilt.patches import sides, spatial_shape
-from nlfilt.series import windows
+from nlfilt.series import bands, windows
 from nlfilt.stopping import stop_rule, stop_rule_names
 
 #: Products with ``K`` that Lanczos needs for ``lambda_max`` (tolerance 1e-3): the global arc-cosine
@@ -278,12 +278,15 @@ SERIES_BYTES_PER_STACK_VALUE = 8
 
 
 def _series_pixels(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(pixels of the frames read, pixels of the largest window, channels) of a stack (T, H, W, C)."""
+    """(pixels of the frames read, pixels of the largest band of a window, channels) of a stack (T, H, W,
+    C): windows of frames, each in bands of rows, both with their context."""
     frames, height, width, channels = shape
-    parts = windows(frames, height * width)
-    read = sum(last - first for first, last, _, _ in parts)
-    largest = max(last - first for first, last, _, _ in parts)
-    return read * height * width, largest * height * width, channels
+    read = largest = 0
+    for first, last, _, _ in windows(frames, height * width):
+        rows = [bottom - top for top, bottom, _, _ in bands(last - first, height, width, channels)]
+        read += (last - first) * sum(rows) * width
+        largest = max(largest, (last - first) * max(rows) * width)
+    return read, largest, channels
 
 
 def estimate_collaborative_seconds(shape: tuple[int, ...], device: str = "cpu") -> float:

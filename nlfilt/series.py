@@ -57,6 +57,14 @@ GROUP = (16, 16)
 SIGMA_FRAMES = 8
 #: Frames filtered per window of a long stack (each with ``2 * REACH`` frames of context either side).
 WINDOW_FRAMES = 32
+#: Values (frames x rows x columns x channels) of a window filtered at once: a larger window (long lines,
+#: 1080p colour frames) is filtered in bands of rows, each with ``BAND_HALO`` rows of context either side,
+#: so memory stays bounded (about 40 bytes per value).
+BAND_VALUES = 2**27
+#: Rows of context of a band: a member lies within ``max(RADIUS, REACH * FOLLOW)`` rows of its reference
+#: (and spans a patch), in both stages, and a pixel is written by references up to a patch above it; a
+#: multiple of STEP, so that a band's reference grid is the window's.
+BAND_HALO = -(-(2 * (max(RADIUS, REACH * FOLLOW) + PATCH) + PATCH) // STEP) * STEP
 
 
 def windows(frames: int, pixels: int, reach: int = REACH) -> list[tuple[int, int, int, int]]:
@@ -79,6 +87,18 @@ def stream_windows(frames: int, height: int, width: int, channels: int) -> tuple
         return (max(frames, 1), height, width, channels), 1.0
     kept = _kept_frames(pixels, REACH)
     return (kept + 4 * REACH, height, width, channels), frames / kept
+
+
+def bands(frames: int, height: int, width: int, channels: int) -> list[tuple[int, int, int, int]]:
+    """The bands of rows a window of ``frames`` frames of ``height`` x ``width`` x ``channels`` is filtered
+    in: (first, last) rows read, (first, last) rows kept.  One band when it holds at most ``BAND_VALUES``
+    values; the kept rows of a band are those the whole window gives."""
+    fit = BAND_VALUES // max(1, frames * width * channels)
+    if height <= fit:
+        return [(0, height, 0, height)]
+    kept = max(4 * STEP, (fit - 2 * BAND_HALO) // STEP * STEP)
+    return [(max(0, top - BAND_HALO), min(height, top + kept + BAND_HALO), top, min(height, top + kept))
+            for top in range(0, height, kept)]
 
 
 def _kept_frames(pixels: int, reach: int) -> int:
@@ -151,10 +171,10 @@ def stream_series(backend: Backend, frames: Iterator[Any], sigma: float, *, coun
 
     def windows_now() -> int:
         known = count if count is not None else start + len(held) if ended else None
-        return len(windows(known, pixels)) if known else done[0] // 4 + 2
+        return len(windows(known, pixels)) if known else int(done[0]) // 4 + 2
 
-    def advance() -> None:
-        done[0] += 1
+    def advance(amount: float) -> None:
+        done[0] += amount
         if progress is not None:
             progress(float(done[0]), 4 * windows_now())
 
@@ -213,9 +233,24 @@ def _chain(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
 
 
 def _filter_window(backend: Backend, part: Any, sigma: float, colour: bool, noise: float,
-                   advance: Callable[[], None]) -> Any:
-    """Both stages on the frames ``part`` (n, H, W, C; in the filter's colour space) as one wide image;
-    ``advance()`` after each of the four steps."""
+                   advance: Callable[[float], None]) -> Any:
+    """Both stages on the frames ``part`` (n, H, W, C; in the filter's colour space), band by band
+    (:func:`bands`); ``advance(fraction)`` after each of the four steps of each band."""
+    parts = bands(*part.shape)
+    if len(parts) == 1:
+        return _filter_band(backend, part, sigma, colour, noise, lambda: advance(1.0))
+    estimate = backend.xp.empty_like(part)
+    for read_first, read_last, keep_first, keep_last in parts:
+        band = _filter_band(backend, part[:, read_first:read_last], sigma, colour, noise,
+                            lambda: advance(1 / len(parts)))
+        estimate[:, keep_first:keep_last] = band[:, keep_first - read_first:keep_last - read_first]
+    return estimate
+
+
+def _filter_band(backend: Backend, part: Any, sigma: float, colour: bool, noise: float,
+                 advance: Callable[[], None]) -> Any:
+    """Both stages on the frames ``part`` (n, H, W, C) as one wide image; ``advance()`` after each of the
+    four steps."""
     xp = backend.xp
     count, height, width, channels = part.shape
     groups = accelerate(backend, ArrayGroups(backend, (height, width, channels), patch=PATCH, step=STEP,

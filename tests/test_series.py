@@ -119,6 +119,22 @@ def test_a_long_stack_is_filtered_in_windows_that_cover_every_frame(monkeypatch)
         assert psnr(windowed[frame], clean[frame]) > psnr(noisy[frame], clean[frame]) + 5
 
 
+def test_a_large_window_is_filtered_in_bands_of_rows_that_give_the_whole_result(monkeypatch):
+    first, _ = shifted_series(frames=5, size=72)
+    second, _ = shifted_series(frames=5, size=72, seed=3)
+    noisy = numpy.concatenate([first, second, first[:, ::-1]], axis=1)  # 5 frames of 216 x 72
+    whole = nlfilt.denoise_collaborative(noisy, sigma=25.0, channel_axis=None, device="cpu")
+    monkeypatch.setattr(series, "BAND_VALUES", 5 * 72 * 140)
+    parts = series.bands(5, 216, 72, 1)
+    assert len(parts) > 3 and parts[0][2] == 0 and parts[-1][3] == 216
+    # every row kept once
+    assert all(before[3] == after[2] for before, after in zip(parts, parts[1:], strict=False))
+    assert all(read_first <= max(0, keep_first - series.BAND_HALO) and read_first % series.STEP == 0
+               for read_first, _, keep_first, _ in parts)
+    banded = nlfilt.denoise_collaborative(noisy, sigma=25.0, channel_axis=None, device="cpu")
+    numpy.testing.assert_allclose(banded, whole, atol=1e-3)  # float32 rounding in another order
+
+
 def test_colour_stacks_one_frame_and_sigma_zero():
     noisy, _ = shifted_series(frames=3, size=40)
     colour = numpy.stack([noisy, numpy.roll(noisy, 1, axis=2), 255 - noisy], axis=-1)

@@ -255,7 +255,8 @@ def test_a_video_too_large_for_memory_is_refused_with_what_helps(tmp_path, monke
     write_clip(source, noisy(moving_scene(frames=16)))
     monkeypatch.setattr("nlfilt.cli.options.physical_memory", lambda: 2**21)  # a 2 MiB machine
     result = run("denoise", source, "-o", tmp_path / "out.mkv")
-    assert result.exit_code == 1 and "use --stack frames (one frame at a time)" in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert "use --stack frames (one frame at a time)" in result.output
     assert "a video of 16 64x48 gray frames" in result.output
     assert run("denoise", source, "-o", tmp_path / "out.mkv", "--stack", "frames").exit_code == 0
 
