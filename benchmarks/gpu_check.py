@@ -395,9 +395,11 @@ def collaborative_checks(device: str, sizes: list[int], lines: list[str]) -> Non
 
 
 def series_checks(device: str, lines: list[str]) -> None:
-    """A stack filtered as a series (nlfilt.series): the stack matching's array code on CuPy against the
-    compiled CPU kernel (identical members required), the filter against the CPU's, and its time."""
-    from nlfilt import collaborative
+    """A stack filtered as a series (nlfilt.series): the stack matching's array code on CuPy and its CUDA
+    kernel (nlfilt_bm_match_series, opt-in) against the compiled CPU kernel (identical members
+    required), the filter against the CPU's, and its time (array code, then with the kernels)."""
+    from nlfilt import collaborative, cuda
+    from nlfilt.accelerate import accelerate
     from nlfilt.backend import get_backend
     from nlfilt.cost import estimate_collaborative_seconds
     from nlfilt.jit_groups import CompiledGroups
@@ -409,11 +411,20 @@ def series_checks(device: str, lines: list[str]) -> None:
     lines += ["\n## Series (denoise_collaborative of a stack)\n",
               "8 frames of the synthetic 128x128 image moving 2 and 3 pixels per frame, sigma 20 given; then "
               "16 frames of 256x256 for the time.\n",
-              "| members identical | max relative difference f32 | device s | CPU s | speedup | "
-              "GPU estimate s |", "| --- | --- | --- | --- | --- | --- |"]
+              "| members identical (array code) | members identical (nlfilt_bm_match_series) | max relative "
+              "difference f32 | device s | device s, nlfilt_bm kernels | CPU s | speedup | GPU estimate s |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     backend = get_backend(device)  # the array code on CuPy (NumPy in a dry run)
     on_device = collaborative.ArrayGroups(backend, (128, 128, 1), patch=8, step=3, frames=8)
     found = host(on_device.match_series(backend.xp.asarray(levels), radius=9, follow=5, reach=4, group=16))
+    os.environ[cuda.ALTERNATIVES_VARIABLE] = "nlfilt_bm"  # the kernels, for the members and a second time
+    try:
+        kernel = accelerate(backend, collaborative.ArrayGroups(backend, (128, 128, 1), patch=8, step=3,
+                                                               frames=8))
+        by_kernel = host(kernel.match_series(backend.xp.asarray(levels), radius=9, follow=5, reach=4,
+                                             group=16))
+    finally:
+        os.environ.pop(cuda.ALTERNATIVES_VARIABLE, None)
     expected = nlfilt.denoise_collaborative(stack, sigma=20.0, channel_axis=None, device="cpu")
     actual = nlfilt.denoise_collaborative(stack, sigma=20.0, channel_axis=None, device=device)
     long = numpy.stack([numpy.roll(noisy_image(256), (2 * t, 3 * t), axis=(0, 1)) for t in range(16)])
@@ -423,8 +434,15 @@ def series_checks(device: str, lines: list[str]) -> None:
     gpu = best_time(functools.partial(nlfilt.denoise_collaborative, long, sigma=20.0, channel_axis=None,
                                       device=device), device)
     estimate = estimate_collaborative_seconds((*long.shape, 1), "gpu")
-    lines.append(f"| {bool((found == members).all())} | {relative_error(actual, expected):.1e} | {gpu:.3f} | "
-                 f"{cpu:.2f} | {cpu / gpu:.1f}x | {estimate:.3f} |")
+    os.environ[cuda.ALTERNATIVES_VARIABLE] = "nlfilt_bm"
+    try:
+        with_kernels = best_time(functools.partial(nlfilt.denoise_collaborative, long, sigma=20.0,
+                                                   channel_axis=None, device=device), device)
+    finally:
+        os.environ.pop(cuda.ALTERNATIVES_VARIABLE, None)
+    lines.append(f"| {bool((found == members).all())} | {bool((by_kernel == members).all())} | "
+                 f"{relative_error(actual, expected):.1e} | {gpu:.3f} | {with_kernels:.3f} | {cpu:.2f} | "
+                 f"{cpu / gpu:.1f}x | {estimate:.3f} |")
     print(lines[-1], flush=True)
 
 

@@ -19,8 +19,8 @@ import reference
 KERNEL_NAMES = {"nlfilt_profile_nlm", "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
                 "nlfilt_windowed_nlm", "nlfilt_global_fused_nlm", "nlfilt_global_fused_arccos",
                 "nlfilt_global_fused_ntk", "nlfilt_windowed_box", "nlfilt_windowed_nlm3d", "nlfilt_bm_match",
-                "nlfilt_bm_filter", "nlfilt_global_mma_nlm", "nlfilt_global_mma_arccos",
-                "nlfilt_global_mma_ntk", "nlfilt_windowed_tiled"}
+                "nlfilt_bm_match_series", "nlfilt_bm_filter", "nlfilt_global_mma_nlm",
+                "nlfilt_global_mma_arccos", "nlfilt_global_mma_ntk", "nlfilt_windowed_tiled"}
 
 
 @pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
@@ -291,13 +291,16 @@ def test_every_gpu_launch_passes_the_signature_check(monkeypatch, dtype):
     members = groups.match(numpy.zeros(image.shape[:2], numpy.int32), radius=4, group=8)
     for pilot in (None, image):
         groups.filter(image, pilot, members, 10.0, threshold=2.7)
+    stack = select(ArrayGroups(gpu_like, image.shape, patch=8, step=3, frames=3))
+    stack.match_series(numpy.zeros((3, *image.shape[:2]), numpy.int32), radius=6, follow=3, reach=2, group=8)
     global_kind = "mma" if dtype == numpy.float32 else "fused"  # tensor cores for float32
     assert launched == ["nlfilt_windowed_box", "nlfilt_windowed_nlm", "nlfilt_windowed_tiled",
                         f"nlfilt_global_{global_kind}_nlm",
                         f"nlfilt_global_{global_kind}_arccos", f"nlfilt_global_{global_kind}_ntk",
                         "nlfilt_profile_nlm",
                         "nlfilt_profile_arccos", "nlfilt_profile_ntk", "nlfilt_patches",
-                        "nlfilt_windowed_nlm3d", "nlfilt_bm_match", "nlfilt_bm_filter", "nlfilt_bm_filter"]
+                        "nlfilt_windowed_nlm3d", "nlfilt_bm_match", "nlfilt_bm_filter", "nlfilt_bm_filter",
+                        "nlfilt_bm_match_series"]
 
 
 def volume_twin(dtype=numpy.float64, patch=(1, 3, 3), window=(3, 5, 5)):

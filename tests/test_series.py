@@ -228,6 +228,31 @@ def test_stack_series_needs_the_collaborative_method(tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize(("frames", "height", "width", "radius", "follow", "reach", "group"), [
+    (5, 30, 27, 4, 2, 2, 8), (3, 12, 12, 2, 1, 1, 16), (1, 20, 20, 3, 1, 2, 4), (6, 40, 33, 9, 5, 4, 16)])
+def test_gpu_stack_matching_kernel_is_its_array_twin(gpu, monkeypatch, frames, height, width, radius, follow,
+                                                     reach, group):
+    """nlfilt_bm_match_series (opt-in through NLFILT_CUDA_ALTERNATIVES until a GPU run has checked it)."""
+    import cupy
+
+    from nlfilt import cuda
+    from nlfilt.accelerate import accelerate
+    from nlfilt.backend import get_backend
+    from nlfilt.cuda.groups import CudaGroups
+
+    monkeypatch.setenv(cuda.ALTERNATIVES_VARIABLE, "nlfilt_bm")
+    levels = numpy.random.default_rng(frames).integers(0, 6, size=(frames, height, width)).astype(numpy.int32)
+    twin, _ = series_groups(frames, height, width)
+    expected = twin.match_series(levels, radius=radius, follow=follow, reach=reach, group=group)
+    backend = get_backend(gpu)
+    kernel = accelerate(backend, collaborative.ArrayGroups(backend, (height, width, 1), patch=8, step=3,
+                                                           frames=frames))
+    assert isinstance(kernel, CudaGroups)
+    found = kernel.match_series(cupy.asarray(levels), radius=radius, follow=follow, reach=reach, group=group)
+    numpy.testing.assert_array_equal(cupy.asnumpy(found), expected)
+
+
+@pytest.mark.gpu
 def test_gpu_series_matches_the_cpu(gpu):
     noisy, _ = shifted_series(frames=4, size=40)
     cpu = nlfilt.denoise_collaborative(noisy, sigma=19.7, channel_axis=None, device="cpu")

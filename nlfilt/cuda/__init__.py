@@ -49,6 +49,8 @@ BOX_MAX_PATCH = 25
 MATCH_ROWS = 8
 MATCH_COLS = 8
 GROUP_THREADS = 256
+#: ``nlfilt_bm_match_series``: threads per block (a reference each).
+SERIES_THREADS = 128
 #: ``nlfilt_global_mma``: query rows and keys per tile (16 rows per warp), factor dimensions per shared-memory
 #: chunk, and key tiles per block (the blocks of one query tile split its row of tiles into chunks).
 MMA_TILE = 64

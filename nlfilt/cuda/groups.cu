@@ -77,6 +77,104 @@ extern "C" __global__ void nlfilt_bm_match(const int* levels, const int* rows, c
     for (int slot = found; slot < group; ++slot) out[slot] = out[slot % found];
 }
 
+extern "C" __global__ void nlfilt_bm_match_series(const int* levels, const int* rows, const int* cols,
+                                                  int* members, const int frames, const int height,
+                                                  const int width, const int row_count, const int col_count,
+                                                  const int patch, const int radius, const int follow,
+                                                  const int reach, const int group) {
+    // levels: (frames, height, width) int32 quantised guides; rows: the reference grid's rows; cols: its
+    // columns over the frames laid side by side (frame * width + column); members: (row_count * col_count,
+    // group) int32 flat top-left pixels of the wide image (row * frames * width + frame * width + column),
+    // references row by row.  One thread per reference (grid-stride).  Its own frame is searched within
+    // radius of it; the frame d away (before: slot 2d - 1, after: slot 2d) within follow of the best
+    // match in the frame one nearer (of the reference for d = 1), so the search follows motion.  Each
+    // candidate's key is distance * candidates + slot * window + offset index (its offset within a window
+    // of radius), unique within a reference; the group - 1 smallest are kept, sorted, in shared memory with
+    // their pixels, and the reference heads its group (repeated in order when fewer are found).
+    // Twin: nlfilt/collaborative.py ArrayGroups.match_series (and nlfilt/jit_groups.py _match_series).
+    extern __shared__ long long nlfilt_series_shared[];
+    const int slots_kept = group - 1;
+    long long* keys = nlfilt_series_shared;  // [slot][thread]
+    int* found_at = (int*)(nlfilt_series_shared + (long long)slots_kept * blockDim.x);  // [slot][thread]
+    const long long invalid = 0x7fffffffffffffffLL;
+    const int side = 2 * radius + 1, window = side * side, slots = 2 * reach + 1;
+    const long long candidates = (long long)slots * window;
+    const long long references = (long long)row_count * col_count;
+    const long long wide = (long long)frames * width;
+    // each thread's sorted keys and their pixels are its own column of the shared arrays: no barrier
+    for (long long index = blockIdx.x * (long long)blockDim.x + threadIdx.x; index < references;
+         index += (long long)gridDim.x * blockDim.x) {
+        const int flat_col = cols[index % col_count], top = rows[index / col_count];
+        const int time = flat_col / width, left = flat_col % width;
+        for (int slot = 0; slot < slots_kept; ++slot) keys[slot * blockDim.x + threadIdx.x] = invalid;
+        int before_row = top, before_col = left, after_row = top, after_col = left;  // the chains' centres
+        for (int slot = 0; slot < slots; ++slot) {
+            const int away = (slot + 1) / 2;
+            const bool after = slot % 2 == 0;
+            const int frame = time + (after ? away : -away);
+            const int centre_row = after ? after_row : before_row;
+            const int centre_col = after ? after_col : before_col;
+            const int search = slot == 0 ? radius : follow;
+            long long best = invalid;
+            int best_row = centre_row, best_col = centre_col;
+            if (frame >= 0 && frame < frames) {
+                const int* reference = levels + ((long long)time * height + top) * width + left;
+                for (int dy = -search; dy <= search; ++dy) {
+                    const int row = centre_row + dy;
+                    if (row < 0 || row > height - patch) continue;
+                    for (int dx = -search; dx <= search; ++dx) {
+                        const int col = centre_col + dx;
+                        if (col < 0 || col > width - patch) continue;
+                        const int* candidate = levels + ((long long)frame * height + row) * width + col;
+                        long long distance = 0;
+                        for (int u = 0; u < patch; ++u) {
+                            for (int v = 0; v < patch; ++v) {
+                                const long long difference = reference[u * width + v]
+                                                             - candidate[u * width + v];
+                                distance += difference * difference;
+                            }
+                        }
+                        const long long key = distance * candidates + (long long)slot * window
+                                              + (long long)(dy + radius) * side + dx + radius;
+                        if (key < best) {
+                            best = key;
+                            best_row = row;
+                            best_col = col;
+                        }
+                        if ((slot == 0 && dy == 0 && dx == 0) || slots_kept == 0) continue;  // heads its group
+                        int position = slots_kept - 1;
+                        if (key >= keys[position * blockDim.x + threadIdx.x]) continue;
+                        while (position > 0 && keys[(position - 1) * blockDim.x + threadIdx.x] > key) {
+                            const int from = (position - 1) * blockDim.x + threadIdx.x;
+                            keys[from + blockDim.x] = keys[from];
+                            found_at[from + blockDim.x] = found_at[from];
+                            --position;
+                        }
+                        keys[position * blockDim.x + threadIdx.x] = key;
+                        found_at[position * blockDim.x + threadIdx.x] =
+                            (int)(row * wide + (long long)frame * width + col);
+                    }
+                }
+            }
+            if (slot > 0 && after) {
+                after_row = best_row;
+                after_col = best_col;
+            } else if (slot > 0) {
+                before_row = best_row;
+                before_col = best_col;
+            }
+        }
+        int* out = members + index * group;
+        out[0] = (int)(top * wide + (long long)time * width + left);
+        int found = 1;
+        for (int slot = 0; slot < slots_kept; ++slot) {
+            if (keys[slot * blockDim.x + threadIdx.x] == invalid) break;
+            out[found++] = found_at[slot * blockDim.x + threadIdx.x];
+        }
+        for (int slot = found; slot < group; ++slot) out[slot] = out[slot % found];
+    }
+}
+
 __device__ void nlfilt_group_gather(const NLFILT_REAL* plane, const int* origins, const int width,
                                     const int patch, const int group, NLFILT_REAL* out) {
     // out[m][j]: the patch at origins[m] (member-major: [member][row * patch + column]), then a barrier

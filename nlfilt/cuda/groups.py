@@ -1,5 +1,5 @@
-"""The collaborative filter on the GPU in two kernels per stage: ``nlfilt_bm_match`` and
-``nlfilt_bm_filter`` (nlfilt/cuda/groups.cu).
+"""The collaborative filter on the GPU in two kernels per stage: ``nlfilt_bm_match`` (a stack's:
+``nlfilt_bm_match_series``) and ``nlfilt_bm_filter`` (nlfilt/cuda/groups.cu).
 
 :class:`CudaGroups` serves :class:`nlfilt.collaborative.ArrayGroups` (its twin)
 and is chosen by :func:`nlfilt.cuda.operators.select` when ``nlfilt_bm`` is
@@ -28,6 +28,12 @@ def match_shared_bytes(patch: int, step: int, radius: int, group: int) -> int:
     rows = (cuda.MATCH_ROWS - 1) * step + patch + 2 * radius
     cols = (cuda.MATCH_COLS - 1) * step + patch + 2 * radius
     return (group - 1) * threads * _KEY_BYTES + rows * cols * 4
+
+
+def series_shared_bytes(group: int) -> int:
+    """Dynamic shared memory of one ``nlfilt_bm_match_series`` block: each thread's kept keys and their
+    pixels."""
+    return (group - 1) * cuda.SERIES_THREADS * (_KEY_BYTES + 4)
 
 
 def filter_shared_bytes(patch: int, group: int, dtype: Any) -> int:
@@ -81,8 +87,21 @@ class CudaGroups:
         return members
 
     def match_series(self, levels: Any, *, radius: int, follow: int, reach: int, group: int) -> Any:
-        """The groups of a stack: the twin's array code on the GPU (no kernel of its own yet)."""
-        return self.twin.match_series(levels, radius=radius, follow=follow, reach=reach, group=group)
+        """The groups of a stack (as :meth:`nlfilt.collaborative.ArrayGroups.match_series`)."""
+        self.twin.check_series(levels.shape, radius=radius, follow=follow)
+        if group < 2 or series_shared_bytes(group) > cuda.SHARED_MEMORY:
+            return self.twin.match_series(levels, radius=radius, follow=follow, reach=reach, group=group)
+        xp = self.backend.xp
+        frames, height, width = levels.shape
+        rows, cols = self.twin.rows.size, self.twin.cols.size
+        members = xp.empty((rows * cols, group), dtype=xp.int32)
+        blocks = max(1, min(cuda.MAX_BLOCKS, -(-(rows * cols) // cuda.SERIES_THREADS)))
+        arguments = (xp.ascontiguousarray(levels, dtype=xp.int32), self._rows, self._cols, members,
+                     *map(numpy.int32, (frames, height, width, rows, cols, self.patch, radius, follow, reach,
+                                        group)))
+        cuda.run("nlfilt_bm_match_series", numpy.float32, (blocks,), (cuda.SERIES_THREADS,), arguments,
+                 shared_memory=series_shared_bytes(group))
+        return members
 
     def filter(self, image: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
         """One stage over all groups (as :meth:`nlfilt.collaborative.ArrayGroups.filter`)."""
