@@ -54,6 +54,7 @@ COLLABORATIVE = "nlfilt/collaborative.py"
 JIT_GROUPS = "nlfilt/jit_groups.py"
 SERIES = "nlfilt/series.py"
 VIDEO = "nlfilt/video.py"
+VOLUME = "nlfilt/volume.py"
 CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
 
@@ -263,6 +264,15 @@ MUTATIONS = [
     mutation("series: bands of a large window read no context rows", "series",
              (SERIES, "BAND_HALO = -(-(2 * (max(RADIUS, REACH * FOLLOW) + PATCH) + PATCH) // STEP) * STEP",
               "BAND_HALO = 0")),
+    # volumes of cubes (added 2026-12-06)
+    mutation("volume: the compiled cube search stays in the reference's slices", "volume",
+             (JIT_GROUPS, "            for dz in range(-reach[0], reach[0] + 1):",
+              "            for dz in range(0, 1):")),
+    mutation("volume: the reference step not shortened with the cubes", "volume",
+             (VOLUME, "    step = tuple(min(every, side) for every, side in zip(STEP, cube, strict=True))",
+              "    step = STEP")),
+    mutation("volume: the voxel spacing ignored", "volume",
+             (VOLUME, "    ratio = max(1.0, depth / ((rows + cols) / 2))", "    ratio = 1.0")),
     # video files (added 2026-12-06)
     mutation("video: frames renumbered instead of keeping their time stamps", "video",
              (VIDEO, "        frame.pts, frame.time_base = pts, stream.time_base",

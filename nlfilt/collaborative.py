@@ -189,15 +189,15 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
 
 def filter_by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: Any, sigma: float,
                       threshold: float) -> Any:
-    """One stage (``groups.filter``) run on each channel of ``image`` (and ``pilot``) on its own with
-    the shared ``members``, so that each channel's groups carry that channel's weights."""
-    if image.shape[2] == 1:
+    """One stage (``groups.filter``) run on each channel of ``image`` (and ``pilot``; channels last) on
+    its own with the shared ``members``, so that each channel's groups carry that channel's weights."""
+    if image.shape[-1] == 1:
         return groups.filter(image, pilot, members, sigma, threshold=threshold)
-    planes = [groups.filter(xp.ascontiguousarray(image[:, :, channel:channel + 1]),
-                            None if pilot is None else xp.ascontiguousarray(pilot[:, :, channel:channel + 1]),
+    planes = [groups.filter(xp.ascontiguousarray(image[..., channel:channel + 1]),
+                            None if pilot is None else xp.ascontiguousarray(pilot[..., channel:channel + 1]),
                             members, sigma, threshold=threshold)
-              for channel in range(image.shape[2])]
-    return xp.concatenate(planes, axis=2)
+              for channel in range(image.shape[-1])]
+    return xp.concatenate(planes, axis=-1)
 
 
 def mix_channels(xp: Any, image: Any, matrix: numpy.ndarray) -> Any:
@@ -502,63 +502,87 @@ class ArrayGroups:
         """One stage over all groups of ``image`` (H, W, C): hard thresholding (``pilot`` None) or the
         Wiener filter with the pilot's coefficients; the patches added back with their weights, divided
         by the weights."""
-        xp = self.backend.xp
-        height, width, channels = image.shape
-        dtype = image.dtype
-        patch, group = self.patch, members.shape[1]
-        transforms = _Transforms(xp, patch, group, dtype, hard=pilot is None)
-        within = xp.asarray((numpy.arange(patch)[:, None] * width + numpy.arange(patch)[None, :]).ravel(),
-                            dtype=xp.int32)
-        variance = dtype.type(sigma * sigma)
-        level = dtype.type(threshold * sigma)
-        planes = _planes(xp, image)
-        guides = None if pilot is None else _planes(xp, pilot)
-        numerator = xp.zeros((channels, height * width), dtype=dtype)
-        denominator = xp.zeros(height * width, dtype=dtype)
-        # a chunk's temporaries: about 16 bytes per value of each channel and 16 besides
-        chunk = max(1, self.backend.batch_bytes // (16 * (channels + 1) * group * patch * patch))
-        for start in range(0, members.shape[0], chunk):
-            index = (members[start:start + chunk, :, None] + within).ravel()
-            count = index.size // (group * patch * patch)
-            coefficients = [transforms.forward(plane[index], count) for plane in planes]
-            if guides is None:
-                kept = [xp.abs(values) >= level for values in coefficients]
-                for mask in kept:
-                    mask[:, 0, 0] = True  # the group's mean
-                shrunk = [values * mask for values, mask in zip(coefficients, kept, strict=True)]
-                total = sum(mask.sum(axis=(1, 2), dtype=dtype) for mask in kept)
-            else:
-                shrunk, total = [], 0
-                for values, plane in zip(coefficients, guides, strict=True):
-                    gains = transforms.forward(plane[index], count)
-                    gains *= gains
-                    gains /= gains + variance
-                    shrunk.append(values * gains)
-                    total = total + (gains * gains).sum(axis=(1, 2))
-                total = xp.maximum(total, dtype.type(GAIN_FLOOR))
-            patch_weight = xp.broadcast_to((1 / total)[:, None, None] * transforms.window,
-                                           (count, group, patch * patch)).ravel()
-            for channel, values in enumerate(shrunk):
-                restored = transforms.inverse(values).ravel()
-                restored *= patch_weight
-                self.backend.add_at(numerator[channel], index, restored)
-            self.backend.add_at(denominator, index, patch_weight)
-        out = numerator / denominator  # every pixel lies in some reference patch, itself in its group
-        return xp.ascontiguousarray(out.T.reshape(height, width, channels))
+        steps = numpy.arange(self.patch)
+        within = (steps[:, None] * image.shape[1] + steps[None, :]).ravel()
+        return filter_groups(self.backend, image, pilot, members, sigma, threshold=threshold, within=within,
+                             sides=(self.patch, self.patch))
+
+
+def filter_groups(backend: Backend, image: Any, pilot: Any | None, members: Any, sigma: float, *,
+                  threshold: float, within: numpy.ndarray, sides: tuple[int, ...]) -> Any:
+    """One stage over all groups of ``image`` (H, W, C; any array whose flat pixel indices the members and
+    ``within`` count): each member's patch is the pixels ``origin + within``, a patch of ``sides``
+    (row-major, its last side fastest), transformed by the stage's transform along each side and the
+    group's; hard thresholding (``pilot`` None) or the Wiener filter with the pilot's coefficients, the
+    patches added back with their weights and divided by the weights (the array code of
+    :meth:`ArrayGroups.filter` and of the volume's cubes, :mod:`nlfilt.volume`).
+
+    Filtering takes references in chunks: one gather of the groups' pixels
+    per channel, GEMMs for the transforms, and one scatter-add of the
+    weighted patches into one accumulator
+    (:meth:`nlfilt.backend.Backend.add_at`, linear in the chunk).
+    """
+    xp = backend.xp
+    height, width, channels = image.shape
+    dtype = image.dtype
+    group, size = members.shape[1], len(within)
+    transforms = _Transforms(xp, sides, group, dtype, hard=pilot is None)
+    within = xp.asarray(within, dtype=xp.int32)
+    variance = dtype.type(sigma * sigma)
+    level = dtype.type(threshold * sigma)
+    planes = _planes(xp, image)
+    guides = None if pilot is None else _planes(xp, pilot)
+    numerator = xp.zeros((channels, height * width), dtype=dtype)
+    denominator = xp.zeros(height * width, dtype=dtype)
+    # a chunk's temporaries: about 16 bytes per value of each channel and 16 besides
+    chunk = max(1, backend.batch_bytes // (16 * (channels + 1) * group * size))
+    for start in range(0, members.shape[0], chunk):
+        index = (members[start:start + chunk, :, None] + within).ravel()
+        count = index.size // (group * size)
+        coefficients = [transforms.forward(plane[index], count) for plane in planes]
+        if guides is None:
+            kept = [xp.abs(values) >= level for values in coefficients]
+            for mask in kept:
+                mask[:, 0, 0] = True  # the group's mean
+            shrunk = [values * mask for values, mask in zip(coefficients, kept, strict=True)]
+            total = sum(mask.sum(axis=(1, 2), dtype=dtype) for mask in kept)
+        else:
+            shrunk, total = [], 0
+            for values, plane in zip(coefficients, guides, strict=True):
+                gains = transforms.forward(plane[index], count)
+                gains *= gains
+                gains /= gains + variance
+                shrunk.append(values * gains)
+                total = total + (gains * gains).sum(axis=(1, 2))
+            total = xp.maximum(total, dtype.type(GAIN_FLOOR))
+        patch_weight = xp.broadcast_to((1 / total)[:, None, None] * transforms.window,
+                                       (count, group, size)).ravel()
+        for channel, values in enumerate(shrunk):
+            restored = transforms.inverse(values).ravel()
+            restored *= patch_weight
+            backend.add_at(numerator[channel], index, restored)
+        backend.add_at(denominator, index, patch_weight)
+    out = numerator / denominator  # every pixel lies in some reference patch, itself in its group
+    return xp.ascontiguousarray(out.T.reshape(height, width, channels))
 
 
 class _Transforms:
-    """The 3-D transform of one stage (:func:`transform_matrices`) of groups of flattened patches: each
-    patch's 2-D transform, then the transform along the group; and the Kaiser window of one patch,
-    flattened."""
+    """The transform of one stage (:func:`transform_matrices`) of groups of flattened patches of
+    ``sides`` (an int: a square patch): each patch's separable transform along every side, then the
+    transform along the group; and the Kaiser window of one patch, flattened."""
 
-    def __init__(self, xp: Any, patch: int, group: int, dtype: Any, *, hard: bool) -> None:
-        forward_patch, inverse_patch, forward_group, inverse_group = transform_matrices(patch, group, hard)
-        self.forward2 = xp.asarray(numpy.kron(forward_patch, forward_patch).T, dtype=dtype)  # rows @ forward2
-        self.inverse2 = xp.asarray(numpy.kron(inverse_patch, inverse_patch).T, dtype=dtype)
+    def __init__(self, xp: Any, sides: int | tuple[int, ...], group: int, dtype: Any, *, hard: bool) -> None:
+        sides = (sides, sides) if isinstance(sides, int) else sides
+        forward, inverse, window = numpy.ones((1, 1)), numpy.ones((1, 1)), numpy.ones(1)
+        for side in sides:
+            forward_side, inverse_side, forward_group, inverse_group = transform_matrices(side, group, hard)
+            forward, inverse = numpy.kron(forward, forward_side), numpy.kron(inverse, inverse_side)
+            window = numpy.kron(window, numpy.kaiser(side, KAISER_BETA))
+        self.forward2 = xp.asarray(forward.T, dtype=dtype)  # rows @ forward2
+        self.inverse2 = xp.asarray(inverse.T, dtype=dtype)
         self.along = xp.asarray(forward_group, dtype=dtype)
         self.along_inverse = xp.asarray(inverse_group, dtype=dtype)
-        self.window = xp.asarray(kaiser_window(patch).ravel(), dtype=dtype)
+        self.window = xp.asarray(window, dtype=dtype)
         self.group = group
 
     def forward(self, values: Any, count: int) -> Any:

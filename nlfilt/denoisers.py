@@ -32,6 +32,7 @@ from nlfilt.noise import estimate_sigma
 from nlfilt.resolve import DEFAULT_MEMORY_BUDGET, GUIDES, guided_options, place, prepare, resolve_stopping
 from nlfilt.series import collaborative_series
 from nlfilt.stopping import EPSILON_PER_SIGMA, StopReport, Twin, auto_twicing, rademacher, stop_rule
+from nlfilt.volume import check_volume, collaborative_volume, cube_shape
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,7 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
 
 
 def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axis: int | str | None = "auto",
+                          stack: str = "series", spacing: tuple[float, float, float] | None = None,
                           device: str = "auto", dtype: Any = numpy.float32,
                           progress: ProgressCallback | None = None, return_info: bool = False) -> Any:
     """Denoise an image, or a stack of frames, with the collaborative Wiener filter, nlfilt's
@@ -273,10 +275,13 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
 
     A stack of frames (a time series, a video's frames, the slices of a
     volume), (T, H, W) with ``channel_axis=None`` or (T, H, W, C) with the
-    channel axis given, is filtered as a series: each group is drawn from
-    its reference's frame and the 4 frames before and after it, following
-    motion (V-BM3D's scheme, :mod:`nlfilt.series`); a stack of one frame is
-    filtered as an image.
+    channel axis given, is filtered as a series (``stack='series'``): each
+    group is drawn from its reference's frame and the 4 frames before and
+    after it, following motion (V-BM3D's scheme, :mod:`nlfilt.series`); a
+    stack of one frame is filtered as an image.  With ``stack='volume'`` it
+    is one volume (Z, H, W[, C]) whose patches are 4 x 4 x 4 cubes (BM4D's
+    scheme, :mod:`nlfilt.volume`), shortened along Z for slices further
+    apart than pixels (``spacing``).
 
     Parameters
     ----------
@@ -286,6 +291,12 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     sigma : float, optional
         Noise standard deviation (>= 0) in the image's units; 0 returns the
         image.  Default: estimated (:func:`nlfilt.noise.estimate_sigma`).
+    stack : {'series', 'volume'}
+        How a stack is filtered: as frames in order, or as one volume of
+        cubes.
+    spacing : tuple of 3 floats, optional
+        A volume's voxel spacing (Z, Y, X), in any one unit (``stack='volume'``
+        only); None: isotropic voxels.
     device : {'auto', 'cpu', 'gpu'}
         Where to compute (as in :func:`denoise`).
     dtype : {numpy.float32, numpy.float64}
@@ -293,7 +304,7 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     progress : callable, optional
         ``progress(done, total)`` after each of the four steps (matching and
         filtering, for each stage): ``total`` 4, or 4 per window of a long
-        stack.
+        series.
     return_info : bool
         Also return a :class:`DenoiseInfo` (``sigma`` filled in, for a stack
         the median of its frames' estimates; one "iteration", no products
@@ -321,14 +332,25 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     host = as_real_array(image, channel_axis)
     if sigma is not None:
         check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
-    check_shape(host.shape[-3:])  # before the image goes to the device
+    if stack not in ("series", "volume"):
+        raise ValueError(f"stack must be 'series' or 'volume'; got {stack!r}")
+    volume = stack == "volume" and host.ndim == 4
+    if spacing is not None and not volume:
+        raise ValueError("spacing is for a stack filtered as one volume (stack='volume')")
+    cube = cube_shape(spacing)[0] if volume else None
+    if volume:
+        check_volume(host.shape, cube)
+    else:
+        check_shape(host.shape[-3:])  # before the image goes to the device
     shape = host.shape
-    if host.ndim == 4 and host.shape[0] == 1:  # one frame: an image
+    if host.ndim == 4 and host.shape[0] == 1 and not volume:  # one frame: an image
         host = host[0]
     backend, array = place(host, device, work_dtype)
     if sigma is None:
         sigma = estimate_sigma(backend.xp, array)  # a stack: the median of its frames' estimates
-    if array.ndim == 4:
+    if volume:
+        estimate = collaborative_volume(backend, array, float(sigma), spacing=spacing, progress=progress)
+    elif array.ndim == 4:
         estimate = collaborative_series(backend, array, float(sigma), progress=progress)
     else:
         groups = accelerate(backend, ArrayGroups(backend, array.shape, patch=PATCH, step=STEP))

@@ -193,6 +193,19 @@ class StackLayout:
         return math.prod(self.shape[: self.leading_axes])
 
     @property
+    def voxel_spacing(self) -> tuple[float, float, float] | None:
+        """(Z, Y, X) voxel spacing in one unit where the file gives it (ImageJ's slice spacing and the page
+        resolution, or OME's physical sizes), else None."""
+        if self.ome and all(f"PhysicalSize{axis}" in self.ome for axis in "ZYX"):
+            try:
+                return tuple(float(self.ome[f"PhysicalSize{axis}"]) for axis in "ZYX")
+            except (TypeError, ValueError):
+                return None
+        if self.imagej and "spacing" in self.imagej and self.resolution and all(self.resolution):
+            return (float(self.imagej["spacing"]), 1 / self.resolution[1], 1 / self.resolution[0])
+        return None
+
+    @property
     def ordered(self) -> bool:
         """Whether its frames are known to be in order: one frame axis, of time (T) or depth (Z)."""
         return self.leading_axes == 1 and self.axes[0] in "TZ"

@@ -25,9 +25,10 @@ from typing import Any
 import numpy
 
 from nlfilt.collaborative import ArrayGroups
-from nlfilt.jit_groups import CompiledGroups
+from nlfilt.jit_groups import CompiledCubes, CompiledGroups
 from nlfilt.kernels import weight_floor
 from nlfilt.operators import WindowedAffinity
+from nlfilt.volume import CubeGroups
 from nlfilt.workers import Workers
 
 #: Rows of the bands of the compiled windowed operator (at least the window's radius): the threads' units
@@ -41,11 +42,14 @@ CHUNK_COLUMNS = 1024
 def select(operator: Any, kernel: Any = None) -> Any:
     """The operator to compute with on the CPU: a compiled operator serving ``operator`` when one exists
     for it (and ``kernel`` and its mode, see :func:`serves`; 2-D images), else ``operator`` itself (its
-    array code).  The collaborative filter's groups: :class:`nlfilt.jit_groups.CompiledGroups`."""
+    array code).  The collaborative filter's groups: :class:`nlfilt.jit_groups.CompiledGroups`; a
+    volume's cubes: :class:`nlfilt.jit_groups.CompiledCubes`."""
     if isinstance(operator, WindowedAffinity) and len(operator.shape) == 2 and serves(kernel):
         return CompiledWindowedNLM(operator)
     if isinstance(operator, ArrayGroups) and load_numba() is not None:
         return CompiledGroups(operator)
+    if isinstance(operator, CubeGroups) and load_numba() is not None:
+        return CompiledCubes(operator)
     return operator
 
 

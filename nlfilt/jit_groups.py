@@ -115,6 +115,42 @@ class CompiledGroups:
         return numpy.ascontiguousarray(numpy.moveaxis(numerator / denominator, 0, 2))
 
 
+class CompiledCubes:
+    """The matching of a volume's cubes compiled, one kernel call per z-slab of references (filtering:
+    the twin's array code, :func:`nlfilt.collaborative.filter_groups`).
+
+    Parameters
+    ----------
+    twin : nlfilt.volume.CubeGroups
+        The array-code implementation this one serves.
+    """
+
+    def __init__(self, twin: Any) -> None:
+        self.twin = twin
+        self.backend = twin.backend
+        self.shape = twin.shape
+        self.references = twin.references
+
+    def match(self, levels: Any, *, radius: tuple[int, int, int], group: int) -> numpy.ndarray:
+        """The groups of ``levels`` (as :meth:`nlfilt.volume.CubeGroups.match`)."""
+        if tuple(levels.shape) != self.shape[:3]:
+            raise ValueError(f"levels of shape {levels.shape} for cubes of a {self.shape[:3]} volume")
+        zs, ys, xs = self.twin.grids
+        members = numpy.empty((zs.size * ys.size * xs.size, group), numpy.int32)
+        levels = numpy.ascontiguousarray(levels, dtype=numpy.int32)
+        cube = numpy.asarray(self.twin.cube, numpy.int64)
+        reach = numpy.asarray(radius, numpy.int64)
+        kernel = _kernels()[3]
+        with Workers(self.backend) as workers:
+            workers.map(lambda share: [kernel(levels, zs, ys, xs, index, cube, reach, members)
+                                       for index in share], workers.shares(zs.size))
+        return members
+
+    def filter(self, volume: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
+        """One stage over all groups (the twin's)."""
+        return self.twin.filter(volume, pilot, members, sigma, threshold=threshold)
+
+
 def _scratch(shape: tuple[int, ...], dtype: Any) -> numpy.ndarray:
     """A thread's scratch for the filtering kernel, uninitialised (the kernel writes before it reads)."""
     return numpy.empty(shape, dtype)
@@ -126,25 +162,25 @@ _COMPILING = threading.Lock()
 _U = numpy.uint64
 
 
-def _kernels() -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
-    """The matching, filtering and stack matching kernels, compiled once per process (numba's disk cache
-    across processes); threads that ask at the same time wait for the first."""
+def _kernels() -> tuple[Callable[..., None], ...]:
+    """The matching, filtering, stack matching and cube matching kernels, compiled once per process
+    (numba's disk cache across processes); threads that ask at the same time wait for the first."""
     with _COMPILING:
         return _compile()
 
 
 @lru_cache(maxsize=1)
-def _compile() -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+def _compile() -> tuple[Callable[..., None], ...]:
     from nlfilt.jit import load_numba  # noqa: PLC0415 - jit imports this module
 
     numba = load_numba()
     # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
     for helper in (_gather, _multiply_add, _zero):
         numba.extending.register_jitable(inline="always")(helper)
-    for helper in (_filter_group, _separable, _scan_frame, _insert_key):
+    for helper in (_filter_group, _separable, _scan_frame, _insert_key, _cube_distance):
         numba.extending.register_jitable(helper)
     njit = numba.njit(nogil=True, cache=True)
-    return njit(_match_row), njit(_filter_groups), njit(_match_series)
+    return njit(_match_row), njit(_filter_groups), njit(_match_series), njit(_match_cubes)
 
 
 def _match_row(levels: Any, rows: Any, cols: Any, index: int, patch: int, radius: int, members: Any) -> None:
@@ -272,6 +308,65 @@ def _match_series(levels: Any, rows: Any, cols: Any, time: int, patch: int, radi
                 found += 1
             for slot in range(found, group):
                 members[reference, slot] = members[reference, slot % found]
+
+
+def _match_cubes(levels: Any, zs: Any, ys: Any, xs: Any, index: int, cube: Any, reach: Any,
+                 members: Any) -> None:
+    """Fill ``members`` for the reference cubes of z-slab ``index`` of ``levels`` (Z, H, W; int32)
+    (compiled by numba): ``zs``, ``ys``, ``xs`` the reference grid, ``cube`` the sides, ``reach`` the
+    search radii; members as :meth:`nlfilt.volume.CubeGroups.match` ranks them."""
+    depth, height, width = levels.shape
+    group = members.shape[1]
+    sides = 2 * reach + 1
+    count = sides[0] * sides[1] * sides[2]
+    slots = max(group - 1, 1)
+    keys = numpy.empty(slots, numpy.int64)
+    top_z = zs[index]
+    for j in range(ys.size):
+        for i in range(xs.size):
+            top_y, top_x = ys[j], xs[i]
+            for slot in range(slots):
+                keys[slot] = INVALID_KEY
+            offset = 0
+            for dz in range(-reach[0], reach[0] + 1):
+                for dy in range(-reach[1], reach[1] + 1):
+                    for dx in range(-reach[2], reach[2] + 1):
+                        z, y, x = top_z + dz, top_y + dy, top_x + dx
+                        inside = (0 <= z <= depth - cube[0] and 0 <= y <= height - cube[1]
+                                  and 0 <= x <= width - cube[2])
+                        if inside and group > 1 and not (dz == 0 and dy == 0 and dx == 0):
+                            distance = _cube_distance(levels, z, y, x, top_z, top_y, top_x, cube)
+                            _insert_key(keys, numpy.int64(distance) * count + offset)
+                        offset += 1
+            reference = (index * ys.size + j) * xs.size + i
+            origin = (top_z * height + top_y) * width + top_x
+            members[reference, 0] = origin
+            found = 1
+            for slot in range(group - 1):
+                key = keys[slot]
+                if key == INVALID_KEY:
+                    break
+                rest = key % count
+                dz = rest // (sides[1] * sides[2]) - reach[0]
+                dy = (rest // sides[2]) % sides[1] - reach[1]
+                dx = rest % sides[2] - reach[2]
+                members[reference, found] = origin + (dz * height + dy) * width + dx
+                found += 1
+            for slot in range(found, group):
+                members[reference, slot] = members[reference, slot % found]
+
+
+def _cube_distance(levels: Any, z: int, y: int, x: int, top_z: int, top_y: int, top_x: int,
+                   cube: Any) -> float:
+    """The squared distance of the cubes at (z, y, x) and (top_z, top_y, top_x) (exact: integer levels)."""
+    distance = 0.0
+    for u in range(cube[0]):
+        for v in range(cube[1]):
+            for w in range(cube[2]):
+                difference = (numpy.float64(levels[z + u, y + v, x + w])
+                              - numpy.float64(levels[top_z + u, top_y + v, top_x + w]))
+                distance += difference * difference
+    return distance
 
 
 def _scan_frame(levels: Any, frame: int, time: int, top: int, left: int, centre_row: int, centre_col: int,

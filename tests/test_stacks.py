@@ -3,6 +3,8 @@ metadata kept, and the commands that take one image refusing them."""
 
 from __future__ import annotations
 
+import json
+
 import imageio.v3 as iio
 import numpy
 import pytest
@@ -83,17 +85,17 @@ def test_a_stack_filtered_as_a_volume_is_the_library_result(tmp_path, channels):
             assert tiff.imagej_metadata["finterval"] == 0.5 and tiff.series[0].axes == "TYX"
 
 
-def test_volume_mode_needs_the_filter_method_and_boxes_need_volumes(tmp_path):
+def test_volume_mode_filters_cubes_by_default_and_the_filter_needs_boxes(tmp_path):
     import tifffile
 
     source = tmp_path / "stack.tif"
     tifffile.imwrite(source, stack_pages(numpy.uint8, 0), photometric="minisblack")
     command = ["denoise", str(source), "-o", str(tmp_path / "o.tif"), "--stack", "volume"]
-    result = CliRunner().invoke(main, [*command, "--method", "collaborative"])  # a 2-D method
-    assert result.exit_code == 2 and "--method filter" in result.output, result.output
-    for selected in ([], ["--method", "filter"]):  # without --method, --stack volume selects the filter
-        result = CliRunner().invoke(main, [*command, *selected])
-        assert result.exit_code == 1 and "a box Z,H,W such as 1,5,5" in result.output, result.output
+    result = CliRunner().invoke(main, [*command, "--report", str(tmp_path / "r.jsonl")])  # cubes
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.jsonl").read_text().splitlines()[-1])["stack"] == "volume"
+    result = CliRunner().invoke(main, [*command, "--method", "filter", "--overwrite"])
+    assert result.exit_code == 1 and "a box Z,H,W such as 1,5,5" in result.output, result.output
     iio.imwrite(tmp_path / "flat.png", noisy_pixels(numpy.uint8, 0)[1])
     result = CliRunner().invoke(main, ["denoise", str(tmp_path / "flat.png"), "-o", str(tmp_path / "f.png"),
                                        "--method", "filter", "--patch", "1,3,3"])

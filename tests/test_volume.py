@@ -95,3 +95,118 @@ def test_the_collaborative_filter_takes_a_volume_as_a_series_of_slices_of_at_lea
         nlfilt.denoise_collaborative(VOLUME, channel_axis=None, device="cpu")
     slices = numpy.repeat(VOLUME, 2, axis=1).repeat(2, axis=2)
     assert nlfilt.denoise_collaborative(slices, channel_axis=None, device="cpu").shape == slices.shape
+
+
+# ---------------------------------------------------------------- the collaborative filter of cubes
+
+
+def ellipsoids(depth: int = 24, size: int = 72, seed: int = 0) -> numpy.ndarray:
+    """A clean (Z, H, W) volume in 8-bit levels: ellipsoids of random extent and level over a background,
+    with a smooth 3-D texture."""
+    rng = numpy.random.default_rng(seed)
+    z, y, x = numpy.mgrid[0:depth, 0:size, 0:size].astype(float)
+    volume = numpy.full((depth, size, size), 60.0)
+    for _ in range(25):
+        centre = rng.uniform(0, (depth, size, size))
+        axes = (rng.uniform(4, 12), rng.uniform(5, 20), rng.uniform(5, 20))
+        inside = sum(((axis - middle) / extent) ** 2 for axis, middle, extent in zip((z, y, x), centre, axes,
+                                                                                    strict=True)) <= 1
+        volume[inside] = rng.uniform(20, 230)
+    for _ in range(4):
+        volume += 8 * numpy.sin(rng.uniform(0.05, 0.3) * z + rng.uniform(0.05, 0.4) * y
+                                + rng.uniform(0.05, 0.4) * x + rng.uniform(0, 6))
+    return numpy.clip(volume, 0, 255)
+
+
+def psnr(estimate, clean):
+    return 10 * numpy.log10(255**2 / numpy.mean((numpy.clip(estimate, 0, 255) - clean) ** 2))
+
+
+@pytest.mark.parametrize(("shape", "cube", "radius", "group"), [
+    ((9, 20, 17, 1), (4, 4, 4), (2, 3, 3), 8),
+    ((4, 6, 7, 1), (4, 4, 4), (2, 2, 2), 16),   # fewer candidates than members: repeated in order
+    ((12, 30, 30, 1), (2, 4, 4), (1, 5, 5), 16),  # anisotropic cubes
+    ((1, 12, 12, 1), (1, 4, 4), (1, 2, 2), 4),  # one slice
+])
+def test_the_compiled_cube_matching_is_its_array_twin(shape, cube, radius, group):
+    from nlfilt.backend import get_backend
+    from nlfilt.jit_groups import CompiledCubes
+    from nlfilt.volume import CubeGroups
+
+    levels = numpy.random.default_rng(shape[0]).integers(0, 6, size=shape[:3]).astype(numpy.int32)
+    twin = CubeGroups(get_backend("cpu"), shape, cube=cube, step=tuple(min(3, side) for side in cube))
+    expected = twin.match(levels, radius=radius, group=group)
+    numpy.testing.assert_array_equal(CompiledCubes(twin).match(levels, radius=radius, group=group), expected)
+    numpy.testing.assert_array_equal(expected[:, 0], twin.origins())  # the reference heads its group
+    depth, height, width = shape[:3]
+    corner = numpy.stack(numpy.unravel_index(expected, (depth, height, width)), axis=-1)
+    assert (corner >= 0).all() and (corner <= numpy.array(shape[:3]) - numpy.array(cube)).all()
+    reference = numpy.stack(numpy.unravel_index(expected[:, :1], (depth, height, width)), axis=-1)
+    assert (numpy.abs(corner - reference) <= numpy.array(radius)).all()
+
+
+def test_cubes_beat_the_slices_as_a_series_and_one_by_one_on_a_volume():
+    clean = ellipsoids()
+    noise = 25 * numpy.random.default_rng(1).standard_normal(clean.shape)
+    noisy = numpy.clip(numpy.round(clean + noise), 0, 255)
+    cubes = nlfilt.denoise_collaborative(noisy, sigma=25.0, channel_axis=None, stack="volume", device="cpu")
+    series = nlfilt.denoise_collaborative(noisy, sigma=25.0, channel_axis=None, device="cpu")
+    slices = numpy.stack([nlfilt.denoise_collaborative(plane, sigma=25.0, device="cpu") for plane in noisy])
+    assert psnr(cubes, clean) > psnr(series, clean) + 0.1
+    assert psnr(cubes, clean) > psnr(slices, clean) + 1
+
+
+def test_anisotropic_voxels_get_shorter_cubes_and_search():
+    from nlfilt.volume import CUBE, RADIUS, cube_shape
+
+    assert cube_shape(None) == (CUBE, RADIUS) and cube_shape((1.0, 1.0, 1.0)) == (CUBE, RADIUS)
+    assert cube_shape((0.5, 1.0, 1.0)) == (CUBE, RADIUS)  # closer slices: isotropic cubes
+    assert cube_shape((3.0, 1.0, 1.0)) == ((1, 4, 4), (2, 5, 5))
+    assert cube_shape((2.0, 0.9, 1.1)) == ((2, 4, 4), (2, 5, 5))
+    with pytest.raises(ValueError, match="spacing must be three positive numbers"):
+        cube_shape((0.0, 1.0, 1.0))
+
+
+def test_a_volume_of_cubes_takes_colour_and_refuses_what_does_not_fit():
+    rng = numpy.random.default_rng(2)
+    colour = rng.random((5, 16, 18, 3)) * 255
+    out = nlfilt.denoise_collaborative(colour, sigma=20.0, channel_axis=-1, stack="volume", device="cpu")
+    assert out.shape == colour.shape and out.dtype == numpy.float32
+    gray = rng.random((5, 16, 18)) * 255
+    assert nlfilt.denoise_collaborative(gray, sigma=0.0, channel_axis=None, stack="volume",
+                                        device="cpu").shape == gray.shape
+    for arguments, message in [({"stack": "cube"}, "stack must be 'series' or 'volume'"),
+                               ({"spacing": (1, 1, 1)}, "spacing is for a stack filtered as one volume"),
+                               ({"stack": "volume", "spacing": (1, -1, 1)}, "spacing must be three")]:
+        with pytest.raises(ValueError, match=message):
+            nlfilt.denoise_collaborative(gray, sigma=20.0, channel_axis=None, device="cpu", **arguments)
+    with pytest.raises(ValueError, match="smaller than the 4x4x4 cubes"):
+        nlfilt.denoise_collaborative(gray[:3], sigma=20.0, channel_axis=None, stack="volume", device="cpu")
+
+
+def test_stack_volume_on_the_command_line_takes_the_voxel_spacing_from_the_file(tmp_path):
+    import tifffile
+
+    from clitools import report_entries, run
+
+    clean = ellipsoids(depth=8, size=32)
+    noisy = numpy.clip(numpy.round(clean + 20 * numpy.random.default_rng(3).standard_normal(clean.shape)),
+                       0, 255).astype(numpy.uint8)
+    source = tmp_path / "cells.tif"
+    tifffile.imwrite(source, noisy, imagej=True, resolution=(1.0, 1.0),
+                     metadata={"axes": "ZYX", "spacing": 3.0})
+    result = run("denoise", source, "-o", tmp_path / "out.tif", "--stack", "volume", "--sigma", "20",
+                 "--report", tmp_path / "r.jsonl")
+    assert result.exit_code == 0, result.output
+    assert report_entries((tmp_path / "r.jsonl").read_text())[0]["stack"] == "volume"
+    expected = nlfilt.denoise_collaborative(noisy.astype(numpy.float32), sigma=20.0, channel_axis=None,
+                                            stack="volume", spacing=(3.0, 1.0, 1.0), device="cpu")
+    assert numpy.isfinite(expected).all() and psnr(expected, clean) > psnr(noisy, clean) + 5
+    from nlfilt.images import cast_like
+
+    numpy.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"),
+                                     cast_like(expected, numpy.dtype(numpy.uint8)))
+    isotropic = nlfilt.denoise_collaborative(noisy.astype(numpy.float32), sigma=20.0, channel_axis=None,
+                                             stack="volume", device="cpu")
+    assert not numpy.array_equal(cast_like(isotropic, numpy.dtype(numpy.uint8)),
+                                 tifffile.imread(tmp_path / "out.tif"))

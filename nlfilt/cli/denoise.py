@@ -121,8 +121,10 @@ def check_jobs(jobs: list[Job], run: RunOptions) -> None:
                    "metadata) and videos: 'frames' filters each page or frame as its own 2-D image; "
                    "'series' filters them as frames in order (a time series, a video, slices) with the "
                    "default method, each group drawn from its frame and the 4 frames before and after, "
-                   "following motion; 'volume' filters a TIFF stack as one 3-D image with --method filter "
-                   "(which it selects when --method is not given; --patch and --window may be boxes "
+                   "following motion; 'volume' filters a TIFF stack as one volume: with the default "
+                   "method groups of 4x4x4 cubes (BM4D's scheme; shorter along Z where the file's voxel "
+                   "spacing says the slices lie further apart), with --method filter the 3-D NLM filter "
+                   "(--patch and --window may then be boxes "
                    "Z,H,W); 'auto': series for videos and for TIFFs whose one frame axis is time or depth "
                    "(ImageJ or OME axes T or Z), frames for other stacks.")
 @click.option("--lossless", is_flag=True,
@@ -363,7 +365,8 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
         shape = header.colour_shape
         if whole:  # one filter of the stack: its cost is that of a (Z, H, W, C) array
             shape = (frames, *shape[:2], shape[2] if len(shape) == 3 else 1)
-        plan = run.plan(shape, header.dtype, device)
+        plan = run.plan(shape, header.dtype, device, stack=mode if whole else None,
+                        spacing=header.stack.voxel_spacing if whole else None)
         check_plan(shape, plan, max_minutes, streamed=streamed, frames=1 if whole else frames)
         image = None if streamed else read_image(job.source, header, stacks=True)
         if image is not None and plan.sigma is not None:

@@ -307,12 +307,15 @@ class RunOptions:
             return self.stack
         return "series" if ordered and "series" in method(self.method).stacks else "frames"
 
-    def plan(self, shape: tuple[int, ...], dtype: Any, device: str) -> Plan:
-        """The plan of an image of ``shape`` (H, W, C) or (Z, H, W, C) and pixel ``dtype`` on ``device``
-        ('cpu' or 'gpu'): float64 work for pixels of more than 32 bits (ValueError when an option does
-        not fit the image)."""
+    def plan(self, shape: tuple[int, ...], dtype: Any, device: str, stack: str | None = None,
+             spacing: tuple[float, float, float] | None = None) -> Plan:
+        """The plan of an image of ``shape`` (H, W, C) or (Z, H, W, C) (a stack filtered as one array in
+        mode ``stack``, a volume of voxel ``spacing``) and pixel ``dtype`` on ``device`` ('cpu' or
+        'gpu'): float64 work for pixels of more than 32 bits (ValueError when an option does not fit the
+        image)."""
         work = numpy.float64 if numpy.dtype(dtype).itemsize > 4 else numpy.float32
-        return make_plan(self.method, dict(self.own), shape, device=device, dtype=work, sigma=self.sigma)
+        return make_plan(self.method, dict(self.own), shape, device=device, dtype=work, sigma=self.sigma,
+                         stack=stack, spacing=spacing)
 
     def described(self) -> dict[str, Any]:
         """The options for a report: the method, its own options, sigma and the device."""

@@ -43,6 +43,11 @@ class Plan:
         The working dtype ('float32', or 'float64' for pixels of more than 32 bits).
     sigma : float or None
         The noise level; None until estimated from the pixels.
+    stack : str or None
+        How a stack (Z, H, W, C) is filtered as one array: 'series' or 'volume' (one of the method's
+        :attr:`Method.stacks`); None for an image.
+    spacing : tuple of 3 floats or None
+        A volume's voxel spacing (Z, Y, X) where its file gives it.
     """
 
     method: str
@@ -50,6 +55,8 @@ class Plan:
     device: str
     dtype: str
     sigma: float | None = None
+    stack: str | None = None
+    spacing: tuple[float, float, float] | None = None
 
     def __getitem__(self, name: str) -> Any:
         return dict(self.settings)[name]
@@ -192,13 +199,18 @@ def method_names() -> tuple[str, ...]:
 
 
 def make_plan(name: str, options: Mapping[str, Any], shape: tuple[int, ...], *, device: str,
-              dtype: Any = numpy.float32, sigma: float | None = None) -> Plan:
-    """The plan of an image of ``shape`` (H, W, C) or (Z, H, W, C) for method ``name`` with its
-    ``options`` (the others' are ignored), on ``device`` ('cpu' or 'gpu'); ValueError naming the
-    option that does not fit."""
+              dtype: Any = numpy.float32, sigma: float | None = None, stack: str | None = None,
+              spacing: tuple[float, float, float] | None = None) -> Plan:
+    """The plan of an image of ``shape`` (H, W, C) or (Z, H, W, C) (a stack filtered as one array in mode
+    ``stack``, its first mode by default) for method ``name`` with its ``options`` (the others' are
+    ignored), on ``device`` ('cpu' or 'gpu'); ValueError naming the option that does not fit."""
     chosen = method(name)
     if len(shape) == 4 and not chosen.stacks:
         raise ValueError(f"--method {name} works on 2-D images, not stacks filtered as one")
+    if len(shape) == 4 and stack not in (None, *chosen.stacks):
+        raise ValueError(f"--method {name} filters a stack {' or '.join(chosen.stacks)}, not {stack}")
+    stack = (stack or chosen.stacks[0]) if len(shape) == 4 else None
+    plan = Plan(method=name, settings=(), device=device, dtype=numpy.dtype(dtype).name, sigma=sigma,
+                stack=stack, spacing=spacing if stack == "volume" else None)
     settings = chosen.settings(shape, options, sigma)
-    return Plan(method=name, settings=tuple(settings.items()), device=device,
-                dtype=numpy.dtype(dtype).name, sigma=sigma)
+    return replace(plan, settings=tuple(settings.items()))

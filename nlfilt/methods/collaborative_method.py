@@ -19,12 +19,13 @@ from nlfilt.series import stream_series
 @register_method
 class CollaborativeMethod(Method):
     """BM3D's two stages on groups of similar patches; no options of its own.  A stack (T, H, W, C) in
-    ``--stack series`` is filtered with groups across neighbouring frames (:mod:`nlfilt.series`)."""
+    ``--stack series`` is filtered with groups across neighbouring frames (:mod:`nlfilt.series`), in
+    ``--stack volume`` with groups of cubes (:mod:`nlfilt.volume`)."""
 
     name = "collaborative"
     summary = "two-stage Wiener filter of grouped patches (the best quality)"
     options: dict[str, Any] = {}
-    stacks = ("series",)
+    stacks = ("series", "volume")
     streams = True
     progress_unit = "steps"
 
@@ -39,13 +40,16 @@ class CollaborativeMethod(Method):
         return {}
 
     def seconds(self, shape: tuple[int, ...], plan: Plan) -> float:
-        return estimate_collaborative_seconds(shape, plan.device)
+        return estimate_collaborative_seconds(shape, plan.device, volume=plan.stack == "volume")
 
     def working_bytes(self, shape: tuple[int, ...], plan: Plan) -> int:
-        return estimate_collaborative_bytes(shape, plan.device)
+        return estimate_collaborative_bytes(shape, plan.device, volume=plan.stack == "volume")
+
+    def describe(self, plan: Plan) -> str:
+        return "--method collaborative" + (" (cubes)" if plan.stack == "volume" else "")
 
     def denoise(self, image: Any, plan: Plan, progress: Progress | None) -> tuple[Any, Any]:
-        stack = {"channel_axis": -1} if image.ndim == 4 else {}
+        stack = {"channel_axis": -1, "stack": plan.stack, "spacing": plan.spacing} if image.ndim == 4 else {}
         return denoise_collaborative(image, sigma=plan.sigma, device=plan.device, dtype=plan.dtype,
                                      progress=progress, return_info=True, **stack)
 
