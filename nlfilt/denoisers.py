@@ -337,7 +337,7 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     volume = stack == "volume" and host.ndim == 4
     if spacing is not None and not volume:
         raise ValueError("spacing is for a stack filtered as one volume (stack='volume')")
-    cube = cube_shape(spacing)[0] if volume else None
+    cube = cube_shape(spacing, host.shape[0])[0] if volume else None
     if volume:
         check_volume(host.shape, cube)
     else:

