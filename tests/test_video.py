@@ -339,3 +339,12 @@ def test_the_noise_level_of_a_subsampled_colour_video_is_that_of_its_luminance(t
     gray = tmp_path / "gray.mkv"
     write_clip(gray, noisy(clean))
     assert abs(noise_level(gray) - SIGMA) <= 0.1 * SIGMA
+
+
+def test_progress_counts_the_frames_written(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_clip(source, noisy(moving_scene(frames=6)))
+    calls = []
+    denoise_video(source, tmp_path / "out.mkv", lambda frames: (frame.astype(float) for frame in frames),
+                  progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(float(index), 6) for index in range(1, 7)]
