@@ -48,9 +48,8 @@ if TYPE_CHECKING:
     from nlfilt.backend import Backend
 
 #: Cube sides (Z, rows, columns) for isotropic voxels, reference step along each axis, search radius
-#: along each axis, cubes per group in the two stages (BM4D's, but a search box of 11 instead of 15 and
-#: 4^3 cubes in both stages: on a synthetic volume of ellipsoids the same PSNR as bm4d at a third of its
-#: time in array code, where 5^3 cubes in the Wiener stage lost 0.35 dB).
+#: along each axis, cubes per group in the two stages: BM4D's, but a search box of 11 instead of 15 and
+#: 4^3 cubes in both stages (5^3 in the Wiener stage lost 0.35 dB; benchmarks/results/volume.md).
 CUBE = (4, 4, 4)
 STEP = (3, 3, 3)
 RADIUS = (5, 5, 5)
@@ -101,6 +100,9 @@ class CubeGroups:
         check_volume(shape, cube)
         if any(every > side for every, side in zip(step, cube, strict=True)):
             raise ValueError(f"a step of {step} leaves voxels outside the {cube} reference cubes")
+        if numpy.prod(shape[:3], dtype=numpy.int64) >= 2**31:  # members are int32 voxel indices
+            raise ValueError(f"a volume of {'x'.join(map(str, shape[:3]))} voxels is over the 2^31 the cube "
+                             "filter indexes; crop it, or filter its slices as a series")
         self.backend = backend
         self.shape = tuple(shape)
         self.cube = tuple(cube)

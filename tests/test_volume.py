@@ -156,6 +156,14 @@ def test_cubes_beat_the_slices_as_a_series_and_one_by_one_on_a_volume():
     assert psnr(cubes, clean) > psnr(slices, clean) + 1
 
 
+def test_a_volume_too_large_for_int32_voxel_indices_is_refused():
+    from nlfilt.backend import get_backend
+    from nlfilt.volume import CubeGroups
+
+    with pytest.raises(ValueError, match="over the 2\\^31 the cube filter indexes"):
+        CubeGroups(get_backend("cpu"), (1024, 2048, 1024, 1), cube=(4, 4, 4))
+
+
 def test_anisotropic_voxels_get_shorter_cubes_and_search():
     from nlfilt.volume import CUBE, RADIUS, cube_shape
 
