@@ -23,6 +23,18 @@ grows; Adam moves the weights further and adapts the kernel, which
 :meth:`TangentCNN.kernel_change` measures on the finite network's own
 (empirical) tangent kernel.
 
+The deep image prior trains its networks in the *standard* parametrisation
+instead (``parametrization='standard'``): the weights drawn as common
+frameworks draw them, uniform in ``+-1 / sqrt(fan_in)`` (PyTorch's default
+for convolutions), and no factors in the forward pass::
+
+    z_1 = P W_1,  a_l = relu(z_l),  z_{l+1} = a_l W_{l+1},  g = a_L W_out
+
+Its tangent kernel at initialisation has another scale and weighs the layers
+differently; gradient descent's default step is then ``1 / lambda_max`` of
+that empirical kernel (:meth:`TangentCNN.kernel_eigenvalue`), Adam's the deep
+image prior's.
+
 Explicit forward and backward passes, no deep-learning framework; the arrays
 live on a :class:`~nlfilt.backend.Backend` (NumPy on the CPU, CuPy on a GPU).
 """
@@ -47,6 +59,10 @@ from nlfilt.resolve import prepare
 ADAM_LEARNING_RATE = 1e-2
 #: Rows of the empirical tangent kernel formed at once by :meth:`TangentCNN.kernel_change`.
 KERNEL_ROW_BLOCK = 1024
+#: The parametrisations of :class:`TangentCNN` (the first is the default).
+PARAMETRIZATIONS = ("ntk", "standard")
+#: Most power-iteration steps of :meth:`TangentCNN.kernel_eigenvalue`.
+EIGENVALUE_ITERATIONS = 200
 
 
 def image_patches(image: Any, patch: int, backend: Backend | None = None, dtype: Any = numpy.float32) -> Any:
@@ -89,14 +105,28 @@ class TangentCNN:
         Precision of the weights and activations.
     backend : Backend, optional
         Where the arrays live and the products run (default: the CPU).
+    parametrization : {'ntk', 'standard'}
+        Standard Gaussian weights with the factors in the forward pass (the
+        module notes), or weights uniform in ``+-1 / sqrt(fan_in)`` and no
+        factors (the deep image prior's).
     """
 
     def __init__(self, dims: int, width: int, depth: int, channels: int = 1, seed: int = 0,
-                 dtype: Any = numpy.float32, backend: Backend | None = None) -> None:
+                 dtype: Any = numpy.float32, backend: Backend | None = None,
+                 parametrization: str = "ntk") -> None:
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}; got {parametrization!r}")
         self.backend = backend or get_backend("cpu")
+        self.parametrization = parametrization
         rng = numpy.random.default_rng(seed)
         shapes = [(dims, width)] + [(width, width)] * (depth - 1) + [(width, channels)]
-        initial = [self.backend.asarray(rng.standard_normal(shape).astype(dtype)) for shape in shapes]
+        if parametrization == "ntk":
+            drawn = [rng.standard_normal(shape) for shape in shapes]
+            self.gain, self.scale = math.sqrt(2), 1 / math.sqrt(width)  # after each ReLU, each later layer
+        else:
+            drawn = [rng.uniform(-1, 1, shape) / math.sqrt(shape[0]) for shape in shapes]
+            self.gain, self.scale = 1.0, 1.0
+        initial = [self.backend.asarray(weights.astype(dtype)) for weights in drawn]
         self.width = width
         self.depth = depth
         self.channels = channels
@@ -114,20 +144,19 @@ class TangentCNN:
     def _forward(self, weights: list[Any], patches: Any) -> tuple[Any, list]:
         """(``g``, per layer its (inputs, pre-activation); the output layer's pre-activation is None)."""
         xp = self.backend.xp
-        scale = 1 / math.sqrt(self.width)
         pre = patches @ weights[0]
         cache = [(patches, pre)]
         for weight in weights[1:-1]:
             activation = xp.maximum(pre, 0)
-            activation *= math.sqrt(2)
+            activation *= self.gain
             pre = activation @ weight
-            pre *= scale
+            pre *= self.scale
             cache.append((activation, pre))
         activation = xp.maximum(pre, 0)
-        activation *= math.sqrt(2)
+        activation *= self.gain
         cache.append((activation, None))
         output = activation @ weights[-1]
-        output *= scale
+        output *= self.scale
         return output, cache
 
     def _layers(self, weights: list[Any], cache: list,
@@ -135,7 +164,7 @@ class TangentCNN:
         """Back-propagate ``upstream`` (d/d g, (N, channels)): per weight layer, last first,
         (index, inputs, d/d its pre-activation, factor); the layer's gradient of ``sum(upstream * g)``
         is ``factor * inputs^T @ back``."""
-        scale = 1 / math.sqrt(self.width)
+        scale = self.scale
         last = len(weights) - 1
         yield last, cache[-1][0], upstream, scale
         back = upstream @ weights[-1].T
@@ -143,7 +172,7 @@ class TangentCNN:
         for layer in range(last - 1, -1, -1):
             inputs, pre = cache[layer]
             back *= pre > 0
-            back *= math.sqrt(2)  # d/d pre-activation of this layer
+            back *= self.gain  # d/d pre-activation of this layer
             factor = 1.0 if layer == 0 else scale
             yield layer, inputs, back, factor
             if layer:
@@ -234,6 +263,37 @@ class TangentCNN:
         rows = slice(*rows.indices(patches.shape[0])[:2])
         sets = [self.initial] if initial else self.copies
         return self._tangent_block([self._tangent_layers(weights, patches) for weights in sets], rows)
+
+    def kernel_eigenvalue(self, patches: Any, *, iterations: int = EIGENVALUE_ITERATIONS) -> float:
+        """``lambda_max`` of the empirical tangent kernel at initialisation on ``patches`` (all channel
+        blocks as one (C N, C N) matrix), by power iteration (until the estimate settles to 1e-6); the
+        step ``1 / lambda_max`` lets gradient descent follow that kernel's twicing.
+
+        Matrix-free: a layer adds ``f^2 (A A^T) o (B_c B_c'^T)`` to block
+        (c, c'), whose product with ``v`` is ``f^2 rowsum((A M) o B_c)`` with
+        ``M = A^T diag(v) B_c'``, two products of the layer's size per
+        iteration (a forward pass's work), the kernel never formed.
+        """
+        xp = self.backend.xp
+        layers = self._tangent_layers(self.initial, patches)
+        vector = xp.ones((self.channels, patches.shape[0]), dtype=numpy.float64)
+        vector /= xp.sqrt(xp.sum(vector * vector))
+        value = 0.0
+        for _ in range(iterations):
+            product = xp.zeros_like(vector)
+            for layer in layers:
+                inputs = layer.inputs.astype(numpy.float64)
+                for c, back in enumerate(layer.backs):
+                    for c_other, back_other in enumerate(layer.backs):
+                        mixed = inputs.T @ (vector[c_other][:, None] * back_other.astype(numpy.float64))
+                        product[c] += layer.factor**2 * xp.sum((inputs @ mixed) * back, axis=1)
+            previous, value = value, self.backend.scalar(xp.sqrt(xp.sum(product * product)))
+            if value == 0:
+                raise ValueError("the initial tangent kernel is zero (an all-zero image)")
+            vector = product / value
+            if abs(value - previous) <= 1e-6 * value:
+                break
+        return float(value)
 
     def kernel_change(self, patches: Any) -> KernelChange:
         """How the empirical tangent kernel (all channel blocks) changed from its value at initialisation,
@@ -374,7 +434,7 @@ OPTIMIZERS = tuple(OPTIMIZER_CLASSES)
 
 def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, steps: int = 100,
           optimizer: str = "gd", learning_rate: float | None = None, eigenvalue: float | None = None,
-          seed: int = 0, dtype: Any = numpy.float32, device: str = "cpu",
+          seed: int = 0, dtype: Any = numpy.float32, device: str = "cpu", parametrization: str = "ntk",
           progress: Callable[[int, int], None] | None = None) -> Training:
     """Train the network on one noisy image (input and target ``y``) and record ``f`` after every step.
 
@@ -394,14 +454,19 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
         Default: ``1 / eigenvalue`` for 'gd' (nlfilt's twicing step) and
         ``ADAM_LEARNING_RATE`` for 'adam'.
     eigenvalue : float, optional
-        ``lambda_max`` of nlfilt's ntk kernel on this image; needed for 'gd'
-        without ``learning_rate`` (:func:`ntk_eigenvalue`).
+        ``lambda_max`` of the kernel gradient descent follows: nlfilt's ntk
+        kernel on this image in the ntk parametrisation, needed for 'gd'
+        without ``learning_rate`` (:func:`ntk_eigenvalue`); in the standard
+        one the network's own kernel at initialisation, computed when not
+        given (:meth:`TangentCNN.kernel_eigenvalue`).
     seed : int
         Seed of the initial weights.
     dtype : numpy.float32 or numpy.float64
         Precision of the weights and activations (float32 is the faster).
     device : {'cpu', 'gpu', 'auto'}
         Where the network trains (as in :func:`nlfilt.denoise`).
+    parametrization : {'ntk', 'standard'}
+        The network's parametrisation (:class:`TangentCNN`).
     progress : callable, optional
         ``progress(t, steps)`` after each step.
 
@@ -439,15 +504,20 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     """
     array = numpy.asarray(image, dtype=numpy.float64)
     _check_training(array, width, depth, patch, steps, optimizer, learning_rate)
+    if parametrization not in PARAMETRIZATIONS:
+        raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}; got {parametrization!r}")
     check_progress(progress)
     dtype = check_dtype(dtype)
     kind = OPTIMIZER_CLASSES[optimizer]
-    if learning_rate is None:
-        learning_rate = kind.default_learning_rate(eigenvalue)
+    if learning_rate is None and not (kind is GradientDescent and parametrization == "standard"):
+        learning_rate = kind.default_learning_rate(eigenvalue)  # refused before any work when missing
     backend = get_backend(device)
     target = backend.asarray(array.reshape(array.shape[0] * array.shape[1], -1), dtype=dtype)
     patches = image_patches(array, patch, backend, dtype)
-    network = TangentCNN(patches.shape[1], width, depth, target.shape[1], seed, dtype, backend)
+    network = TangentCNN(patches.shape[1], width, depth, target.shape[1], seed, dtype, backend,
+                         parametrization=parametrization)
+    if learning_rate is None:  # gradient descent in the standard parametrisation: its own kernel's step
+        learning_rate = kind.default_learning_rate(eigenvalue or network.kernel_eigenvalue(patches))
     rule = kind(network.parameters, learning_rate, backend.xp)
     outputs = [numpy.zeros(array.shape, dtype=dtype)]
     movement = [0.0]

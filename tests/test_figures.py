@@ -193,6 +193,14 @@ def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path
     adam = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--width", "64",
                                      "--steps", "5", "--optimizer", "adam", "--depth", "2"])
     assert adam.exit_code == 0 and "adam" in adam.stdout
+    standard = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--width", "256",
+                                         "--steps", "10", "--parametrization", "standard", "--device", "cpu"])
+    assert standard.exit_code == 0, standard.output
+    assert "standard parametrisation" in standard.stdout.splitlines()[0]
+    rate = float(standard.stdout.split("learning rate ")[1].split()[0])
+    ntk_rate = float(result.stdout.split("learning rate ")[1].split()[0])
+    assert rate != pytest.approx(ntk_rate, rel=0.1)  # its own kernel's step, not the ntk filter's
+    assert standard.stdout.splitlines()[6].startswith("gd: tangent kernel movement")
     iio.imwrite(tmp_path / "large.png", noisy)  # 40 x 48 = 1920 pixels: allowed, but too costly here
     costly = CliRunner().invoke(main, ["compare-network", str(tmp_path / "large.png"), "--width", "8192",
                                        "--depth", "3", "--steps", "1000"])

@@ -6,7 +6,7 @@ import numpy
 import pytest
 
 import nlfilt
-from nlfilt.network import TangentCNN, image_patches, ntk_eigenvalue, train
+from nlfilt.network import PARAMETRIZATIONS, TangentCNN, image_patches, ntk_eigenvalue, train
 
 RNG = numpy.random.default_rng(11)
 IMAGE = numpy.add.outer(numpy.linspace(50, 200, 12), numpy.linspace(0, 40, 12)) + RNG.normal(0, 20, (12, 12))
@@ -16,10 +16,12 @@ def relative(a, b) -> float:
     return float(numpy.linalg.norm(a - b) / numpy.linalg.norm(b))
 
 
+@pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
 @pytest.mark.parametrize("depth", [1, 3])
-def test_backward_pass_matches_finite_differences(depth):
+def test_backward_pass_matches_finite_differences(depth, parametrization):
     image = RNG.random((6, 7, 2)) * 100
-    network = TangentCNN(3 * 3 * 2, 12, depth, channels=2, seed=depth, dtype=numpy.float64)
+    network = TangentCNN(3 * 3 * 2, 12, depth, channels=2, seed=depth, dtype=numpy.float64,
+                         parametrization=parametrization)
     for layer in network.copies[1]:  # make the copies differ, so f != 0 and both get gradients
         layer += 0.3 * RNG.standard_normal(layer.shape)
     patches, target = image_patches(image, 3, dtype=numpy.float64), image.reshape(-1, 2)
@@ -37,10 +39,13 @@ def test_backward_pass_matches_finite_differences(depth):
             assert grad[index] == pytest.approx(numerical, rel=1e-5, abs=1e-6 * numpy.abs(grad).max())
 
 
-def test_tangent_kernel_is_the_product_of_the_jacobians():
-    """Theta[c, c', i, j] = <df_c(x_i)/dtheta, df_c'(x_j)/dtheta>, the Jacobian formed output by output."""
+@pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
+def test_tangent_kernel_is_the_product_of_the_jacobians(parametrization):
+    """Theta[c, c', i, j] = <df_c(x_i)/dtheta, df_c'(x_j)/dtheta>, the Jacobian formed output by output;
+    its largest eigenvalue is the power iteration's."""
     image = RNG.random((5, 6, 2)) * 10
-    network = TangentCNN(3 * 3 * 2, 7, 3, channels=2, seed=4, dtype=numpy.float64)
+    network = TangentCNN(3 * 3 * 2, 7, 3, channels=2, seed=4, dtype=numpy.float64,
+                         parametrization=parametrization)
     for layer in network.copies[1]:
         layer += 0.3 * RNG.standard_normal(layer.shape)
     patches = image_patches(image, 3, dtype=numpy.float64)
@@ -60,6 +65,34 @@ def test_tangent_kernel_is_the_product_of_the_jacobians():
                                   atol=1e-12 * numpy.abs(expected).max())
     numpy.testing.assert_allclose(network.tangent_kernel(patches, slice(4, 11)), expected[:, :, 4:11],
                                   rtol=1e-10, atol=1e-12 * numpy.abs(expected).max())
+    initial = network.tangent_kernel(patches, initial=True).transpose(0, 2, 1, 3).reshape(2 * size, 2 * size)
+    assert network.kernel_eigenvalue(patches) == pytest.approx(numpy.linalg.eigvalsh(initial).max(), rel=1e-5)
+
+
+def test_the_standard_parametrisation_draws_as_frameworks_do_and_has_no_forward_factors():
+    network = TangentCNN(27, 64, 2, channels=3, seed=1, dtype=numpy.float64, parametrization="standard")
+    for weight, fan_in in zip(network.initial, (27, 64, 64), strict=True):
+        bound = 1 / numpy.sqrt(fan_in)
+        assert numpy.abs(weight).max() <= bound and numpy.abs(weight).max() > 0.9 * bound
+        assert weight.std() == pytest.approx(bound / numpy.sqrt(3), rel=0.1)  # uniform: bound / sqrt(3)
+    patches = numpy.random.default_rng(8).random((10, 27))
+    hidden = numpy.maximum(numpy.maximum(patches @ network.initial[0], 0) @ network.initial[1], 0)
+    numpy.testing.assert_allclose(network._forward(network.initial, patches)[0], hidden @ network.initial[2])
+    with pytest.raises(ValueError, match="parametrization must be one of"):
+        TangentCNN(27, 8, 1, parametrization="mup")
+
+
+def test_gradient_descent_in_the_standard_parametrisation_takes_its_own_kernels_step():
+    image = numpy.random.default_rng(9).random((8, 8)) * 255
+    run = train(image, width=256, steps=20, parametrization="standard")
+    network = TangentCNN(9, 256, 1, parametrization="standard")
+    eigenvalue = network.kernel_eigenvalue(image_patches(image, 3))
+    assert run.learning_rate == pytest.approx(1 / eigenvalue, rel=1e-4)
+    errors = [numpy.mean((output - image) ** 2) for output in run.outputs]
+    assert errors[-1] < 0.5 * errors[0] and all(later <= earlier * 1.0001
+                                                for earlier, later in zip(errors, errors[1:], strict=False))
+    adam = train(image, width=256, steps=20, optimizer="adam", parametrization="standard")
+    assert adam.learning_rate == 1e-2 and adam.kernel_change().movement > run.kernel_change().movement
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -112,7 +145,10 @@ def test_kernel_change_matches_the_dense_kernels_and_splits_scale_from_shape(mon
     assert change.movement == pytest.approx(size(after - before) / size(before), rel=1e-9)
     assert change.scale == pytest.approx(size(after) / size(before), rel=1e-9)
     assert change.shape == pytest.approx(size(after / size(after) - before / size(before)), rel=1e-7)
-    assert 0 < change.shape < change.movement
+    # the shape's change is the movement once the change of scale is taken out
+    assert change.shape**2 == pytest.approx((change.movement**2 - (change.scale - 1) ** 2) / change.scale,
+                                            rel=1e-9)
+    assert change.shape > 0
     untrained = train(image, width=24, depth=2, steps=0, optimizer="adam", seed=5).kernel_change()
     assert (untrained.movement, untrained.scale, untrained.shape) == pytest.approx((0, 1, 0), abs=1e-6)
 

@@ -17,6 +17,7 @@ from nlfilt.cli.progress import product_bar
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.network import (
     OPTIMIZERS,
+    PARAMETRIZATIONS,
     ClosedForm,
     KernelChange,
     Training,
@@ -58,6 +59,11 @@ def flops_per_second(device: str, dtype: str) -> float:
               help="ReLU layers (as the ntk kernel's depth).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="gd", show_default=True,
               help="Gradient descent with nlfilt's step 1/lambda_max, or Adam.")
+@click.option("--parametrization", type=click.Choice(PARAMETRIZATIONS), default="ntk", show_default=True,
+              help="ntk: standard Gaussian weights, 1/sqrt(width) and sqrt(2) factors in the forward pass "
+                   "(its tangent kernel tends to the ntk filter's); standard: weights uniform in "
+                   "+-1/sqrt(fan_in) and no factors, as PyTorch draws them and the deep image prior trains "
+                   "them (gradient descent then steps 1/lambda_max of the network's own initial kernel).")
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Training steps.")
 @click.option("--patch", type=click.IntRange(min=1), default=3, show_default=True,
               help="Odd side of the first convolution (and of the kernel's patches).")
@@ -76,15 +82,16 @@ def flops_per_second(device: str, dtype: str) -> float:
 @click.option("--max-minutes", type=float, default=10.0, show_default=True,
               help="Refuse a run whose estimated time exceeds this (0: no limit).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no messages except errors.")
-def compare_network_command(image_path: Path, width: int, depth: int, optimizer: str, steps: int, patch: int,
-                            learning_rate: float | None, seed: int, dtype: str, device: str,
+def compare_network_command(image_path: Path, width: int, depth: int, optimizer: str, parametrization: str,
+                            steps: int, patch: int, learning_rate: float | None, seed: int, dtype: str,
+                            device: str,
                             filter_map: tuple[int, int] | None, output: Path | None,
                             max_minutes: float, quiet: bool) -> None:
     """Train a ReLU CNN on IMAGE (input and target) and compare it with nlfilt's ntk filter.
 
     The network (nlfilt.network: one PATCH x PATCH convolution, DEPTH - 1 1x1
-    convolutions of WIDTH channels, ReLU, linear 1x1 output, NTK
-    parametrisation, zero initial output) is trained on the squared loss.
+    convolutions of WIDTH channels, ReLU, linear 1x1 output, zero initial
+    output; NTK or standard parametrisation) is trained on the squared loss.
     After selected steps t the table shows the relative difference between
     its output f_t and nlfilt's twicing z_t (kernel ntk, global, same depth
     and patch), the relative residuals |y - f_t| / |y| and |y - z_t| / |y|,
@@ -148,8 +155,10 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
             f"on this {backend.name.upper()} in {dtype} (over --max-minutes {max_minutes:g}); use a smaller "
             f"width, fewer steps or a smaller crop{remedy}")
     closed = ntk_closed_form(noisy, depth=depth, patch=patch, steps=steps)
+    eigenvalue = closed.eigenvalue if parametrization == "ntk" else None  # standard: the network's own
     training = partial(train, noisy, width=width, depth=depth, patch=patch, steps=steps,
-                       eigenvalue=closed.eigenvalue, seed=seed, dtype=DTYPES[dtype], device=backend.name)
+                       eigenvalue=eigenvalue, seed=seed, dtype=DTYPES[dtype], device=backend.name,
+                       parametrization=parametrization)
     started = time.perf_counter()
     run = _train_with_bar(training, optimizer, learning_rate, steps, quiet)
     elapsed = time.perf_counter() - started
@@ -157,8 +166,8 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
         click.echo(f"trained in {elapsed:.1f} s", err=True)
     norm = float(numpy.linalg.norm(noisy))
     click.echo(f"{image_path}: {height}x{width_pixels}, width {width}, depth {depth}, {optimizer}, "
-               f"learning rate {run.learning_rate:.4g} (1/lambda_max = {1 / closed.eigenvalue:.4g}), "
-               f"on the {backend.name.upper()} in {dtype}")
+               f"{parametrization} parametrisation, learning rate {run.learning_rate:.4g} (1/lambda_max of "
+               f"the ntk filter's K = {1 / closed.eigenvalue:.4g}), on the {backend.name.upper()} in {dtype}")
     click.echo("step  |f - z|/|z|  |y - f|/|y|  |y - z|/|y|  hidden-weight movement")
     shown = sorted({t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= steps} | {steps})
     for t in shown:
@@ -176,7 +185,8 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
                    f"(scale |Theta_T|/|Theta_0| {change.scale:.4f}, shape change {change.shape:.5f}; "
                    f"learning rate {result.learning_rate:.4g})")
     if filter_map is not None:
-        setting = f"depth {depth}, patch {patch}; networks of width {width} after {steps} steps"
+        setting = (f"depth {depth}, patch {patch}; networks of width {width} ({parametrization} "
+                   f"parametrisation) after {steps} steps")
         _draw_filter_map(closed, filter_map, output, trained, setting)
         if not quiet:
             click.echo(f"wrote {output}", err=True)
