@@ -18,6 +18,12 @@ kernel, global, patch 3):
 * the training time per step (the device and precision of the run).
 
     python benchmarks/ntk_vs_network.py --write   # benchmarks/results/ntk_vs_network.md and .png
+    python benchmarks/ntk_vs_network.py --parametrization standard --output ntk_vs_network_standard --write
+
+With ``--parametrization standard`` (the deep image prior's: weights uniform in
++-1/sqrt(fan_in), no forward factors) gradient descent steps 1 / lambda_max of
+the network's own initial kernel, which is not nlfilt's ntk kernel: the first
+table then measures how far that network is from the ntk filter.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import imageio.v3 as iio
 import numpy
 
 from nlfilt.backend import get_backend
-from nlfilt.network import ADAM_LEARNING_RATE, ntk_twicing, train
+from nlfilt.network import ADAM_LEARNING_RATE, PARAMETRIZATIONS, ntk_twicing, train
 
 from harness import DATA, RESULTS, add_noise, machine, psnr, write
 
@@ -59,6 +65,7 @@ def main() -> None:
                         help="Adam learning rates whose kernel movement is measured (the last: PSNR curve)")
     parser.add_argument("--float64", action="store_true", help="train in float64 (float32 by default)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--parametrization", default="ntk", choices=PARAMETRIZATIONS)
     parser.add_argument("--output", default="ntk_vs_network", help="name of the result files")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -83,7 +90,8 @@ def main() -> None:
     kernel_shape: dict[tuple[str, int, int], list[float]] = {}
     hidden_moved: dict[tuple[str, int, int], list[float]] = {}
     step_time: dict[tuple[int, int], list[float]] = {}
-    settings = dict(steps=args.steps, seed=1, dtype=dtype, device=args.device)
+    settings = dict(steps=args.steps, seed=1, dtype=dtype, device=args.device,
+                    parametrization=args.parametrization)
     for depth in (1, 2):
         for name, clean, noisy in crops:
             if not widths[depth]:
@@ -92,7 +100,9 @@ def main() -> None:
             curves.setdefault(("closed form", depth), []).append([psnr(z, clean) for z in closed[1:]])
             for width in widths[depth]:
                 clock = time.perf_counter()
-                run = train(noisy, width=width, depth=depth, eigenvalue=eigenvalue, **settings)
+                own = args.parametrization != "ntk"  # GD's step: 1 / lambda_max of the network's own kernel
+                run = train(noisy, width=width, depth=depth, eigenvalue=None if own else eigenvalue,
+                            **settings)
                 step_time.setdefault((depth, width), []).append((time.perf_counter() - clock) / args.steps)
                 differences.setdefault((depth, width), []).append(
                     [relative(run.outputs[t], closed[t]) for t in checkpoints])
@@ -125,10 +135,11 @@ def main() -> None:
     where = f"{platform.machine()} CPU, {backend.workers} threads" if args.device == "cpu" else "GPU"
     lines = ["# Wide CNNs against nlfilt's ntk filter: gradient descent follows it, Adam adapts it", "",
              machine("ntk_vs_network.py", time.strftime("%Y-%m-%d")),
-             f"On {where} ({numpy.dtype(dtype).name}). 32x32 centre crops of Set12 "
-             f"{', '.join(CROPS)}, noise sigma 25; patch 3; {args.steps} steps; GD with learning rate "
-             f"1 / lambda_max; Adam with learning rates {', '.join(f'{rate:g}' for rate in rates)}; "
-             "means over the crops.", "",
+             f"On {where} ({numpy.dtype(dtype).name}), {args.parametrization} parametrisation. 32x32 "
+             f"centre crops of Set12 {', '.join(CROPS)}, noise sigma 25; patch 3; {args.steps} steps; GD "
+             "with learning rate 1 / lambda_max (of the ntk filter's K, or in the standard parametrisation "
+             "of the network's initial kernel); Adam with learning rates "
+             f"{', '.join(f'{rate:g}' for rate in rates)}; means over the crops.", "",
              "## Relative difference |f_t - z_t| / |z_t| between the network (GD) and the filter", "",
              "| depth | width | " + " | ".join(f"t = {t}" for t in checkpoints)
              + " | ratio to the previous width (theory ~0.5 per 4x) | s per training step |",
