@@ -305,12 +305,19 @@ def _header(container: Any, stream: Any) -> VideoHeader:
     if not frames and rate and container.duration:  # Matroska counts no frames: its duration does
         frames = int(round(container.duration / 1_000_000 * rate))
     components = context.format.components
-    copied = tuple(f"{other.type} {other.codec_context.name if other.codec_context else other.codec_tag}"
-                   for other in container.streams if other is not stream and _copied(other, stream))
+    copied = tuple(_describe(other) for other in container.streams
+                   if other is not stream and _copied(other, stream))
     return VideoHeader(width=context.width, height=context.height, frames=frames,
                        rate=Fraction(rate) if rate else None, codec=context.name,
                        pixel_format=context.format.name, bits=max(component.bits for component in components),
                        gray=len(components) == 1, lossless=context.name in LOSSLESS_CODECS, copied=copied)
+
+
+def _describe(stream: Any) -> str:
+    """'audio aac', 'subtitle subrip', 'attachment font.ttf'..."""
+    if stream.type == "attachment":
+        return f"attachment {stream.name}"
+    return f"{stream.type} {stream.codec_context.name if stream.codec_context else 'unknown'}"
 
 
 def _copied(other: Any, video: Any) -> bool:
@@ -344,13 +351,18 @@ class _Encode:
         trial = av.open(io.BytesIO(), "w", format=self.container)
         try:
             for other in container.streams:
-                if other is not stream and _copied(other, stream):
-                    try:
-                        trial.add_stream_from_template(other)
-                    except (ValueError, av.FFmpegError) as exc:
-                        kind = f"{other.type} stream #{other.index} ({other.codec_context.name})"
-                        raise ImageError(f"a {self.container} output cannot hold its {kind}: {_reason(exc)}; "
-                                         "write .mkv, which holds most") from None
+                if other is stream or not _copied(other, stream):
+                    continue
+                kind = f"{other.type} stream #{other.index} ({_describe(other).split(' ', 1)[1]})"
+                if other.type == "attachment" and self.container != "matroska":
+                    raise ImageError(f"a {self.container} output cannot hold its {kind}; write .mkv")
+                if other.type == "attachment":
+                    continue
+                try:
+                    trial.add_stream_from_template(other)
+                except (ValueError, av.FFmpegError) as exc:
+                    raise ImageError(f"a {self.container} output cannot hold its {kind}: {_reason(exc)}; "
+                                     "write .mkv, which holds most") from None
         finally:
             trial.close()
 
@@ -386,8 +398,14 @@ def _transcode(av: Any, container: Any, stream: Any, output: Any, plan: _Encode,
     encoder.codec_context.time_base = stream.time_base
     for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
         setattr(encoder.codec_context, name, getattr(context, name))
-    copies = {other.index: output.add_stream_from_template(other) for other in container.streams
-              if other is not stream and _copied(other, stream)}
+    copies = {}
+    for other in container.streams:
+        if other is stream or not _copied(other, stream):
+            continue
+        if other.type == "attachment":  # no packets: its data goes into the header
+            output.add_attachment(other.name, other.mimetype, other.data)
+        else:
+            copies[other.index] = output.add_stream_from_template(other)
     output.metadata.update(container.metadata)
     encoder.metadata.update(stream.metadata)
     step = _frame_step(stream, header)

@@ -348,3 +348,26 @@ def test_progress_counts_the_frames_written(tmp_path):
     denoise_video(source, tmp_path / "out.mkv", lambda frames: (frame.astype(float) for frame in frames),
                   progress=lambda done, total: calls.append((done, total)))
     assert calls == [(float(index), 6) for index in range(1, 7)]
+
+
+def test_attachments_are_copied_into_matroska_and_refused_for_mp4(tmp_path):
+    """Fonts and the like travel with Matroska files (no packets: their data sits in the header)."""
+    source = tmp_path / "clip.mkv"
+    with av.open(str(source), "w") as output:
+        video = output.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "gray"
+        output.add_attachment("font.ttf", "font/ttf", b"not really a font")
+        for index, pixels in enumerate(noisy(moving_scene(frames=4))):
+            frame = av.VideoFrame.from_ndarray(pixels, format="gray")
+            frame.pts = index
+            output.mux(video.encode(frame))
+        output.mux(video.encode())
+    assert read_video_header(source).copied == ("attachment font.ttf",)
+    assert run("denoise", source, "-o", tmp_path / "out.mkv").exit_code == 0
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        attached = [stream for stream in container.streams if stream.type == "attachment"]
+        assert [(item.name, item.mimetype, bytes(item.data)) for item in attached] == [
+            ("font.ttf", "font/ttf", b"not really a font")]
+    result = run("denoise", source, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 1 and "cannot hold its attachment stream #1 (font.ttf)" in result.output
+    assert not (tmp_path / "out.mp4").exists()
