@@ -21,15 +21,14 @@ import argparse
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy
+from ntk_vs_network import CROPS
 
 import nlfilt
 from nlfilt.network import ADAM_LEARNING_RATE, PARAMETRIZATIONS, ntk_eigenvalue, train
 
-from harness import DATA, add_noise, machine, psnr, write
+from harness import DATA, centre_crops, machine, psnr, write
 
-CROPS = ("01.png", "05.png", "08.png")
 SIGMA = 25.0
 
 
@@ -60,12 +59,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
-    crops = []
-    for index, name in enumerate(CROPS):
-        clean = iio.imread(args.data / name).astype(numpy.float64)
-        top = (clean.shape[0] - 32) // 2
-        clean = clean[top:top + 32, top:top + 32]
-        crops.append((name, clean, add_noise(clean, SIGMA, index)))
+    crops = centre_crops(args.data, CROPS, 32, SIGMA)
     rows: dict[tuple, list[list[float]]] = {}
     for depth in (1, 2):
         for name, clean, noisy in crops:

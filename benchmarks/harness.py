@@ -44,6 +44,19 @@ def load_images(folder: Path) -> list[tuple[str, numpy.ndarray]]:
     return images
 
 
+def centre_crops(folder: Path, names: tuple[str, ...], size: int,
+                 sigma: float) -> list[tuple[str, numpy.ndarray, numpy.ndarray]]:
+    """(file name, clean crop, noisy crop) of the ``size`` x ``size`` centre of each image ``names`` of
+    ``folder``, noise ``sigma`` seeded by the image's position in ``names`` (unclipped float64)."""
+    crops = []
+    for index, name in enumerate(names):
+        clean = iio.imread(Path(folder) / name).astype(numpy.float64)
+        top = (clean.shape[0] - size) // 2
+        clean = clean[top:top + size, top:top + size]
+        crops.append((name, clean, add_noise(clean, sigma, index)))
+    return crops
+
+
 def add_noise(clean: numpy.ndarray, sigma: float, seed: int, *, clip: bool = False) -> numpy.ndarray:
     """``clean`` plus white Gaussian noise of standard deviation ``sigma`` from ``seed`` (float64); with
     ``clip``, rounded and clipped to 8 bits as a real photo is."""

@@ -39,7 +39,6 @@ from nlfilt.collaborative import (
     mix_channels,
     quantise,
 )
-from nlfilt.noise import estimate_sigma
 
 if TYPE_CHECKING:
     from nlfilt.backend import Backend
@@ -53,8 +52,6 @@ RADIUS = 9
 FOLLOW = 5
 REACH = 4
 GROUP = (16, 16)
-#: Frames a stream's noise level is estimated on (the median of their estimates).
-SIGMA_FRAMES = 8
 #: Frames filtered per window of a long stack (each with ``2 * REACH`` frames of context either side).
 WINDOW_FRAMES = 32
 #: Values (frames x rows x columns x channels) of a window filtered at once: a larger window (long lines,
@@ -207,29 +204,6 @@ def stream_series(backend: Backend, frames: Iterator[Any], sigma: float, *, coun
         drop = max(0, keep_last - context - start)  # the next window reads from keep_last - context on
         del held[:drop]
         start += drop
-
-
-def stream_sigma(xp: Any, frames: Iterator[Any], sample: int = SIGMA_FRAMES) -> tuple[float, Iterator[Any]]:
-    """The noise level of a stream of frames (H, W, C), estimated on its first ``sample`` frames (the
-    median of their :func:`nlfilt.noise.estimate_sigma`), and an iterator over the same frames, those read
-    included."""
-    first = []
-    for frame in frames:
-        first.append(frame)
-        if len(first) == sample:
-            break
-    if not first:
-        return 0.0, iter(())
-    sigma = estimate_sigma(xp, xp.stack(first).astype(xp.float32))
-    return float(sigma), _chain(first, frames)
-
-
-def _chain(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
-    """The frames of ``first`` (released as they are handed out), then ``rest``."""
-    first.reverse()
-    while first:
-        yield first.pop()
-    yield from rest
 
 
 def _filter_window(backend: Backend, part: Any, sigma: float, colour: bool, noise: float,

@@ -37,7 +37,6 @@ import numpy
 
 from nlfilt.images import ImageError, cast_like, write_atomically
 from nlfilt.noise import estimate_sigma
-from nlfilt.series import SIGMA_FRAMES
 
 #: Video files read (by suffix), and the containers written.
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm")
@@ -48,6 +47,8 @@ LOSSLESS_CODECS = frozenset({"ffv1", "ffvhuff", "huffyuv", "utvideo", "rawvideo"
 #: The lossy encode: libx264's constant rate factor and preset (see the README for what they cost).
 CRF = 12
 PRESET = "medium"
+#: Frames the noise level of a video is estimated on (the median of their estimates).
+SIGMA_FRAMES = 8
 #: How near (in first estimates of the noise) to either end of its range an RGB channel makes its pixel's
 #: luma unusable for the noise estimate, tried in turn until some blocks are left (see :func:`noise_level`).
 CLIP_MARGINS = (2.0, 1.0, 0.5)
@@ -127,7 +128,7 @@ def read_video_header(path: Path) -> VideoHeader:
     no video stream, or has an alpha channel."""
     av = import_av()
     with _opened(av, path) as container:
-        return _header(container, _video_stream(container, path))
+        return _header(container, _video_stream(av, container))
 
 
 def denoise_video(source: Path, target: Path,
@@ -167,7 +168,7 @@ def denoise_video(source: Path, target: Path,
     if suffix not in VIDEO_OUTPUTS:
         raise ImageError(f"a video is written as {' or '.join(VIDEO_OUTPUTS)}, not '{suffix or target.name}'")
     with _opened(av, source) as container:
-        stream = _video_stream(container, source)
+        stream = _video_stream(av, container)
         header = _header(container, stream)
         plan = _Encode.choose(av, header, VIDEO_OUTPUTS[suffix], lossless or header.lossless)
         plan.check(av, container, stream)
@@ -212,19 +213,15 @@ def noise_level(path: Path, sample: int = SIGMA_FRAMES) -> float:
     """
     av = import_av()
     with _opened(av, path) as container:
-        stream = _video_stream(container, path)
+        stream = _video_stream(av, container)
         header = _header(container, stream)
         layout, yuv = _layout(header), not (header.gray or _rgb_format(header))
         frames, lumas = [], []
         try:
             for frame in container.decode(stream):
-                pixels = frame.to_ndarray(format=layout, src_color_range=frame.color_range,
-                                          interpolation=_scaling(av))
-                frames.append(pixels if pixels.ndim == 3 else pixels[:, :, None])
+                frames.append(_pixels(av, frame, layout))
                 if yuv:
-                    lumas.append(frame.to_ndarray(format="gray" if header.bits <= 8 else "gray16le",
-                                                  src_color_range=frame.color_range,
-                                                  interpolation=_scaling(av))[:, :, None])
+                    lumas.append(_pixels(av, frame, "gray" if header.bits <= 8 else "gray16le"))
                 if len(frames) == sample:
                     break
         except av.FFmpegError as exc:
@@ -243,6 +240,13 @@ def noise_level(path: Path, sample: int = SIGMA_FRAMES) -> float:
         if estimate > 0:
             return float(estimate * 3**0.5)
     return float(first * 3**0.5)
+
+
+def _pixels(av: Any, frame: Any, layout: str) -> numpy.ndarray:
+    """A decoded frame as an (H, W, C) array in ``layout`` ('rgb24', 'gray16le', ...), converted with the
+    frame's own colour matrix and range."""
+    pixels = frame.to_ndarray(format=layout, src_color_range=frame.color_range, interpolation=_scaling(av))
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
 
 
 def _rgb_format(header: VideoHeader) -> bool:
@@ -274,11 +278,11 @@ class _opened:
         self.container.close()
 
 
-def _video_stream(container: Any, path: Path) -> Any:
+def _video_stream(av: Any, container: Any) -> Any:
     """The first video stream of ``container`` (not an attached picture); ImageError when it has none or
     it has an alpha channel."""
-    streams = [stream for stream in container.streams.video
-               if not stream.disposition & _attached_picture(container)]
+    cover = int(av.stream.Disposition.attached_pic)  # cover art: copied, not filtered
+    streams = [stream for stream in container.streams.video if not stream.disposition & cover]
     if not streams:
         raise ImageError("has no video stream")
     stream = streams[0]
@@ -291,13 +295,6 @@ def _video_stream(container: Any, path: Path) -> Any:
     return stream
 
 
-def _attached_picture(container: Any) -> int:
-    """The disposition flag of an attached picture (cover art), a stream copied, not filtered."""
-    import av  # noqa: PLC0415 - present: a container was opened
-
-    return int(av.stream.Disposition.attached_pic)
-
-
 def _header(container: Any, stream: Any) -> VideoHeader:
     context = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate
@@ -305,8 +302,7 @@ def _header(container: Any, stream: Any) -> VideoHeader:
     if not frames and rate and container.duration:  # Matroska counts no frames: its duration does
         frames = int(round(container.duration / 1_000_000 * rate))
     components = context.format.components
-    copied = tuple(_describe(other) for other in container.streams
-                   if other is not stream and _copied(other, stream))
+    copied = tuple(_describe(other) for other in _copied_streams(container, stream))
     return VideoHeader(width=context.width, height=context.height, frames=frames,
                        rate=Fraction(rate) if rate else None, codec=context.name,
                        pixel_format=context.format.name, bits=max(component.bits for component in components),
@@ -315,14 +311,20 @@ def _header(container: Any, stream: Any) -> VideoHeader:
 
 def _describe(stream: Any) -> str:
     """'audio aac', 'subtitle subrip', 'attachment font.ttf'..."""
+    return f"{stream.type} {_content(stream)}"
+
+
+def _content(stream: Any) -> str:
+    """A stream's codec, or an attachment's file name."""
     if stream.type == "attachment":
-        return f"attachment {stream.name}"
-    return f"{stream.type} {stream.codec_context.name if stream.codec_context else 'unknown'}"
+        return stream.name
+    return stream.codec_context.name if stream.codec_context else "unknown"
 
 
-def _copied(other: Any, video: Any) -> bool:
-    """Whether stream ``other`` is copied into the output (audio, subtitles, attachments, cover art)."""
-    return other.type in COPIED or (other.type == "video" and other is not video)
+def _copied_streams(container: Any, video: Any) -> Iterator[Any]:
+    """The streams copied into the output beside ``video``: audio, subtitles, attachments, cover art."""
+    return (other for other in container.streams
+            if other is not video and (other.type in COPIED or other.type == "video"))
 
 
 @dataclass(frozen=True)
@@ -350,10 +352,8 @@ class _Encode:
         """ImageError when the output container cannot hold a stream to copy (tried in memory)."""
         trial = av.open(io.BytesIO(), "w", format=self.container)
         try:
-            for other in container.streams:
-                if other is stream or not _copied(other, stream):
-                    continue
-                kind = f"{other.type} stream #{other.index} ({_describe(other).split(' ', 1)[1]})"
+            for other in _copied_streams(container, stream):
+                kind = f"{other.type} stream #{other.index} ({_content(other)})"
                 if other.type == "attachment" and self.container != "matroska":
                     raise ImageError(f"a {self.container} output cannot hold its {kind}; write .mkv")
                 if other.type == "attachment":
@@ -399,9 +399,7 @@ def _transcode(av: Any, container: Any, stream: Any, output: Any, plan: _Encode,
     for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
         setattr(encoder.codec_context, name, getattr(context, name))
     copies = {}
-    for other in container.streams:
-        if other is stream or not _copied(other, stream):
-            continue
+    for other in _copied_streams(container, stream):
         if other.type == "attachment":  # no packets: its data goes into the header
             output.add_attachment(other.name, other.mimetype, other.data)
         else:
@@ -427,9 +425,7 @@ def _transcode(av: Any, container: Any, stream: Any, output: Any, plan: _Encode,
                     last = pts
                     taken.append((pts, frame.color_range, frame.colorspace))
                     counts["read"] += 1
-                    pixels = frame.to_ndarray(format=rgb_format, src_color_range=frame.color_range,
-                                              interpolation=_scaling(av))
-                    yield pixels if pixels.ndim == 3 else pixels[:, :, None]
+                    yield _pixels(av, frame, rgb_format)
         except av.FFmpegError as exc:
             raise ImageError(f"cannot decode frame {counts['read']} ({_reason(exc)})") from None
 

@@ -232,8 +232,9 @@ class RunOptions:
     device : str
         As asked: 'auto', 'cpu' or 'gpu'.
     stack : str or None
-        How a multi-page TIFF or a video is filtered: 'frames', 'series', 'volume', or 'auto' (TIFF stacks
-        frame by frame, videos as a series); None: the command takes 2-D images.
+        How a multi-page TIFF or a video is filtered: 'frames', 'series', 'volume', or 'auto'
+        (:meth:`stack_mode`: a series where the frames are known to be in order); None: the command
+        takes 2-D images.
     chunk : int
         Side of the chunks a TIFF is read in (0: only very large ones).
     lossless : bool

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from typing import Any
-
-import numpy
 
 from nlfilt.cli.inputs import Job
 from nlfilt.cli.options import RunOptions, check_plan
@@ -51,15 +50,8 @@ def filter_video_job(job: Job, run: RunOptions, device: str, overwrite: bool, ma
     progress = _forward_only(bar if watch is None else watch(bar))
     if max_minutes > 0:  # the estimate may be low: a run is stopped at twice the limit
         progress = Deadline(2 * 60 * max_minutes, f"twice --max-minutes {max_minutes:g}", progress)
-    sigmas: list[float] = []
-
-    def filter_frames(frames: Iterator[numpy.ndarray]) -> Iterator[Any]:
-        for estimate, sigma in chosen.denoise_frames(frames, plan, series=series, count=count,
-                                                     progress=progress):
-            if sigma is not None:
-                sigmas.append(sigma)
-            yield estimate
-
+    filter_frames = functools.partial(chosen.denoise_frames, plan=plan, series=series, count=count,
+                                      progress=progress)
     try:
         job.target.parent.mkdir(parents=True, exist_ok=True)
         written = denoise_video(job.source, job.target, filter_frames, lossless=run.lossless,
@@ -67,7 +59,7 @@ def filter_video_job(job: Job, run: RunOptions, device: str, overwrite: bool, ma
     finally:
         if bar is not None:
             bar.close()
-    return {"sigma": float(numpy.median(sigmas)) if sigmas else None, "frames": written.frames,
+    return {"sigma": plan.sigma, "frames": written.frames,
             "stack": "series" if series else "frames",
             "encode": f"{written.codec} {written.pixel_format}" + (" lossless" if written.lossless else "")}
 

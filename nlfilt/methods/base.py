@@ -18,8 +18,6 @@ from typing import Any, ClassVar
 
 import numpy
 
-from nlfilt.series import stream_sigma
-
 #: ``progress(done, total)``, in the unit of :attr:`Method.progress_unit`.
 Progress = Callable[[float, int], None]
 
@@ -138,21 +136,19 @@ class Method:
         raise NotImplementedError
 
     def denoise_frames(self, frames: Iterator[Any], plan: Plan, *, series: bool, count: int,
-                       progress: Progress | None) -> Iterator[tuple[Any, float]]:
-        """(estimate, noise level) of each of ``frames`` (host arrays (H, W, C), in order; ``count`` of
-        them, or 0 when unknown), pulled as needed: a video streamed.  One noise level for all, the plan's
-        or estimated on the first frames (:func:`nlfilt.series.stream_sigma`).  ``series``: filtered as
-        one series (:meth:`denoise_series`), else frame by frame.  ``progress(done, total)`` in frames."""
+                       progress: Progress | None) -> Iterator[Any]:
+        """The estimates of ``frames`` (host arrays (H, W, C), in order; ``count`` of them, or 0 when
+        unknown), pulled as needed: a video streamed, with the one noise level ``plan.sigma`` (required:
+        a stream cannot be read twice to estimate it).  ``series``: filtered as one series
+        (:meth:`denoise_series`), else frame by frame.  ``progress(done, total)`` in frames."""
         if plan.sigma is None:
-            sigma, frames = stream_sigma(numpy, frames)
-            plan = replace(plan, sigma=sigma)
+            raise ValueError("a stream of frames is filtered with a given noise level (plan.sigma)")
         if series:
-            for estimate in self.denoise_series(frames, plan, count, progress):
-                yield estimate, plan.sigma
+            yield from self.denoise_series(frames, plan, count, progress)
             return
         for index, frame in enumerate(frames):
             within = None if progress is None else frame_progress(progress, index, count)
-            yield self.denoise(frame.astype(plan.dtype), plan, within)[0], plan.sigma
+            yield self.denoise(frame.astype(plan.dtype), plan, within)[0]
 
     def denoise_series(self, frames: Iterator[Any], plan: Plan, count: int,
                        progress: Progress | None) -> Iterator[Any]:
@@ -210,7 +206,6 @@ def make_plan(name: str, options: Mapping[str, Any], shape: tuple[int, ...], *, 
     if len(shape) == 4 and stack not in (None, *chosen.stacks):
         raise ValueError(f"--method {name} filters a stack {' or '.join(chosen.stacks)}, not {stack}")
     stack = (stack or chosen.stacks[0]) if len(shape) == 4 else None
-    plan = Plan(method=name, settings=(), device=device, dtype=numpy.dtype(dtype).name, sigma=sigma,
-                stack=stack, spacing=spacing if stack == "volume" else None)
     settings = chosen.settings(shape, options, sigma)
-    return replace(plan, settings=tuple(settings.items()))
+    return Plan(method=name, settings=tuple(settings.items()), device=device, dtype=numpy.dtype(dtype).name,
+                sigma=sigma, stack=stack, spacing=spacing if stack == "volume" else None)
