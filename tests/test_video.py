@@ -4,6 +4,7 @@ the library (:mod:`nlfilt.video`) and the command line."""
 from __future__ import annotations
 
 import builtins
+import json
 import signal
 import subprocess
 import sys
@@ -200,6 +201,8 @@ def test_a_lossy_input_is_encoded_losslessly_when_asked(tmp_path):
     assert run("denoise", source, "-o", tmp_path / "out.mp4", "--lossless", "--report",
                tmp_path / "report.jsonl").exit_code == 0
     assert report_entries((tmp_path / "report.jsonl").read_text())[0]["encode"] == "libx264 yuv420p lossless"
+    header = json.loads((tmp_path / "report.jsonl").read_text().splitlines()[0])
+    assert header["options"]["lossless"] is True
 
 
 def test_a_folder_of_videos_and_images_writes_each_in_a_format_it_can(tmp_path):

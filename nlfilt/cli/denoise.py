@@ -190,7 +190,8 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
     report = Report(report_path)
     report.header(nlfilt.__version__, "denoise", inputs, output,
                   dict(run.described(), recursive=recursive, overwrite=overwrite, max_minutes=max_minutes,
-                       chunk=chunk, scheduler=None if scheduler is None else str(scheduler)))
+                       chunk=chunk, lossless=lossless,
+                       scheduler=None if scheduler is None else str(scheduler)))
     counts = {"denoised": 0, "failed": 0, "skipped": len(passed_over)}
     for item in passed_over:
         if not quiet:

@@ -21,7 +21,7 @@ def video_mode(run: RunOptions) -> str:
     'volume'."""
     mode = run.stack_mode(ordered=True)
     if mode == "volume":
-        raise ValueError("--stack volume: a video is filtered as a series (--stack series, the default) or "
+        raise ValueError("--stack volume: a video is filtered as a series (--stack series, its default) or "
                          "frame by frame (--stack frames)")
     return mode
 
