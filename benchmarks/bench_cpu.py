@@ -49,7 +49,7 @@ from nlfilt import cost, filters, jit
 from nlfilt.backend import get_backend
 from nlfilt.cost import estimate_cpu_seconds, expected_applications
 from nlfilt.filters import build_filter
-from nlfilt.kernels import kernel_class
+from nlfilt.kernels import ArcCosKernel, NLMKernel, NTKKernel, kernel_class
 from nlfilt.resolve import prepare
 
 from harness import DATA, machine, psnr, write
@@ -262,10 +262,23 @@ def compiled_constants() -> list[tuple[str, float, float]]:
         column.append((seconds[4] - seconds[1]) / 3)
         weight[channels, patch] = seconds[1] - column[-1]
     per_side = (weight[0, 7] - weight[0, 3]) / 4
-    return [("COMPILED_NS_PER_WEIGHT", cost.COMPILED_NS_PER_WEIGHT, weight[0, 3] - 3 * per_side),
+    per_column = sum(column) / len(column)
+    own = {}  # the tangent kernels' weights (patch 3, gray, one column)
+    for kernel, depth in (("arccos", 1), ("ntk", 1), ("ntk", 2)):
+        affinity = build(test_image(512, 0), kernel, 11, patch=3, depth=depth).affinity
+        per_unit = 1e9 / (affinity.size * (11 * 11 + 1) // 2)
+        vector = rng.random((affinity.size, 1), dtype=numpy.float32)
+        seconds = best_time(lambda a=affinity, v=vector: a.matmul(v), 3) * per_unit
+        own[kernel, depth] = seconds - per_column - 3 * per_side
+    nlm = weight[0, 3] - 3 * per_side
+    return [("NLMKernel.compiled_ns_per_weight", NLMKernel.compiled_ns_per_weight, nlm),
+            ("ArcCosKernel.compiled_ns_per_weight", ArcCosKernel.compiled_ns_per_weight, own["arccos", 1]),
+            ("NTKKernel.compiled_ns_per_weight", NTKKernel.compiled_ns_per_weight, own["ntk", 1]),
+            ("NTKKernel.compiled_ns_per_layer", NTKKernel.compiled_ns_per_layer,
+             own["ntk", 2] - own["ntk", 1]),
             ("COMPILED_NS_PER_PATCH_SIDE", cost.COMPILED_NS_PER_PATCH_SIDE, per_side),
             ("COMPILED_NS_PER_CHANNEL", cost.COMPILED_NS_PER_CHANNEL, (weight[3, 7] - weight[0, 7]) / 2),
-            ("COMPILED_NS_PER_COLUMN", cost.COMPILED_NS_PER_COLUMN, sum(column) / len(column))]
+            ("COMPILED_NS_PER_COLUMN", cost.COMPILED_NS_PER_COLUMN, per_column)]
 
 
 def estimate_table() -> list[str]:

@@ -59,6 +59,7 @@ CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
 
 JIT = "nlfilt/jit.py"
+KERNELS = "nlfilt/kernels.py"
 ARGUMENTS = "nlfilt/arguments.py"
 
 MUTATIONS = [
@@ -67,13 +68,20 @@ MUTATIONS = [
              (JIT, "                                flat_out[unsigned(there + i)] += (weights[i]\n",
               "                                flat_out[unsigned(there + i)] += 0 * (weights[i]\n")),
     mutation("jit: sliding column sums keep the row that left the patch", "jit",
-             (JIT, "sums[unsigned(base + i)] += added * added - removed * removed",
-              "sums[unsigned(base + i)] += added * added")),
+             (JIT, "sums[unsigned(base + i)] += (a - b) * (a - b) - (c - d) * (c - d)",
+              "sums[unsigned(base + i)] += (a - b) * (a - b)")),
     mutation("jit: odd and even bands run side by side", "jit",
              (JIT, "self._phases = [bands[0::2], bands[1::2]]", "self._phases = [bands, []]")),
     mutation("jit: weights not clipped at the floor", "jit",
-             (JIT, "_exp(min(max(offset - weights[i], floor), zero))",
-              "_exp(min(offset - weights[i], zero))")),
+             (KERNELS, "fast_exp(min(max(offset - t[i], floor), zero))",
+              "fast_exp(min(offset - t[i], zero))")),
+    mutation("jit: cosines not divided by the partner's norm", "jit",
+             (KERNELS, "cosine = t[i] * inverse[unsigned(here + i)] * inverse[unsigned(there + i)]",
+              "cosine = t[i] * inverse[unsigned(here + i)] * inverse[unsigned(here + i)]")),
+    mutation("jit: ntk's theta not scaled by (pi - phi) / pi", "jit",
+             (KERNELS, "            theta[i] = theta[i] * angle * inverse_pi\n", "")),
+    mutation("jit: tangent kernels compiled although their weights are kept", "jit",
+             (JIT, "    if not keeps_weights:\n        return True\n", "    return True\n")),
     mutation("jit: row sums counted once per pair", "jit",
              (JIT, "                            if mirrored:\n"
                    "                                for i in range(count):\n"

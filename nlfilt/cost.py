@@ -95,12 +95,12 @@ WINDOWED_NS_PER_COLUMN = 0.5
 #: product (the multiply-adds).
 WINDOWED_SECONDS_PER_WEIGHING = 35e-6
 WINDOWED_SECONDS_PER_OFFSET = 9e-6
-#: The compiled windowed operator (:class:`nlfilt.jit.CompiledWindowedNLM`, which serves NLM on the
-#: CPU when numba is installed), nanoseconds per pixel and offset (one of each opposite pair, as above;
-#: the weights are computed at every product and never kept): the weight, plus per patch side (the
-#: distance's sum over the patch's columns), per channel beyond the first, and per right-hand-side
-#: column (both directions of the pair; the row sums count as one).
-COMPILED_NS_PER_WEIGHT = 0.17
+#: The compiled windowed operator (:class:`nlfilt.jit.CompiledWindowed`, which serves the kernels with a
+#: compiled profile on the CPU when numba is installed), nanoseconds per pixel and offset (one of each
+#: opposite pair, as above; the weights are computed at every product and never kept): the kernel's
+#: ``compiled_ns_per_weight`` (and ``compiled_ns_per_layer``), plus per patch side (the statistic's sum
+#: over the patch's columns), per channel beyond the first, and per right-hand-side column (both
+#: directions of the pair; the row sums count as one).
 COMPILED_NS_PER_PATCH_SIDE = 0.02
 COMPILED_NS_PER_CHANNEL = 0.07
 COMPILED_NS_PER_COLUMN = 0.1
@@ -152,15 +152,16 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     if options.normalize == "rows":
         columns += plan.filters  # the row sums ride on each filter's first product
     offsets = _offsets(spatial, options.window)
-    if compiled_serves(kernel) and len(spatial) == 2:
-        weight = (COMPILED_NS_PER_WEIGHT + COMPILED_NS_PER_PATCH_SIDE * options.patch
+    several = products > plan.filters if iterations is None else iterations != 1  # as nlfilt.denoise has it
+    kept = keeps_weights(options, several) and _windowed_weights_fit(shape, options)
+    if compiled_serves(kernel, layers, kept) and len(spatial) == 2:
+        weight = (kernel.compiled_ns_per_weight + kernel.compiled_ns_per_layer * (layers - 1)
+                  + COMPILED_NS_PER_PATCH_SIDE * options.patch
                   + COMPILED_NS_PER_CHANNEL * (channels - 1))
         return seconds + 1e-9 * pixels * offsets * (products * weight + columns * COMPILED_NS_PER_COLUMN)
     weight = kernel.windowed_ns_per_weight + kernel.windowed_ns_per_layer * (layers - 1)
     if channels > 1:
         weight += WINDOWED_NS_PER_CHANNEL * channels
-    several = products > plan.filters if iterations is None else iterations != 1  # as nlfilt.denoise has it
-    kept = keeps_weights(options, several) and _windowed_weights_fit(shape, options)
     if kept:
         weight += WINDOWED_NS_PER_KEPT_WEIGHT
     weighings = plan.filters if kept else products
@@ -239,7 +240,9 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
             bases = min(runs * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
             needed += (runs - 1) * options.memory_budget + bases
         return needed
-    if compiled_serves(kernel_class(options.kernel)) and len(spatial) == 2:
+    kernel = kernel_class(options.kernel)
+    kept = keeps_weights(options, iterations != 1) and _windowed_weights_fit(shape, options)
+    if compiled_serves(kernel, options.depth if kernel.has_depth else 1, kept) and len(spatial) == 2:
         needed = 4 * pixels * (4 * channels + 2 * (channels + 1))
     else:
         needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))

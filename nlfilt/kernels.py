@@ -55,18 +55,25 @@ class Kernel:
       CUDA code, and on a GPU :meth:`profile` runs as array code on CuPy, with
       its scratch.
     * ``fused_windowed``: whether its windowed weights are NLM's, which the
-      fused windowed operators (:mod:`nlfilt.cuda.operators` on a GPU,
-      :mod:`nlfilt.jit` on the CPU) have built in.
+      fused windowed operators of :mod:`nlfilt.cuda.operators` (GPU) have
+      built in.
+    * ``jit_profile``: the windowed weight in compiled form for the CPU, a
+      plain Python function that numba compiles into :mod:`nlfilt.jit`'s
+      windowed operator (as ``cuda_profile`` into the CUDA ones), with the
+      signature of :func:`nlm_jit_profile`; it may call the functions of
+      :data:`JIT_HELPERS`, and reads :meth:`jit_parameters`.  None: no
+      compiled operator, the array code runs.
     * ``window_denoises``: whether its windowed filter is fit to denoise with
       (the windowed tangent filters are indefinite; the command line then never
       suggests a window).
     * cost constants (nanoseconds on the development machine, see
       :func:`nlfilt.cost.estimate_cpu_seconds`): ``global_ns_per_pair``,
-      ``global_ns_per_layer``, ``windowed_ns_per_weight``, ``windowed_ns_per_layer``.
+      ``global_ns_per_layer``, ``windowed_ns_per_weight``, ``windowed_ns_per_layer``,
+      and for the compiled operator ``compiled_ns_per_weight``, ``compiled_ns_per_layer``.
 
     Methods: :meth:`create` (an instance for validated arguments),
-    ``features``, ``global_factors``, ``windowed_statistic`` and ``profile``,
-    as the built-in kernels below document them.
+    ``features``, ``global_factors``, ``windowed_statistic``, ``profile`` and
+    :meth:`jit_parameters`, as the built-in kernels below document them.
     """
 
     name = ""
@@ -78,12 +85,15 @@ class Kernel:
     uses_difference = False
     scratch_blocks = 0
     cuda_profile: str | None = None
+    jit_profile: Any = None
     fused_windowed = False
     window_denoises = False
     global_ns_per_pair = 3.0
     global_ns_per_layer = 0.0
     windowed_ns_per_weight = 3.0
     windowed_ns_per_layer = 0.0
+    compiled_ns_per_weight = 0.0
+    compiled_ns_per_layer = 0.0
 
     @classmethod
     def create(cls, *, h: float | None, sigma: float | None, depth: int) -> Kernel:
@@ -94,6 +104,10 @@ class Kernel:
     def layers(self) -> int:
         """Layers of the profile (the cost grows with them; ``depth`` in the CUDA profile)."""
         return 1
+
+    def jit_parameters(self, dtype: Any) -> numpy.ndarray:
+        """The numbers :attr:`jit_profile` reads (``parameters``), as a ``dtype`` array."""
+        return numpy.zeros(0, dtype)
 
     @classmethod
     def cuda_name(cls) -> str:
@@ -133,6 +147,108 @@ def kernel_class(name: Any) -> type[Kernel]:
     return _REGISTRY[name]
 
 
+# The compiled profiles (numba, see Kernel.jit_profile).  Plain Python, compiled by nlfilt.jit; indices are
+# cast to unsigned so that numba drops its negative-index checks and the compiler vectorises the loops.
+
+
+def fast_exp(t: Any) -> Any:
+    """``exp(t)``; in compiled code a branch-free polynomial for float32 ``t``
+    (:func:`nlfilt.jit.exp_float32`)."""
+    return math.exp(t)
+
+
+def nlm_jit_profile(t: Any, count: int, inverse: Any, here: int, there: int, scratch: Any, layers: int,
+                    parameters: Any) -> None:
+    """NLM's weights in place: ``t[:count]`` holds the pairs' box-summed squared differences ``D``; they
+    become ``exp(clip(offset - D, floor, 0))`` with ``parameters = [offset, floor]``.
+
+    The signature of every compiled profile: ``inverse[here + i]`` and
+    ``inverse[there + i]`` are the per-pixel inverse norms of the pair's two
+    pixels (for the cosine kernels), ``scratch`` is (5, len(t)), ``layers``
+    the kernel's :attr:`Kernel.layers`.
+    """
+    offset, floor = parameters[0], parameters[1]
+    zero = offset - offset
+    for i in range(count):
+        t[i] = fast_exp(min(max(offset - t[i], floor), zero))
+
+
+def jit_cosines(t: Any, count: int, inverse: Any, here: int, there: int) -> None:
+    """Box-summed products ``<P_i, P_j>`` to cosines, clipped to [-1, 1], in place."""
+    one = inverse[0] - inverse[0] + 1
+    unsigned = numpy.uint64
+    for i in range(count):
+        cosine = t[i] * inverse[unsigned(here + i)] * inverse[unsigned(there + i)]
+        t[i] = min(max(cosine, -one), one)
+
+
+def jit_horner(x: Any, count: int, parameters: Any, first: int, degree: int, out: Any) -> None:
+    """``out <- sum_k parameters[first + k] x^k``, k = 0 .. degree, by Horner's rule (as :func:`_horner`)."""
+    top = parameters[first + degree]
+    for i in range(count):
+        out[i] = x[i] * top
+    for k in range(degree - 1, 0, -1):
+        coefficient = parameters[first + k]
+        for i in range(count):
+            out[i] = (out[i] + coefficient) * x[i]
+    constant = parameters[first]
+    for i in range(count):
+        out[i] += constant
+
+
+def jit_relu_layer(c: Any, count: int, scratch: Any, parameters: Any, with_theta: bool) -> None:
+    """:func:`_relu_layer` on ``c[:count]`` in compiled form; ``parameters`` holds the monomial
+    coefficients of ``p`` then of ``g`` (:func:`_polynomial`), ``scratch[4]`` is ``theta``."""
+    x, root, acc, theta = scratch[0], scratch[1], scratch[2], scratch[4]
+    one = parameters[0] - parameters[0] + 1
+    half_pi = one * (math.pi / 2)
+    inverse_pi = one * (1 / math.pi)
+    degree = parameters.size // 2 - 1
+    for i in range(count):
+        u = abs(c[i])
+        root[i] = math.sqrt(one - u)
+        x[i] = u * 2 - one
+    if with_theta:
+        jit_horner(x, count, parameters, 0, degree, acc)
+        for i in range(count):
+            angle = half_pi + math.copysign(half_pi - acc[i] * root[i], c[i])  # pi - arccos c
+            theta[i] = theta[i] * angle * inverse_pi
+            u = (x[i] + one) * (one / 2)
+            acc[i] = math.sqrt(u + one) - acc[i] * u  # g = sqrt(1 + u) - u p
+    else:
+        jit_horner(x, count, parameters, degree + 1, degree, acc)
+    for i in range(count):
+        u = (x[i] + one) * (one / 2)
+        c[i] = ((c[i] + u) * half_pi + acc[i] * root[i]) * inverse_pi
+    if with_theta:
+        for i in range(count):
+            theta[i] += c[i]
+
+
+def arccos_jit_profile(t: Any, count: int, inverse: Any, here: int, there: int, scratch: Any, layers: int,
+                       parameters: Any) -> None:
+    """The arc-cosine profile of box-summed products, in place (see :func:`nlm_jit_profile`)."""
+    jit_cosines(t, count, inverse, here, there)
+    jit_relu_layer(t, count, scratch, parameters, False)
+
+
+def ntk_jit_profile(t: Any, count: int, inverse: Any, here: int, there: int, scratch: Any, layers: int,
+                    parameters: Any) -> None:
+    """``theta^layers`` of box-summed products, in place (see :func:`nlm_jit_profile`)."""
+    jit_cosines(t, count, inverse, here, there)
+    theta = scratch[4]
+    for i in range(count):
+        theta[i] = t[i]
+    for _ in range(layers):
+        jit_relu_layer(t, count, scratch, parameters, True)
+    for i in range(count):
+        t[i] = theta[i]
+
+
+#: The functions compiled profiles may call (nlfilt.jit makes them callable from compiled code).
+JIT_HELPERS = (jit_cosines, jit_horner, jit_relu_layer)
+
+
 @register_kernel
 class NLMKernel(Kernel):
     """Non-local means: ``K_ij = exp(-max(|P_i - P_j|^2 / d - 2 sigma^2, 0) / h^2)``.
@@ -159,10 +275,12 @@ class NLMKernel(Kernel):
         t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
         return exp(t);
     """
+    jit_profile = staticmethod(nlm_jit_profile)
     fused_windowed = True
     window_denoises = True
     global_ns_per_pair = 1.2
     windowed_ns_per_weight = 1.4
+    compiled_ns_per_weight = 0.17
 
     def __init__(self, h: float, sigma: float) -> None:
         self.h = h
@@ -204,6 +322,10 @@ class NLMKernel(Kernel):
         left[:, dims + 1] = -1
         return left, right, None
 
+
+    def jit_parameters(self, dtype: Any) -> numpy.ndarray:
+        """``[offset, floor]`` for :func:`nlm_jit_profile`."""
+        return numpy.array([self.offset, weight_floor(dtype)], dtype)
 
     def windowed_statistic(self, xp: Any, box: Any, inv_norm_i: Any, inv_norm_j: Any,
                            offset: tuple[int, int]) -> Any:
@@ -261,6 +383,10 @@ class CosineKernel(Kernel):
         """Apply the kernel's profile to cosines ``t`` in place."""
         raise NotImplementedError
 
+    def jit_parameters(self, dtype: Any) -> numpy.ndarray:
+        """The coefficients of ``p`` then ``g`` (:func:`_polynomial`) for :func:`jit_relu_layer`."""
+        return numpy.array(_polynomial("p", numpy.dtype(dtype)) + _polynomial("g", numpy.dtype(dtype)), dtype)
+
 
 @register_kernel
 class ArcCosKernel(CosineKernel):
@@ -277,8 +403,10 @@ class ArcCosKernel(CosineKernel):
         NLFILT_REAL derivative;  // (pi - phi) / pi, not needed here
         return nlfilt_relu_layer(nlfilt_clip_cosine(t), &derivative);
     """
+    jit_profile = staticmethod(arccos_jit_profile)
     global_ns_per_pair = 2.5
     windowed_ns_per_weight = 27.0  # the arc-cosine and norms per weight (benchmarks/cost_check.py)
+    compiled_ns_per_weight = 0.95
 
     def profile(self, xp: Any, t: Any, scratch: list[Any]) -> Any:
         """Apply ``f`` in place (three scratch blocks)."""
@@ -315,10 +443,13 @@ class NTKKernel(CosineKernel):
         }
         return theta;
     """
+    jit_profile = staticmethod(ntk_jit_profile)
     global_ns_per_pair = 4.2  # depth 1; each further layer adds global_ns_per_layer
     global_ns_per_layer = 5.0
     windowed_ns_per_weight = 28.0
     windowed_ns_per_layer = 12.0
+    compiled_ns_per_weight = 1.3
+    compiled_ns_per_layer = 0.95
 
     def __init__(self, depth: int) -> None:
         self.depth = depth

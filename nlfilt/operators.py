@@ -297,6 +297,12 @@ class WindowedAffinity:
         if reuse and cache_bytes + working * max(1, backend.workers) <= memory_budget:
             self._cache = [None] * len(self.offsets)
 
+    @property
+    def keeps_weights(self) -> bool:
+        """Whether the operator keeps every offset's weights after computing them (``reuse`` and within
+        the memory budget): later products are multiply-adds only."""
+        return self._cache is not None
+
     def _regions(self, *offset: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
         """Slices of the query pixels i and their partners j = i + offset (one step per spatial axis)."""
 

@@ -80,8 +80,9 @@ class CauchyKernel(NLMKernel):
     """``K_ij = 1 / (1 + |P_i - P_j|^2 / (d h^2))``: a heavy-tailed non-local means, rows normalised.
 
     It reuses NLM's features and statistic (``t = -|P_i - P_j|^2 / (d h^2)``, no noise offset) and
-    brings its own profile, as array code and as the body of a CUDA device function (which
-    nlfilt.cuda compiles into nlfilt_profile_cauchy_test and nlfilt_global_fused_cauchy_test).
+    brings its own profile, as array code, as a compiled profile (nlfilt.jit's windowed operator) and as
+    the body of a CUDA device function (which nlfilt.cuda compiles into nlfilt_profile_cauchy_test and
+    nlfilt_global_fused_cauchy_test).
     """
 
     name = "cauchy-test"
@@ -90,7 +91,14 @@ class CauchyKernel(NLMKernel):
         t = t > (NLFILT_REAL)0 ? (NLFILT_REAL)0 : t;
         return (NLFILT_REAL)1 / ((NLFILT_REAL)1 - t);
     """
-    fused_windowed = False  # the fused windowed operators have NLM's profile built in
+    fused_windowed = False  # the fused windowed CUDA operators have NLM's profile built in
+
+    @staticmethod
+    def jit_profile(t, count, inverse, here, there, scratch, layers, parameters):
+        """The compiled profile (nlfilt.jit compiles it into its windowed operator): ``t`` holds the box
+        sums D, ``parameters`` NLM's ``[offset, floor]`` (offset 0 here)."""
+        for i in range(count):
+            t[i] = 1 / (1 + max(t[i] - parameters[0], t[i] - t[i]))
 
     def __init__(self, h: float, sigma: float) -> None:
         super().__init__(h=h, sigma=0.0)  # no 2 sigma^2 offset

@@ -55,7 +55,9 @@ def test_windowed_cached_weights_give_the_same_result(kernel):
         options.update(h=20.0, sigma=5.0)
     cached = nlfilt.denoise(image, iterations=3, **options)
     uncached = nlfilt.denoise(image, iterations=3, memory_budget=1, **options)  # no room to cache
-    numpy.testing.assert_allclose(cached, uncached, rtol=1e-12)
+    # uncached, the compiled operator computes ntk's weights (its own order of sums; the ntk is steep at
+    # cosine 1, see test_jit)
+    numpy.testing.assert_allclose(cached, uncached, rtol=1e-12 if kernel == "nlm" else 1e-8)
 
 
 @pytest.mark.parametrize("window", [5, None])
