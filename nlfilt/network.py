@@ -232,11 +232,11 @@ class TangentCNN:
                 layers[len(weights) - 1 - layer].backs.append(back)
         return layers
 
-    def _tangent_block(self, weight_sets: list[list[_Layer]], rows: slice) -> Any:
-        """Rows ``rows`` of the tangent kernel averaged over ``weight_sets``: (channels, channels, R, N),
-        ``[c, c', i, j] = <d f_c(x_i) / d theta, d f_c'(x_j) / d theta>``."""
+    def _tangent_block(self, weight_sets: list[list[_Layer]], rows: Any) -> Any:
+        """Rows ``rows`` (a slice, or an index array) of the tangent kernel averaged over ``weight_sets``:
+        (channels, channels, R, N), ``[c, c', i, j] = <d f_c(x_i) / d theta, d f_c'(x_j) / d theta>``."""
         xp = self.backend.xp
-        count = rows.stop - rows.start
+        count = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
         size = weight_sets[0][0].inputs.shape[0]
         block = xp.zeros((self.channels, self.channels, count, size), dtype=weight_sets[0][0].inputs.dtype)
         for layers in weight_sets:
@@ -295,18 +295,30 @@ class TangentCNN:
                 break
         return float(value)
 
-    def kernel_change(self, patches: Any) -> KernelChange:
+    def kernel_change(self, patches: Any, sample: int | None = None) -> KernelChange:
         """How the empirical tangent kernel (all channel blocks) changed from its value at initialisation,
         ``Theta_0``, to the current one, ``Theta_t`` (:class:`KernelChange`); formed in blocks of
-        ``KERNEL_ROW_BLOCK`` rows, never whole."""
+        ``KERNEL_ROW_BLOCK`` rows, never whole.
+
+        With ``sample`` (fewer than the N pixels) the three squared norms
+        are estimated from that many rows drawn at random without
+        replacement (a fixed seed), each row whole: ``N / sample`` times
+        their sums, unbiased, at ``sample / N`` of the cost (O(sample N C)
+        instead of O(N^2 C) per layer), for whole images.
+        """
+        size = patches.shape[0]
+        chosen = numpy.arange(size)
+        if sample is not None and sample < size:
+            check_count("sample", sample, minimum=1)
+            chosen = numpy.sort(numpy.random.default_rng(0).choice(size, sample, replace=False))
         start = [self._tangent_layers(self.initial, patches)]
         now = [self._tangent_layers(weights, patches) for weights in self.copies]
         sums = numpy.zeros(3)
-        for first in range(0, patches.shape[0], KERNEL_ROW_BLOCK):
-            rows = slice(first, min(first + KERNEL_ROW_BLOCK, patches.shape[0]))
+        for first in range(0, len(chosen), KERNEL_ROW_BLOCK):
+            rows = self.backend.asarray(chosen[first:first + KERNEL_ROW_BLOCK])
             after, before = self._tangent_block(now, rows), self._tangent_block(start, rows)
             sums += squared_norms(self.backend, after, before)
-        return KernelChange.from_squared_norms(*sums)
+        return KernelChange.from_squared_norms(*(sums * (size / len(chosen))))
 
 
 @dataclass(frozen=True)
@@ -361,10 +373,11 @@ class Training:
     network: TangentCNN = field(repr=False)
     patches: Any = field(repr=False)  # the network's input, on its backend
 
-    def kernel_change(self) -> KernelChange:
+    def kernel_change(self, sample: int | None = None) -> KernelChange:
         """How the network's empirical tangent kernel changed during training
-        (:meth:`TangentCNN.kernel_change` on the training image)."""
-        return self.network.kernel_change(self.patches)
+        (:meth:`TangentCNN.kernel_change` on the training image; ``sample``: estimated from that many
+        rows)."""
+        return self.network.kernel_change(self.patches, sample)
 
     def kernel_row(self, index: int, *, initial: bool = False) -> numpy.ndarray:
         """Row ``index`` (a flat pixel index) of the empirical tangent kernel after training (or at the
@@ -454,11 +467,13 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
         Default: ``1 / eigenvalue`` for 'gd' (nlfilt's twicing step) and
         ``ADAM_LEARNING_RATE`` for 'adam'.
     eigenvalue : float, optional
-        ``lambda_max`` of the kernel gradient descent follows: nlfilt's ntk
-        kernel on this image in the ntk parametrisation, needed for 'gd'
-        without ``learning_rate`` (:func:`ntk_eigenvalue`); in the standard
-        one the network's own kernel at initialisation, computed when not
-        given (:meth:`TangentCNN.kernel_eigenvalue`).
+        ``lambda_max`` of the kernel gradient descent follows, for 'gd'
+        without ``learning_rate``: nlfilt's global ntk kernel on this image
+        in the ntk parametrisation (:func:`ntk_eigenvalue`, which the wide
+        network's kernel tends to); when not given, that of the network's own
+        kernel at initialisation (:meth:`TangentCNN.kernel_eigenvalue`,
+        matrix-free, O(N C) per iteration: the step for whole images, and
+        the only one in the standard parametrisation).
     seed : int
         Seed of the initial weights.
     dtype : numpy.float32 or numpy.float64
@@ -509,15 +524,16 @@ def train(image: numpy.ndarray, *, width: int, depth: int = 1, patch: int = 3, s
     check_progress(progress)
     dtype = check_dtype(dtype)
     kind = OPTIMIZER_CLASSES[optimizer]
-    if learning_rate is None and not (kind is GradientDescent and parametrization == "standard"):
-        learning_rate = kind.default_learning_rate(eigenvalue)  # refused before any work when missing
+    own_step = learning_rate is None and kind is GradientDescent and eigenvalue is None
+    if learning_rate is None and not own_step:
+        learning_rate = kind.default_learning_rate(eigenvalue)
     backend = get_backend(device)
     target = backend.asarray(array.reshape(array.shape[0] * array.shape[1], -1), dtype=dtype)
     patches = image_patches(array, patch, backend, dtype)
     network = TangentCNN(patches.shape[1], width, depth, target.shape[1], seed, dtype, backend,
                          parametrization=parametrization)
-    if learning_rate is None:  # gradient descent in the standard parametrisation: its own kernel's step
-        learning_rate = kind.default_learning_rate(eigenvalue or network.kernel_eigenvalue(patches))
+    if own_step:  # gradient descent without an eigenvalue: its own initial kernel's step
+        learning_rate = kind.default_learning_rate(network.kernel_eigenvalue(patches))
     rule = kind(network.parameters, learning_rate, backend.xp)
     outputs = [numpy.zeros(array.shape, dtype=dtype)]
     movement = [0.0]
@@ -563,20 +579,23 @@ class ClosedForm:
         return numpy.asarray(self.filter.row(index), dtype=numpy.float64).ravel() * self.eigenvalue
 
 
-def ntk_filter(image: numpy.ndarray, *, depth: int = 1, patch: int = 3) -> Any:
-    """nlfilt's global ntk filter ``W = K / lambda_max`` of ``image`` (float64, CPU): a
-    :class:`~nlfilt.filters.Filter` that keeps ``K``."""
-    backend, array, options = prepare(image, kernel="ntk", patch=patch, window=None, h=None, sigma=None,
+def ntk_filter(image: numpy.ndarray, *, depth: int = 1, patch: int = 3, window: int | None = None) -> Any:
+    """nlfilt's ntk filter ``W = K / lambda_max`` of ``image`` (float64, CPU): a
+    :class:`~nlfilt.filters.Filter` that keeps ``K``; global, or with ``window`` (odd) within a tent
+    window (``window_shape='tent'``: positive semidefinite, so twicing is stable)."""
+    backend, array, options = prepare(image, kernel="ntk", patch=patch, window=window, h=None, sigma=None,
                                       depth=depth, device="cpu", dtype=numpy.float64,
-                                      memory_budget=2**28)
+                                      memory_budget=2**28, window_shape="box" if window is None else "tent")
     return build_filter(backend, array, options, reuse=True)
 
 
-def ntk_closed_form(image: numpy.ndarray, *, depth: int = 1, patch: int = 3, steps: int = 100) -> ClosedForm:
-    """nlfilt's global ntk filter of ``image`` (float64, CPU), its plain twicing trajectory ``z_t``,
-    ``t = 0 .. steps``, and ``lambda_max`` (the one :func:`train`'s gradient descent should use:
-    ``learning_rate = 1 / lambda_max``)."""
-    filter_ = ntk_filter(image, depth=depth, patch=patch)
+def ntk_closed_form(image: numpy.ndarray, *, depth: int = 1, patch: int = 3, steps: int = 100,
+                    window: int | None = None) -> ClosedForm:
+    """nlfilt's ntk filter of ``image`` (float64, CPU; global, or tent-windowed with ``window``, see
+    :func:`ntk_filter`), its plain twicing trajectory ``z_t``, ``t = 0 .. steps``, and ``lambda_max``
+    (for the global filter the one :func:`train`'s gradient descent should use: ``learning_rate = 1 /
+    lambda_max``; a window's is smaller)."""
+    filter_ = ntk_filter(image, depth=depth, patch=patch, window=window)
     array = numpy.asarray(image, dtype=numpy.float64)
     flat = array.reshape(array.shape[0] * array.shape[1], -1)
     estimates = [numpy.zeros_like(flat)]

@@ -208,13 +208,44 @@ def test_compare_network_prints_the_comparison_and_refuses_large_inputs(tmp_path
     assert "--device gpu" not in costly.output or gpu_status()[0]  # offered only when a GPU is usable
     short = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--max-minutes", "1e-9"])
     assert short.exit_code == 1 and "would take under a second" in short.output, short.output
-    big = numpy.zeros((80, 80), numpy.uint8)
-    iio.imwrite(tmp_path / "big.png", big)
-    refused = CliRunner().invoke(main, ["compare-network", str(tmp_path / "big.png")])
-    assert refused.exit_code == 1 and "at most 4096 pixels" in refused.output
+    iio.imwrite(tmp_path / "big.png", numpy.zeros((2000, 2000), numpy.uint8))
+    refused = CliRunner().invoke(main, ["compare-network", str(tmp_path / "big.png"), "--width", "4096",
+                                        "--depth", "2", "--max-minutes", "0"])
+    assert refused.exit_code == 1 and "over half of this machine's" in refused.output, refused.output
     assert "Traceback" not in refused.output
     even = CliRunner().invoke(main, ["compare-network", str(tmp_path / "crop.png"), "--patch", "4"])
     assert even.exit_code == 2 and "--patch" in even.output
+
+
+def test_compare_network_on_a_whole_image_uses_the_tent_window_and_sampled_kernel_rows(tmp_path):
+    """Above 64 x 64 pixels: the tent-windowed closed form (--window auto), gradient descent's step from the
+    network's own kernel, the kernel's change estimated from sampled rows; --window global and an odd side
+    taken, an even one refused."""
+    rng = numpy.random.default_rng(5)
+    image = numpy.clip(128 + 40 * numpy.sin(numpy.arange(80) / 6)[None, :] + rng.normal(0, 20, (72, 80)),
+                       0, 255).astype(numpy.uint8)
+    iio.imwrite(tmp_path / "whole.png", image)
+    command = ["compare-network", str(tmp_path / "whole.png"), "--width", "64", "--steps", "3",
+               "--device", "cpu"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "72x80" in lines[0] and "tent window 21" in lines[0]
+    assert "estimated from 1024 random rows" in lines[-1]
+    relative = [float(line.split()[2]) for line in lines[2:5]]  # |y - f| / |y| shrinks as it trains
+    assert relative[0] > relative[-1]
+    own = float(lines[0].split("learning rate ")[1].split()[0])
+    closed = float(lines[0].split("K = ")[1].split(",")[0])
+    assert own < closed / 10  # the network's global kernel: a far larger lambda_max than the window's
+    chosen = CliRunner().invoke(main, [*command, "--window", "9"])
+    assert chosen.exit_code == 0 and "tent window 9" in chosen.stdout.splitlines()[0]
+    even = CliRunner().invoke(main, [*command, "--window", "8"])
+    assert even.exit_code == 2 and "--window" in even.output
+    iio.imwrite(tmp_path / "small.png", image[:20, :20])
+    small = CliRunner().invoke(main, ["compare-network", str(tmp_path / "small.png"), "--width", "32",
+                                      "--steps", "2", "--window", "7"])
+    assert small.exit_code == 0 and "tent window 7" in small.stdout.splitlines()[0]
+    assert "estimated" not in small.stdout  # exact below 64 x 64
 
 
 def test_compare_network_draws_the_kernel_rows_of_the_filter_and_both_networks(tmp_path):

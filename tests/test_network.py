@@ -6,7 +6,14 @@ import numpy
 import pytest
 
 import nlfilt
-from nlfilt.network import PARAMETRIZATIONS, TangentCNN, image_patches, ntk_eigenvalue, train
+from nlfilt.network import (
+    PARAMETRIZATIONS,
+    TangentCNN,
+    image_patches,
+    ntk_closed_form,
+    ntk_eigenvalue,
+    train,
+)
 
 RNG = numpy.random.default_rng(11)
 IMAGE = numpy.add.outer(numpy.linspace(50, 200, 12), numpy.linspace(0, 40, 12)) + RNG.normal(0, 20, (12, 12))
@@ -214,8 +221,37 @@ def test_bad_arguments_are_errors_naming_the_parameter(arguments, named):
         train(IMAGE, **settings)
 
 
-def test_an_all_zero_image_and_a_missing_step_are_clear_errors():
+def test_an_all_zero_image_is_a_clear_error_and_a_missing_step_the_networks_own():
     with pytest.raises(ValueError, match="all zeros"):
         train(numpy.zeros((6, 6)), width=8, optimizer="adam")
-    with pytest.raises(ValueError, match="eigenvalue"):
-        train(IMAGE, width=8)
+    own = train(IMAGE, width=64, steps=2)  # no eigenvalue: the network's own initial kernel's step
+    network = TangentCNN(9, 64, 1)
+    eigenvalue = network.kernel_eigenvalue(image_patches(IMAGE, 3))
+    assert own.learning_rate == pytest.approx(1 / eigenvalue, rel=1e-4)
+
+
+def test_kernel_change_from_sampled_rows_estimates_the_whole_kernels():
+    """Whole images: the three squared norms from random rows, N / sample times their sums; all rows (or
+    more) give the exact change, the same rows every call."""
+    image = RNG.random((16, 16)) * 255
+    run = train(image, width=64, depth=2, steps=20, optimizer="adam", seed=3, dtype=numpy.float64)
+    exact = run.kernel_change()
+    assert run.kernel_change(256) == exact and run.kernel_change(10_000) == exact
+    half = run.kernel_change(128)
+    assert half == run.kernel_change(128)
+    for name in ("movement", "scale", "shape"):
+        assert getattr(half, name) == pytest.approx(getattr(exact, name), rel=0.1), name
+    assert half != exact
+    with pytest.raises(ValueError, match="sample"):
+        run.kernel_change(0)
+
+
+def test_the_tent_windowed_closed_form_is_nlfilts_twicing():
+    """Whole images' closed form: W = K / lambda_max within a tent window, z_t its plain twicing."""
+    image = RNG.random((14, 15)) * 255
+    closed = ntk_closed_form(image, depth=2, steps=3, window=7)
+    for steps in (1, 3):
+        expected = nlfilt.denoise(image, kernel="ntk", depth=2, patch=3, window=7, window_shape="tent",
+                                  iterations=steps, device="cpu", dtype=numpy.float64)
+        numpy.testing.assert_allclose(closed.trajectory[steps], expected, rtol=1e-9)
+    assert closed.eigenvalue < ntk_eigenvalue(image, depth=2)  # the window drops pairs of positive weight
