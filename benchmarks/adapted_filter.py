@@ -50,14 +50,27 @@ def twicing(kernel: numpy.ndarray, noisy: numpy.ndarray, clean: numpy.ndarray, s
     return curve, int(numpy.argmin(risks)) + 1
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options (``argv``: those to parse instead of ``sys.argv``'s)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA / "set12")
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--twicing-steps", type=int, default=400, help="largest twicing step SURE may pick")
     parser.add_argument("--write", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = arguments()
+    text = measure(args)
+    print(text)
+    if args.write:
+        write("adapted_filter.md", text)
+
+
+def measure(args: argparse.Namespace) -> str:
+    """Run the measurements of ``args``; return the report (Markdown)."""
     started = time.perf_counter()
     crops = centre_crops(args.data, CROPS, 32, SIGMA)
     rows: dict[tuple, list[list[float]]] = {}
@@ -110,10 +123,7 @@ def main() -> None:
         lines.append(f"| {depth} | {parametrization} | {optimizer} | {cells[0]} | {cells[1]} | "
                      f"{mean[2]:.2f} | {mean[3]:.0f} | {mean[4]:.2f} | {mean[5]:.0f} | {mean[6]:.0f} |")
     lines.append(f"\nTotal time {time.perf_counter() - started:.0f} s.")
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        write("adapted_filter.md", text)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

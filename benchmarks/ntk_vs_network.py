@@ -52,7 +52,8 @@ def integers(text: str) -> list[int]:
     return [int(value) for value in text.split(",") if value]
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options (``argv``: those to parse instead of ``sys.argv``'s)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA / "set12")
     parser.add_argument("--steps", type=int, default=200)
@@ -67,9 +68,23 @@ def main() -> None:
     parser.add_argument("--parametrization", default="ntk", choices=PARAMETRIZATIONS)
     parser.add_argument("--output", default="ntk_vs_network", help="name of the result files")
     parser.add_argument("--write", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"--data {args.data} is not a folder")
+    return args
+
+
+def main() -> None:
+    args = arguments()
+    text, _ = measure(args, RESULTS / f"{args.output}.png" if args.write else None)
+    print(text)
+    if args.write:
+        write(f"{args.output}.md", text)
+
+
+def measure(args: argparse.Namespace, figure: Path | None = None) -> tuple[str, dict[tuple, float]]:
+    """Run the measurements of ``args``; return the report (Markdown) and the kernels' mean change of shape
+    by (optimizer label, depth, width), and draw the report into ``figure``."""
     widths = {1: integers(args.widths), 2: integers(args.depth2_widths)}
     rates = [float(value) for value in args.adam_lrs.split(",") if value]
     dtype = numpy.float64 if args.float64 else numpy.float32
@@ -167,13 +182,9 @@ def main() -> None:
         lines.append(f"| {depth} | {kind} | {curve[0]:.2f} | {curve[best]:.2f} ({best + 1}) | "
                      f"{curve[-1]:.2f} |")
     lines += ["", f"Total time {time.perf_counter() - started:.0f} s.", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.write:
-        write(f"{args.output}.md", text)
-        if all(widths.values()) and curves:
-            plot(differences, kernel_moved, labels, curves, widths, checkpoints, args,
-                 RESULTS / f"{args.output}.png")
+    if figure is not None and all(widths.values()) and curves:
+        plot(differences, kernel_moved, labels, curves, widths, checkpoints, args, figure)
+    return "\n".join(lines), {key: float(numpy.mean(values)) for key, values in kernel_shape.items()}
 
 
 def plot(differences, kernel_moved, labels, curves, widths, checkpoints, args, path: Path) -> None:

@@ -256,8 +256,8 @@ def _check_cost(image_path: Path, device: str, shape: tuple[int, int, int], patc
                             memory_budget=2**28, normalize="eigenvalue",
                             window_shape="box" if side is None else "tent")
     seconds += estimate_cpu_seconds(shape, options, steps + 20)
-    what = f"width {width}, depth {depth}, {steps} steps" + (" with each optimizer (--filter-map)"
-                                                              if runs == 2 else "")
+    what = f"{shape[0]}x{shape[1]} at width {width}, depth {depth}, {steps} steps" + (
+        " with each optimizer (--filter-map)" if runs == 2 else "")
     remedy = ", or --device gpu" if device == "cpu" and gpu_status()[0] else ""
     if max_minutes > 0 and seconds > 60 * max_minutes:
         raise click.ClickException(
@@ -303,7 +303,8 @@ def _draw_filter_map(closed: ClosedForm, pixel: tuple[int, int], output: Path, t
     within = "" if side is None else " (networks' rows tapered by K's tent window)"
     click.echo(f"{f'row of pixel {pixel[0]} {pixel[1]}':<22}  {'max':>9}  |row - K|/|K|  shape{within}")
     for name, row in rows.items():
-        change = KernelChange.from_squared_norms(*squared_norms(get_backend("cpu"), row * window, reference))
+        tapered = row if row is reference else row * window  # K's row is tapered already
+        change = KernelChange.from_squared_norms(*squared_norms(get_backend("cpu"), tapered, reference))
         distance = f"|row - K|/|K| {change.movement:.4f}, shape {change.shape:.4f}"
         notes[name] = f"max {row.max():.4g}" + ("" if row is reference else "\n" + distance)
         click.echo(f"{name:<22}  {row.max():9.4g}  {change.movement:13.4f}  {change.shape:.4f}")
