@@ -18,7 +18,7 @@ so an interrupted run keeps what it measured):
 4. :mod:`adapted_filter`'s table: each trained network's kernel used as a
    filter against the closed form's.
 
-    python benchmarks/adam_standard.py --write   # about an hour on 2 CPU cores
+    python benchmarks/adam_standard.py --write   # about 1 h 45 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "set12")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--widths", default="64,256,1024,4096", help="widths for depth 1")
-    parser.add_argument("--depth2-widths", default="64,256,1024,2048",
-                        help="widths for depth 2 (4096: about 36 minutes more per parametrisation here)")
+    parser.add_argument("--depth2-widths", default="64,256,1024,4096",
+                        help="widths for depth 2 (4096: about 30 minutes per parametrisation on 2 CPU cores)")
     parser.add_argument("--map-width", type=int, default=1024,
                         help="width of the 256 x 256 filter maps' runs")
     parser.add_argument("--skip-maps", action="store_true", help="leave out the 256 x 256 filter maps")
@@ -138,7 +138,8 @@ def filter_maps(args: argparse.Namespace) -> list[str]:
         path = Path(folder) / "noisy.png"
         iio.imwrite(path, noisy)
         for parametrization in PARAMETRIZATIONS:
-            figure = RESULTS / f"adam_standard_filter_map_{parametrization}.png"
+            where = RESULTS if args.write else Path(folder)  # a trial run writes nothing into the results
+            figure = where / f"adam_standard_filter_map_{parametrization}.png"
             command = ["compare-network", str(path), "--width", str(args.map_width), "--steps",
                        str(args.steps), "--parametrization", parametrization, "--filter-map", "128", "128",
                        "-o", str(figure), "--quiet", "--max-minutes", "0"]
