@@ -18,7 +18,7 @@ so an interrupted run keeps what it measured):
 4. :mod:`adapted_filter`'s table: each trained network's kernel used as a
    filter against the closed form's.
 
-    python benchmarks/adam_standard.py --write   # about 1 h 45 min on 2 CPU cores
+    python benchmarks/adam_standard.py --write   # about an hour on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -46,52 +46,60 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "set12")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--widths", default="64,256,1024,4096", help="widths for depth 1")
-    parser.add_argument("--depth2-widths", default="64,256,1024,4096",
-                        help="widths for depth 2 (4096: about 30 minutes per parametrisation on 2 CPU cores)")
+    parser.add_argument("--depth2-widths", default="64,256,1024,2048",
+                        help="widths for depth 2 (4096: 15 minutes or more per crop and parametrisation "
+                             "on 2 CPU cores; a GPU's work)")
     parser.add_argument("--map-width", type=int, default=1024,
                         help="width of the 256 x 256 filter maps' runs")
     parser.add_argument("--skip-maps", action="store_true", help="leave out the 256 x 256 filter maps")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
-    sections = ["# What Adam does to the filter: standard and NTK parametrisations\n",
-                machine("adam_standard.py", time.strftime("%Y-%m-%d")),
-                "The paper behind nlfilt (Tachella, Tang & Davies, CVPR 2021) says Adam, unlike gradient "
-                "descent, adapts the non-local filter during training. Below, for both parametrisations, how "
-                "far each trained network's own tangent kernel moved (and how much of it is a change of "
-                "shape rather than of scale), the filter maps on a whole image, and the adapted kernels used "
-                "as filters.\n"]
+    header = ["# What Adam does to the filter: standard and NTK parametrisations\n",
+              machine("adam_standard.py", time.strftime("%Y-%m-%d")),
+              "The paper behind nlfilt (Tachella, Tang & Davies, CVPR 2021) says Adam, unlike gradient "
+              "descent, adapts the non-local filter during training. Below, for both parametrisations, how "
+              "far each trained network's own tangent kernel moved (and how much of it is a change of shape "
+              "rather than of scale), the answer, the filter maps on a whole image, and the adapted kernels "
+              "used as filters.\n"]
+    # the parts in the order they are shown; measured in the order of PARTS (the deep image prior's first)
+    shown = ("standard", "ntk", "answer", "maps", "adapted")
+    parts: dict[str, str] = {}
+    shapes: dict[str, dict] = {}
 
-    def save(note: str = "") -> None:
-        text = "\n".join(sections + ([note] if note else []))
+    def save() -> str:
+        missing = [name for name in shown if name not in parts]
+        elapsed = time.perf_counter() - started
+        note = [] if not missing else [f"(Not yet measured when this was written, {elapsed:.0f} s into the "
+                                       f"run: {', '.join(missing)}.)\n"]
+        text = "\n".join(header + [parts[name] for name in shown if name in parts] + note)
+        if not missing:
+            text += f"\nTotal time {time.perf_counter() - started:.0f} s.\n"
         if args.write:
             write("adam_standard.md", text)
+        return text
 
-    shapes = {}
-    for parametrization in PARAMETRIZATIONS:
+    def parametrisation(name: str) -> None:
         options = ntk_vs_network.arguments(
             ["--data", str(args.data), "--steps", str(args.steps), "--widths", args.widths,
-             "--depth2-widths", args.depth2_widths, "--parametrization", parametrization])
-        figure = RESULTS / f"adam_standard_{parametrization}.png" if args.write else None
-        text, shapes[parametrization] = ntk_vs_network.measure(options, figure)
-        sections.append(demoted(text, f"{parametrization} parametrisation"))
-        if figure is not None:
-            sections.append(f"![{parametrization}]({figure.name})\n")
-        save(f"(Still running: started {time.perf_counter() - started:.0f} s ago.)")
-    sections.append(answer(shapes))
-    save()
-
-    if not args.skip_maps:
-        sections.append("## Filter maps of one pixel on a whole 256 x 256 image\n")
-        sections += filter_maps(args)
+             "--depth2-widths", args.depth2_widths, "--parametrization", name])
+        figure = RESULTS / f"adam_standard_{name}.png" if args.write else None
+        text, shapes[name] = ntk_vs_network.measure(options, figure)
+        parts[name] = demoted(text, f"{name} parametrisation") + (
+            f"\n![{name}]({figure.name})\n" if figure is not None else "")
+        parts["answer"] = answer(shapes)
         save()
 
+    parametrisation("standard")
+    if not args.skip_maps:
+        title = "## Filter maps of one pixel on a whole 256 x 256 image\n"
+        parts["maps"] = "\n".join([title, *filter_maps(args)])
+        save()
     options = adapted_filter.arguments(["--data", str(args.data), "--steps", str(args.steps)])
-    sections.append(demoted(adapted_filter.measure(options), "the adapted filter as a denoiser"))
-    sections.append(f"Total time {time.perf_counter() - started:.0f} s.\n")
-    text = "\n".join(sections)
-    print(text)
+    parts["adapted"] = demoted(adapted_filter.measure(options), "the adapted filter as a denoiser")
     save()
+    parametrisation("ntk")
+    print(save())
 
 
 def demoted(text: str, title: str) -> str:
