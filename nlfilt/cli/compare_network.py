@@ -162,7 +162,7 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     height, width_pixels = header.shape[:2]
     pixels = height * width_pixels
     channels = header.colour_shape[2] if len(header.colour_shape) == 3 else 1
-    side = _window_side(window, pixels, min(height, width_pixels))
+    side = _window_side(window, pixels)
     sample = None if pixels <= MAX_GLOBAL_PIXELS else KERNEL_SAMPLE_ROWS
     runs = 1 if filter_map is None else 2
     _check_cost(image_path, backend.name, (height, width_pixels, channels), patch, width, depth, steps, runs,
@@ -224,7 +224,7 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
             click.echo(f"wrote {output}", err=True)
 
 
-def _window_side(window: str, pixels: int, shortest: int) -> int | None:
+def _window_side(window: str, pixels: int) -> int | None:
     """The closed form's tent window side for ``--window`` (None: global); BadParameter otherwise."""
     if window == "global" or (window == "auto" and pixels <= MAX_GLOBAL_PIXELS):
         return None
