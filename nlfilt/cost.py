@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from nlfilt.backend import CPU_BATCH_BYTES, CPU_TILE_ELEMENTS, GPU_BATCH_BYTES, get_backend
 from nlfilt.filters import FilterOptions, keeps_weights
 from nlfilt.jit import serves as compiled_serves
-from nlfilt.kernels import kernel_class
+from nlfilt.kernels import kernel_class, make_kernel
 from nlfilt.patches import sides, spatial_shape
 from nlfilt.series import bands, windows
 from nlfilt.stopping import stop_rule, stop_rule_names
@@ -134,7 +134,7 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
     spatial, channels = _spatial(shape)
     pixels = math.prod(spatial)
     kernel = kernel_class(options.kernel)
-    layers = options.depth if kernel.has_depth else 1
+    layers = _layers(options)
     if iterations is None:
         plan = _Plan(filters=1, setup=0, steps=applications)
     else:
@@ -153,8 +153,8 @@ def estimate_cpu_seconds(shape: tuple[int, ...], options: FilterOptions, applica
         columns += plan.filters  # the row sums ride on each filter's first product
     offsets = _offsets(spatial, options.window)
     several = products > plan.filters if iterations is None else iterations != 1  # as nlfilt.denoise has it
-    kept = keeps_weights(options, several) and _windowed_weights_fit(shape, options)
-    if compiled_serves(kernel, layers, kept) and len(spatial) == 2:
+    compiled, kept = _windowed_operator(shape, options, several)
+    if compiled:
         weight = (kernel.compiled_ns_per_weight + kernel.compiled_ns_per_layer * (layers - 1)
                   + COMPILED_NS_PER_PATCH_SIDE * options.patch
                   + COMPILED_NS_PER_CHANNEL * (channels - 1))
@@ -188,6 +188,20 @@ def _global_pairs(pixels: int) -> float:
     rows = max(1, min(pixels, CPU_TILE_ELEMENTS // pixels))
     tiles = -(-pixels // rows)
     return pixels * pixels * (tiles + 1) / (2 * tiles)
+
+
+def _windowed_operator(shape: tuple[int, ...], options: FilterOptions, several: bool) -> tuple[bool, bool]:
+    """(whether the compiled operator computes a windowed filter, whether the array code keeps its
+    weights) for an image of ``shape`` and a filter applied ``several`` times: as
+    :func:`nlfilt.filters.build_filter` and :func:`nlfilt.jit.select` decide."""
+    kernel = kernel_class(options.kernel)
+    kept = keeps_weights(options, several) and _windowed_weights_fit(shape, options)
+    return compiled_serves(kernel, _layers(options), kept) and len(_spatial(shape)[0]) == 2, kept
+
+
+def _layers(options: FilterOptions) -> int:
+    """The kernel's layers (:attr:`nlfilt.kernels.Kernel.layers`) for ``options``."""
+    return make_kernel(options.kernel, h=options.h, sigma=options.sigma, depth=options.depth).layers
 
 
 def _windowed_weights_fit(shape: tuple[int, ...], options: FilterOptions) -> bool:
@@ -240,9 +254,7 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
             bases = min(runs * 4 * TYPICAL_KRYLOV_STEPS * pixels * channels, options.memory_budget)
             needed += (runs - 1) * options.memory_budget + bases
         return needed
-    kernel = kernel_class(options.kernel)
-    kept = keeps_weights(options, iterations != 1) and _windowed_weights_fit(shape, options)
-    if compiled_serves(kernel, options.depth if kernel.has_depth else 1, kept) and len(spatial) == 2:
+    if _windowed_operator(shape, options, iterations != 1)[0]:
         needed = 4 * pixels * (4 * channels + 2 * (channels + 1))
     else:
         needed = 4 * (workers * _windowed_worker_values(shape, options) + 6 * pixels * (channels + 1))

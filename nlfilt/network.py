@@ -50,8 +50,8 @@ import numpy
 
 from nlfilt.arguments import check_box, check_count, check_dtype, check_progress, check_real
 from nlfilt.backend import Backend, get_backend
-from nlfilt.filters import build_filter
-from nlfilt.resolve import prepare
+from nlfilt.filters import FilterOptions, build_filter
+from nlfilt.resolve import prepare, resolve_options
 
 #: Adam's default learning rate (per-weight step; weights are standard Gaussian): the deep image
 #: prior's denoising setting.  At 1e-3 Adam's kernel moves about as little as gradient descent's and,
@@ -579,14 +579,26 @@ class ClosedForm:
         return numpy.asarray(self.filter.row(index), dtype=numpy.float64).ravel() * self.eigenvalue
 
 
+def _closed_form_arguments(depth: int, patch: int, window: int | None) -> dict[str, Any]:
+    """The filter arguments of the closed form (:func:`ntk_filter`)."""
+    return {"kernel": "ntk", "patch": patch, "window": window, "h": None, "sigma": None, "depth": depth,
+            "memory_budget": 2**28, "window_shape": "box" if window is None else "tent"}
+
+
 def ntk_filter(image: numpy.ndarray, *, depth: int = 1, patch: int = 3, window: int | None = None) -> Any:
     """nlfilt's ntk filter ``W = K / lambda_max`` of ``image`` (float64, CPU): a
     :class:`~nlfilt.filters.Filter` that keeps ``K``; global, or with ``window`` (odd) within a tent
     window (``window_shape='tent'``: positive semidefinite, so twicing is stable)."""
-    backend, array, options = prepare(image, kernel="ntk", patch=patch, window=window, h=None, sigma=None,
-                                      depth=depth, device="cpu", dtype=numpy.float64,
-                                      memory_budget=2**28, window_shape="box" if window is None else "tent")
+    backend, array, options = prepare(image, device="cpu", dtype=numpy.float64,
+                                      **_closed_form_arguments(depth, patch, window))
     return build_filter(backend, array, options, reuse=True)
+
+
+def ntk_filter_options(shape: tuple[int, ...], *, depth: int = 1, patch: int = 3,
+                       window: int | None = None) -> FilterOptions:
+    """The options :func:`ntk_filter` builds its filter with for an image of ``shape`` (from its shape
+    alone, as for a cost estimate before decoding); ValueError as :func:`ntk_filter` for bad ones."""
+    return resolve_options(shape, **_closed_form_arguments(depth, patch, window))
 
 
 def ntk_closed_form(image: numpy.ndarray, *, depth: int = 1, patch: int = 3, steps: int = 100,

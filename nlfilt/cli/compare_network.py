@@ -15,7 +15,6 @@ from nlfilt.cli.figures import check_figure_output, figure_pixels, kernel_rows_f
 from nlfilt.cli.options import check_device, describe_seconds, physical_memory
 from nlfilt.cli.progress import product_bar
 from nlfilt.cost import estimate_cpu_seconds
-from nlfilt.filters import FilterOptions
 from nlfilt.images import ImageError, read_header, read_image, write_image
 from nlfilt.network import (
     OPTIMIZERS,
@@ -24,9 +23,11 @@ from nlfilt.network import (
     KernelChange,
     Training,
     ntk_closed_form,
+    ntk_filter_options,
     squared_norms,
     train,
 )
+from nlfilt.operators import taper
 
 #: Largest image whose closed form is the global filter by default (N^2 pairs per step); larger ones
 #: use the tent-windowed filter of side WINDOW (``--window``).
@@ -160,6 +161,13 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     except ImageError as exc:
         raise click.ClickException(f"{image_path}: {exc}") from None
     height, width_pixels = header.shape[:2]
+    if patch > min(height, width_pixels):
+        raise click.BadParameter(f"must be at most min(H, W) = {min(height, width_pixels)} for this image",
+                                 param_hint="--patch")
+    if filter_map is not None and not (0 <= filter_map[0] < height and 0 <= filter_map[1] < width_pixels):
+        raise click.BadParameter(f"must be a pixel of the {height}x{width_pixels} image "
+                                 f"(0 <= ROW < {height}, 0 <= COL < {width_pixels}); got {filter_map}",
+                                 param_hint="--filter-map")
     pixels = height * width_pixels
     channels = header.colour_shape[2] if len(header.colour_shape) == 3 else 1
     side = _window_side(window, pixels)
@@ -172,13 +180,6 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
     except ImageError as exc:
         raise click.ClickException(f"{image_path}: {exc}") from None
     noisy = image.colour.astype(numpy.float64)
-    if patch > min(height, width_pixels):
-        raise click.BadParameter(f"must be at most min(H, W) = {min(height, width_pixels)} for this image",
-                                 param_hint="--patch")
-    if filter_map is not None and not (0 <= filter_map[0] < height and 0 <= filter_map[1] < width_pixels):
-        raise click.BadParameter(f"must be a pixel of the {height}x{width_pixels} image "
-                                 f"(0 <= ROW < {height}, 0 <= COL < {width_pixels}); got {filter_map}",
-                                 param_hint="--filter-map")
     if not numpy.any(noisy):
         raise click.ClickException(f"{image_path}: the image is all zeros, so are the network's input and "
                                    "its tangent kernel: nothing to compare")
@@ -195,10 +196,12 @@ def compare_network_command(image_path: Path, width: int, depth: int, optimizer:
         click.echo(f"trained in {elapsed:.1f} s", err=True)
     norm = float(numpy.linalg.norm(noisy))
     mode = "global" if side is None else f"tent window {side}"
+    own = optimizer == "gd" and learning_rate is None and eigenvalue is None
+    source = "1/lambda_max of the network's own initial kernel; " if own else ""
     click.echo(f"{image_path}: {height}x{width_pixels}, width {width}, depth {depth}, {optimizer}, "
-               f"{parametrization} parametrisation, learning rate {run.learning_rate:.4g} (1/lambda_max of "
-               f"the ntk filter's K = {1 / closed.eigenvalue:.4g}, {mode}), on the {backend.name.upper()} "
-               f"in {dtype}")
+               f"{parametrization} parametrisation, learning rate {run.learning_rate:.4g} ({source}"
+               f"1/lambda_max of the ntk filter's K = {1 / closed.eigenvalue:.4g}, {mode}), on the "
+               f"{backend.name.upper()} in {dtype}")
     click.echo("step  |f - z|/|z|  |y - f|/|y|  |y - z|/|y|  hidden-weight movement")
     shown = sorted({t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= steps} | {steps})
     for t in shown:
@@ -252,9 +255,7 @@ def _check_cost(image_path: Path, device: str, shape: tuple[int, int, int], patc
     seconds /= flops_per_second(device, dtype)
     itemsize = numpy.dtype(DTYPES[dtype]).itemsize
     seconds += runs * steps * PASSES_PER_STEP * depth * pixels * width * itemsize / BYTES_PER_SECOND[device]
-    options = FilterOptions(kernel="ntk", patch=patch, window=side, h=None, sigma=None, depth=depth,
-                            memory_budget=2**28, normalize="eigenvalue",
-                            window_shape="box" if side is None else "tent")
+    options = ntk_filter_options(shape, depth=depth, patch=patch, window=side)
     seconds += estimate_cpu_seconds(shape, options, steps + 20)
     what = f"{shape[0]}x{shape[1]} at width {width}, depth {depth}, {steps} steps" + (
         " with each optimizer (--filter-map)" if runs == 2 else "")
@@ -294,8 +295,8 @@ def _draw_filter_map(closed: ClosedForm, pixel: tuple[int, int], output: Path, t
     index = pixel[0] * width + pixel[1]
     reference = closed.kernel_row(index)
     window = numpy.ones(height * width)
-    if side is not None:  # the tent's taper around the pixel, as the operator applies it
-        window = numpy.outer(*(numpy.maximum(0, 1 - numpy.abs(numpy.arange(extent) - at) / (side // 2 + 1))
+    if side is not None:  # the tent's taper around the pixel, as the operator applies it (0 outside)
+        window = numpy.outer(*(numpy.maximum(0, [taper((step,), (side,)) for step in range(-at, extent - at)])
                                for at, extent in zip(pixel, (height, width), strict=True))).ravel()
     rows = {"closed-form kernel K": reference}
     rows.update({f"{name}-trained network": trained[name].kernel_row(index) for name in OPTIMIZERS})
