@@ -57,6 +57,8 @@ VIDEO = "nlfilt/video.py"
 VOLUME = "nlfilt/volume.py"
 CLUSTER = "nlfilt/cli/cluster.py"
 DASK = "nlfilt/dask.py"
+NAPARI_WORK = "nlfilt/napari_plugin/work.py"
+NAPARI_WIDGET = "nlfilt/napari_plugin/widget.py"
 
 JIT = "nlfilt/jit.py"
 KERNELS = "nlfilt/kernels.py"
@@ -292,6 +294,18 @@ MUTATIONS = [
              (VIDEO, "CLIP_MARGINS = (2.0, 1.0, 0.5)", "CLIP_MARGINS = ()")),
     mutation("video: the colour range not passed to the conversion back", "video",
              (VIDEO, "dst_color_range=colour_range or None, ", "")),
+    mutation("napari: the new layer does not keep the source's scale", "napari",
+             (NAPARI_WIDGET, '"rgb": layer.rgb, "scale": layer.scale, ', '"rgb": layer.rgb, ')),
+    mutation("napari: alpha filtered away instead of copied", "napari",
+             (NAPARI_WORK, "    if job.rgb and pixels.shape[-1] == 4:\n        result = numpy.concatenate",
+              "    if False:\n        result = numpy.concatenate")),
+    mutation("napari: cancel not checked", "napari",
+             (NAPARI_WORK, "if cancelled is not None and cancelled():", "if False:")),
+    mutation("napari: dask layers computed at once", "napari",
+             (NAPARI_WORK, "        lazy = _is_dask(data) and", "        lazy = False and")),
+    mutation("napari: the layer's scale not passed as a volume's spacing", "napari",
+             (NAPARI_WORK, 'if mode == "volume" and whole and scale is not None else None',
+              "if False else None")),
 ]
 
 
