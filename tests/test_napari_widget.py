@@ -72,13 +72,11 @@ def run_widget(widget, qtbot, timeout: float = 120.0) -> None:
 
 
 def test_widget_adds_the_denoised_layer_with_the_sources_properties(viewer, qtbot):
-    from nlfilt.napari_plugin.widget import DenoiseWidget
-
     image = noisy((48, 64))
     source = viewer.add_image(image, name="cells", scale=(0.5, 0.25), translate=(10.0, -4.0),
                               contrast_limits=(20, 230), colormap="magma", gamma=0.8)
-    widget = DenoiseWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    _, widget = viewer.window.add_plugin_dock_widget("nlfilt", "Denoise")  # as Plugins > Denoise does
+    assert type(widget).__name__ == "DenoiseWidget"
     assert widget.image.value is source
     run_widget(widget, qtbot)
     result = viewer.layers["cells denoised"]
