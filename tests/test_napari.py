@@ -13,6 +13,7 @@ import numpy
 import pytest
 
 import nlfilt
+from nlfilt.cli import options
 from nlfilt.napari_plugin import work
 from nlfilt.napari_plugin.work import Cancelled, LayerRefused, Request, denoise_layer, plan_layer
 from nlfilt.sample import noisy_sample, scene
@@ -142,6 +143,13 @@ def test_dask_layers_are_lazy_and_equal_the_eager_result(monkeypatch):
     lazy, _ = denoise_layer(job)
     assert job.lazy and lazy.dtype == numpy.uint8
     assert numpy.abs(lazy.compute().astype(int) - collaborative(plane, sigma=20.0).astype(int)).max() <= 1
+    monkeypatch.setattr(options, "physical_memory", lambda: 2**30)  # a 1 GiB machine
+    side = 40_000  # a 3 GB plane: filtered at once it would not fit, chunk by chunk it does
+    at_once = numpy.broadcast_to(numpy.zeros((), numpy.uint16), (side, side))  # no memory behind it
+    with pytest.raises(LayerRefused, match="working memory"):
+        plan_layer(at_once, rgb=False, request=Request(max_minutes=0))
+    assert plan_layer(da.zeros((side, side), dtype=numpy.uint16, chunks=4096), rgb=False,
+                      request=Request(max_minutes=0)).lazy
     series = plan_layer(da.from_array(stack), rgb=False, request=Request(stack="series"))
     assert not series.lazy  # one series needs all its frames: filtered at once
 

@@ -156,7 +156,8 @@ def plan_layer(data: Any, *, rgb: bool, request: Request, scale: tuple[float, ..
                         spacing=spacing)
         lazy = _is_dask(data) and (units > 1 or (not whole and method(run.method).streams
                                                   and math.prod(shape[:2]) > LAZY_PLANE_PIXELS))
-        check_plan(shape, plan, request.max_minutes, frames=units, held=0 if lazy else None)
+        check_plan(shape, plan, request.max_minutes, streamed=lazy and units == 1, frames=units,
+                   held=0 if lazy else None)  # a plane filtered chunk by chunk holds a band at a time
     except ValueError as exc:
         raise LayerRefused(str(exc)) from None
     return LayerJob(data=data, rgb=bool(rgb), unit_axes=unit_axes, plan=plan, lazy=lazy,
