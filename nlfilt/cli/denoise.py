@@ -55,6 +55,10 @@ from nlfilt.methods.base import frame_progress
 from nlfilt.noise import sigma_mismatch
 from nlfilt.video import VIDEO_OUTPUTS, is_video
 
+#: What filtering one file may raise that is the file's or the settings' problem, not a bug: reported per
+#: file with :func:`error_message` (CuPy's and CUDA's errors with :func:`gpu_failure`).
+FILE_ERRORS = (ImageError, ValueError, MemoryError, OSError, OverTime)
+
 
 def check_jobs(jobs: list[Job], run: RunOptions) -> None:
     """Raise click.UsageError for what would fail only after denoising: an output format that is
@@ -420,9 +424,9 @@ def _filter_job(job: Job, run: RunOptions, device: str, overwrite: bool, max_min
     except OutputExists as exc:
         entry["status"] = "skipped"
         entry["error"] = str(exc)
-    except (ImageError, ValueError, MemoryError, OSError, OverTime) as exc:
+    except FILE_ERRORS as exc:
         entry["status"] = "failed"
-        entry["error"] = gpu_failure(exc) or _message(exc)
+        entry["error"] = gpu_failure(exc) or error_message(exc)
     except Exception as exc:  # CUDA and CuPy errors are reported per file; anything else is a bug
         message = gpu_failure(exc)
         if message is None:
@@ -461,7 +465,7 @@ def _write_job(job: Job, entry: dict[str, Any], pixels: Any, overwrite: bool) ->
         entry["error"] = str(exc)
     except (ImageError, ValueError, OSError) as exc:
         entry["status"] = "failed"
-        entry["error"] = _message(exc)
+        entry["error"] = error_message(exc)
     entry["seconds"] = round(entry["seconds"] + time.perf_counter() - started, 3)
     return entry
 
@@ -526,7 +530,8 @@ def gpu_failure(exc: BaseException) -> str | None:
     return f"GPU error ({type(exc).__name__}: {text}); use --device cpu to run on the CPU"
 
 
-def _message(exc: BaseException) -> str:
+def error_message(exc: BaseException) -> str:
+    """The message of one of :data:`FILE_ERRORS` (or an OSError of writing) for a user."""
     if isinstance(exc, MemoryError):
         return "out of memory; crop the image or split it into tiles"
     if isinstance(exc, OSError) and exc.strerror:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import click
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 from napari.layers import Image
 from napari.qt.threading import create_worker
@@ -13,9 +12,7 @@ from napari.utils.notifications import notification_manager, show_error, show_in
 from qtpy.QtCore import QObject, Signal
 
 from nlfilt.backend import DEVICES
-from nlfilt.cli.denoise import gpu_failure
-from nlfilt.cli.progress import OverTime
-from nlfilt.images import ImageError
+from nlfilt.cli.denoise import FILE_ERRORS, error_message, gpu_failure
 from nlfilt.methods import method, method_names
 from nlfilt.napari_plugin.work import (
     STACK_MODES,
@@ -34,8 +31,6 @@ if TYPE_CHECKING:
 BAR_STEPS = 1000
 #: Decimals of the sigma field (a float image's noise may be 0.001).
 SIGMA_DECIMALS = 6
-#: Errors that are a layer's or a setting's, shown as a message (never a traceback).
-USER_ERRORS = (LayerRefused, ImageError, ValueError, MemoryError, OverTime, click.ClickException)
 
 
 class _Relay(QObject):
@@ -175,11 +170,9 @@ class DenoiseWidget(Container):
             self.status.value = f"cancelled: {layer.name} was not denoised"
             show_info(self.status.value)
             return
-        message = gpu_failure(exc)
-        if message is None and isinstance(exc, USER_ERRORS):
-            message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-            if isinstance(exc, MemoryError):
-                message = "out of memory; crop the layer or choose fewer planes"
+        message = gpu_failure(exc)  # as the command line reports a file's failure
+        if message is None and isinstance(exc, FILE_ERRORS):
+            message = error_message(exc)
         if message is None:  # a bug: napari shows it with its traceback
             self.status.value = f"failed: {type(exc).__name__}: {exc}"
             notification_manager.receive_error(type(exc), exc, exc.__traceback__)

@@ -103,7 +103,7 @@ class LayerJob:
 
     def describe(self) -> str:
         """What is filtered, how and where, in a line."""
-        start = self.data.ndim - self.unit_axes - self.rgb
+        start = len(self.leading)
         extent = "x".join(map(str, self.data.shape[start:start + self.unit_axes]))
         kind = "plane" if self.unit_axes == 2 else self.plan.stack
         count = f"{self.units} {kind}s of " if self.units > 1 else ""
@@ -144,8 +144,9 @@ def plan_layer(data: Any, *, rgb: bool, request: Request, scale: tuple[float, ..
         raise LayerRefused(str(exc)) from None
     ordered = spatial > 2 and axis_labels is not None and \
         str(axis_labels[spatial - 3]).strip().lower() in ORDERED_LABELS
+    chosen = method(run.method)
     mode = run.stack_mode(ordered) if spatial > 2 else None
-    whole = mode in method(run.method).stacks  # a volume or a series per unit
+    whole = mode in chosen.stacks  # a volume or a series per unit
     unit_axes = 3 if whole else 2
     shape = (*data.shape[spatial - unit_axes:spatial], 3 if rgb else 1)  # one unit, channels last
     spacing = tuple(float(value) for value in scale[spatial - 3:spatial]) \
@@ -154,7 +155,7 @@ def plan_layer(data: Any, *, rgb: bool, request: Request, scale: tuple[float, ..
     try:
         plan = run.plan(shape, dtype, get_backend(run.device).name, stack=mode if whole else None,
                         spacing=spacing)
-        lazy = _is_dask(data) and (units > 1 or (not whole and method(run.method).streams
+        lazy = _is_dask(data) and (units > 1 or (not whole and chosen.streams
                                                   and math.prod(shape[:2]) > LAZY_PLANE_PIXELS))
         check_plan(shape, plan, request.max_minutes, streamed=lazy and units == 1, frames=units,
                    held=0 if lazy else None)  # a plane filtered chunk by chunk holds a band at a time
