@@ -170,7 +170,7 @@ def bm3d_peer() -> Callable | None:
 
 # ---------------------------------------------------------------- driver
 
-COLLABORATIVE = "nlfilt collaborative (two-stage Wiener, denoise_collaborative)"
+COLLABORATIVE = "nlfilt collaborative (default method, denoise_collaborative)"
 BM3D = "BM3D (bm3d package)"
 #: Issue 15's targets for the collaborative mode: mean PSNR per set and sigma.
 COLLABORATIVE_TARGETS = {"Set12": {15.0: 32.0, 25.0: 29.6, 50.0: 26.4}, "Set5": {25.0: 31.0}}

@@ -1,5 +1,5 @@
 """The public denoisers: :func:`denoise` (one non-local filter with twicing) and
-:func:`denoise_collaborative` (the collaborative Wiener filter of grouped patches).
+:func:`denoise_collaborative` (the collaborative filter of grouped patches).
 
 Each validates every argument (a ValueError names the parameter and what is
 allowed), applies one dtype policy, moves channels last, and hands over to
@@ -260,15 +260,17 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
                           stack: str = "series", spacing: tuple[float, float, float] | None = None,
                           device: str = "auto", dtype: Any = numpy.float32,
                           progress: ProgressCallback | None = None, return_info: bool = False) -> Any:
-    """Denoise an image, or a stack of frames, with the collaborative Wiener filter, nlfilt's
+    """Denoise an image, or a stack of frames, with the collaborative filter of grouped patches, nlfilt's
     highest-quality mode.
 
     Two stages over groups of similar 8 x 8 patches (BM3D's scheme, see
     :mod:`nlfilt.collaborative`): hard thresholding of each group's 3-D
     transform (biorthogonal wavelet on the patches, Haar across the group)
-    gives a pilot; groups matched on the pilot are then shrunk by the
-    empirical Wiener gains ``P^2 / (P^2 + sigma^2)`` of the pilot's
-    coefficients, and every patch is added back weighted.  Colour images are
+    gives a pilot; groups matched on the pilot are then estimated twice, by
+    the empirical Wiener gains ``P^2 / (P^2 + sigma^2)`` of the pilot's
+    coefficients and by NL-Bayes's empirical-Bayes estimate with the
+    pilot's patch covariance, every patch added back weighted, and the two
+    estimates averaged.  Colour images are
     filtered in an opponent colour space with groups matched on luminance.
     Not a fixed linear filter ``W`` of the image: the pilot makes it
     adaptive, so there is no ``filter_matrix`` or twicing for it.

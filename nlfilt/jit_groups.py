@@ -82,17 +82,10 @@ class CompiledGroups:
 
     def filter(self, image: Any, pilot: Any | None, members: Any, sigma: float, *, threshold: float) -> Any:
         """One stage over all groups (as :meth:`nlfilt.collaborative.ArrayGroups.filter`)."""
-        height, width, channels = image.shape
         dtype = image.dtype
         patch, group = self.patch, members.shape[1]
-        rows, cols = self.twin.rows, self.twin.cols
         planes = numpy.ascontiguousarray(numpy.moveaxis(image, 2, 0))
         guides = planes if pilot is None else numpy.ascontiguousarray(numpy.moveaxis(pilot, 2, 0))
-        numerator = numpy.zeros((channels, height, width), dtype)
-        denominator = numpy.zeros((height, width), dtype)
-        reach = int(numpy.abs(members // width - numpy.repeat(rows, cols.size)[:, None]).max())
-        band = -(-(2 * reach + patch) // self.twin.step)  # reference rows per band
-        bands = [(start, min(start + band, rows.size)) for start in range(0, rows.size, band)]
         # the stage's 3-D transform: forward and inverse along a patch side, their transposes along the group
         forward_patch, inverse_patch, forward_group, inverse_group = transform_matrices(patch, group,
                                                                                         pilot is None)
@@ -103,15 +96,45 @@ class CompiledGroups:
                    pilot is None)
         kernel = _kernels()[1]
 
-        def work(first: int, last: int) -> None:
-            buffers = _scratch((2 * channels + 2, patch * patch * group), dtype)
-            kernel(planes, guides, members, first * cols.size, last * cols.size, *constants, *scalars,
-                   buffers, numerator, denominator)
+        def work(first: int, last: int, numerator: numpy.ndarray, denominator: numpy.ndarray) -> None:
+            buffers = _scratch((2 * planes.shape[0] + 2, patch * patch * group), dtype)
+            kernel(planes, guides, members, first, last, *constants, *scalars, buffers, numerator,
+                   denominator)
 
+        return self._by_bands(image, members, dtype, work)
+
+    def bayes(self, image: Any, pilot: Any, members: Any, sigma: float) -> Any:
+        """The empirical-Bayes estimate over all groups (as :meth:`nlfilt.collaborative.ArrayGroups.bayes`),
+        each group solved in float64."""
+        patch, group = self.patch, members.shape[1]
+        planes = numpy.ascontiguousarray(numpy.moveaxis(image, 2, 0))
+        guides = numpy.ascontiguousarray(numpy.moveaxis(pilot, 2, 0))
+        window = kaiser_window(patch)
+        noise = group * float(sigma) ** 2
+        kernel = _kernels()[4]
+
+        def work(first: int, last: int, numerator: numpy.ndarray, denominator: numpy.ndarray) -> None:
+            buffers = _scratch((5, patch * patch * group), numpy.float64)
+            kernel(planes, guides, members, first, last, window, noise, buffers, numerator, denominator)
+
+        return self._by_bands(image, members, numpy.float64, work).astype(image.dtype)
+
+    def _by_bands(self, image: Any, members: Any, dtype: Any, work: Callable[..., None]) -> numpy.ndarray:
+        """``numerator / denominator`` (H, W, C) of ``dtype``, with ``work(first, last, numerator,
+        denominator)`` adding groups ``first:last`` into them, run on bands of reference rows in two
+        phases (see the class)."""
+        height, width, channels = image.shape
+        rows, cols = self.twin.rows, self.twin.cols
+        numerator = numpy.zeros((channels, height, width), dtype)
+        denominator = numpy.zeros((height, width), dtype)
+        reach = int(numpy.abs(members // width - numpy.repeat(rows, cols.size)[:, None]).max())
+        band = -(-(2 * reach + self.patch) // self.twin.step)  # reference rows per band
+        bands = [(start * cols.size, min(start + band, rows.size) * cols.size)
+                 for start in range(0, rows.size, band)]
         with Workers(self.backend) as workers:
             for phase in (bands[0::2], bands[1::2]):
-                workers.map(lambda share, phase=phase: [work(*phase[index]) for index in share],
-                            workers.shares(len(phase)))
+                workers.map(lambda share, phase=phase: [work(*phase[index], numerator, denominator)
+                                                        for index in share], workers.shares(len(phase)))
         return numpy.ascontiguousarray(numpy.moveaxis(numerator / denominator, 0, 2))
 
 
@@ -150,6 +173,10 @@ class CompiledCubes:
         """One stage over all groups (the twin's)."""
         return self.twin.filter(volume, pilot, members, sigma, threshold=threshold)
 
+    def bayes(self, volume: Any, pilot: Any, members: Any, sigma: float) -> Any:
+        """The empirical-Bayes estimate over all groups (the twin's)."""
+        return self.twin.bayes(volume, pilot, members, sigma)
+
 
 def _scratch(shape: tuple[int, ...], dtype: Any) -> numpy.ndarray:
     """A thread's scratch for the filtering kernel, uninitialised (the kernel writes before it reads)."""
@@ -163,7 +190,8 @@ _U = numpy.uint64
 
 
 def _kernels() -> tuple[Callable[..., None], ...]:
-    """The matching, filtering, stack matching and cube matching kernels, compiled once per process
+    """The matching, filtering, stack matching, cube matching and empirical-Bayes kernels, compiled once per
+    process
     (numba's disk cache across processes); threads that ask at the same time wait for the first."""
     with _COMPILING:
         return _compile()
@@ -177,10 +205,11 @@ def _compile() -> tuple[Callable[..., None], ...]:
     # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
     for helper in (_gather, _multiply_add, _zero):
         numba.extending.register_jitable(inline="always")(helper)
-    for helper in (_filter_group, _separable, _scan_frame, _insert_key, _cube_distance):
+    for helper in (_filter_group, _separable, _scan_frame, _insert_key, _cube_distance, _bayes_group):
         numba.extending.register_jitable(helper)
     njit = numba.njit(nogil=True, cache=True)
-    return njit(_match_row), njit(_filter_groups), njit(_match_series), njit(_match_cubes)
+    return (njit(_match_row), njit(_filter_groups), njit(_match_series), njit(_match_cubes),
+            njit(_bayes_groups))
 
 
 def _match_row(levels: Any, rows: Any, cols: Any, index: int, patch: int, radius: int, members: Any) -> None:
@@ -493,6 +522,99 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, matrices: 
             row = origins[m] + y * width
             for x in range(patch):
                 denominator[row + x] += weight * window[y, x]
+
+
+def _bayes_groups(planes: Any, guides: Any, members: Any, first: int, last: int, window: Any, noise: float,
+                  buffers: Any, numerator: Any, denominator: Any) -> None:
+    """Add the empirical-Bayes estimates of groups ``first:last`` into ``numerator`` (C, H, W) and
+    ``denominator`` (H, W), float64 (compiled by numba).
+
+    ``planes``, ``guides``: the (C, H, W) image and pilot; ``window``: the
+    patch's (patch, patch) weights; ``noise``: ``group * sigma^2``;
+    ``buffers``: (5, patch^2 * group) float64 scratch (see
+    :func:`_bayes_group`).
+    """
+    channels, height, width = planes.shape
+    flat_planes = planes.reshape(channels, height * width)
+    flat_guides = guides.reshape(channels, height * width)
+    flat_numerator = numerator.reshape(channels, height * width)
+    flat_denominator = denominator.reshape(height * width)
+    for reference in range(first, last):
+        _bayes_group(flat_planes, flat_guides, members[reference], width, window, noise, buffers,
+                     flat_numerator, flat_denominator)
+
+
+def _bayes_group(planes: Any, guides: Any, origins: Any, width: int, window: Any, noise: float, buffers: Any,
+                 numerator: Any, denominator: Any) -> None:
+    """Add the empirical-Bayes estimate of the group whose members' top-left pixels are ``origins`` into
+    ``numerator`` (C, H * W) and ``denominator`` (H * W).
+
+    Per channel: the pilot's patches less their mean ``m`` (``D``, stored
+    as :func:`_gather` stores a group) and the image's (``R``); ``S = D
+    D^T + noise I`` (n x n) by Cholesky; the estimate ``m + (R D^T) S^-1
+    D``, each patch weighted by ``window``.  ``buffers``: D, R, ``m`` (its
+    first patch^2 values), S and ``R D^T S^-1`` (their first n^2 values).
+    """
+    channels = planes.shape[0]
+    group = origins.size
+    patch = window.shape[0]
+    size = patch * patch
+    spread, residual, means = buffers[0], buffers[1], buffers[2]
+    system, mix = buffers[3], buffers[4]
+    for channel in range(channels):
+        _gather(guides[channel], origins, width, patch, spread)
+        _gather(planes[channel], origins, width, patch, residual)
+        for j in range(size):  # the pilot's mean patch
+            base = j * group
+            mean = 0.0
+            for m in range(group):
+                mean += spread[base + m]
+            mean /= group
+            for m in range(group):
+                spread[base + m] -= mean
+                residual[base + m] -= mean
+            means[j] = mean
+        for index in range(group * group):
+            system[index] = 0.0
+            mix[index] = 0.0
+        for j in range(size):  # S = D D^T, and R D^T, one patch pixel at a time
+            base = j * group
+            for a in range(group):
+                _multiply_add(system, a * group, spread, base, spread[base + a], group)
+                _multiply_add(mix, a * group, spread, base, residual[base + a], group)
+        for a in range(group):
+            system[a * group + a] += noise
+        for i in range(group):  # Cholesky: S = L L^T, L in S's lower triangle
+            for k in range(i + 1):
+                value = system[i * group + k]
+                for t in range(k):
+                    value -= system[i * group + t] * system[k * group + t]
+                system[i * group + k] = value ** 0.5 if i == k else value / system[k * group + k]
+        for a in range(group):  # row a of R D^T times S^-1: solve L u = row, then L^T x = u
+            row = a * group
+            for i in range(group):
+                value = mix[row + i]
+                for t in range(i):
+                    value -= system[i * group + t] * mix[row + t]
+                mix[row + i] = value / system[i * group + i]
+            for i in range(group - 1, -1, -1):
+                value = mix[row + i]
+                for t in range(i + 1, group):
+                    value -= system[t * group + i] * mix[row + t]
+                mix[row + i] = value / system[i * group + i]
+        for y in range(patch):
+            for x in range(patch):
+                base = (y * patch + x) * group
+                for a in range(group):
+                    value = means[y * patch + x]
+                    for b in range(group):
+                        value += mix[a * group + b] * spread[base + b]
+                    numerator[channel, origins[a] + y * width + x] += window[y, x] * value
+    for m in range(group):
+        for y in range(patch):
+            row = origins[m] + y * width
+            for x in range(patch):
+                denominator[row + x] += window[y, x]
 
 
 def _gather(plane: Any, origins: Any, width: int, patch: int, out: Any) -> None:

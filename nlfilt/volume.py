@@ -35,11 +35,13 @@ from nlfilt.collaborative import (
     INVALID_KEY,
     OPPONENT,
     THRESHOLD,
+    bayes_groups,
     fill_short_groups,
     filter_by_channel,
     filter_groups,
     grid,
     guide,
+    kaiser_window,
     mix_channels,
     quantise,
 )
@@ -184,6 +186,15 @@ class CubeGroups:
         guide_flat = None if pilot is None else pilot.reshape(depth * height, width, channels)
         out = filter_groups(self.backend, flat, guide_flat, members, sigma, threshold=threshold,
                             within=self.within(), sides=self.cube)
+        return out.reshape(volume.shape)
+
+    def bayes(self, volume: Any, pilot: Any, members: Any, sigma: float) -> Any:
+        """The empirical-Bayes estimate of ``volume`` (Z, H, W, C) over all groups (see
+        :func:`nlfilt.collaborative.bayes_groups`), the cubes weighted by the Kaiser window."""
+        depth, height, width, channels = volume.shape
+        out = bayes_groups(self.backend, volume.reshape(depth * height, width, channels),
+                           pilot.reshape(depth * height, width, channels), members, sigma,
+                           within=self.within(), window=kaiser_window(self.cube).ravel())
         return out.reshape(volume.shape)
 
 

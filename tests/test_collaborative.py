@@ -1,4 +1,4 @@
-"""The collaborative Wiener filter: its transforms, matching, stages, API and command line."""
+"""The collaborative filter: its transforms, matching, stages, API and command line."""
 
 from __future__ import annotations
 
@@ -277,6 +277,82 @@ def test_an_all_zero_pilot_gives_a_finite_result(name):
     assert numpy.isfinite(out).all()
 
 
+def bayes_by_the_patch_covariance(image, pilot, members, sigma, window):
+    """The empirical-Bayes estimate written directly: per group, ``m + C (C + sigma^2 I)^-1 (y - m)`` with
+    the pilot's patches' mean ``m`` and covariance ``C`` (patch x patch), the patches added back with the
+    window's weights and divided by them."""
+    height, width, channels = image.shape
+    patch = window.shape[0]
+    offsets = (numpy.arange(patch)[:, None] * width + numpy.arange(patch)).ravel()
+    numerator = numpy.zeros((channels, height * width))
+    denominator = numpy.zeros(height * width)
+    for origins in members:
+        index = origins[:, None] + offsets
+        for channel in range(channels):
+            noisy = image[:, :, channel].ravel()[index]
+            guide = pilot[:, :, channel].ravel()[index]
+            mean = guide.mean(axis=0)
+            covariance = (guide - mean).T @ (guide - mean) / len(origins)
+            shrink = covariance @ numpy.linalg.inv(covariance + sigma**2 * numpy.eye(patch * patch))
+            estimate = mean + (noisy - mean) @ shrink.T
+            numpy.add.at(numerator[channel], index, estimate * window.ravel())
+        numpy.add.at(denominator, index, numpy.broadcast_to(window.ravel(), index.shape))
+    return (numerator / denominator).T.reshape(height, width, channels)
+
+
+@pytest.mark.parametrize("name", ["array", "compiled"])
+def test_the_bayes_estimate_is_the_patch_covariance_formula(name):
+    """The n x n solve of the implementations against the patch-sized one, on a noisy two-channel scene
+    with its pilot; groups of 8 and 16 (short groups repeat members, so some covariances are singular)."""
+    clean = numpy.stack([scene(30, 34), scene(30, 34)[::-1]], axis=2)
+    noisy = clean + numpy.random.default_rng(4).normal(0, 15, clean.shape)
+    for group in (8, 16):
+        engine = engines(noisy.shape, step=3)[name]
+        members = numpy.asarray(engine.match(levels_of(noisy.sum(axis=2)), radius=4, group=group))
+        pilot = engine.filter(noisy, None, members, 15.0, threshold=2.7)
+        expected = bayes_by_the_patch_covariance(noisy, pilot, members, 15.0, collaborative.kaiser_window(8))
+        found = engine.bayes(noisy, pilot, members, 15.0)
+        numpy.testing.assert_allclose(found, expected, rtol=1e-9, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["array", "compiled"])
+def test_the_bayes_estimate_with_little_noise_gives_back_the_image(name):
+    image = scene()[:, :, None]
+    engine = engines(image.shape)[name]
+    members = engine.match(levels_of(image[:, :, 0]), radius=4, group=8)
+    out = engine.bayes(image, image, members, 1e-3)
+    numpy.testing.assert_allclose(out, image, rtol=1e-6)
+
+
+def test_the_compiled_bayes_estimate_is_float32_in_and_out_and_reads_no_stale_scratch(monkeypatch):
+    from nlfilt import jit_groups
+
+    image = clipped_flat_scene(40, 45).astype(numpy.float32)[:, :, None]
+    implementations = engines(image.shape, step=3)
+    members = implementations["array"].match(levels_of(image[:, :, 0]), radius=5, group=16)
+    pilot = implementations["array"].filter(image, None, members, SIGMA, threshold=2.7)
+    expected = implementations["array"].bayes(image, pilot, members, SIGMA)
+    monkeypatch.setattr(jit_groups, "_scratch", lambda shape, dtype: numpy.full(shape, numpy.nan, dtype))
+    found = implementations["compiled"].bayes(image, pilot, members, SIGMA)
+    assert found.dtype == expected.dtype == numpy.float32
+    numpy.testing.assert_allclose(found, expected, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_second_stage_is_the_mean_of_the_wiener_and_bayes_estimates(channels):
+    image = numpy.stack([clipped_flat_scene(40, 45, seed) for seed in range(channels)], axis=2)
+    groups = engines(image.shape, step=3)["compiled"]
+    members = groups.match(levels_of(collaborative.guide(numpy, image, False)), radius=5, group=8)
+    pilot = collaborative.filter_by_channel(numpy, groups, image, None, members, SIGMA, 2.7)
+    found = collaborative.filter_by_channel(numpy, groups, image, pilot, members, SIGMA, 2.7)
+    for channel in range(channels):
+        plane, guide = image[..., channel:channel + 1], pilot[..., channel:channel + 1]
+        wiener = groups.filter(plane, guide, members, SIGMA, threshold=2.7)
+        bayes = groups.bayes(plane, guide, members, SIGMA)
+        numpy.testing.assert_allclose(found[..., channel:channel + 1], (wiener + bayes) / 2, rtol=1e-12)
+    assert collaborative.BAYES_SHARE == 0.5
+
+
 def test_add_at_sums_repeated_indices_into_the_span_it_touches():
     target = numpy.arange(20, dtype=numpy.float32)
     index = numpy.array([7, 3, 7, 12, 3, 3], dtype=numpy.int32)
@@ -295,10 +371,10 @@ def set5():
     return folder
 
 
-def test_on_whole_set12_images_it_beats_nlm_by_a_db_and_is_within_a_fifth_of_a_db_of_bm3d(set12):
+def test_on_whole_set12_images_it_beats_nlm_by_a_db_and_bm3d(set12):
     """Three 256 x 256 Set12 images at sigma 25 (sigma estimated), against nlfilt's NLM and, when the bm3d
-    package is installed, BM3D on the same noisy images; benchmarks/quality.py measures the whole set at
-    every sigma."""
+    package is installed, BM3D on the same noisy images (measured: 0.03-0.04 dB better on each);
+    benchmarks/quality.py measures the whole set at every sigma."""
     gains, gaps = [], []
     for index, name in enumerate(("01.png", "02.png", "05.png")):
         clean = iio.imread(set12 / name).astype(numpy.float64)
@@ -311,7 +387,21 @@ def test_on_whole_set12_images_it_beats_nlm_by_a_db_and_is_within_a_fifth_of_a_d
             continue
         gaps.append(psnr(255 * bm3d.bm3d(noisy / 255, 25 / 255), clean) - ours)
     assert numpy.mean(gains) > 0.8 and min(gains) > 0.5, gains
-    assert not gaps or numpy.mean(gaps) < 0.2, gaps
+    assert not gaps or numpy.mean(gaps) < 0, gaps
+
+
+def test_the_mean_with_the_bayes_estimate_beats_the_wiener_estimate_alone(set12, monkeypatch):
+    """The second stage's two estimates averaged against the Wiener estimate alone (BAYES_SHARE 0), the
+    same three images (measured: +0.09 to +0.12 dB)."""
+    gains = []
+    for index, name in enumerate(("01.png", "02.png", "05.png")):
+        clean = iio.imread(set12 / name).astype(numpy.float64)
+        noisy = clean + numpy.random.default_rng(index).normal(0, 25, clean.shape)
+        both = psnr(nlfilt.denoise_collaborative(noisy, sigma=25.0, device="cpu"), clean)
+        monkeypatch.setattr(collaborative, "BAYES_SHARE", 0.0)
+        gains.append(both - psnr(nlfilt.denoise_collaborative(noisy, sigma=25.0, device="cpu"), clean))
+        monkeypatch.undo()
+    assert min(gains) > 0.05, gains
 
 
 def test_bm3d_transforms_and_settings_beat_the_all_dct_faster_settings(set12, monkeypatch):
@@ -539,8 +629,8 @@ def test_the_cost_model_is_linear_in_the_pixels():
 
 def test_the_array_code_makes_a_few_hundred_operations_per_stage_as_batched_on_a_gpu():
     """The CuPy path's launches, counted on NumPy (nlfilt.launches): a 512 x 512 image under the
-    defaults in a few hundred operations per stage, fewer than half its search offsets (not one
-    batch of operations per offset)."""
+    defaults in a few hundred operations per stage (the second's empirical-Bayes estimate included),
+    fewer than half its search offsets (not one batch of operations per offset)."""
     from nlfilt.launches import counting_backend
 
     image = numpy.random.default_rng(3).normal(100, 25, (512, 512, 1)).astype(numpy.float32)
@@ -553,6 +643,9 @@ def test_the_array_code_makes_a_few_hundred_operations_per_stage_as_batched_on_a
             guide = collaborative.guide(backend.xp, work if pilot is None else pilot, False)
             levels = collaborative.quantise(backend.xp, guide, 25.0)
             members = groups.match(levels, radius=radius, group=group)
-            pilot = groups.filter(work, pilot, members, 25.0, threshold=2.7)
+            estimate = groups.filter(work, pilot, members, 25.0, threshold=2.7)
+            if pilot is not None:
+                groups.bayes(work, pilot, members, 25.0)
+            pilot = estimate
             counts.append((counter.operations - start, (2 * radius + 1) ** 2))
     assert all(50 < count < offsets / 2 for count, offsets in counts), counts

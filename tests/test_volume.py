@@ -145,6 +145,34 @@ def test_the_compiled_cube_matching_is_its_array_twin(shape, cube, radius, group
     assert (numpy.abs(corner - reference) <= numpy.array(radius)).all()
 
 
+def test_the_bayes_estimate_of_cubes_is_the_cube_covariance_formula():
+    """Per group of cubes, the pilot's mean ``m`` and covariance ``C`` (voxels x voxels), each noisy cube
+    ``y`` replaced by ``m + C (C + sigma^2 I)^-1 (y - m)``, added back with the cube's Kaiser weights."""
+    from nlfilt.backend import get_backend
+    from nlfilt.collaborative import kaiser_window, quantise
+    from nlfilt.volume import CubeGroups
+
+    shape, cube, sigma = (6, 14, 13, 1), (2, 4, 4), 20.0
+    rng = numpy.random.default_rng(2)
+    clean = 100 + 60 * (numpy.indices(shape[:3]).sum(axis=0) % 7 > 3)
+    noisy = (clean + rng.normal(0, sigma, shape[:3]))[..., None]
+    pilot = (clean + rng.normal(0, 5, shape[:3]))[..., None]
+    twin = CubeGroups(get_backend("cpu"), shape, cube=cube, step=(1, 3, 3))
+    members = twin.match(quantise(numpy, pilot[..., 0].copy(), sigma), radius=(1, 3, 3), group=8)
+    index = members[:, :, None] + twin.within()
+    weights = kaiser_window(cube).ravel()
+    numerator, denominator = numpy.zeros(noisy.size), numpy.zeros(noisy.size)
+    for rows in index:
+        guide, values = pilot.ravel()[rows], noisy.ravel()[rows]
+        mean = guide.mean(axis=0)
+        covariance = (guide - mean).T @ (guide - mean) / len(rows)
+        shrink = covariance @ numpy.linalg.inv(covariance + sigma**2 * numpy.eye(len(weights)))
+        numpy.add.at(numerator, rows, (mean + (values - mean) @ shrink.T) * weights)
+        numpy.add.at(denominator, rows, numpy.broadcast_to(weights, rows.shape))
+    expected = (numerator / denominator).reshape(shape)
+    numpy.testing.assert_allclose(twin.bayes(noisy, pilot, members, sigma), expected, rtol=1e-9, atol=1e-8)
+
+
 def test_cubes_beat_the_slices_as_a_series_and_one_by_one_on_a_volume():
     clean = ellipsoids()
     noise = 25 * numpy.random.default_rng(1).standard_normal(clean.shape)

@@ -17,8 +17,8 @@ from nlfilt.cli.spectrum import spectrum_command
 def main() -> None:
     """Non-local image denoising.
 
-    `nlfilt denoise` uses the collaborative method (two-stage Wiener
-    filtering of grouped patches, BM3D's scheme) by default; `--method
+    `nlfilt denoise` uses the collaborative method (two-stage filtering of
+    grouped patches, BM3D's scheme) by default; `--method
     filter` gives the non-local filters W (NLM, arc-cosine, neural tangent
     kernel) with twicing, which filter-map, spectrum and compare-network
     study.  `nlfilt COMMAND --help` for each command's options.

@@ -166,7 +166,7 @@ def denoise_command(inputs: tuple[Path, ...], output: Path, recursive: bool, ove
 
     \b
     Methods:
-      collaborative (the default)  two-stage Wiener filter of grouped patches;
+      collaborative (the default)  two-stage filter of grouped patches;
                                    of the filter's options it takes --sigma
                                    and --device only; with --stack series
                                    groups span neighbouring pages

@@ -126,3 +126,7 @@ class CudaGroups:
         blocks = max(1, min(cuda.MAX_BLOCKS, members.shape[0]))
         cuda.run("nlfilt_bm_filter", dtype, (blocks,), (cuda.GROUP_THREADS,), arguments, shared_memory=shared)
         return xp.ascontiguousarray(xp.moveaxis(numerator / denominator, 0, 2))
+
+    def bayes(self, image: Any, pilot: Any, members: Any, sigma: float) -> Any:
+        """The empirical-Bayes estimate over all groups: the twin's array code (batched solves)."""
+        return self.twin.bayes(image, pilot, members, sigma)

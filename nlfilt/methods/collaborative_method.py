@@ -1,4 +1,4 @@
-"""The method 'collaborative' (the default): the two-stage collaborative Wiener filter of grouped patches
+"""The method 'collaborative' (the default): the two-stage collaborative filter of grouped patches
 (:func:`nlfilt.denoise_collaborative`)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class CollaborativeMethod(Method):
     ``--stack volume`` with groups of cubes (:mod:`nlfilt.volume`)."""
 
     name = "collaborative"
-    summary = "two-stage Wiener filter of grouped patches (the best quality)"
+    summary = "two-stage filter of grouped patches (the best quality)"
     options: dict[str, Any] = {}
     stacks = ("series", "volume")
     streams = True
