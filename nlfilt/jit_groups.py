@@ -101,7 +101,7 @@ class CompiledGroups:
             kernel(planes, guides, members, first, last, *constants, *scalars, buffers, numerator,
                    denominator)
 
-        return self._by_bands(image, members, dtype, work)
+        return numpy.ascontiguousarray(self._by_bands(image, members, dtype, work))
 
     def bayes(self, image: Any, pilot: Any, members: Any, sigma: float) -> Any:
         """The empirical-Bayes estimate over all groups (as :meth:`nlfilt.collaborative.ArrayGroups.bayes`),
@@ -114,15 +114,15 @@ class CompiledGroups:
         kernel = _kernels()[4]
 
         def work(first: int, last: int, numerator: numpy.ndarray, denominator: numpy.ndarray) -> None:
-            buffers = _scratch((5, patch * patch * group), numpy.float64)
+            buffers = _scratch((6, patch * patch * group), numpy.float64)
             kernel(planes, guides, members, first, last, window, noise, buffers, numerator, denominator)
 
-        return self._by_bands(image, members, numpy.float64, work).astype(image.dtype)
+        return numpy.ascontiguousarray(self._by_bands(image, members, numpy.float64, work), dtype=image.dtype)
 
     def _by_bands(self, image: Any, members: Any, dtype: Any, work: Callable[..., None]) -> numpy.ndarray:
-        """``numerator / denominator`` (H, W, C) of ``dtype``, with ``work(first, last, numerator,
-        denominator)`` adding groups ``first:last`` into them, run on bands of reference rows in two
-        phases (see the class)."""
+        """``numerator / denominator`` of ``dtype`` (a (H, W, C) view of a (C, H, W) array), with
+        ``work(first, last, numerator, denominator)`` adding groups ``first:last`` into them, run on bands
+        of reference rows in two phases (see the class)."""
         height, width, channels = image.shape
         rows, cols = self.twin.rows, self.twin.cols
         numerator = numpy.zeros((channels, height, width), dtype)
@@ -135,7 +135,8 @@ class CompiledGroups:
             for phase in (bands[0::2], bands[1::2]):
                 workers.map(lambda share, phase=phase: [work(*phase[index], numerator, denominator)
                                                         for index in share], workers.shares(len(phase)))
-        return numpy.ascontiguousarray(numpy.moveaxis(numerator / denominator, 0, 2))
+        numerator /= denominator
+        return numpy.moveaxis(numerator, 0, 2)
 
 
 class CompiledCubes:
@@ -203,7 +204,7 @@ def _compile() -> tuple[Callable[..., None], ...]:
 
     numba = load_numba()
     # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
-    for helper in (_gather, _multiply_add, _zero):
+    for helper in (_gather, _multiply_add, _zero, _scale):
         numba.extending.register_jitable(inline="always")(helper)
     for helper in (_filter_group, _separable, _scan_frame, _insert_key, _cube_distance, _bayes_group):
         numba.extending.register_jitable(helper)
@@ -531,7 +532,7 @@ def _bayes_groups(planes: Any, guides: Any, members: Any, first: int, last: int,
 
     ``planes``, ``guides``: the (C, H, W) image and pilot; ``window``: the
     patch's (patch, patch) weights; ``noise``: ``group * sigma^2``;
-    ``buffers``: (5, patch^2 * group) float64 scratch (see
+    ``buffers``: (6, patch^2 * group) float64 scratch (see
     :func:`_bayes_group`).
     """
     channels, height, width = planes.shape
@@ -551,16 +552,19 @@ def _bayes_group(planes: Any, guides: Any, origins: Any, width: int, window: Any
 
     Per channel: the pilot's patches less their mean ``m`` (``D``, stored
     as :func:`_gather` stores a group) and the image's (``R``); ``S = D
-    D^T + noise I`` (n x n) by Cholesky; the estimate ``m + (R D^T) S^-1
-    D``, each patch weighted by ``window``.  ``buffers``: D, R, ``m`` (its
-    first patch^2 values), S and ``R D^T S^-1`` (their first n^2 values).
+    D^T + noise I`` (n x n), factored by Cholesky; ``X = S^-1 D R^T`` by
+    substitution, all right-hand sides at once; the estimate of each patch
+    pixel ``m + X^T D`` (its members' values), each patch weighted by
+    ``window``.  The inner loops run along rows of n values (so they
+    vectorise).  ``buffers``: D, R, ``m`` (its first patch^2 values), S and
+    X (their first n^2 values), and the n estimates of one patch pixel.
     """
     channels = planes.shape[0]
     group = origins.size
     patch = window.shape[0]
     size = patch * patch
     spread, residual, means = buffers[0], buffers[1], buffers[2]
-    system, mix = buffers[3], buffers[4]
+    system, solution, values = buffers[3], buffers[4], buffers[5]
     for channel in range(channels):
         _gather(guides[channel], origins, width, patch, spread)
         _gather(planes[channel], origins, width, patch, residual)
@@ -574,14 +578,13 @@ def _bayes_group(planes: Any, guides: Any, origins: Any, width: int, window: Any
                 spread[base + m] -= mean
                 residual[base + m] -= mean
             means[j] = mean
-        for index in range(group * group):
-            system[index] = 0.0
-            mix[index] = 0.0
-        for j in range(size):  # S = D D^T, and R D^T, one patch pixel at a time
+        _zero(system, 0, group * group)
+        _zero(solution, 0, group * group)
+        for j in range(size):  # S = D D^T and D R^T, one patch pixel at a time
             base = j * group
             for a in range(group):
                 _multiply_add(system, a * group, spread, base, spread[base + a], group)
-                _multiply_add(mix, a * group, spread, base, residual[base + a], group)
+                _multiply_add(solution, a * group, residual, base, spread[base + a], group)
         for a in range(group):
             system[a * group + a] += noise
         for i in range(group):  # Cholesky: S = L L^T, L in S's lower triangle
@@ -590,31 +593,35 @@ def _bayes_group(planes: Any, guides: Any, origins: Any, width: int, window: Any
                 for t in range(k):
                     value -= system[i * group + t] * system[k * group + t]
                 system[i * group + k] = value ** 0.5 if i == k else value / system[k * group + k]
-        for a in range(group):  # row a of R D^T times S^-1: solve L u = row, then L^T x = u
-            row = a * group
-            for i in range(group):
-                value = mix[row + i]
-                for t in range(i):
-                    value -= system[i * group + t] * mix[row + t]
-                mix[row + i] = value / system[i * group + i]
-            for i in range(group - 1, -1, -1):
-                value = mix[row + i]
-                for t in range(i + 1, group):
-                    value -= system[t * group + i] * mix[row + t]
-                mix[row + i] = value / system[i * group + i]
+        for i in range(group):  # L Y = D R^T, row by row
+            for t in range(i):
+                _multiply_add(solution, i * group, solution, t * group, -system[i * group + t], group)
+            _scale(solution, i * group, 1 / system[i * group + i], group)
+        for i in range(group - 1, -1, -1):  # L^T X = Y
+            for t in range(i + 1, group):
+                _multiply_add(solution, i * group, solution, t * group, -system[t * group + i], group)
+            _scale(solution, i * group, 1 / system[i * group + i], group)
         for y in range(patch):
             for x in range(patch):
                 base = (y * patch + x) * group
                 for a in range(group):
-                    value = means[y * patch + x]
-                    for b in range(group):
-                        value += mix[a * group + b] * spread[base + b]
-                    numerator[channel, origins[a] + y * width + x] += window[y, x] * value
+                    values[a] = means[y * patch + x]
+                for b in range(group):  # the estimates of this pixel: m + sum_b D[b] X[b, :]
+                    _multiply_add(values, 0, solution, b * group, spread[base + b], group)
+                weight = window[y, x]
+                for a in range(group):
+                    numerator[channel, origins[a] + y * width + x] += weight * values[a]
     for m in range(group):
         for y in range(patch):
             row = origins[m] + y * width
             for x in range(patch):
                 denominator[row + x] += window[y, x]
+
+
+def _scale(out: Any, target: int, factor: Any, count: int) -> None:
+    """``out[target:target + count] *= factor``."""
+    for m in range(count):
+        out[_U(target + m)] *= factor
 
 
 def _gather(plane: Any, origins: Any, width: int, patch: int, out: Any) -> None:
