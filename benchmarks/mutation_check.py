@@ -140,8 +140,10 @@ MUTATIONS = [
               "(forward_patch, forward_patch.T, forward_group.T, inverse_group.T))")),
     # colour channels weighted on their own, colour groups (added 2026-12-06, second session)
     mutation("collaborative: colour channels share their groups' weights", "collaborative",
-             (COLLABORATIVE, "    if image.shape[-1] == 1:\n        return stage(image, pilot)",
-              "    if True:\n        return stage(image, pilot)")),
+             (COLLABORATIVE, "    if image.shape[-1] == 1:\n        return stage(0)",
+              "    if pilot is None:\n"
+              "        return groups.filter(image, pilot, members, sigma, threshold=threshold)\n"
+              "    if image.shape[-1] == 1:\n        return stage(0)")),
     mutation("collaborative: colour images get the gray groups", "collaborative",
              (COLLABORATIVE, "group = COLOUR_GROUP if colour else GROUP", "group = GROUP")),
     # the second stage's empirical-Bayes estimate (added 2026-12-07)
@@ -151,8 +153,8 @@ MUTATIONS = [
              "collaborative",
              (COLLABORATIVE, ".astype(xp.float64) - mean\n", ".astype(xp.float64)\n")),
     mutation("collaborative: compiled Bayes back substitution reads the upper triangle", "collaborative",
-             (JIT_GROUPS, "value -= system[t * group + i] * mix[row + t]",
-              "value -= system[i * group + t] * mix[row + t]")),
+             (JIT_GROUPS, "solution, t * group, -system[t * group + i], group)",
+              "solution, t * group, -system[i * group + t], group)")),
     mutation("collaborative: compiled Bayes noise term per patch, not per group", "collaborative",
              (JIT_GROUPS, "noise = group * float(sigma) ** 2", "noise = float(sigma) ** 2")),
     mutation("dask: collaborative halo off the grid's step", "dask",
