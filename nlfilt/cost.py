@@ -263,20 +263,20 @@ def estimate_working_bytes(shape: tuple[int, ...], options: FilterOptions, worke
 
 
 #: The collaborative filter (:mod:`nlfilt.collaborative`, its compiled kernels) on the 2-core development
-#: machine: seconds per call, per pixel (matching and the first channel) and per pixel and further channel
-#: (a colour image's larger Wiener groups included; benchmarks/collaborative_speed.py measures them and the
-#: estimate's ratio to the time).
+#: machine: seconds per call, per pixel (matching and the first channel, its empirical-Bayes estimate
+#: included) and per pixel and further channel (a colour image's larger Wiener groups included;
+#: benchmarks/collaborative_speed.py measures them and the estimate's ratio to the time).
 COLLABORATIVE_SECONDS_PER_CALL = 0.004
-COLLABORATIVE_SECONDS_PER_PIXEL = 4.2e-6
-COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 4.4e-6
+COLLABORATIVE_SECONDS_PER_PIXEL = 5.1e-6
+COLLABORATIVE_SECONDS_PER_EXTRA_CHANNEL = 6.2e-6
 #: On a GPU, per pixel and channel: the array code's memory traffic (matching: about 60 bytes per pixel
 #: and search offset, 2 x 39^2 offsets, at 1 TB/s) with a margin of two; an arithmetic figure, not yet
 #: measured on a GPU (benchmarks/gpu_check.py prints the estimate against the time).
 COLLABORATIVE_GPU_SECONDS_PER_PIXEL = 4e-7
 #: Peak working memory besides the input (measured with tracemalloc on the CPU): bytes per pixel (gray)
 #: and per pixel and further channel; on a GPU the array code's batches add ``GPU_BATCH_BYTES``.
-COLLABORATIVE_BYTES_PER_PIXEL = 47
-COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 36
+COLLABORATIVE_BYTES_PER_PIXEL = 59
+COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 32
 
 
 #: A stack filtered as a series (:mod:`nlfilt.series`), per pixel of the frames its windows read (a long
@@ -292,12 +292,13 @@ SERIES_BYTES_PER_WINDOW_PIXEL = 47
 SERIES_BYTES_PER_STACK_VALUE = 8
 
 
-#: A volume of cubes (nlfilt.volume): seconds per voxel (compiled matching, array-code filtering; the
-#: development machine, quiet: 7.4-8.2 us gray, 13.2 us colour, from 0.3 to 0.8 million voxels), on a GPU
+#: A volume of cubes (nlfilt.volume): seconds per voxel (compiled matching, array-code filtering and
+#: empirical-Bayes estimate; the development machine: 13-14 us gray at 0.5 million voxels in
+#: benchmarks/volume.py, 7.4-8.2 us before the empirical-Bayes estimate), on a GPU
 #: (array code, an estimate from the arithmetic), the share a further channel adds; working bytes per value
 #: (the volume's working copies) and the batches of its array code, about 1.4 times ``CPU_BATCH_BYTES`` at
 #: their peak (tracemalloc: 182-192 MiB from 0.3 to 0.9 million values).
-VOLUME_SECONDS_PER_VOXEL = 8e-6
+VOLUME_SECONDS_PER_VOXEL = 1.35e-5
 VOLUME_GPU_SECONDS_PER_VOXEL = 1e-6
 VOLUME_EXTRA_CHANNEL = 0.3
 VOLUME_BYTES_PER_VALUE = 24
