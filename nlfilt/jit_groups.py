@@ -580,10 +580,10 @@ def _bayes_group(planes: Any, guides: Any, origins: Any, width: int, window: Any
             means[j] = mean
         _zero(system, 0, group * group)
         _zero(solution, 0, group * group)
-        for j in range(size):  # S = D D^T and D R^T, one patch pixel at a time
+        for j in range(size):  # S = D D^T (its lower triangle) and D R^T, one patch pixel at a time
             base = j * group
             for a in range(group):
-                _multiply_add(system, a * group, spread, base, spread[base + a], group)
+                _multiply_add(system, a * group, spread, base, spread[base + a], a + 1)
                 _multiply_add(solution, a * group, residual, base, spread[base + a], group)
         for a in range(group):
             system[a * group + a] += noise
