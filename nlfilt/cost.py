@@ -281,9 +281,10 @@ COLLABORATIVE_BYTES_PER_EXTRA_CHANNEL = 32
 
 #: A stack filtered as a series (:mod:`nlfilt.series`), per pixel of the frames its windows read (a long
 #: stack's context frames counted again): seconds on the CPU (matching across 9 frames and the first
-#: channel; per further channel), and on a GPU (an arithmetic figure, not yet measured: the array code's
+#: channel, its empirical-Bayes estimate included: benchmarks/video.py's estimate / time 0.71 at 9.5e-6; per
+#: further channel), and on a GPU (an arithmetic figure, not yet measured: the array code's
 #: stack matching gathers 64 values for each of about 1,300 candidates per reference, in both stages).
-SERIES_SECONDS_PER_PIXEL = 9.5e-6
+SERIES_SECONDS_PER_PIXEL = 1.3e-5
 SERIES_SECONDS_PER_EXTRA_CHANNEL = 2.5e-6
 SERIES_GPU_SECONDS_PER_PIXEL = 2e-6
 #: Working bytes per pixel of a series' window (the frames side by side, the pilot, the estimate and the
