@@ -206,7 +206,8 @@ def _compile() -> tuple[Callable[..., None], ...]:
     # the helpers the kernels call, compiled with them; the innermost loops inlined, so that they vectorise
     for helper in (_gather, _multiply_add, _zero, _scale):
         numba.extending.register_jitable(inline="always")(helper)
-    for helper in (_filter_group, _separable, _scan_frame, _insert_key, _cube_distance, _bayes_group):
+    for helper in (_filter_group, _separable, _scan_frame, _insert_key, _cube_distance, _bayes_group, _flat,
+                   _add_window):
         numba.extending.register_jitable(helper)
     njit = numba.njit(nogil=True, cache=True)
     return (njit(_match_row), njit(_filter_groups), njit(_match_series), njit(_match_cubes),
@@ -456,11 +457,8 @@ def _filter_groups(planes: Any, guides: Any, members: Any, first: int, last: int
     group's transform and of its inverse;
     ``buffers``: (2 C + 2, patch^2 * group) scratch (see :func:`_filter_group`).
     """
-    channels, height, width = planes.shape
-    flat_planes = planes.reshape(channels, height * width)
-    flat_guides = guides.reshape(channels, height * width)
-    flat_numerator = numerator.reshape(channels, height * width)
-    flat_denominator = denominator.reshape(height * width)
+    width = planes.shape[2]
+    flat_planes, flat_guides, flat_numerator, flat_denominator = _flat(planes, guides, numerator, denominator)
     for reference in range(first, last):
         _filter_group(flat_planes, flat_guides, members[reference], width, matrices, window, level, variance,
                       gain_floor, hard, buffers, flat_numerator, flat_denominator)
@@ -518,11 +516,7 @@ def _filter_group(planes: Any, guides: Any, origins: Any, width: int, matrices: 
                 row = origins[m] + y * width
                 for x in range(patch):
                     numerator[channel, row + x] += weight * window[y, x] * work[(y * patch + x) * group + m]
-    for m in range(group):
-        for y in range(patch):
-            row = origins[m] + y * width
-            for x in range(patch):
-                denominator[row + x] += weight * window[y, x]
+    _add_window(denominator, origins, width, window, weight)
 
 
 def _bayes_groups(planes: Any, guides: Any, members: Any, first: int, last: int, window: Any, noise: float,
@@ -535,11 +529,8 @@ def _bayes_groups(planes: Any, guides: Any, members: Any, first: int, last: int,
     ``buffers``: (6, patch^2 * group) float64 scratch (see
     :func:`_bayes_group`).
     """
-    channels, height, width = planes.shape
-    flat_planes = planes.reshape(channels, height * width)
-    flat_guides = guides.reshape(channels, height * width)
-    flat_numerator = numerator.reshape(channels, height * width)
-    flat_denominator = denominator.reshape(height * width)
+    width = planes.shape[2]
+    flat_planes, flat_guides, flat_numerator, flat_denominator = _flat(planes, guides, numerator, denominator)
     for reference in range(first, last):
         _bayes_group(flat_planes, flat_guides, members[reference], width, window, noise, buffers,
                      flat_numerator, flat_denominator)
@@ -611,17 +602,31 @@ def _bayes_group(planes: Any, guides: Any, origins: Any, width: int, window: Any
                 weight = window[y, x]
                 for a in range(group):
                     numerator[channel, origins[a] + y * width + x] += weight * values[a]
-    for m in range(group):
-        for y in range(patch):
-            row = origins[m] + y * width
-            for x in range(patch):
-                denominator[row + x] += window[y, x]
+    _add_window(denominator, origins, width, window, 1.0)
 
 
 def _scale(out: Any, target: int, factor: Any, count: int) -> None:
     """``out[target:target + count] *= factor``."""
     for m in range(count):
         out[_U(target + m)] *= factor
+
+
+def _flat(planes: Any, guides: Any, numerator: Any, denominator: Any) -> tuple[Any, Any, Any, Any]:
+    """The (C, H, W) planes, guides and numerator as (C, H * W), the (H, W) denominator as (H * W)."""
+    channels, height, width = planes.shape
+    return (planes.reshape(channels, height * width), guides.reshape(channels, height * width),
+            numerator.reshape(channels, height * width), denominator.reshape(height * width))
+
+
+def _add_window(denominator: Any, origins: Any, width: int, window: Any, weight: Any) -> None:
+    """Add ``weight * window`` (patch, patch) into the flat ``denominator`` at every patch of a group
+    (top-left pixels ``origins``)."""
+    patch = window.shape[0]
+    for m in range(origins.size):
+        for y in range(patch):
+            row = origins[m] + y * width
+            for x in range(patch):
+                denominator[row + x] += weight * window[y, x]
 
 
 def _gather(plane: Any, origins: Any, width: int, patch: int, out: Any) -> None:
