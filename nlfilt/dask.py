@@ -11,6 +11,8 @@ from typing import Any
 import numpy
 
 import nlfilt
+from nlfilt import clipping
+from nlfilt.backend import get_backend, is_device_array
 from nlfilt.collaborative import PATCH, RADIUS, STEP, check_shape
 from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
@@ -99,8 +101,8 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
 COLLABORATIVE_HALO = -(-(sum(RADIUS) + 4 * PATCH + STEP) // STEP) * STEP
 
 
-def denoise_collaborative(array: Any, *, sigma: float | None = None, device: str = "auto",
-                          dtype: Any = numpy.float32) -> Any:
+def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: bool = True,
+                          device: str = "auto", dtype: Any = numpy.float32) -> Any:
     """:func:`nlfilt.denoise_collaborative` of a dask array (H, W) or (H, W, C), chunk by chunk (lazy).
 
     Each chunk gets ``COLLABORATIVE_HALO`` pixels of context on each side;
@@ -111,16 +113,45 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, device: str
     float32 up to the transforms' rounding, which may move the hard
     threshold's choice of a coefficient (measured on a 300 x 260 image in
     128-pixel chunks: at most 2e-4 of 255 apart).  ``sigma`` as in
-    :func:`denoise`.
+    :func:`denoise`.  With ``declip``, the clip levels are those of the
+    whole array (found now, reading it once more: its extremes and their
+    counts), applied chunk by chunk as :func:`nlfilt.denoise_collaborative`
+    does.
     """
 
     _check_image(array, "nlfilt.denoise_collaborative")
     check_shape(array.shape)
     if sigma is None:
         sigma = sample_sigma(array)
-    call = {"sigma": sigma, "device": device, "dtype": dtype}
-    return _chunk_by_chunk(array, lambda chunk: nlfilt.denoise_collaborative(chunk, **call),
-                           COLLABORATIVE_HALO, dtype, step=STEP)
+    if not isinstance(declip, (bool, numpy.bool_)):
+        raise ValueError(f"declip must be True or False; got {declip!r}")
+    call = {"sigma": sigma, "declip": False, "device": device, "dtype": dtype}
+    estimate = _chunk_by_chunk(array, lambda chunk: nlfilt.denoise_collaborative(chunk, **call),
+                               COLLABORATIVE_HALO, dtype, step=STEP)
+    if not declip:
+        return estimate
+    levels = _clip_levels(array)
+    channels = array.ndim == 3
+
+    def declip_chunk(chunk: Any) -> Any:
+        xp = get_backend("gpu" if is_device_array(chunk) else "cpu").xp
+        planes = chunk if channels else chunk[:, :, None]
+        return clipping.declip(xp, planes, float(sigma), levels).reshape(chunk.shape)
+
+    return estimate.map_blocks(declip_chunk, dtype=estimate.dtype)
+
+
+def _clip_levels(array: Any) -> clipping.Levels:
+    """:func:`nlfilt.clipping.clip_levels` of a dask array (H, W) or (H, W, C), computed."""
+    import dask  # noqa: PLC0415 - optional extra
+
+    planes = array if array.ndim == 3 else array[:, :, None]
+    lows, highs = dask.compute(planes.min(axis=(0, 1)), planes.max(axis=(0, 1)))
+    counts = dask.compute(*[((planes[:, :, channel] == low).sum(), (planes[:, :, channel] == high).sum())
+                            for channel, (low, high) in enumerate(zip(lows, highs, strict=True))])
+    size = planes.shape[0] * planes.shape[1]
+    return [(clipping.clip_level(low, at_low, size), clipping.clip_level(high, at_high, size))
+            for low, high, (at_low, at_high) in zip(lows, highs, counts, strict=True)]
 
 
 def _check_image(array: Any, in_memory: str) -> None:

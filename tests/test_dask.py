@@ -84,3 +84,16 @@ def test_the_collaborative_filter_chunk_by_chunk_equals_the_whole_image():
     chunked = da.from_array(noisy.astype(numpy.float32), chunks=128)
     lazy = nlfilt_dask.denoise_collaborative(chunked, sigma=20.0, device="cpu").compute()
     assert (numpy.abs(lazy - single) > 1e-3).mean() < 0.01 and numpy.abs(lazy - single).max() < 1.0
+
+
+def test_the_collaborative_filter_chunk_by_chunk_declips_with_the_whole_images_levels():
+    rows, cols = numpy.mgrid[:200, :180]
+    clean = numpy.where(cols < 90, 0.0, 255.0) * (rows > 40) + 128 * (rows <= 40)
+    noisy = numpy.clip(numpy.round(clean + RNG.normal(0, 30, clean.shape)), 0, 255)
+    whole = nlfilt.denoise_collaborative(noisy, sigma=30.0, device="cpu", dtype=numpy.float64)
+    call = {"sigma": 30.0, "device": "cpu", "dtype": numpy.float64}
+    lazy = nlfilt_dask.denoise_collaborative(da.from_array(noisy, chunks=128), **call)
+    numpy.testing.assert_allclose(lazy.compute(), whole, rtol=0, atol=1e-9)
+    plain = nlfilt_dask.denoise_collaborative(da.from_array(noisy, chunks=128), **call, declip=False)
+    plain = plain.compute()
+    assert numpy.abs(plain - whole).max() > 10  # the declipping did something

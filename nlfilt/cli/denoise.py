@@ -107,6 +107,10 @@ def check_jobs(jobs: list[Job], run: RunOptions) -> None:
 @method_option
 @filter_options
 @stopping_options
+@click.option("--declip/--no-declip", default=True, show_default=True,
+              help="Collaborative method: where noise was clipped to the file's range (a channel's "
+                   "smallest or largest value held by 0.1 % of its pixels or more, as in 8-bit photos), "
+                   "map the estimates near it, means of clipped values, back to the clean values.")
 @click.option("--recursive", is_flag=True,
               help="Descend into sub-folders and mirror them under OUTPUT (links to folders are not "
                    "followed).")

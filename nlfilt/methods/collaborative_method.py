@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 import numpy
 
 from nlfilt.backend import get_backend
+from nlfilt.clipping import Levels, clip_levels, declip
 from nlfilt.collaborative import PATCH, check_shape
 from nlfilt.cost import estimate_collaborative_bytes, estimate_collaborative_seconds
 from nlfilt.denoisers import denoise_collaborative
@@ -18,13 +20,14 @@ from nlfilt.series import stream_series
 
 @register_method
 class CollaborativeMethod(Method):
-    """BM3D's two stages on groups of similar patches; no options of its own.  A stack (T, H, W, C) in
-    ``--stack series`` is filtered with groups across neighbouring frames (:mod:`nlfilt.series`), in
-    ``--stack volume`` with groups of cubes (:mod:`nlfilt.volume`)."""
+    """BM3D's two stages on groups of similar patches; its one option, ``declip``, undoes clipping's bias
+    (:mod:`nlfilt.clipping`).  A stack (T, H, W, C) in ``--stack series`` is filtered with groups across
+    neighbouring frames (:mod:`nlfilt.series`), in ``--stack volume`` with groups of cubes
+    (:mod:`nlfilt.volume`)."""
 
     name = "collaborative"
     summary = "two-stage filter of grouped patches (the best quality)"
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"declip": True}
     stacks = ("series", "volume")
     streams = True
     progress_unit = "steps"
@@ -37,7 +40,7 @@ class CollaborativeMethod(Method):
             height, width = frame[:2]
             raise ValueError(f"the image is {height}x{width}, smaller than the {PATCH}x{PATCH} patches of "
                              "--method collaborative; use --method filter with a smaller --patch") from None
-        return {}
+        return super().settings(shape, options, sigma)
 
     def seconds(self, shape: tuple[int, ...], plan: Plan) -> float:
         return estimate_collaborative_seconds(shape, plan.device, volume=plan.stack == "volume")
@@ -50,8 +53,8 @@ class CollaborativeMethod(Method):
 
     def denoise(self, image: Any, plan: Plan, progress: Progress | None) -> tuple[Any, Any]:
         stack = {"channel_axis": -1, "stack": plan.stack, "spacing": plan.spacing} if image.ndim == 4 else {}
-        return denoise_collaborative(image, sigma=plan.sigma, device=plan.device, dtype=plan.dtype,
-                                     progress=progress, return_info=True, **stack)
+        return denoise_collaborative(image, sigma=plan.sigma, declip=plan["declip"], device=plan.device,
+                                     dtype=plan.dtype, progress=progress, return_info=True, **stack)
 
     def denoise_series(self, frames: Iterator[Any], plan: Plan, count: int,
                        progress: Progress | None) -> Iterator[Any]:
@@ -61,13 +64,24 @@ class CollaborativeMethod(Method):
             yield from placed
             return
         within = None if progress is None else _in_frames(progress, count)
-        yield from stream_series(backend, placed, float(plan.sigma), count=count or None, progress=within)
+        levels: deque[Levels] = deque()  # of the frames pulled, whose estimates are still to come
+
+        def noted(frames: Iterator[Any]) -> Iterator[Any]:
+            for frame in frames:
+                levels.append(clip_levels(backend.xp, frame))
+                yield frame
+
+        for estimate in stream_series(backend, noted(placed), float(plan.sigma), count=count or None,
+                                      progress=within):
+            frame_levels = levels.popleft()
+            yield declip(backend.xp, estimate, float(plan.sigma), frame_levels) if plan["declip"] \
+                else estimate
 
     def denoise_dask(self, array: Any, plan: Plan) -> Any:
         from nlfilt import dask as nlfilt_dask  # noqa: PLC0415 - optional extra
 
-        return nlfilt_dask.denoise_collaborative(array, sigma=plan.sigma, device=plan.device,
-                                                 dtype=plan.dtype)
+        return nlfilt_dask.denoise_collaborative(array, sigma=plan.sigma, declip=plan["declip"],
+                                                 device=plan.device, dtype=plan.dtype)
 
 
 def _in_frames(progress: Progress, count: int) -> Progress:
