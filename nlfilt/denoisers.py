@@ -348,6 +348,8 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
         check_real("sigma", sigma, ">= 0", lambda value: value >= 0)
     if stack not in ("series", "volume"):
         raise ValueError(f"stack must be 'series' or 'volume'; got {stack!r}")
+    if not isinstance(declip, (bool, numpy.bool_)):
+        raise ValueError(f"declip must be True or False; got {declip!r}")
     volume = stack == "volume" and host.ndim == 4
     if spacing is not None and not volume:
         raise ValueError("spacing is for a stack filtered as one volume (stack='volume')")
@@ -369,6 +371,8 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     else:
         groups = accelerate(backend, ArrayGroups(backend, array.shape, patch=PATCH, step=STEP))
         estimate = collaborative_filter(groups, array, float(sigma), progress=progress)
+    if declip:
+        estimate = declip_as(backend.xp, estimate, array, float(sigma), frames=array.ndim == 4 and not volume)
     estimate = backend.like_input(in_layout(estimate.reshape(shape), image, channel_axis), image)
     if not return_info:
         return estimate
