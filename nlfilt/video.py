@@ -215,7 +215,7 @@ def noise_level(path: Path, sample: int = SIGMA_FRAMES) -> float:
     with _opened(av, path) as container:
         stream = _video_stream(av, container)
         header = _header(container, stream)
-        layout, yuv = _layout(header), not (header.gray or _rgb_format(header))
+        layout, yuv = _layout(header), luminance_noise(header)
         frames, lumas = [], []
         try:
             for frame in container.decode(stream):
@@ -247,6 +247,14 @@ def _pixels(av: Any, frame: Any, layout: str) -> numpy.ndarray:
     frame's own colour matrix and range."""
     pixels = frame.to_ndarray(format=layout, src_color_range=frame.color_range, interpolation=_scaling(av))
     return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def luminance_noise(header: VideoHeader) -> bool:
+    """Whether :func:`noise_level` gives the video the noise of its frames' luminance (YUV formats) rather
+    than each channel's own: then the frames' values near their range's ends are not each a clipped normal
+    variable of that deviation (chroma subsampled, colour converted), so the collaborative filter's
+    declipping is left off for them."""
+    return not (header.gray or _rgb_format(header))
 
 
 def _rgb_format(header: VideoHeader) -> bool:

@@ -374,3 +374,23 @@ def test_attachments_are_copied_into_matroska_and_refused_for_mp4(tmp_path):
     result = run("denoise", source, "-o", tmp_path / "out.mp4")
     assert result.exit_code == 1 and "cannot hold its attachment stream #1 (font.ttf)" in result.output
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_declipping_applies_to_gray_and_rgb_videos_and_not_to_yuv_ones(tmp_path):
+    """A YUV video's noise level is its luminance's (see noise_level), and its decoded values near the
+    range's ends are not clipped normal variables of it, so declipping is left off there."""
+    clean = moving_scene(frames=8)
+    clean[:, :, :20] = 0  # a black band: the noise clipped at 0
+    for name, options in (("gray.mkv", {}), ("yuv.mp4", {"codec": "libx264", "pixel_format": "yuv420p",
+                                                           "options": {"qp": "0"}})):
+        source = tmp_path / name
+        write_clip(source, noisy(clean), **options)
+        outputs = []
+        for extra in ((), ("--no-declip",)):
+            target = tmp_path / f"out-{len(outputs)}-{name.split('.')[0]}.mkv"
+            assert run("denoise", source, "-o", target, "--sigma", SIGMA, *extra).exit_code == 0
+            outputs.append(decoded(target, "gray" if name == "gray.mkv" else "rgb24")[0])
+        if name == "gray.mkv":
+            assert psnr(outputs[0], clean) > psnr(outputs[1], clean) + 0.3
+        else:
+            numpy.testing.assert_array_equal(outputs[0], outputs[1])

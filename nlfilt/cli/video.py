@@ -13,7 +13,7 @@ from nlfilt.cli.options import RunOptions, check_plan
 from nlfilt.cli.progress import Deadline, product_bar
 from nlfilt.methods import method
 from nlfilt.series import stream_windows
-from nlfilt.video import denoise_video, noise_level, read_video_header
+from nlfilt.video import denoise_video, luminance_noise, noise_level, read_video_header
 
 
 def video_mode(run: RunOptions) -> str:
@@ -42,6 +42,9 @@ def filter_video_job(job: Job, run: RunOptions, device: str, overwrite: bool, ma
     plan = run.plan(shape, header.dtype, device)
     if plan.sigma is None:  # one level for the whole video, from its first frames
         plan = dataclasses.replace(plan, sigma=noise_level(job.source))
+    if luminance_noise(header) and dict(plan.settings).get("declip"):  # see luminance_noise
+        plan = dataclasses.replace(plan, settings=tuple((name, False if name == "declip" else value)
+                                                        for name, value in plan.settings))
     colour = "gray" if header.gray else "colour"
     subject = f"a video of {count or 'an unknown number of'} {header.width}x{header.height} {colour} frames"
     smaller = "use --stack frames (one frame at a time) or crop the frames" if series else "crop the frames"
