@@ -181,10 +181,13 @@ def kaiser_window(sides: int | tuple[int, ...]) -> numpy.ndarray:
 
 def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple[int, int] = RADIUS,
                          group: tuple[int, int] | None = None, threshold: float = THRESHOLD,
+                         low_snr: bool | None = None,
                          progress: Callable[[float, int], None] | None = None) -> Any:
     """Both stages on an (H, W, C) image with ``groups`` (an :class:`ArrayGroups` of its shape, or the
     compiled implementation serving it: :func:`nlfilt.accelerate.accelerate`); returns the estimate,
     same shape and dtype.  ``group`` None: ``COLOUR_GROUP`` for 3 channels, else ``GROUP``.
+    ``low_snr``: whether the second stage takes its low signal-to-noise form (see ``LOW_SNR``); None:
+    decided on this image's pilot (:func:`low_signal_to_noise`).
 
     ``progress(done, 4)`` after each of the four steps (matching and
     filtering, twice).  ``sigma`` 0 returns a copy of the image.
@@ -204,19 +207,53 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
         if progress is not None:
             progress(float(done[0]), 4)
 
-    noise = sigma if colour else sigma * image.shape[2] ** 0.5  # of the guide: luminance, or channel sum
-    members = groups.match(quantise(xp, guide(xp, work, colour), noise), radius=radius[0], group=group[0])
-    advance()
-    pilot = filter_by_channel(xp, groups, work, None, members, sigma, threshold)
-    advance()
-    low_snr = sigma >= LOW_SNR * contrast(xp, mix_channels(xp, pilot, OPPONENT) if colour else pilot)
+    pilot = _pilot(groups, work, colour, sigma, radius[0], group[0], threshold, advance)
+    if low_snr is None:
+        low_snr = _low_snr(xp, pilot, colour, sigma)
     matched = max(group[1], LOW_SNR_GROUP) if low_snr else group[1]
-    members = groups.match(quantise(xp, guide(xp, pilot, colour), noise), radius=radius[1], group=matched)
+    members = groups.match(quantise(xp, guide(xp, pilot, colour), _guide_noise(work, colour, sigma)),
+                           radius=radius[1], group=matched)
     advance()
     estimate = filter_by_channel(xp, groups, work, pilot, members, sigma, threshold, wiener=group[1],
                                  bayes_everywhere=low_snr)
     advance()
     return mix_channels(xp, estimate, OPPONENT) if colour else estimate
+
+
+def low_signal_to_noise(groups: Any, image: Any, sigma: float) -> bool:
+    """Whether :func:`collaborative_filter` gives ``image`` (H, W, C) the low signal-to-noise second
+    stage (see ``LOW_SNR``), decided on its pilot: one decision for an image filtered in pieces
+    (:mod:`nlfilt.dask` decides on a crop)."""
+    if sigma <= 0:
+        return False
+    check_shape(image.shape, groups.patch)
+    colour = image.shape[2] == 3
+    work = mix_channels(groups.backend.xp, image, OPPONENT.T) if colour else image
+    pilot = _pilot(groups, work, colour, sigma, RADIUS[0], GROUP[0], THRESHOLD, lambda: None)
+    return _low_snr(groups.backend.xp, pilot, colour, sigma)
+
+
+def _guide_noise(work: Any, colour: bool, sigma: float) -> float:
+    """The noise of the guide of ``work``: its luminance (colour), or the sum of its channels."""
+    return sigma if colour else sigma * work.shape[2] ** 0.5
+
+
+def _pilot(groups: Any, work: Any, colour: bool, sigma: float, radius: int, group: int, threshold: float,
+           advance: Callable[[], None]) -> Any:
+    """The first stage's estimate of ``work`` (in the filter's colour space), ``advance()`` after its
+    matching and after its filtering."""
+    xp = groups.backend.xp
+    members = groups.match(quantise(xp, guide(xp, work, colour), _guide_noise(work, colour, sigma)),
+                           radius=radius, group=group)
+    advance()
+    pilot = filter_by_channel(xp, groups, work, None, members, sigma, threshold)
+    advance()
+    return pilot
+
+
+def _low_snr(xp: Any, pilot: Any, colour: bool, sigma: float) -> bool:
+    """Whether ``sigma`` is at least ``LOW_SNR`` times the contrast of ``pilot`` (in RGB for colour)."""
+    return bool(sigma >= LOW_SNR * contrast(xp, mix_channels(xp, pilot, OPPONENT) if colour else pilot))
 
 
 def filter_by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: Any, sigma: float,

@@ -12,11 +12,12 @@ import numpy
 
 import nlfilt
 from nlfilt import clipping
+from nlfilt.accelerate import accelerate
 from nlfilt.backend import get_backend, is_device_array
-from nlfilt.collaborative import PATCH, RADIUS, STEP, check_shape
+from nlfilt.collaborative import PATCH, RADIUS, STEP, ArrayGroups, check_shape, low_signal_to_noise
 from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
-from nlfilt.resolve import DEFAULT_MEMORY_BUDGET, resolve_options, resolve_stopping
+from nlfilt.resolve import DEFAULT_MEMORY_BUDGET, place, resolve_options, resolve_stopping
 
 #: Side of the centred crop the noise level is estimated from when ``sigma`` is not given.
 SIGMA_SAMPLE = 2048
@@ -125,7 +126,8 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: boo
         sigma = sample_sigma(array)
     if not isinstance(declip, (bool, numpy.bool_)):
         raise ValueError(f"declip must be True or False; got {declip!r}")
-    call = {"sigma": sigma, "declip": False, "device": device, "dtype": dtype}
+    low_snr = _sample_low_snr(array, sigma, device, dtype)
+    call = {"sigma": sigma, "declip": False, "low_snr": low_snr, "device": device, "dtype": dtype}
     estimate = _chunk_by_chunk(array, lambda chunk: nlfilt.denoise_collaborative(chunk, **call),
                                COLLABORATIVE_HALO, dtype, step=STEP)
     if not declip:
@@ -139,6 +141,17 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: boo
         return clipping.declip(xp, planes, float(sigma), levels).reshape(chunk.shape)
 
     return estimate.map_blocks(declip_chunk, dtype=estimate.dtype)
+
+
+def _sample_low_snr(array: Any, sigma: float, device: str, dtype: Any) -> bool:
+    """:func:`nlfilt.collaborative.low_signal_to_noise` of the centred crop of at most SIGMA_SAMPLE pixels a
+    side (the whole array when it is no larger), one decision for every chunk."""
+    height, width = array.shape[:2]
+    top, left = max(0, (height - SIGMA_SAMPLE) // 2), max(0, (width - SIGMA_SAMPLE) // 2)
+    crop = numpy.asarray(array[top:top + SIGMA_SAMPLE, left:left + SIGMA_SAMPLE].compute())
+    backend, placed = place(crop if crop.ndim == 3 else crop[:, :, None], device, numpy.dtype(dtype))
+    groups = accelerate(backend, ArrayGroups(backend, placed.shape, patch=PATCH, step=STEP))
+    return low_signal_to_noise(groups, placed, float(sigma))
 
 
 def _clip_levels(array: Any) -> clipping.Levels:

@@ -259,8 +259,9 @@ def denoise(image: Any, *, kernel: str = "nlm", patch: int | None = None,
 
 def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axis: int | str | None = "auto",
                           stack: str = "series", spacing: tuple[float, float, float] | None = None,
-                          declip: bool = True, device: str = "auto", dtype: Any = numpy.float32,
-                          progress: ProgressCallback | None = None, return_info: bool = False) -> Any:
+                          declip: bool = True, low_snr: bool | None = None, device: str = "auto",
+                          dtype: Any = numpy.float32, progress: ProgressCallback | None = None,
+                          return_info: bool = False) -> Any:
     """Denoise an image, or a stack of frames, with the collaborative filter of grouped patches, nlfilt's
     highest-quality mode.
 
@@ -311,6 +312,13 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
         8-bit photos with noise of deviation 50: +0.35 dB gray, +2.4 dB
         colour; at 15, nothing gray, +0.3 dB colour.  An image without
         clipped pixels is left as the filter gave it.
+    low_snr : bool, optional
+        Whether a 2-D image's second stage takes its low signal-to-noise
+        form (groups of 32 for the empirical-Bayes estimate, and every
+        colour channel; see :data:`nlfilt.collaborative.LOW_SNR`).  None:
+        decided on the image's pilot (sigma at least 0.18 times its
+        contrast); :func:`nlfilt.dask.denoise_collaborative` passes one
+        decision to all its chunks.
     device : {'auto', 'cpu', 'gpu'}
         Where to compute (as in :func:`denoise`).
     dtype : {numpy.float32, numpy.float64}
@@ -350,6 +358,8 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
         raise ValueError(f"stack must be 'series' or 'volume'; got {stack!r}")
     if not isinstance(declip, (bool, numpy.bool_)):
         raise ValueError(f"declip must be True or False; got {declip!r}")
+    if low_snr is not None and not isinstance(low_snr, (bool, numpy.bool_)):
+        raise ValueError(f"low_snr must be None, True or False; got {low_snr!r}")
     volume = stack == "volume" and host.ndim == 4
     if spacing is not None and not volume:
         raise ValueError("spacing is for a stack filtered as one volume (stack='volume')")
@@ -370,7 +380,7 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
         estimate = collaborative_series(backend, array, float(sigma), progress=progress)
     else:
         groups = accelerate(backend, ArrayGroups(backend, array.shape, patch=PATCH, step=STEP))
-        estimate = collaborative_filter(groups, array, float(sigma), progress=progress)
+        estimate = collaborative_filter(groups, array, float(sigma), low_snr=low_snr, progress=progress)
     if declip:
         estimate = declip_as(backend.xp, estimate, array, float(sigma), frames=array.ndim == 4 and not volume)
     estimate = backend.like_input(in_layout(estimate.reshape(shape), image, channel_axis), image)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import nlfilt
-from nlfilt import collaborative
+from nlfilt import collaborative, denoisers
 from nlfilt.accelerate import accelerate
 from nlfilt.backend import Backend, get_backend
 from nlfilt.cli import main
@@ -396,6 +396,14 @@ def test_low_signal_to_noise_is_noise_against_the_pilots_contrast(monkeypatch):
             image = (scale * noisy).astype(numpy.float32)
             collaborative.collaborative_filter(groups, image, scale * sigma * span)
             assert sizes[-1] == expected, (scale, sigma, sizes)
+            assert collaborative.low_signal_to_noise(groups, image, scale * sigma * span) == (sigma == 0.3)
+    noisy = clean[:, :, 0] + 0.3 * span * numpy.random.default_rng(0).standard_normal(clean.shape[:2])
+    monkeypatch.setattr(denoisers, "accelerate", lambda backend, groups: groups)  # the spied array code
+    for given, expected in ((False, collaborative.GROUP[1]), (True, collaborative.LOW_SNR_GROUP)):
+        nlfilt.denoise_collaborative(noisy, sigma=0.3 * span, low_snr=given, device="cpu")
+        assert sizes[-1] == expected, (given, sizes)
+    with pytest.raises(ValueError, match="low_snr must be None, True or False"):
+        nlfilt.denoise_collaborative(noisy, low_snr="auto")
 
 
 def test_the_low_signal_to_noise_stage_gains_at_high_noise(set12, set5, monkeypatch):
