@@ -122,11 +122,12 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: boo
 
     _check_image(array, "nlfilt.denoise_collaborative")
     check_shape(array.shape)
-    if sigma is None:
-        sigma = sample_sigma(array)
     if not isinstance(declip, (bool, numpy.bool_)):
         raise ValueError(f"declip must be True or False; got {declip!r}")
-    low_snr = _sample_low_snr(array, sigma, device, dtype)
+    crop = _centre_crop(array)
+    if sigma is None:
+        sigma = _crop_sigma(crop)
+    low_snr = _crop_low_snr(crop, sigma, device, dtype)
     call = {"sigma": sigma, "declip": False, "low_snr": low_snr, "device": device, "dtype": dtype}
     estimate = _chunk_by_chunk(array, lambda chunk: nlfilt.denoise_collaborative(chunk, **call),
                                COLLABORATIVE_HALO, dtype, step=STEP)
@@ -143,12 +144,9 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: boo
     return estimate.map_blocks(declip_chunk, dtype=estimate.dtype)
 
 
-def _sample_low_snr(array: Any, sigma: float, device: str, dtype: Any) -> bool:
-    """:func:`nlfilt.collaborative.low_signal_to_noise` of the centred crop of at most SIGMA_SAMPLE pixels a
-    side (the whole array when it is no larger), one decision for every chunk."""
-    height, width = array.shape[:2]
-    top, left = max(0, (height - SIGMA_SAMPLE) // 2), max(0, (width - SIGMA_SAMPLE) // 2)
-    crop = numpy.asarray(array[top:top + SIGMA_SAMPLE, left:left + SIGMA_SAMPLE].compute())
+def _crop_low_snr(crop: numpy.ndarray, sigma: float, device: str, dtype: Any) -> bool:
+    """:func:`nlfilt.collaborative.low_signal_to_noise` of the centred crop (:func:`_centre_crop`), one
+    decision for every chunk."""
     backend, placed = place(crop if crop.ndim == 3 else crop[:, :, None], device, numpy.dtype(dtype))
     groups = accelerate(backend, ArrayGroups(backend, placed.shape, patch=PATCH, step=STEP))
     return low_signal_to_noise(groups, placed, float(sigma))
@@ -216,8 +214,18 @@ def _enlarged(chunks: tuple[int, ...], reach: int) -> tuple[int, ...]:
 
 def sample_sigma(array: Any) -> float:
     """The noise level of the centred crop of at most SIGMA_SAMPLE pixels a side."""
+    return _crop_sigma(_centre_crop(array))
+
+
+def _centre_crop(array: Any) -> numpy.ndarray:
+    """The centred crop of at most SIGMA_SAMPLE pixels a side (the whole array when it is no larger),
+    computed."""
     height, width = array.shape[:2]
     top, left = max(0, (height - SIGMA_SAMPLE) // 2), max(0, (width - SIGMA_SAMPLE) // 2)
-    crop = array[top:top + SIGMA_SAMPLE, left:left + SIGMA_SAMPLE].compute()
+    return numpy.asarray(array[top:top + SIGMA_SAMPLE, left:left + SIGMA_SAMPLE].compute())
+
+
+def _crop_sigma(crop: numpy.ndarray) -> float:
+    """:func:`nlfilt.noise.estimate_sigma` of a computed crop."""
     crop = numpy.asarray(crop, dtype=numpy.float64 if crop.dtype.itemsize > 4 else numpy.float32)
     return estimate_sigma(numpy, crop if crop.ndim == 3 else crop[:, :, None])

@@ -373,12 +373,9 @@ def test_the_wiener_estimate_takes_the_first_members_and_bayes_all_of_them_every
         numpy.testing.assert_allclose(found[..., channel:channel + 1], (wiener + bayes) / 2, rtol=1e-12)
 
 
-def test_low_signal_to_noise_is_noise_against_the_pilots_contrast(monkeypatch):
-    """Larger empirical-Bayes groups once sigma reaches LOW_SNR times the pilot's contrast (spread of the
-    1st to 99th percentiles), whatever the image's units."""
-    ramp = numpy.linspace(0, 1, 101)
-    spread = collaborative.contrast(numpy, numpy.stack([ramp, 2 * ramp, 5 * ramp], axis=1))
-    assert spread == pytest.approx(1.96)  # the median of 0.98, 1.96 and 4.9
+@pytest.fixture
+def matched_sizes(monkeypatch):
+    """The group sizes the array code's matching is asked for, in order (the list fills as it runs)."""
     sizes = []
     original = collaborative.ArrayGroups.match
 
@@ -387,6 +384,16 @@ def test_low_signal_to_noise_is_noise_against_the_pilots_contrast(monkeypatch):
         return original(self, levels, radius=radius, group=group)
 
     monkeypatch.setattr(collaborative.ArrayGroups, "match", spy)
+    return sizes
+
+
+def test_low_signal_to_noise_is_noise_against_the_pilots_contrast(matched_sizes, monkeypatch):
+    """Larger empirical-Bayes groups once sigma reaches LOW_SNR times the pilot's contrast (spread of the
+    1st to 99th percentiles), whatever the image's units."""
+    ramp = numpy.linspace(0, 1, 101)
+    spread = collaborative.contrast(numpy, numpy.stack([ramp, 2 * ramp, 5 * ramp], axis=1))
+    assert spread == pytest.approx(1.96)  # the median of 0.98, 1.96 and 4.9
+    sizes = matched_sizes
     clean = scene()[:, :, None].astype(numpy.float32)
     span = collaborative.contrast(numpy, clean)
     for scale in (1.0, 1 / 255):  # 8-bit units, and the same image in [0, 1]
@@ -517,15 +524,8 @@ def test_each_colour_channel_is_weighted_on_its_own(name):
         numpy.testing.assert_allclose(colour[:, :, channel], gray[:, :, 0], atol=2e-3)
 
 
-def test_colour_images_get_the_colour_groups_and_gray_ones_the_gray_groups(monkeypatch):
-    sizes = []
-    original = collaborative.ArrayGroups.match
-
-    def spy(self, levels, *, radius, group):
-        sizes.append(group)
-        return original(self, levels, radius=radius, group=group)
-
-    monkeypatch.setattr(collaborative.ArrayGroups, "match", spy)
+def test_colour_images_get_the_colour_groups_and_gray_ones_the_gray_groups(matched_sizes):
+    sizes = matched_sizes
     for channels in (1, 3):
         image = numpy.repeat(scene()[:, :, None], channels, axis=2).astype(numpy.float32)
         groups = collaborative.ArrayGroups(CPU, image.shape, patch=8, step=4)

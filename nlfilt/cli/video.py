@@ -42,9 +42,8 @@ def filter_video_job(job: Job, run: RunOptions, device: str, overwrite: bool, ma
     plan = run.plan(shape, header.dtype, device)
     if plan.sigma is None:  # one level for the whole video, from its first frames
         plan = dataclasses.replace(plan, sigma=noise_level(job.source))
-    if luminance_noise(header) and dict(plan.settings).get("declip"):  # see luminance_noise
-        plan = dataclasses.replace(plan, settings=tuple((name, False if name == "declip" else value)
-                                                        for name, value in plan.settings))
+    if luminance_noise(header) and plan.options.get("declip"):  # see luminance_noise
+        plan = plan.with_settings(declip=False)
     colour = "gray" if header.gray else "colour"
     subject = f"a video of {count or 'an unknown number of'} {header.width}x{header.height} {colour} frames"
     smaller = "use --stack frames (one frame at a time) or crop the frames" if series else "crop the frames"
