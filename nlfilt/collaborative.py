@@ -30,8 +30,9 @@ every coefficient, and the first coefficient is the group's mean:
    other gray photos at 25 (8-bit noise).  A colour image gets the mean in
    its luminance only (+0.09 dB on Set5 at sigma 25 and 50).  At low
    signal-to-noise (sigma at least ``LOW_SNR`` times the pilot's contrast)
-   the empirical-Bayes estimate takes groups of ``LOW_SNR_GROUP`` patches
-   and every channel of a colour image.
+   the pilot is refined by the estimate of the image one scale down
+   (:mod:`nlfilt.pyramid`), and a colour image gets the empirical-Bayes
+   estimate in every channel.
 
 Both stages weight every patch by a Kaiser window (beta 2) before adding it
 into one accumulator, and divide by the summed weights.  A colour image (3
@@ -69,6 +70,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
+from nlfilt.pyramid import halve, refine
+
 if TYPE_CHECKING:
     from nlfilt.backend import Backend
 
@@ -99,14 +102,13 @@ GAIN_FLOOR = 1e-6
 #: adds 0.03-0.05 dB on Set5 for 60 % more time with groups of 32).
 BAYES_SHARE = 0.5
 #: Noise at least LOW_SNR times the image's contrast (:func:`contrast`) is low signal-to-noise (on 8-bit
-#: photos, sigma from about 35-45 up; a low-contrast image from lower noise): the second stage then takes the
-#: empirical-Bayes estimate from groups of LOW_SNR_GROUP patches (the Wiener filter keeps its groups' first
-#: ``group[1]``), and of a colour image in every channel, each a better estimate of the group's covariance
-#: where noise hides the detail.  Measured on Set12 and Set5 at sigma 50 (float noise): +0.065 dB gray,
-#: +0.06 dB colour, for about half as much time again; on other gray photos at sigma 25, +0.08 to +0.21 dB
-#: on the four of contrast below 25 / LOW_SNR.
+#: photos, sigma from about 35-45 up; a low-contrast image from lower noise): the pilot is then refined by
+#: the collaborative filter of the image's 2 x 2 block means (noise sigma / 2, reference patches every
+#: COARSE_STEP coarse pixels; :func:`nlfilt.pyramid.refine`), which sees the coarse structure that hard
+#: thresholding of small patches misses where noise hides it, and a colour image's second stage takes the
+#: empirical-Bayes estimate in every channel.
 LOW_SNR = 0.18
-LOW_SNR_GROUP = 32
+COARSE_STEP = 4
 
 #: Orthonormal opponent colour transform: luminance, red-blue, and green against red and blue.
 OPPONENT = numpy.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=numpy.float64)
@@ -210,12 +212,12 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
     pilot = _pilot(groups, work, colour, sigma, radius[0], group[0], threshold, advance)
     if low_snr is None:
         low_snr = _low_snr(xp, pilot, colour, sigma)
-    matched = max(group[1], LOW_SNR_GROUP) if low_snr else group[1]
+    if low_snr and min(image.shape[:2]) >= 2 * groups.patch:
+        pilot = _refined(groups, image, pilot, colour, sigma, radius, group, threshold)
     members = groups.match(quantise(xp, guide(xp, pilot, colour), _guide_noise(work, colour, sigma)),
-                           radius=radius[1], group=matched)
+                           radius=radius[1], group=group[1])
     advance()
-    estimate = filter_by_channel(xp, groups, work, pilot, members, sigma, threshold, wiener=group[1],
-                                 bayes_everywhere=low_snr)
+    estimate = filter_by_channel(xp, groups, work, pilot, members, sigma, threshold, bayes_everywhere=low_snr)
     advance()
     return mix_channels(xp, estimate, OPPONENT) if colour else estimate
 
@@ -251,28 +253,43 @@ def _pilot(groups: Any, work: Any, colour: bool, sigma: float, radius: int, grou
     return pilot
 
 
+def _refined(groups: Any, image: Any, pilot: Any, colour: bool, sigma: float, radius: tuple[int, int],
+             group: tuple[int, int], threshold: float) -> Any:
+    """The pilot of ``image`` refined by the collaborative filter of ``image`` one scale down (its 2 x 2
+    block means, noise ``sigma / 2``, reference patches every ``COARSE_STEP``; in the usual form, without a
+    coarser scale of its own): :func:`nlfilt.pyramid.refine` (see ``LOW_SNR``)."""
+    from nlfilt.accelerate import accelerate  # noqa: PLC0415 - accelerate imports this module
+
+    backend = groups.backend
+    coarse = halve(backend.xp, image)
+    coarse_groups = accelerate(backend, ArrayGroups(backend, coarse.shape, patch=groups.patch,
+                                                    step=COARSE_STEP))
+    estimate = collaborative_filter(coarse_groups, coarse, sigma / 2, radius=radius, group=group,
+                                    threshold=threshold, low_snr=False)
+    if colour:
+        estimate = mix_channels(backend.xp, estimate, OPPONENT.T)
+    return refine(backend.xp, pilot, estimate)
+
+
 def _low_snr(xp: Any, pilot: Any, colour: bool, sigma: float) -> bool:
     """Whether ``sigma`` is at least ``LOW_SNR`` times the contrast of ``pilot`` (in RGB for colour)."""
     return bool(sigma >= LOW_SNR * contrast(xp, mix_channels(xp, pilot, OPPONENT) if colour else pilot))
 
 
 def filter_by_channel(xp: Any, groups: Any, image: Any, pilot: Any | None, members: Any, sigma: float,
-                      threshold: float, *, wiener: int | None = None, bayes_everywhere: bool = False) -> Any:
+                      threshold: float, *, bayes_everywhere: bool = False) -> Any:
     """One stage run on each channel of ``image`` (and ``pilot``; channels last) on its own with the
     shared ``members``, so that each channel's groups carry that channel's weights: hard thresholding
-    (``pilot`` None: ``groups.filter``), else the second stage, the Wiener estimate (``groups.filter``,
-    on each group's first ``wiener`` members; None: all) mixed with the empirical-Bayes one
-    (``groups.bayes``, all members) by ``BAYES_SHARE``, except in the colour channels of an
-    opponent-space image (3 channels), which keep the Wiener estimate (see ``BAYES_SHARE``) unless
-    ``bayes_everywhere`` (see ``LOW_SNR``)."""
-    filtered = members if wiener is None or wiener >= members.shape[1] else xp.ascontiguousarray(
-        members[:, :wiener])
+    (``pilot`` None: ``groups.filter``), else the second stage, the Wiener estimate (``groups.filter``)
+    mixed with the empirical-Bayes one (``groups.bayes``) by ``BAYES_SHARE``, except in the colour
+    channels of an opponent-space image (3 channels), which keep the Wiener estimate (see
+    ``BAYES_SHARE``) unless ``bayes_everywhere`` (see ``LOW_SNR``)."""
 
     def stage(channel: int) -> Any:
         plane = image if image.shape[-1] == 1 else xp.ascontiguousarray(image[..., channel:channel + 1])
         guide = pilot if pilot is None or image.shape[-1] == 1 else xp.ascontiguousarray(
             pilot[..., channel:channel + 1])
-        estimate = groups.filter(plane, guide, filtered, sigma, threshold=threshold)
+        estimate = groups.filter(plane, guide, members, sigma, threshold=threshold)
         if guide is not None and (channel == 0 or image.shape[-1] != 3 or bayes_everywhere):
             bayes = groups.bayes(plane, guide, members, sigma)
             bayes -= estimate

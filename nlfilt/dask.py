@@ -6,6 +6,7 @@ not import this module.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy
@@ -14,9 +15,18 @@ import nlfilt
 from nlfilt import clipping
 from nlfilt.accelerate import accelerate
 from nlfilt.backend import get_backend, is_device_array
-from nlfilt.collaborative import PATCH, RADIUS, STEP, ArrayGroups, check_shape, low_signal_to_noise
+from nlfilt.collaborative import (
+    COARSE_STEP,
+    PATCH,
+    RADIUS,
+    STEP,
+    ArrayGroups,
+    check_shape,
+    low_signal_to_noise,
+)
 from nlfilt.kernels import kernel_class
 from nlfilt.noise import estimate_sigma
+from nlfilt.pyramid import REACH
 from nlfilt.resolve import DEFAULT_MEMORY_BUDGET, place, resolve_options, resolve_stopping
 
 #: Side of the centred crop the noise level is estimated from when ``sigma`` is not given.
@@ -100,16 +110,25 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
 #: end of each chunk; rounded up to a multiple of the grid's step (so that the grid of a chunk with its
 #: context is the whole image's), this keeps both out of the kept pixels.
 COLLABORATIVE_HALO = -(-(sum(RADIUS) + 4 * PATCH + STEP) // STEP) * STEP
+#: At low signal-to-noise, where the pilot takes the coarse scale's estimate (:mod:`nlfilt.pyramid`), chunk
+#: origins and context are multiples of LOW_SNR_GRID, which puts both scales' grids of reference patches on
+#: the whole image's; the context is the two stages', twice the coarse image's own (its pixels are 2 x 2
+#: blocks) and the refinement's reach.
+LOW_SNR_GRID = math.lcm(STEP, 2 * COARSE_STEP)
+LOW_SNR_HALO = -(-(COLLABORATIVE_HALO + 2 * (sum(RADIUS) + 4 * PATCH + COARSE_STEP) + 2 * (REACH + 1))
+                 // LOW_SNR_GRID) * LOW_SNR_GRID
 
 
 def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: bool = True,
                           device: str = "auto", dtype: Any = numpy.float32) -> Any:
     """:func:`nlfilt.denoise_collaborative` of a dask array (H, W) or (H, W, C), chunk by chunk (lazy).
 
-    Each chunk gets ``COLLABORATIVE_HALO`` pixels of context on each side;
+    Each chunk gets ``COLLABORATIVE_HALO`` pixels of context on each side
+    (``LOW_SNR_HALO`` where the image is at low signal-to-noise, decided once
+    on a centred crop: the pilot then takes a coarse scale's estimate);
     chunk origins are put on the filter's grid of reference patches (chunks
-    are made multiples of its step), so a chunk's kept pixels see the groups
-    the whole image would give them (matching is exact, on levels anchored
+    are made multiples of its step, or of ``LOW_SNR_GRID``), so a chunk's kept pixels
+    see the groups the whole image would give them (matching is exact, on levels anchored
     at zero): in float64 the result equals the whole-image one to 1e-12; in
     float32 up to the transforms' rounding, which may move the hard
     threshold's choice of a coefficient (measured on a 300 x 260 image in
@@ -129,8 +148,9 @@ def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: boo
         sigma = _crop_sigma(crop)
     low_snr = _crop_low_snr(crop, sigma, device, dtype)
     call = {"sigma": sigma, "declip": False, "low_snr": low_snr, "device": device, "dtype": dtype}
-    estimate = _chunk_by_chunk(array, lambda chunk: nlfilt.denoise_collaborative(chunk, **call),
-                               COLLABORATIVE_HALO, dtype, step=STEP)
+    halo, step = (LOW_SNR_HALO, LOW_SNR_GRID) if low_snr else (COLLABORATIVE_HALO, STEP)
+    estimate = _chunk_by_chunk(array, lambda chunk: nlfilt.denoise_collaborative(chunk, **call), halo, dtype,
+                               step=step)
     if not declip:
         return estimate
     levels = _clip_levels(array)

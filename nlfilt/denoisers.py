@@ -272,8 +272,9 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     the empirical Wiener gains ``P^2 / (P^2 + sigma^2)`` of the pilot's
     coefficients and by NL-Bayes's empirical-Bayes estimate with the
     pilot's patch covariance, every patch added back weighted, and the two
-    estimates averaged (at low signal-to-noise, the latter from groups of
-    32 and in every colour channel).  Colour images are
+    estimates averaged (at low signal-to-noise, the pilot refined by the
+    image's estimate one scale down, and the latter from groups of 32 and
+    in every colour channel).  Colour images are
     filtered in an opponent colour space with groups matched on luminance.
     Not a fixed linear filter ``W`` of the image: the pilot makes it
     adaptive, so there is no ``filter_matrix`` or twicing for it.
@@ -313,9 +314,10 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
         colour; at 15, nothing gray, +0.3 dB colour.  An image without
         clipped pixels is left as the filter gave it.
     low_snr : bool, optional
-        Whether a 2-D image's second stage takes its low signal-to-noise
-        form (groups of 32 for the empirical-Bayes estimate, and every
-        colour channel; see :data:`nlfilt.collaborative.LOW_SNR`).  None:
+        Whether a 2-D image's filter takes its low signal-to-noise form
+        (a pilot refined by the image's estimate one scale down, and groups
+        of 32 for the empirical-Bayes estimate, in every colour channel; see
+        :data:`nlfilt.collaborative.LOW_SNR`).  None:
         decided on the image's pilot (sigma at least 0.18 times its
         contrast); :func:`nlfilt.dask.denoise_collaborative` passes one
         decision to all its chunks.

@@ -50,3 +50,12 @@ def set12() -> Path:
     if not folder.is_dir():
         pytest.skip(f"benchmark images not found at {folder}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def set5() -> Path:
+    """The Set5 folder (colour), or skip when the shared data is not beside the checkout."""
+    folder = DATA_DIR / "set5"
+    if not folder.is_dir():
+        pytest.skip(f"benchmark images not found at {folder}")
+    return folder

@@ -97,3 +97,15 @@ def test_the_collaborative_filter_chunk_by_chunk_declips_with_the_whole_images_l
     plain = nlfilt_dask.denoise_collaborative(da.from_array(noisy, chunks=128), **call, declip=False)
     plain = plain.compute()
     assert numpy.abs(plain - whole).max() > 10  # the declipping did something
+
+
+def test_at_low_signal_to_noise_chunk_by_chunk_equals_the_whole_image():
+    """The coarse scale's estimate refines the pilot (a wider context, chunks on twice the grid's step)."""
+    rows, cols = numpy.mgrid[:560, :530]
+    clean = 100 + 30 * numpy.sin(rows / 11.0) * numpy.cos(cols / 17.0)
+    noisy = clean + RNG.normal(0, 20, clean.shape)
+    call = {"sigma": 20.0, "device": "cpu", "dtype": numpy.float64}
+    whole = nlfilt.denoise_collaborative(noisy, **call)
+    assert nlfilt.denoise_collaborative(noisy, **call, low_snr=True).tolist() == whole.tolist()
+    lazy = nlfilt_dask.denoise_collaborative(da.from_array(noisy, chunks=(250, 256)), **call)
+    numpy.testing.assert_allclose(lazy.compute(), whole, rtol=0, atol=1e-9)
