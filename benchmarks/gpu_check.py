@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import os
 import platform
 import re
@@ -365,13 +366,15 @@ def collaborative_checks(device: str, sizes: list[int], lines: list[str]) -> Non
               "difference f32 |", "| --- | --- | --- | --- | --- | --- |"]
     for path, choice in COLLABORATIVE_PATHS:
         with alternative(choice):
-            for colour in (False, True):
+            for colour, low_snr in itertools.product((False, True), (False, True)):
                 clean = photo(64, colour)
                 noisy = clean + numpy.random.default_rng(0).normal(0, NOISE, clean.shape)
-                expected = nlfilt.denoise_collaborative(noisy, sigma=NOISE, device="cpu", dtype=numpy.float64)
-                actual = [host(nlfilt.denoise_collaborative(noisy, sigma=NOISE, device=device, dtype=dtype))
+                call = {"sigma": NOISE, "low_snr": low_snr}  # low_snr: the coarse scale (nlfilt.pyramid)
+                expected = nlfilt.denoise_collaborative(noisy, **call, device="cpu", dtype=numpy.float64)
+                actual = [host(nlfilt.denoise_collaborative(noisy, **call, device=device, dtype=dtype))
                           for dtype in (numpy.float32, numpy.float64)]
-                lines.append(f"| {path} | {'RGB' if colour else 'gray'} | {psnr(expected, clean):.2f} | "
+                image = ("RGB" if colour else "gray") + (", low signal-to-noise" if low_snr else "")
+                lines.append(f"| {path} | {image} | {psnr(expected, clean):.2f} | "
                              f"{psnr(actual[0], clean) - psnr(expected, clean):+.4f} | "
                              f"{psnr(actual[1], clean) - psnr(expected, clean):+.4f} | "
                              f"{relative_error(actual[0], expected):.1e} |")

@@ -273,8 +273,8 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
     coefficients and by NL-Bayes's empirical-Bayes estimate with the
     pilot's patch covariance, every patch added back weighted, and the two
     estimates averaged (at low signal-to-noise, the pilot refined by the
-    image's estimate one scale down, and the latter from groups of 32 and
-    in every colour channel).  Colour images are
+    image's estimate one scale down, and the latter in every colour
+    channel).  Colour images are
     filtered in an opponent colour space with groups matched on luminance.
     Not a fixed linear filter ``W`` of the image: the pilot makes it
     adaptive, so there is no ``filter_matrix`` or twicing for it.
@@ -315,8 +315,8 @@ def denoise_collaborative(image: Any, *, sigma: float | None = None, channel_axi
         clipped pixels is left as the filter gave it.
     low_snr : bool, optional
         Whether a 2-D image's filter takes its low signal-to-noise form
-        (a pilot refined by the image's estimate one scale down, and groups
-        of 32 for the empirical-Bayes estimate, in every colour channel; see
+        (a pilot refined by the image's estimate one scale down, and the
+        empirical-Bayes estimate in every colour channel; see
         :data:`nlfilt.collaborative.LOW_SNR`).  None:
         decided on the image's pilot (sigma at least 0.18 times its
         contrast); :func:`nlfilt.dask.denoise_collaborative` passes one
