@@ -188,7 +188,7 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
     """Both stages on an (H, W, C) image with ``groups`` (an :class:`ArrayGroups` of its shape, or the
     compiled implementation serving it: :func:`nlfilt.accelerate.accelerate`); returns the estimate,
     same shape and dtype.  ``group`` None: ``COLOUR_GROUP`` for 3 channels, else ``GROUP``.
-    ``low_snr``: whether the second stage takes its low signal-to-noise form (see ``LOW_SNR``); None:
+    ``low_snr``: whether the filter takes its low signal-to-noise form (see ``LOW_SNR``); None:
     decided on this image's pilot (:func:`low_signal_to_noise`).
 
     ``progress(done, 4)`` after each of the four steps (matching and
@@ -223,8 +223,8 @@ def collaborative_filter(groups: Any, image: Any, sigma: float, *, radius: tuple
 
 
 def low_signal_to_noise(groups: Any, image: Any, sigma: float) -> bool:
-    """Whether :func:`collaborative_filter` gives ``image`` (H, W, C) the low signal-to-noise second
-    stage (see ``LOW_SNR``), decided on its pilot: one decision for an image filtered in pieces
+    """Whether :func:`collaborative_filter` gives ``image`` (H, W, C) its low signal-to-noise form
+    (see ``LOW_SNR``), decided on its pilot: one decision for an image filtered in pieces
     (:mod:`nlfilt.dask` decides on a crop)."""
     if sigma <= 0:
         return False

@@ -109,14 +109,19 @@ def denoise(array: Any, *, kernel: str = "nlm", patch: int | None = None, window
 #: radius and a patch (70 pixels under the defaults), and the grid of reference patches restarts at the
 #: end of each chunk; rounded up to a multiple of the grid's step (so that the grid of a chunk with its
 #: context is the whole image's), this keeps both out of the kept pixels.
-COLLABORATIVE_HALO = -(-(sum(RADIUS) + 4 * PATCH + STEP) // STEP) * STEP
+def _stages_reach(step: int) -> int:
+    """Pixels the collaborative filter's two stages reach with reference patches every ``step``."""
+    return sum(RADIUS) + 4 * PATCH + step
+
+
+COLLABORATIVE_HALO = -(-_stages_reach(STEP) // STEP) * STEP
 #: At low signal-to-noise, where the pilot takes the coarse scale's estimate (:mod:`nlfilt.pyramid`), chunk
 #: origins and context are multiples of LOW_SNR_GRID, which puts both scales' grids of reference patches on
 #: the whole image's; the context is the two stages', twice the coarse image's own (its pixels are 2 x 2
 #: blocks) and the refinement's reach.
 LOW_SNR_GRID = math.lcm(STEP, 2 * COARSE_STEP)
-LOW_SNR_HALO = -(-(COLLABORATIVE_HALO + 2 * (sum(RADIUS) + 4 * PATCH + COARSE_STEP) + 2 * (REACH + 1))
-                 // LOW_SNR_GRID) * LOW_SNR_GRID
+LOW_SNR_HALO = -(-(COLLABORATIVE_HALO + 2 * _stages_reach(COARSE_STEP) + 2 * (REACH + 1)) // LOW_SNR_GRID
+                 ) * LOW_SNR_GRID
 
 
 def denoise_collaborative(array: Any, *, sigma: float | None = None, declip: bool = True,

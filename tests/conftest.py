@@ -43,19 +43,39 @@ def to_host(array):
     return array.get() if hasattr(array, "get") else numpy.asarray(array)
 
 
-@pytest.fixture(scope="session")
-def set12() -> Path:
-    """The Set12 folder, or skip when the shared data is not beside the checkout."""
-    folder = DATA_DIR / "set12"
+def shared_images(name: str) -> Path:
+    """The folder ``name`` of the shared benchmark images, or skip when the data is not beside the
+    checkout."""
+    folder = DATA_DIR / name
     if not folder.is_dir():
         pytest.skip(f"benchmark images not found at {folder}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def set12() -> Path:
+    """The Set12 folder (gray)."""
+    return shared_images("set12")
 
 
 @pytest.fixture(scope="session")
 def set5() -> Path:
-    """The Set5 folder (colour), or skip when the shared data is not beside the checkout."""
-    folder = DATA_DIR / "set5"
-    if not folder.is_dir():
-        pytest.skip(f"benchmark images not found at {folder}")
-    return folder
+    """The Set5 folder (colour)."""
+    return shared_images("set5")
+
+
+@pytest.fixture
+def refinements(monkeypatch):
+    """The (pilot, coarse estimate) shapes of the collaborative filter's coarse-scale refinements
+    (:func:`nlfilt.pyramid.refine`), in order (the list fills as it runs)."""
+    from nlfilt import collaborative
+
+    shapes = []
+    original = collaborative.refine
+
+    def spy(xp, pilot, coarse_estimate):
+        shapes.append((pilot.shape, coarse_estimate.shape))
+        return original(xp, pilot, coarse_estimate)
+
+    monkeypatch.setattr(collaborative, "refine", spy)
+    return shapes

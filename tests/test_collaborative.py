@@ -384,20 +384,6 @@ def matched_sizes(monkeypatch):
     return sizes
 
 
-@pytest.fixture
-def refinements(monkeypatch):
-    """The shapes of the pilots the coarse scale refines, in order (the list fills as it runs)."""
-    shapes = []
-    original = collaborative.refine
-
-    def spy(xp, pilot, coarse_estimate):
-        shapes.append(pilot.shape)
-        return original(xp, pilot, coarse_estimate)
-
-    monkeypatch.setattr(collaborative, "refine", spy)
-    return shapes
-
-
 def test_low_signal_to_noise_is_noise_against_the_pilots_contrast(refinements):
     """The coarse scale refines the pilot once sigma reaches LOW_SNR times the pilot's contrast (spread of
     the 1st to 99th percentiles), whatever the image's units."""

@@ -8,7 +8,7 @@ import numpy
 import pytest
 
 import nlfilt
-from nlfilt import collaborative, pyramid
+from nlfilt import pyramid
 from nlfilt.backend import get_backend
 
 CPU = get_backend("cpu")
@@ -78,15 +78,8 @@ def test_refining_keeps_a_pilot_the_coarse_estimate_agrees_with_and_is_local():
     assert change.sum() == pytest.approx(4.0)  # the block's correction, spread, keeps its sum
 
 
-def test_the_coarse_scale_refines_the_pilot_at_low_signal_to_noise_only(monkeypatch):
-    calls = []
-    original = collaborative.refine
-
-    def spy(xp, pilot, coarse_estimate):
-        calls.append((pilot.shape, coarse_estimate.shape))
-        return original(xp, pilot, coarse_estimate)
-
-    monkeypatch.setattr(collaborative, "refine", spy)
+def test_the_coarse_scale_refines_the_pilot_at_low_signal_to_noise_only(refinements):
+    calls = refinements
     rows, cols = numpy.mgrid[:64, :70]
     clean = 100 + 30 * numpy.sin(rows / 5.0) * numpy.cos(cols / 7.0)
     noisy = clean + RNG.normal(0, 25, clean.shape)
