@@ -18,7 +18,11 @@ so an interrupted run keeps what it measured):
 4. :mod:`adapted_filter`'s table: each trained network's kernel used as a
    filter against the closed form's.
 
-    python benchmarks/adam_standard.py --write   # about an hour on 2 CPU cores
+With ``--write`` every training run, filter map and the adapted-filter table is
+also kept in ``benchmarks/results/records/`` as it is made; a later run takes
+what is there and measures only the rest (``--fresh``: everything again).
+
+    python benchmarks/adam_standard.py --write   # about 2.7 hours on 2 CPU cores from no records
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import imageio.v3 as iio
 import ntk_vs_network
 import numpy
 
-from harness import DATA, RESULTS, machine, write
+from harness import DATA, RESULTS, Records, machine, write
 
 PARAMETRIZATIONS = ("standard", "ntk")  # the deep image prior's first
 MAP_IMAGE = "05.png"
@@ -46,14 +50,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "set12")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--widths", default="64,256,1024,4096", help="widths for depth 1")
-    parser.add_argument("--depth2-widths", default="64,256,1024,2048",
-                        help="widths for depth 2 (4096: 15 minutes or more per crop and parametrisation "
-                             "on 2 CPU cores; a GPU's work)")
+    parser.add_argument("--depth2-widths", default="64,256,1024,2048,4096",
+                        help="widths for depth 2 (4096: about 17 minutes per crop and parametrisation on "
+                             "2 CPU cores)")
     parser.add_argument("--map-width", type=int, default=1024,
                         help="width of the 256 x 256 filter maps' runs")
     parser.add_argument("--skip-maps", action="store_true", help="leave out the 256 x 256 filter maps")
-    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--write", action="store_true",
+                        help="write the report, and keep what is measured in results/records/")
+    parser.add_argument("--fresh", action="store_true",
+                        help="measure everything again (the records are kept)")
     args = parser.parse_args()
+    folder = RESULTS / "records" if args.write else None
+    records = {name: Records(folder / f"{name}.jsonl" if folder else None, fresh=args.fresh)
+               for name in ("ntk_vs_network", "adam_standard")}
     started = time.perf_counter()
     header = ["# What Adam does to the filter: standard and NTK parametrisations\n",
               machine("adam_standard.py", time.strftime("%Y-%m-%d")),
@@ -84,7 +94,7 @@ def main() -> None:
             ["--data", str(args.data), "--steps", str(args.steps), "--widths", args.widths,
              "--depth2-widths", args.depth2_widths, "--parametrization", name])
         figure = RESULTS / f"adam_standard_{name}.png" if args.write else None
-        text, shapes[name] = ntk_vs_network.measure(options, figure)
+        text, shapes[name] = ntk_vs_network.measure(options, figure, records["ntk_vs_network"])
         parts[name] = demoted(text, f"{name} parametrisation") + (
             f"\n![{name}]({figure.name})\n" if figure is not None else "")
         parts["answer"] = answer(shapes)
@@ -93,10 +103,14 @@ def main() -> None:
     parametrisation("standard")
     if not args.skip_maps:
         title = "## Filter maps of one pixel on a whole 256 x 256 image\n"
-        parts["maps"] = "\n".join([title, *filter_maps(args)])
+        parts["maps"] = "\n".join([title, *filter_maps(args, records["adam_standard"])])
         save()
     options = adapted_filter.arguments(["--data", str(args.data), "--steps", str(args.steps)])
-    parts["adapted"] = demoted(adapted_filter.measure(options), "the adapted filter as a denoiser")
+    key = {"script": "adapted_filter", "steps": args.steps, "width": options.width,
+           "twicing_steps": options.twicing_steps}
+    table = records["adam_standard"].get(key) or records["adam_standard"].put(
+        key, {"text": adapted_filter.measure(options)})
+    parts["adapted"] = demoted(table["text"], "the adapted filter as a denoiser")
     save()
     parametrisation("ntk")
     print(save())
@@ -135,9 +149,9 @@ def answer(shapes: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def filter_maps(args: argparse.Namespace) -> list[str]:
+def filter_maps(args: argparse.Namespace, records: Records) -> list[str]:
     """``nlfilt compare-network --filter-map`` on the whole noisy 05.png in each parametrisation: its
-    output and the figure's link."""
+    output and the figure's link (from ``records`` where they hold it and its figure is there)."""
     lines = []
     clean = iio.imread(args.data / MAP_IMAGE).astype(numpy.float64)
     noisy = numpy.clip(numpy.round(clean + 25 * numpy.random.default_rng(0).standard_normal(clean.shape)),
@@ -151,14 +165,21 @@ def filter_maps(args: argparse.Namespace) -> list[str]:
             command = ["compare-network", str(path), "--width", str(args.map_width), "--steps",
                        str(args.steps), "--parametrization", parametrization, "--filter-map", "128", "128",
                        "-o", str(figure), "--quiet", "--max-minutes", "0"]
-            clock = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "nlfilt", *command], capture_output=True, text=True)
-            seconds = time.perf_counter() - clock
+            key = {"script": "compare-network", "image": MAP_IMAGE, "sigma": 25, "width": args.map_width,
+                   "steps": args.steps, "parametrization": parametrization}
+            found = records.get(key)
+            if found is None or not figure.exists():
+                clock = time.perf_counter()
+                done = subprocess.run([sys.executable, "-m", "nlfilt", *command], capture_output=True,
+                                      text=True)
+                found = {"seconds": time.perf_counter() - clock, "returncode": done.returncode,
+                         "output": (done.stdout.strip() or done.stderr).replace(str(path), path.name)}
+                if done.returncode == 0:
+                    records.put(key, found)
             shown = " ".join(part if not part.startswith("/") else Path(part).name for part in command)
             lines += [f"`nlfilt {shown}` ({MAP_IMAGE}, {clean.shape[0]}x{clean.shape[1]}, sigma 25 rounded "
-                      f"and clipped to 8 bits; {seconds:.0f} s):\n", "```",
-                      (done.stdout.strip() or done.stderr).replace(str(path), path.name), "```\n"]
-            if done.returncode == 0:
+                      f"and clipped to 8 bits; {found['seconds']:.0f} s):\n", "```", found["output"], "```\n"]
+            if found["returncode"] == 0:
                 lines.append(f"![filter map, {parametrization}]({figure.name})\n")
     return lines
 

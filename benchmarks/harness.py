@@ -1,5 +1,6 @@
 """What the benchmark scripts share: where the data and the results are, the images and their noise, the
-measure of an estimate, the line saying what machine a table came from, and the writer.
+measure of an estimate, the line saying what machine a table came from, the writer, and the records that let a
+long run stop and go on.
 
 Imported by each script (they run as ``python benchmarks/NAME.py``, so this folder is on their import
 path).
@@ -7,9 +8,12 @@ path).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -81,3 +85,76 @@ def write(name: str, text: str) -> Path:
     path.write_text(text if text.endswith("\n") else text + "\n")
     print(f"written to {path}")
     return path
+
+
+class Records:
+    """Measurements kept one per line in a JSON-lines file, each under a key holding everything its values
+    depend on, so that a run that stops, or grows by a row, measures only what is missing.
+
+    A line is ``{"key": ..., "values": ..., "measured": {"date", "commit", "machine"}}``; the last line of a
+    key wins, and a line cut short by a killed run is left out (with a word on stderr).  ``path`` None keeps
+    nothing: every lookup misses and nothing is written.  With ``fresh``, the file's lines are not looked up
+    (new ones are still added).
+    """
+
+    def __init__(self, path: Path | None, *, fresh: bool = False) -> None:
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        self.used: list[dict] = []  # the "measured" part of every record this run looked up or added
+        if path is None or fresh or not path.exists():
+            return
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                entry = json.loads(line)
+                self.entries[canonical(entry["key"])] = entry
+            except (ValueError, KeyError, TypeError):
+                if line.strip():
+                    print(f"{path}:{number}: not a whole record, left out", file=sys.stderr)
+
+    def get(self, key: dict) -> dict | None:
+        """The values recorded under ``key``, or None."""
+        entry = self.entries.get(canonical(key))
+        if entry is not None:
+            self.used.append(entry["measured"])
+        return None if entry is None else entry["values"]
+
+    def put(self, key: dict, values: dict) -> dict:
+        """Record ``values`` (JSON-able) under ``key``, with today's date, the commit and the machine;
+        return ``values``."""
+        entry = {"key": key, "values": values, "measured": provenance()}
+        self.entries[canonical(key)] = entry
+        self.used.append(entry["measured"])
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as file:
+                file.write(json.dumps(entry) + "\n")
+        return values
+
+    def summary(self) -> str:
+        """Where the values this run used were measured: dates, commits and machines, each once."""
+        def listed(field: str) -> str:
+            return ", ".join(sorted({entry[field] for entry in self.used}))
+        if not self.used:
+            return "No records used."
+        shown = "this run" if self.path is None else (
+            f"`{self.path.relative_to(RESULTS)}`" if self.path.is_relative_to(RESULTS) else f"`{self.path}`")
+        return (f"The {len(self.used)} measurements behind these tables ({shown}) were made on "
+                f"{listed('date')}, at commit {listed('commit')}, on {listed('machine')}.")
+
+
+def canonical(key: dict) -> str:
+    """``key`` as the one string a record is found by (sorted, compact JSON)."""
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+def provenance() -> dict:
+    """Today's date, the checkout's commit (``+changes`` when nlfilt/ or the scripts differ from it) and
+    the machine, as a record stores them."""
+    def git(*arguments: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *arguments], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "nlfilt", "benchmarks", ":!benchmarks/results"):
+        commit += "+changes"
+    return {"date": time.strftime("%Y-%m-%d"), "commit": commit,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}

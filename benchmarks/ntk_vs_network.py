@@ -38,7 +38,7 @@ import numpy
 from nlfilt.backend import get_backend
 from nlfilt.network import ADAM_LEARNING_RATE, PARAMETRIZATIONS, ntk_twicing, train
 
-from harness import DATA, RESULTS, centre_crops, machine, psnr, write
+from harness import DATA, RESULTS, Records, centre_crops, machine, psnr, write
 
 CROPS = ("01.png", "05.png", "08.png")
 
@@ -67,7 +67,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--parametrization", default="ntk", choices=PARAMETRIZATIONS)
     parser.add_argument("--output", default="ntk_vs_network", help="name of the result files")
-    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--write", action="store_true",
+                        help="write the report, and keep each training run's values in "
+                             "results/records/ntk_vs_network.jsonl, where a later run finds them")
+    parser.add_argument("--fresh", action="store_true", help="measure every run again (the records are kept)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"--data {args.data} is not a folder")
@@ -76,21 +79,50 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    text, _ = measure(args, RESULTS / f"{args.output}.png" if args.write else None)
+    records = Records(RESULTS / "records" / "ntk_vs_network.jsonl" if args.write else None, fresh=args.fresh)
+    text, _ = measure(args, RESULTS / f"{args.output}.png" if args.write else None, records)
     print(text)
     if args.write:
         write(f"{args.output}.md", text)
 
 
-def measure(args: argparse.Namespace, figure: Path | None = None) -> tuple[str, dict[tuple, float]]:
+def train_once(args: argparse.Namespace, crop: tuple, depth: int, width: int, rate: float | None,
+               closed: list, eigenvalue: float) -> dict:
+    """One training run on ``crop`` (name, clean, noisy): GD (``rate`` None) or Adam at ``rate``; what
+    the report needs from it, JSON-able: the seconds per step, the kernel's movement, change of shape and
+    the hidden weights' movement at the end, the PSNR after each step and (GD) the relative difference from
+    the closed form ``closed`` after each step."""
+    name, clean, noisy = crop
+    settings = dict(steps=args.steps, seed=1, dtype=numpy.float64 if args.float64 else numpy.float32,
+                    device=args.device, parametrization=args.parametrization)
+    clock = time.perf_counter()
+    if rate is None:
+        own = args.parametrization != "ntk"  # GD's step: 1 / lambda_max of the network's own kernel
+        run = train(noisy, width=width, depth=depth, eigenvalue=None if own else eigenvalue, **settings)
+    else:
+        run = train(noisy, width=width, depth=depth, optimizer="adam", learning_rate=rate, **settings)
+    seconds = (time.perf_counter() - clock) / args.steps
+    change = run.kernel_change()
+    values = {"seconds_per_step": seconds, "movement": change.movement, "shape": change.shape,
+              "hidden": run.movement[-1], "psnr": [psnr(f, clean) for f in run.outputs[1:]]}
+    if rate is None:
+        values["difference"] = [relative(run.outputs[t], closed[t]) for t in range(1, args.steps + 1)]
+    return values
+
+
+def measure(args: argparse.Namespace, figure: Path | None = None,
+            records: Records | None = None) -> tuple[str, dict[tuple, float]]:
     """Run the measurements of ``args``; return the report (Markdown) and the kernels' mean change of shape
-    by (optimizer label, depth, width), and draw the report into ``figure``."""
+    by (optimizer label, depth, width), and draw the report into ``figure``.  Each training run found in
+    ``records`` is taken from there, and each one made is added to them."""
+    records = records if records is not None else Records(None)
     widths = {1: integers(args.widths), 2: integers(args.depth2_widths)}
     rates = [float(value) for value in args.adam_lrs.split(",") if value]
     dtype = numpy.float64 if args.float64 else numpy.float32
     checkpoints = [t for t in (10, 50, 200) if t <= args.steps]
     started = time.perf_counter()
     crops = centre_crops(args.data, CROPS, 32, 25.0)
+    labels = ["GD"] + [f"Adam {rate:g}" for rate in rates]
 
     differences: dict[tuple[int, int], list[list[float]]] = {}
     curves: dict[tuple[str, int], list[list[float]]] = {}
@@ -98,47 +130,40 @@ def measure(args: argparse.Namespace, figure: Path | None = None) -> tuple[str, 
     kernel_shape: dict[tuple[str, int, int], list[float]] = {}
     hidden_moved: dict[tuple[str, int, int], list[float]] = {}
     step_time: dict[tuple[int, int], list[float]] = {}
-    settings = dict(steps=args.steps, seed=1, dtype=dtype, device=args.device,
-                    parametrization=args.parametrization)
+    measured = 0
     for depth in (1, 2):
-        for name, clean, noisy in crops:
+        for crop in crops:
+            name, clean, noisy = crop
             if not widths[depth]:
                 continue
             closed, eigenvalue = ntk_twicing(noisy, depth=depth, steps=args.steps)
             curves.setdefault(("closed form", depth), []).append([psnr(z, clean) for z in closed[1:]])
             for width in widths[depth]:
-                clock = time.perf_counter()
-                own = args.parametrization != "ntk"  # GD's step: 1 / lambda_max of the network's own kernel
-                run = train(noisy, width=width, depth=depth, eigenvalue=None if own else eigenvalue,
-                            **settings)
-                step_time.setdefault((depth, width), []).append((time.perf_counter() - clock) / args.steps)
-                differences.setdefault((depth, width), []).append(
-                    [relative(run.outputs[t], closed[t]) for t in checkpoints])
-                change = run.kernel_change()
-                kernel_moved.setdefault(("GD", depth, width), []).append(change.movement)
-                kernel_shape.setdefault(("GD", depth, width), []).append(change.shape)
-                hidden_moved.setdefault(("GD", depth, width), []).append(run.movement[-1])
-                if width == args.curve_width:
-                    curves.setdefault(("GD", depth), []).append([psnr(f, clean) for f in run.outputs[1:]])
-                for rate in rates:
-                    adam = train(noisy, width=width, depth=depth, optimizer="adam", learning_rate=rate,
-                                 **settings)
-                    label = f"Adam {rate:g}"
-                    change = adam.kernel_change()
-                    kernel_moved.setdefault((label, depth, width), []).append(change.movement)
-                    kernel_shape.setdefault((label, depth, width), []).append(change.shape)
-                    hidden_moved.setdefault((label, depth, width), []).append(adam.movement[-1])
-                    if width == args.curve_width and rate == rates[-1]:
-                        curves.setdefault((label, depth), []).append(
-                            [psnr(f, clean) for f in adam.outputs[1:]])
+                for label, rate in zip(labels, [None, *rates], strict=True):
+                    key = {"script": "ntk_vs_network", "parametrization": args.parametrization,
+                           "depth": depth, "width": width, "crop": name, "crop_size": 32, "sigma": 25.0,
+                           "patch": 3, "steps": args.steps, "seed": 1, "dtype": numpy.dtype(dtype).name,
+                           "device": args.device, "optimizer": "gd" if rate is None else "adam",
+                           "learning_rate": rate}
+                    values = records.get(key)
+                    if values is None:
+                        values = records.put(
+                            key, train_once(args, crop, depth, width, rate, closed, eigenvalue))
+                        measured += 1
+                    kernel_moved.setdefault((label, depth, width), []).append(values["movement"])
+                    kernel_shape.setdefault((label, depth, width), []).append(values["shape"])
+                    hidden_moved.setdefault((label, depth, width), []).append(values["hidden"])
+                    if rate is None:
+                        step_time.setdefault((depth, width), []).append(values["seconds_per_step"])
+                        differences.setdefault((depth, width), []).append(
+                            [values["difference"][t - 1] for t in checkpoints])
+                    if width == args.curve_width and label in ("GD", labels[-1]):
+                        curves.setdefault((label, depth), []).append(values["psnr"])
                 print(f"depth {depth} {name} width {width}: difference at t={checkpoints[-1]} "
-                      f"{differences[(depth, width)][-1][-1]:.4f}, kernel movement GD "
-                      f"{kernel_moved[('GD', depth, width)][-1]:.4f} "
-                      + " ".join(f"Adam {rate:g} {kernel_moved[(f'Adam {rate:g}', depth, width)][-1]:.4f}"
-                                 for rate in rates)
+                      f"{differences[(depth, width)][-1][-1]:.4f}, kernel movement "
+                      + " ".join(f"{label} {kernel_moved[(label, depth, width)][-1]:.4f}" for label in labels)
                       + f" ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    labels = ["GD"] + [f"Adam {rate:g}" for rate in rates]
     backend = get_backend(args.device)
     where = f"{platform.machine()} CPU, {backend.workers} threads" if args.device == "cpu" else "GPU"
     lines = ["# Wide CNNs against nlfilt's ntk filter: gradient descent follows it, Adam adapts it", "",
@@ -181,7 +206,9 @@ def measure(args: argparse.Namespace, figure: Path | None = None) -> tuple[str, 
         best = int(numpy.argmax(curve))
         lines.append(f"| {depth} | {kind} | {curve[0]:.2f} | {curve[best]:.2f} ({best + 1}) | "
                      f"{curve[-1]:.2f} |")
-    lines += ["", f"Total time {time.perf_counter() - started:.0f} s.", ""]
+    lines += ["", records.summary(), "",
+              f"Total time {time.perf_counter() - started:.0f} s ({measured} training runs made, "
+              f"{len(records.used) - measured} taken from the records; s per training step as measured).", ""]
     if figure is not None and all(widths.values()) and curves:
         plot(differences, kernel_moved, labels, curves, widths, checkpoints, args, figure)
     return "\n".join(lines), {key: float(numpy.mean(values)) for key, values in kernel_shape.items()}
