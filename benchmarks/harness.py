@@ -130,15 +130,18 @@ class Records:
                 file.write(json.dumps(entry) + "\n")
         return values
 
-    def summary(self) -> str:
-        """Where the values this run used were measured: dates, commits and machines, each once."""
+    def summary(self, start: int = 0) -> str:
+        """Where the values this run used from ``start`` on (an earlier ``len(used)``) were measured:
+        their dates, commits and machines, each once."""
+        used = self.used[start:]
+
         def listed(field: str) -> str:
-            return ", ".join(sorted({entry[field] for entry in self.used}))
-        if not self.used:
+            return ", ".join(sorted({entry[field] for entry in used}))
+        if not used:
             return "No records used."
         shown = "this run" if self.path is None else (
             f"`{self.path.relative_to(RESULTS)}`" if self.path.is_relative_to(RESULTS) else f"`{self.path}`")
-        return (f"The {len(self.used)} measurements behind these tables ({shown}) were made on "
+        return (f"The {len(used)} measurements behind these tables ({shown}) were made on "
                 f"{listed('date')}, at commit {listed('commit')}, on {listed('machine')}.")
 
 
@@ -154,7 +157,7 @@ def provenance() -> dict:
         done = subprocess.run(["git", "-C", str(ROOT), *arguments], capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "nlfilt", "benchmarks", ":!benchmarks/results"):
+    if git("status", "--porcelain", "--", "nlfilt", "benchmarks/*.py"):
         commit += "+changes"
     return {"date": time.strftime("%Y-%m-%d"), "commit": commit,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}

@@ -130,7 +130,7 @@ def measure(args: argparse.Namespace, figure: Path | None = None,
     kernel_shape: dict[tuple[str, int, int], list[float]] = {}
     hidden_moved: dict[tuple[str, int, int], list[float]] = {}
     step_time: dict[tuple[int, int], list[float]] = {}
-    measured = 0
+    measured, first = 0, len(records.used)
     for depth in (1, 2):
         for crop in crops:
             name, clean, noisy = crop
@@ -206,9 +206,10 @@ def measure(args: argparse.Namespace, figure: Path | None = None,
         best = int(numpy.argmax(curve))
         lines.append(f"| {depth} | {kind} | {curve[0]:.2f} | {curve[best]:.2f} ({best + 1}) | "
                      f"{curve[-1]:.2f} |")
-    lines += ["", records.summary(), "",
+    lines += ["", records.summary(first), "",
               f"Total time {time.perf_counter() - started:.0f} s ({measured} training runs made, "
-              f"{len(records.used) - measured} taken from the records; s per training step as measured).", ""]
+              f"{len(records.used) - first - measured} taken from the records; s per training step as "
+              "measured).", ""]
     if figure is not None and all(widths.values()) and curves:
         plot(differences, kernel_moved, labels, curves, widths, checkpoints, args, figure)
     return "\n".join(lines), {key: float(numpy.mean(values)) for key, values in kernel_shape.items()}

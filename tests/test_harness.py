@@ -28,6 +28,8 @@ def test_records_are_found_by_key_whatever_its_order_and_the_last_line_wins(tmp_
     measured = again.used[0]
     assert set(measured) == {"date", "commit", "machine"} and measured["commit"]
     assert "2 measurements" in again.summary() and str(path) in again.summary()
+    assert again.summary(start=1).startswith("The 1 measurements")
+    assert again.summary(start=2) == "No records used."
     assert harness.Records(path, fresh=True).get({"depth": 1, "width": 8}) is None
     assert len(path.read_text().splitlines()) == 3  # fresh reads nothing and removes nothing
 
@@ -52,7 +54,9 @@ def test_a_report_from_records_equals_the_measured_one(tmp_path, set12):
     assert len(runs) == 3 * 3 * 3  # (depth, width) pairs x crops x optimizers
     assert {run["key"]["optimizer"] for run in runs} == {"gd", "adam"}
     path.write_text("\n".join(json.dumps(run) for run in runs if run["key"]["width"] != 16) + "\n")
-    grown, grown_shapes = ntk_vs_network.measure(options, None, harness.Records(path))
+    records = harness.Records(path)
+    assert records.get(runs[0]["key"])  # a lookup made before, by another part of the same run
+    grown, grown_shapes = ntk_vs_network.measure(options, None, records)
     assert len(path.read_text().splitlines()) == 27  # only the removed width measured again
 
     def tables(text: str) -> list[str]:
