@@ -99,6 +99,7 @@ class Records:
 
     def __init__(self, path: Path | None, *, fresh: bool = False) -> None:
         self.path = path
+        self.source = provenance()  # the code this run loaded, whatever the checkout becomes meanwhile
         self.entries: dict[str, dict] = {}
         self.used: list[dict] = []  # the "measured" part of every record this run looked up or added
         if path is None or fresh or not path.exists():
@@ -119,9 +120,9 @@ class Records:
         return None if entry is None else entry["values"]
 
     def put(self, key: dict, values: dict) -> dict:
-        """Record ``values`` (JSON-able) under ``key``, with today's date, the commit and the machine;
-        return ``values``."""
-        entry = {"key": key, "values": values, "measured": provenance()}
+        """Record ``values`` (JSON-able) under ``key``, with today's date, and the commit and machine this
+        run started on; return ``values``."""
+        entry = {"key": key, "values": values, "measured": {**self.source, "date": time.strftime("%Y-%m-%d")}}
         self.entries[canonical(key)] = entry
         self.used.append(entry["measured"])
         if self.path is not None:
