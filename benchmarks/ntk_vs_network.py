@@ -17,6 +17,10 @@ kernel, global, patch 3):
 * PSNR against the clean crop over the steps for GD, Adam and the filter;
 * the training time per step (the device and precision of the run).
 
+With ``--write`` each training run's values are also kept in
+``benchmarks/results/records/ntk_vs_network.jsonl``: a later run with one more
+width trains only that width's networks and rebuilds the whole report.
+
     python benchmarks/ntk_vs_network.py --write   # benchmarks/results/ntk_vs_network.md and .png
     python benchmarks/ntk_vs_network.py --parametrization standard --output ntk_vs_network_standard --write
 
